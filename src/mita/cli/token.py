@@ -1,0 +1,190 @@
+"""``mita token``: issue and decode STS tokens from the terminal or a script.
+
+The human commands print with Rich; ``mita token batch`` is the machine
+interface (JSON Lines in, one JSON line out per line, in order, never stopping
+on a bad line). Both go through :mod:`mita.cli.token_ops`, so what a person
+sees and what a script gets cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import token_ops
+
+token_app = typer.Typer(no_args_is_help=True, help="Issue and decode STS tokens.")
+console = Console()
+err_console = Console(stderr=True)
+
+EaOpt = Annotated[int, typer.Option("--ea", help="Encryption algorithm: 7 (STA), 9 (DES) or 11 (MISTY1).")]
+KeyOpt = Annotated[str, typer.Option("--key", help="The meter's current decoder key, hex (16 or 32 digits).")]
+TidOpt = Annotated[int | None, typer.Option("--tid", help="Token identifier; or give --at.")]
+AtOpt = Annotated[str | None, typer.Option("--at", help="Issue time YYYY-MM-DDTHH:MM; the TID is computed.")]
+BaseOpt = Annotated[int, typer.Option("--base-date", help="1993, 2014 or 2035.")]
+
+
+def _run(req: dict[str, Any]) -> dict[str, Any]:
+    """Answer a request or exit with its error printed."""
+    answer = token_ops.handle(req)
+    if "error" in answer:
+        err = answer["error"]
+        err_console.print(f"[bold red]error[/] [{err['code']}] {err['message']}")
+        raise typer.Exit(2)
+    return answer
+
+
+def _tid(tid: int | None, at: str | None, base_date: int) -> int:
+    if tid is not None:
+        return tid
+    if at is None:
+        err_console.print("[bold red]error[/] give --tid or --at")
+        raise typer.Exit(2)
+    return int(_run({"op": "tid", "issued": at, "base_date": base_date})["tid"])
+
+
+def _show(title: str, fields: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False)
+    for name, value in fields.items():
+        table.add_row(name, str(value))
+    console.print(table)
+
+
+@token_app.command("derive-key")
+def derive_key(
+    drn: Annotated[str, typer.Option(help="Meter number with its check digit (11 or 13 digits).")],
+    vending_key: Annotated[str, typer.Option(help="Vending key, hex (16 digits DKGA02, 40 DKGA04).")],
+    sgc: Annotated[str, typer.Option(help="Supply group code, 6 digits.")],
+    dkga: Annotated[int, typer.Option(help="2 or 4.")] = 2,
+    kt: Annotated[int, typer.Option(help="Key type 0..3.")] = 2,
+    ti: Annotated[int, typer.Option(help="Tariff index 0..99.")] = 1,
+    krn: Annotated[int, typer.Option(help="Key revision number 1..9.")] = 1,
+    base_date: BaseOpt = 1993,
+    ea: EaOpt = 7,
+    iin: Annotated[str | None, typer.Option(help="600727 or 0000; taken from the DRN length if left out.")] = None,
+) -> None:
+    """Derive a meter's decoder key from its supply group's vending key."""
+    req = {"op": "derive_key", "dkga": dkga, "vending_key": vending_key, "drn": drn, "kt": kt, "sgc": sgc}
+    req |= {"ti": ti, "krn": krn, "base_date": base_date, "ea": ea}
+    if iin:
+        req["iin"] = iin
+    console.print(_run(req)["decoder_key"])
+
+
+@token_app.command()
+def credit(
+    ea: EaOpt,
+    key: KeyOpt,
+    amount: Annotated[int, typer.Option(help="Base units: 0.1 kWh, 0.1 m3, 0.1 min, or 1e-5 currency.")],
+    subclass: Annotated[int, typer.Option(help="0 electricity, 1 water, 2 gas, 3 time, 4..7 currency.")] = 0,
+    tid: TidOpt = None,
+    at: AtOpt = None,
+    base_date: BaseOpt = 1993,
+) -> None:
+    """Issue a credit token (class 0)."""
+    req = {"op": "encode", "ea": ea, "decoder_key": key, "class": 0, "subclass": subclass}
+    req |= {"tid": _tid(tid, at, base_date), "amount": amount}
+    console.print(_run(req)["token"])
+
+
+MANAGEMENT = {
+    "max-power": (0, "mpl"),
+    "clear-credit": (1, "register"),
+    "tariff-rate": (2, "rate"),
+    "clear-tamper": (5, "pad"),
+    "phase-unbalance": (6, "mppul"),
+    "water-factor": (7, "wm_factor"),
+}
+
+
+@token_app.command()
+def management(
+    kind: Annotated[str, typer.Argument(help=", ".join(MANAGEMENT))],
+    ea: EaOpt,
+    key: KeyOpt,
+    value: Annotated[int, typer.Option(help="Watts for limits; register (65535 = all); raw 16-bit otherwise.")] = 0,
+    tid: TidOpt = None,
+    at: AtOpt = None,
+    base_date: BaseOpt = 1993,
+) -> None:
+    """Issue a management token (class 2)."""
+    if kind not in MANAGEMENT:
+        err_console.print(f"[bold red]error[/] [format_error] kind must be one of {', '.join(MANAGEMENT)}")
+        raise typer.Exit(2)
+    subclass, name = MANAGEMENT[kind]
+    req = {"op": "encode", "ea": ea, "decoder_key": key, "class": 2, "subclass": subclass, name: value}
+    req["tid"] = _tid(tid, at, base_date)
+    console.print(_run(req)["token"])
+
+
+@token_app.command()
+def test(
+    control: Annotated[int, typer.Option(help="Control bits: which test or display to run.")] = 1,
+    mfr_code: Annotated[int, typer.Option(help="Manufacturer code (0 = any meter).")] = 0,
+    wide: Annotated[bool, typer.Option(help="28-bit control with 4-digit manufacturer code.")] = False,
+) -> None:
+    """Issue an initiate-meter-test/display token (class 1, not encrypted)."""
+    req = {"op": "encode", "ea": 7, "class": 1, "subclass": int(wide), "control": control, "mfr_code": mfr_code}
+    console.print(_run(req)["token"])
+
+
+@token_app.command("key-change")
+def key_change(
+    ea: EaOpt,
+    key: KeyOpt,
+    new_key: Annotated[str, typer.Option(help="The new decoder key, hex (16 digits: 2 tokens; 32: 4 tokens).")],
+    krn: Annotated[int, typer.Option(help="New key revision number.")],
+    kt: Annotated[int, typer.Option(help="New key type.")] = 2,
+    ti: Annotated[int, typer.Option(help="New tariff index.")] = 1,
+    ken: Annotated[int, typer.Option(help="New key expiry number (255 = no expiry).")] = 255,
+    ro: Annotated[int, typer.Option(help="1 to clear the meter's TID store (base date change).")] = 0,
+    sgc: Annotated[str | None, typer.Option(help="Supply group code (4-token sets).")] = None,
+) -> None:
+    """Issue a key change token set, in entry order."""
+    req: dict[str, Any] = {"op": "key_change", "ea": ea, "decoder_key": key, "new_key": new_key}
+    req |= {"ken": ken, "krn": krn, "kt": kt, "ti": ti, "ro": ro}
+    if sgc:
+        req["sgc"] = sgc
+    for t in _run(req)["tokens"]:
+        console.print(t)
+
+
+@token_app.command()
+def decode(
+    token: Annotated[str, typer.Argument(help="The 20-digit token.")],
+    ea: EaOpt = 7,
+    key: Annotated[str | None, typer.Option("--key", help="Decoder key, hex (not needed for class 1).")] = None,
+) -> None:
+    """Decode a token and print its fields, or why it does not decode."""
+    req: dict[str, Any] = {"op": "decode", "ea": ea, "token": token}
+    if key:
+        req["decoder_key"] = key
+    _show(f"token {token}", _run(req))
+
+
+@token_app.command()
+def tid(at: Annotated[str, typer.Option(help="YYYY-MM-DDTHH:MM")], base_date: BaseOpt = 1993) -> None:
+    """The TID of an issue time."""
+    console.print(_run({"op": "tid", "issued": at, "base_date": base_date})["tid"])
+
+
+@token_app.command()
+def batch() -> None:
+    """JSON Lines on stdin to JSON Lines on stdout, one answer per line, in order."""
+    out = sys.stdout
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+        except ValueError as exc:
+            answer: dict[str, Any] = {"error": {"code": "invalid_json", "message": f"not JSON: {exc}"}}
+        else:
+            answer = token_ops.handle(req)
+        out.write(json.dumps(answer, separators=(",", ":")) + "\n")
+    out.flush()

@@ -1,0 +1,69 @@
+"""Decoder key generation: DKGA02 (DES) and DKGA04 (KDF-HMAC-SHA-256), 6.5.3.
+
+The decoder key of a meter is derived from the vending key of its supply
+group and the meter's identity, so a vending system never stores per-meter
+keys. DKGA01's cipher step is not public: asking for it is an
+:class:`UnsupportedError`, never a guess.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from .ea import EA, des_encrypt
+from .errors import FormatError, UnsupportedError
+from .identity import MeterNumber, check_key_params, control_block
+from .tid import BaseDate
+
+_M64 = (1 << 64) - 1
+DKGA04_VENDING_KEY_BYTES = 20  # 160 bits, as every compliance vector has it
+
+
+def dkga02(vending_key: bytes, meter: MeterNumber, kt: int, sgc: str, ti: int, krn: int) -> int:
+    """DK = DES(VK, PANBlock ^ CONTROLBlock) ^ (PANBlock ^ CONTROLBlock) ^ VK (64-bit)."""
+    if len(vending_key) != 8:
+        raise FormatError("DKGA02 needs a 64-bit (8-byte) vending key")
+    vk = int.from_bytes(vending_key, "big")
+    x = meter.pan_block(common=kt == 3) ^ control_block(kt, sgc, ti, krn)
+    return des_encrypt(x, vk) ^ x ^ vk
+
+
+def dkga04_input(meter: MeterNumber, kt: int, sgc: str, ti: int, krn: int, base: BaseDate, ea: EA) -> bytes:
+    """Label || 0x00 || Context || L, as NIST SP 800-108 feedback mode builds it."""
+    check_key_params(kt, sgc, ti, krn)
+    label = b"\x04\x0204\x02" + base.code.encode() + b"\x02" + f"{ea.value:02d}".encode() + b"\x02" + f"{ti:02d}".encode()
+    context = b"\x04\x06" + sgc.encode() + b"\x01" + str(kt).encode() + b"\x01" + str(krn).encode() + b"\x12" + meter.pan.encode()
+    return label + b"\x00" + context + ea.key_bits.to_bytes(4, "big")
+
+
+def dkga04(
+    vending_key: bytes, meter: MeterNumber, kt: int, sgc: str, ti: int, krn: int, base: BaseDate, ea: EA
+) -> int:
+    """The leftmost 64 (EA07) or 128 (EA11) bits of HMAC-SHA-256(VK, KDF input)."""
+    if len(vending_key) != DKGA04_VENDING_KEY_BYTES:
+        raise FormatError("DKGA04 needs a 160-bit (20-byte) vending key")
+    if ea is EA.DEA:
+        raise UnsupportedError("DKGA04 is defined for EA07 and EA11 only")
+    mac = hmac.digest(vending_key, dkga04_input(meter, kt, sgc, ti, krn, base, ea), "sha256")
+    return int.from_bytes(mac[: ea.key_bits // 8], "big")
+
+
+def derive_decoder_key(
+    dkga: int,
+    vending_key: bytes,
+    meter: MeterNumber,
+    kt: int,
+    sgc: str,
+    ti: int,
+    krn: int,
+    base: BaseDate = BaseDate.Y1993,
+    ea: EA = EA.STA,
+) -> int:
+    """Dispatch on the DKGA number; the base date and EA matter for DKGA04 only."""
+    if dkga == 2:
+        return dkga02(vending_key, meter, kt, sgc, ti, krn)
+    if dkga == 4:
+        return dkga04(vending_key, meter, kt, sgc, ti, krn, base, ea)
+    if dkga in (1, 3):
+        raise UnsupportedError(f"DKGA0{dkga} is not implemented: its cipher step is not public")
+    raise FormatError(f"DKGA must be 2 or 4 (got {dkga})")

@@ -1,0 +1,88 @@
+"""The three encryption algorithms behind one small interface (6.5.4-6.5.6).
+
+Class 0 and class 2 tokens are encrypted with the meter's current decoder key;
+class 1 is sent in clear. EA09 (DES) is deprecated ("shall not be used in new
+products") but still decodes for meters that have it; its vectors come from a
+single implementation (SPEC.md §5.2).
+"""
+
+from __future__ import annotations
+
+import threading
+from enum import IntEnum
+
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, modes
+
+from . import misty1
+from .errors import FormatError
+from .sta import STA
+
+
+class EA(IntEnum):
+    """Encryption algorithm codes as the standard numbers them."""
+
+    STA = 7
+    DEA = 9
+    MISTY1 = 11
+
+    @property
+    def key_bits(self) -> int:
+        return 128 if self is EA.MISTY1 else 64
+
+    @classmethod
+    def parse(cls, value: object) -> EA:
+        try:
+            return cls(int(str(value)))
+        except (ValueError, TypeError):
+            raise FormatError(f"encryption algorithm must be 7, 9 or 11 (got {value!r})") from None
+
+
+_local = threading.local()
+
+
+def _des(key: int, decrypt: bool = False) -> CipherContext:
+    """A cached single-DES ECB context (DES3 with K||K||K) for this thread.
+
+    ECB contexts carry no state between 8-byte blocks, so one context per key
+    serves every call; building one costs ten times the encryption itself.
+    """
+    cache: dict[tuple[int, bool], CipherContext] | None = getattr(_local, "des", None)
+    if cache is None:
+        cache = _local.des = {}
+    ctx = cache.get((key, decrypt))
+    if ctx is None:
+        if len(cache) > 64:
+            cache.clear()
+        cipher = Cipher(TripleDES(key.to_bytes(8, "big") * 3), modes.ECB())
+        ctx = cache[(key, decrypt)] = cipher.decryptor() if decrypt else cipher.encryptor()
+    return ctx
+
+
+def des_encrypt(block: int, key: int) -> int:
+    return int.from_bytes(_des(key).update(block.to_bytes(8, "big")), "big")
+
+
+def des_decrypt(block: int, key: int) -> int:
+    return int.from_bytes(_des(key, True).update(block.to_bytes(8, "big")), "big")
+
+
+def check_key(ea: EA, key: int) -> None:
+    if not 0 <= key < 1 << ea.key_bits:
+        raise FormatError(f"EA{ea.value:02d} needs a {ea.key_bits}-bit decoder key")
+
+
+def encrypt(ea: EA, block: int, key: int) -> int:
+    if ea is EA.STA:
+        return STA.encrypt(block, key)
+    if ea is EA.MISTY1:
+        return misty1.encrypt(block, key)
+    return des_encrypt(block, key)
+
+
+def decrypt(ea: EA, block: int, key: int) -> int:
+    if ea is EA.STA:
+        return STA.decrypt(block, key)
+    if ea is EA.MISTY1:
+        return misty1.decrypt(block, key)
+    return des_decrypt(block, key)

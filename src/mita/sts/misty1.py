@@ -1,0 +1,158 @@
+"""EA11: MISTY1 (RFC 2994, ISO/IEC 18033-3) with a 128-bit decoder key.
+
+In STS the 64-bit data block is the cipher block as 8 big-endian bytes and the
+key is the 16 DKGA04 bytes in natural order (SPEC.md §5.3).
+
+The FI function is the inner loop of both the key schedule and the rounds.
+Its two key-independent halves are each a fixed map on 16 bits, so we keep
+them as two 65,536-entry tables: FI(x, k) = _FI_OUT[_FI_IN[x] ^ k]. The
+S-boxes below are RFC 2994's S7 and S9 tables (a permutation each, checked at
+import).
+"""
+
+from __future__ import annotations
+
+_S7_HEX = (
+    "1b32335a3b1017545b1a72736b2c66491f24136c372e3f4a5d0f405625511c04"
+    "0b46200d7b3544422b1e41144b79156f0e550936740c6753280a7e3802076029"
+    "1912652f303908685f782a4c6445753d594803577c4f623c1d215e276a704d3a"
+    "016d6e6318772305267600312d7a7f61502211064716524e713e6943345c587d"
+)
+_S9_HEX = (
+    "1c30cb15319f1e30e90fb0351810b91171eb13300902d0d30c714a03707e0eb1641931d8"
+    "0a311e05502c01d1a216311814b1521d200f02b03013a0e511113818e0630e30c81f401b"
+    "00109d0f81a016d1f301c14607d0d10821ea18312d0f419e1d30dd1e21281e00ec059091"
+    "01112f0260dc0b018c10f1f70e716c0b60f90d815110114c1030b815412b1ae01707100c"
+    "04705807f1a413412908415d19d1b21a304807c0511ca02313d1a716503b0420da1920ce"
+    "0c106b09f1f112c1840fa1961e116917d03118010a0941da18613e11c0601751cf067119"
+    "06506809915000800717c0b70240190de1270db0e41a905210909019c1c10281b313516a"
+    "1760df1e51880c516e1de1b10c31df0360ee1ee0f009304909a1b606908112500b05e0b4"
+    "1491c717403e13b1b708e1c60ae0100951ef04e0f21fd0850fd0f60a016f08308a15609b"
+    "13c1071670981d01e90031fe0bd1220890d218f01203306a1420ed17011b0e214f158131"
+    "14705d1131cd0791611a517909e1b40cc02213201a0e80041871ed1970391bf1d702718b"
+    "0c609c0d014e06c0341f206e0ca0250ba1910fe01310602f1ad1721db0c010b1d60f51ec"
+    "10d0761141ab07510c1e415905411f04b0c41be0f70290a400e1f007704d17a08608b0b3"
+    "1710bf10e10409715b1601680d70bb0661ce0fc0921c506f01604a0a11390af0f119000a"
+    "1aa14317b05618d1660d41fb14d19419a0871f81230a71b814103c1f914002a15511a1a1"
+    "1980d51261af06112e1571dc07218a0aa0961150ef04507b08d14505305f1780b202e020"
+    "1d503f1c91e71ac0440380140b116b0ab0b505a1821c81d40181770640cf06d100199130"
+    "15a0051201bb1bd0e004f0d613f1c412a0150060ff19b0a604308805015f1e812107317e"
+    "0bc0c20c91731891f50741cc1e61a819501f04100d1ba03203d1d10800a80571b9162148"
+    "0d910506207a0211ff1121081c00a911d1b01a60cd0f305c10205b1d91441f60ad0a503a"
+    "1cb13617f0460e101e1dd0e61371fa18508c08f0401b50be0780000ac11015e1240021bc"
+    "0a20ea0701fc11615c04c1c2"
+)
+
+S7 = tuple(bytes.fromhex(_S7_HEX))
+S9 = tuple(int(_S9_HEX[i : i + 3], 16) for i in range(0, len(_S9_HEX), 3))
+assert sorted(S7) == list(range(128)) and sorted(S9) == list(range(512))
+
+
+def _fi_in(x: int) -> int:
+    """First half of FI, before the key: returns d7 << 9 | d9."""
+    d9 = S9[x >> 7] ^ (x & 0x7F)
+    d7 = (S7[x & 0x7F] ^ d9) & 0x7F
+    return d7 << 9 | d9
+
+
+def _fi_out(y: int) -> int:
+    """Second half of FI, after ``d7 ^= k >> 9`` and ``d9 ^= k & 0x1ff``."""
+    d7 = y >> 9
+    return d7 << 9 | (S9[y & 0x1FF] ^ d7)
+
+
+_FI_IN = [_fi_in(x) for x in range(1 << 16)]
+_FI_OUT = [_fi_out(y) for y in range(1 << 16)]
+
+_M32 = 0xFFFFFFFF
+
+# Per-key material: 8 FO rounds of (KO1, KI1, KO2, KI2, KO3, KI3, KO4) and
+# 10 FL layers of (KL1, KL2), in the order the rounds use them.
+Schedule = tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, int], ...]]
+
+
+def schedule(key: int) -> Schedule:
+    """Expand a 128-bit key (RFC 2994 §2.2) into round subkeys."""
+    k = [(key >> (16 * (7 - i))) & 0xFFFF for i in range(8)]
+    fi_in, fi_out = _FI_IN, _FI_OUT
+    kp = [fi_out[fi_in[k[i]] ^ k[(i + 1) % 8]] for i in range(8)]
+    fo = tuple(
+        (
+            k[r],
+            kp[(r + 5) % 8],
+            k[(r + 2) % 8],
+            kp[(r + 1) % 8],
+            k[(r + 7) % 8],
+            kp[(r + 3) % 8],
+            k[(r + 4) % 8],
+        )
+        for r in range(8)
+    )
+    fl = tuple(
+        (k[i // 2], kp[(i // 2 + 6) % 8])
+        if i % 2 == 0
+        else (kp[((i - 1) // 2 + 2) % 8], k[((i - 1) // 2 + 4) % 8])
+        for i in range(10)
+    )
+    return fo, fl
+
+
+def _fo(x: int, sub: tuple[int, ...]) -> int:
+    ko1, ki1, ko2, ki2, ko3, ki3, ko4 = sub
+    fi_in, fi_out = _FI_IN, _FI_OUT
+    t0 = x >> 16
+    t1 = x & 0xFFFF
+    t0 = fi_out[fi_in[t0 ^ ko1] ^ ki1] ^ t1
+    t1 = fi_out[fi_in[t1 ^ ko2] ^ ki2] ^ t0
+    t0 = fi_out[fi_in[t0 ^ ko3] ^ ki3] ^ t1
+    return (t1 ^ ko4) << 16 | t0
+
+
+def _fl(x: int, kl: tuple[int, int]) -> int:
+    d0 = x >> 16
+    d1 = (x & 0xFFFF) ^ (d0 & kl[0])
+    return (d0 ^ (d1 | kl[1])) << 16 | d1
+
+
+def _fl_inv(x: int, kl: tuple[int, int]) -> int:
+    d0 = x >> 16
+    d1 = x & 0xFFFF
+    d0 ^= d1 | kl[1]
+    return d0 << 16 | (d1 ^ (d0 & kl[0]))
+
+
+def encrypt_scheduled(block: int, sched: Schedule) -> int:
+    fo, fl = sched
+    d0 = block >> 32
+    d1 = block & _M32
+    for r in (0, 2, 4, 6):
+        d0 = _fl(d0, fl[r])
+        d1 = _fl(d1, fl[r + 1]) ^ _fo(d0, fo[r])
+        d0 ^= _fo(d1, fo[r + 1])
+    d0 = _fl(d0, fl[8])
+    d1 = _fl(d1, fl[9])
+    return d1 << 32 | d0
+
+
+def decrypt_scheduled(block: int, sched: Schedule) -> int:
+    fo, fl = sched
+    d1 = block >> 32
+    d0 = block & _M32
+    d0 = _fl_inv(d0, fl[8])
+    d1 = _fl_inv(d1, fl[9])
+    for r in (6, 4, 2, 0):
+        d0 ^= _fo(d1, fo[r + 1])
+        d1 ^= _fo(d0, fo[r])
+        d0 = _fl_inv(d0, fl[r])
+        d1 = _fl_inv(d1, fl[r + 1])
+    return d0 << 32 | d1
+
+
+def encrypt(block: int, key: int) -> int:
+    """Encrypt a 64-bit block with a 128-bit key (both as big-endian integers)."""
+    return encrypt_scheduled(block, schedule(key))
+
+
+def decrypt(block: int, key: int) -> int:
+    """Invert :func:`encrypt`."""
+    return decrypt_scheduled(block, schedule(key))
