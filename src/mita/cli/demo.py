@@ -37,7 +37,9 @@ def demo() -> None:
         digits = sts.encode(token, sts.EA.STA, key)
         back = sts.decode(digits, sts.EA.STA, key)
         shown = {k: v for k, v in back.fields().items() if k not in ("class", "subclass")}
-        table.add_row(" ".join(digits[i : i + 4] for i in range(0, 20, 4)), f"{back.token_class}/{back.subclass}", str(shown))
+        table.add_row(
+            " ".join(digits[i : i + 4] for i in range(0, 20, 4)), f"{back.token_class}/{back.subclass}", str(shown)
+        )
     console.print(table)
     try:
         sts.decode(sts.encode(tokens[0], sts.EA.STA, key), sts.EA.STA, key ^ 1)

@@ -94,9 +94,7 @@ def build_token(req: Request) -> Token:
     if kind is None:
         raise sts.UnsupportedError(f"class {token_class} subclass {subclass} is reserved or not supported")
     if kind is TransferCredit:
-        return TransferCredit(
-            _get(req, "tid"), _get(req, "amount"), _rnd(req), sts.CreditKind(subclass)
-        )
+        return TransferCredit(_get(req, "tid"), _get(req, "amount"), _rnd(req), sts.CreditKind(subclass))
     if kind is CurrencyCredit:
         negative = _get(req, "negative", bool, False)
         return CurrencyCredit(_get(req, "tid"), _get(req, "amount"), negative, sts.CreditKind(subclass))

@@ -15,16 +15,17 @@ from .errors import RangeError
 
 MANTISSA_BITS = 14
 _M = 1 << MANTISSA_BITS
+_POW10: tuple[int, ...] = tuple(10**e for e in range(32))
 
 #: The offset added for exponent e: sum over n=1..e of 2^14 * 10^(n-1).
-OFFSETS = (0, _M, 11 * _M, 111 * _M)
+OFFSETS: tuple[int, ...] = (0, _M, 11 * _M, 111 * _M)
 MAX_UNITS = 16383 * 1000 + OFFSETS[3]  # 0xFFFF decodes to 18,201,624
 
 
 def decode_amount(field: int) -> int:
     """Base units carried by a 16-bit amount field."""
     e = field >> 14
-    return (field & 0x3FFF) * 10**e + OFFSETS[e]
+    return (field & 0x3FFF) * _POW10[e] + OFFSETS[e]
 
 
 def encode_amount(units: int) -> int:
@@ -34,7 +35,7 @@ def encode_amount(units: int) -> int:
     for e in range(4):
         if units < OFFSETS[e]:
             return e << 14  # in the gap below this band: its first value
-        m = -(-(units - OFFSETS[e]) // 10**e)
+        m = -(-(units - OFFSETS[e]) // _POW10[e])
         if m < _M:
             return e << 14 | m
     raise RangeError(f"amount {units} exceeds the maximum of {MAX_UNITS} base units")
@@ -46,13 +47,13 @@ CURRENCY_MAX_EXPONENT = 31
 
 
 def currency_offset(e: int) -> int:
-    return _M * ((10**e - 1) // 9)
+    return _M * ((_POW10[e] - 1) // 9)
 
 
 def decode_currency(se_nibble: int, field: int) -> tuple[int, bool]:
     """(base units, negative) from the S&E nibble and the amount field."""
     e = (field >> 14 & 1) | (field >> 15 & 1) << 1 | (se_nibble & 7) << 2
-    units = (field & 0x3FFF) * 10**e + currency_offset(e)
+    units = (field & 0x3FFF) * _POW10[e] + currency_offset(e)
     return units, bool(se_nibble & 8)
 
 
@@ -65,7 +66,7 @@ def encode_currency(units: int, negative: bool = False) -> tuple[int, int]:
         if units < offset:
             m = 0  # in the gap below this band: round up to its first value
         else:
-            m = -(-(units - offset) // 10**e)
+            m = -(-(units - offset) // _POW10[e])
             if m >= _M:
                 continue
         field = (e >> 1 & 1) << 15 | (e & 1) << 14 | m

@@ -9,6 +9,7 @@ keys. DKGA01's cipher step is not public: asking for it is an
 from __future__ import annotations
 
 import hmac
+from functools import lru_cache
 
 from .ea import EA, des_encrypt
 from .errors import FormatError, UnsupportedError
@@ -28,17 +29,30 @@ def dkga02(vending_key: bytes, meter: MeterNumber, kt: int, sgc: str, ti: int, k
     return des_encrypt(x, vk) ^ x ^ vk
 
 
-def dkga04_input(meter: MeterNumber, kt: int, sgc: str, ti: int, krn: int, base: BaseDate, ea: EA) -> bytes:
-    """Label || 0x00 || Context || L, as NIST SP 800-108 feedback mode builds it."""
+def _items(*items: str) -> bytes:
+    """An item count, then each ASCII item with its length in front."""
+    out = bytes([len(items)])
+    for item in items:
+        out += bytes([len(item)]) + item.encode("ascii")
+    return out
+
+
+@lru_cache(maxsize=256)
+def _kdf_parts(kt: int, sgc: str, ti: int, krn: int, base: BaseDate, ea: EA) -> tuple[bytes, bytes]:
+    """Everything in the KDF input but the MeterPAN; the same for a whole supply group."""
     check_key_params(kt, sgc, ti, krn)
-    label = b"\x04\x0204\x02" + base.code.encode() + b"\x02" + f"{ea.value:02d}".encode() + b"\x02" + f"{ti:02d}".encode()
-    context = b"\x04\x06" + sgc.encode() + b"\x01" + str(kt).encode() + b"\x01" + str(krn).encode() + b"\x12" + meter.pan.encode()
-    return label + b"\x00" + context + ea.key_bits.to_bytes(4, "big")
+    label = _items("04", base.code, f"{ea.value:02d}", f"{ti:02d}")
+    context = _items(sgc, str(kt), str(krn), "0" * 18)[:-18]  # the PAN is appended per meter
+    return label + b"\x00" + context, ea.key_bits.to_bytes(4, "big")
 
 
-def dkga04(
-    vending_key: bytes, meter: MeterNumber, kt: int, sgc: str, ti: int, krn: int, base: BaseDate, ea: EA
-) -> int:
+def dkga04_input(meter: MeterNumber, kt: int, sgc: str, ti: int, krn: int, base: BaseDate, ea: EA) -> bytes:
+    """Label || 0x00 || Context || L, as NIST SP 800-108 feedback mode builds it (SPEC.md §6.5)."""
+    head, length = _kdf_parts(kt, sgc, ti, krn, base, ea)
+    return head + meter.pan.encode() + length
+
+
+def dkga04(vending_key: bytes, meter: MeterNumber, kt: int, sgc: str, ti: int, krn: int, base: BaseDate, ea: EA) -> int:
     """The leftmost 64 (EA07) or 128 (EA11) bits of HMAC-SHA-256(VK, KDF input)."""
     if len(vending_key) != DKGA04_VENDING_KEY_BYTES:
         raise FormatError("DKGA04 needs a 160-bit (20-byte) vending key")

@@ -9,7 +9,8 @@ money, so we refuse it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .errors import CheckDigitError, FormatError, RangeError
 
@@ -37,6 +38,8 @@ class MeterNumber:
 
     iin: str
     drn: str
+    #: The 18-digit MeterPAN: IIN, DRN and a Luhn digit over both (kept, as DKGA04 reads it per token).
+    pan: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         length = IIN_DRN_LENGTH.get(self.iin)
@@ -46,6 +49,8 @@ class MeterNumber:
             raise FormatError(f"with IIN {self.iin} the meter number must be {length} digits (got {self.drn!r})")
         if luhn_digit(self.drn[:-1]) != int(self.drn[-1]):
             raise CheckDigitError(f"meter number {self.drn} has a wrong check digit")
+        body = self.iin + self.drn
+        object.__setattr__(self, "pan", body + str(luhn_digit(body)))
 
     @classmethod
     def parse(cls, drn: str, iin: str | None = None) -> MeterNumber:
@@ -61,12 +66,6 @@ class MeterNumber:
     def mfr_code(self) -> str:
         return self.drn[: len(self.drn) - 9]
 
-    @property
-    def pan(self) -> str:
-        """The 18-digit MeterPAN: IIN, DRN and a Luhn digit over both."""
-        body = self.iin + self.drn
-        return body + str(luhn_digit(body))
-
     def pan_block(self, common: bool = False) -> int:
         """The rightmost 16 digits of IIN||DRN, read as 16 hex nibbles.
 
@@ -77,6 +76,7 @@ class MeterNumber:
         return int((self.iin + drn)[-16:], 16)
 
 
+@lru_cache(maxsize=256)
 def control_block(kt: int, sgc: str, ti: int, krn: int) -> int:
     """KT(1) SGC(6) TI(2) KRN(1) FFFFFF, as 16 hex nibbles (TI written as 2 BCD digits)."""
     check_key_params(kt, sgc, ti, krn)

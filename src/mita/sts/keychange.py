@@ -83,10 +83,11 @@ def assemble(sections: Iterable[KeySection]) -> NewKeyConfig:
     if not isinstance(first, Set1stSectionDecoderKey) or not isinstance(second, Set2ndSectionDecoderKey):
         raise FormatError("a key change set needs its 1st and 2nd sections")
     third, fourth = by_sub.get(8), by_sub.get(9)
-    common = dict(ken=first.kenho << 4 | second.kenlo, krn=first.krn, kt=first.kt, ti=second.ti, ro=first.ro)
+    ken = first.kenho << 4 | second.kenlo
     if isinstance(third, Set3rdSectionDecoderKey) and isinstance(fourth, Set4thSectionDecoderKey):
         key = first.nkho << 96 | third.nkmo2 << 64 | fourth.nkmo1 << 32 | second.nklo
-        return NewKeyConfig(key, 128, sgc=f"{fourth.sgcho << 12 | third.sgclo:06d}", **common)
+        sgc = f"{fourth.sgcho << 12 | third.sgclo:06d}"
+        return NewKeyConfig(key, 128, ken, first.krn, first.kt, second.ti, first.ro, sgc)
     if third is not None or fourth is not None:
         raise FormatError("a 4-token key change set needs all four sections")
-    return NewKeyConfig(first.nkho << 32 | second.nklo, 64, **common)
+    return NewKeyConfig(first.nkho << 32 | second.nklo, 64, ken, first.krn, first.kt, second.ti, first.ro)

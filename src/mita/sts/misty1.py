@@ -5,12 +5,17 @@ key is the 16 DKGA04 bytes in natural order (SPEC.md §5.3).
 
 The FI function is the inner loop of both the key schedule and the rounds.
 Its two key-independent halves are each a fixed map on 16 bits, so we keep
-them as two 65,536-entry tables: FI(x, k) = _FI_OUT[_FI_IN[x] ^ k]. The
+them as two 65,536-entry tables (compact arrays: on random input a
+list of int objects misses the cache twice as often): FI(x, k) = _FI_OUT[_FI_IN[x] ^ k]. The
 S-boxes below are RFC 2994's S7 and S9 tables (a permutation each, checked at
 import).
 """
 
 from __future__ import annotations
+
+import operator
+from array import array
+import struct
 
 _S7_HEX = (
     "1b32335a3b1017545b1a72736b2c66491f24136c372e3f4a5d0f405625511c04"
@@ -61,90 +66,114 @@ def _fi_out(y: int) -> int:
     return d7 << 9 | (S9[y & 0x1FF] ^ d7)
 
 
-_FI_IN = [_fi_in(x) for x in range(1 << 16)]
-_FI_OUT = [_fi_out(y) for y in range(1 << 16)]
+_FI_IN = array("H", map(_fi_in, range(1 << 16)))
+_FI_OUT = array("H", map(_fi_out, range(1 << 16)))
 
 _M32 = 0xFFFFFFFF
+_UNPACK_KEY = struct.Struct(">8H").unpack
 
-# Per-key material: 8 FO rounds of (KO1, KI1, KO2, KI2, KO3, KI3, KO4) and
-# 10 FL layers of (KL1, KL2), in the order the rounds use them.
-Schedule = tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, int], ...]]
+
+def _subkey_order() -> tuple[int, ...]:
+    """Indices into EK = K[0..7] + K'[0..7] (RFC 2994 §2.2), in the order rounds use them.
+
+    Each double round r = 0, 2, 4, 6 takes FL(r), FL(r+1) as (KL1, KL2) pairs,
+    then FO(r), FO(r+1) as (KO1, KI1, KO2, KI2, KO3, KI3, KO4); the last two FL
+    layers close the block. Flattening the schedule into one tuple lets one
+    C-level ``itemgetter`` call build it.
+    """
+
+    def fl(i: int) -> tuple[int, int]:
+        h = i // 2
+        return (h, 8 + (h + 6) % 8) if i % 2 == 0 else (8 + (h + 2) % 8, (h + 4) % 8)
+
+    def fo(r: int) -> tuple[int, ...]:
+        return (r, 8 + (r + 5) % 8, (r + 2) % 8, 8 + (r + 1) % 8, (r + 7) % 8, 8 + (r + 3) % 8, (r + 4) % 8)
+
+    order: list[int] = []
+    for r in (0, 2, 4, 6):
+        order += [*fl(r), *fl(r + 1), *fo(r), *fo(r + 1)]
+    return (*order, *fl(8), *fl(9))
+
+
+_SUBKEYS = operator.itemgetter(*_subkey_order())
+
+#: A key schedule: 76 subkeys, flat, in the order :func:`encrypt_scheduled` uses them.
+Schedule = tuple[int, ...]
 
 
 def schedule(key: int) -> Schedule:
-    """Expand a 128-bit key (RFC 2994 §2.2) into round subkeys."""
-    k = [(key >> (16 * (7 - i))) & 0xFFFF for i in range(8)]
+    """Expand a 128-bit key (RFC 2994 §2.2): K'[i] = FI(K[i], K[i+1 mod 8])."""
+    k = _UNPACK_KEY(key.to_bytes(16, "big"))
+    k0, k1, k2, k3, k4, k5, k6, k7 = k
     fi_in, fi_out = _FI_IN, _FI_OUT
-    kp = [fi_out[fi_in[k[i]] ^ k[(i + 1) % 8]] for i in range(8)]
-    fo = tuple(
-        (
-            k[r],
-            kp[(r + 5) % 8],
-            k[(r + 2) % 8],
-            kp[(r + 1) % 8],
-            k[(r + 7) % 8],
-            kp[(r + 3) % 8],
-            k[(r + 4) % 8],
-        )
-        for r in range(8)
-    )
-    fl = tuple(
-        (k[i // 2], kp[(i // 2 + 6) % 8])
-        if i % 2 == 0
-        else (kp[((i - 1) // 2 + 2) % 8], k[((i - 1) // 2 + 4) % 8])
-        for i in range(10)
-    )
-    return fo, fl
-
-
-def _fo(x: int, sub: tuple[int, ...]) -> int:
-    ko1, ki1, ko2, ki2, ko3, ki3, ko4 = sub
-    fi_in, fi_out = _FI_IN, _FI_OUT
-    t0 = x >> 16
-    t1 = x & 0xFFFF
-    t0 = fi_out[fi_in[t0 ^ ko1] ^ ki1] ^ t1
-    t1 = fi_out[fi_in[t1 ^ ko2] ^ ki2] ^ t0
-    t0 = fi_out[fi_in[t0 ^ ko3] ^ ki3] ^ t1
-    return (t1 ^ ko4) << 16 | t0
-
-
-def _fl(x: int, kl: tuple[int, int]) -> int:
-    d0 = x >> 16
-    d1 = (x & 0xFFFF) ^ (d0 & kl[0])
-    return (d0 ^ (d1 | kl[1])) << 16 | d1
-
-
-def _fl_inv(x: int, kl: tuple[int, int]) -> int:
-    d0 = x >> 16
-    d1 = x & 0xFFFF
-    d0 ^= d1 | kl[1]
-    return d0 << 16 | (d1 ^ (d0 & kl[0]))
+    kp = (
+        fi_out[fi_in[k0] ^ k1], fi_out[fi_in[k1] ^ k2], fi_out[fi_in[k2] ^ k3], fi_out[fi_in[k3] ^ k4],
+        fi_out[fi_in[k4] ^ k5], fi_out[fi_in[k5] ^ k6], fi_out[fi_in[k6] ^ k7], fi_out[fi_in[k7] ^ k0],
+    )  # fmt: skip
+    sched: Schedule = _SUBKEYS(k + kp)
+    return sched
 
 
 def encrypt_scheduled(block: int, sched: Schedule) -> int:
-    fo, fl = sched
+    # Unrolled by hand (no calls in the loop): this is the EA11 hot path.
+    fi_in, fi_out = _FI_IN, _FI_OUT
     d0 = block >> 32
     d1 = block & _M32
-    for r in (0, 2, 4, 6):
-        d0 = _fl(d0, fl[r])
-        d1 = _fl(d1, fl[r + 1]) ^ _fo(d0, fo[r])
-        d0 ^= _fo(d1, fo[r + 1])
-    d0 = _fl(d0, fl[8])
-    d1 = _fl(d1, fl[9])
+    for i in (0, 18, 36, 54):
+        l1, l2, l3, l4, a1, a2, a3, a4, a5, a6, a7, b1, b2, b3, b4, b5, b6, b7 = sched[i : i + 18]
+        h = d0 >> 16  # FL on d0
+        lo = (d0 & 0xFFFF) ^ (h & l1)
+        d0 = (h ^ (lo | l2)) << 16 | lo
+        h = d1 >> 16  # FL on d1
+        lo = (d1 & 0xFFFF) ^ (h & l3)
+        d1 = (h ^ (lo | l4)) << 16 | lo
+        t1 = d0 & 0xFFFF  # d1 ^= FO(d0)
+        t0 = fi_out[fi_in[(d0 >> 16) ^ a1] ^ a2] ^ t1
+        t1 = fi_out[fi_in[t1 ^ a3] ^ a4] ^ t0
+        t0 = fi_out[fi_in[t0 ^ a5] ^ a6] ^ t1
+        d1 ^= (t1 ^ a7) << 16 | t0
+        t1 = d1 & 0xFFFF  # d0 ^= FO(d1)
+        t0 = fi_out[fi_in[(d1 >> 16) ^ b1] ^ b2] ^ t1
+        t1 = fi_out[fi_in[t1 ^ b3] ^ b4] ^ t0
+        t0 = fi_out[fi_in[t0 ^ b5] ^ b6] ^ t1
+        d0 ^= (t1 ^ b7) << 16 | t0
+    l1, l2, l3, l4 = sched[72:]
+    h = d0 >> 16
+    lo = (d0 & 0xFFFF) ^ (h & l1)
+    d0 = (h ^ (lo | l2)) << 16 | lo
+    h = d1 >> 16
+    lo = (d1 & 0xFFFF) ^ (h & l3)
+    d1 = (h ^ (lo | l4)) << 16 | lo
     return d1 << 32 | d0
 
 
 def decrypt_scheduled(block: int, sched: Schedule) -> int:
-    fo, fl = sched
-    d1 = block >> 32
-    d0 = block & _M32
-    d0 = _fl_inv(d0, fl[8])
-    d1 = _fl_inv(d1, fl[9])
-    for r in (6, 4, 2, 0):
-        d0 ^= _fo(d1, fo[r + 1])
-        d1 ^= _fo(d0, fo[r])
-        d0 = _fl_inv(d0, fl[r])
-        d1 = _fl_inv(d1, fl[r + 1])
+    fi_in, fi_out = _FI_IN, _FI_OUT
+    l1, l2, l3, l4 = sched[72:]
+    lo = block & 0xFFFF  # FL^-1 on the right half, which is d0
+    h = (block >> 16 & 0xFFFF) ^ (lo | l2)
+    d0 = h << 16 | (lo ^ (h & l1))
+    lo = block >> 32 & 0xFFFF
+    h = (block >> 48) ^ (lo | l4)
+    d1 = h << 16 | (lo ^ (h & l3))
+    for i in (54, 36, 18, 0):
+        l1, l2, l3, l4, a1, a2, a3, a4, a5, a6, a7, b1, b2, b3, b4, b5, b6, b7 = sched[i : i + 18]
+        t1 = d1 & 0xFFFF  # d0 ^= FO(d1)
+        t0 = fi_out[fi_in[(d1 >> 16) ^ b1] ^ b2] ^ t1
+        t1 = fi_out[fi_in[t1 ^ b3] ^ b4] ^ t0
+        t0 = fi_out[fi_in[t0 ^ b5] ^ b6] ^ t1
+        d0 ^= (t1 ^ b7) << 16 | t0
+        t1 = d0 & 0xFFFF  # d1 ^= FO(d0)
+        t0 = fi_out[fi_in[(d0 >> 16) ^ a1] ^ a2] ^ t1
+        t1 = fi_out[fi_in[t1 ^ a3] ^ a4] ^ t0
+        t0 = fi_out[fi_in[t0 ^ a5] ^ a6] ^ t1
+        d1 ^= (t1 ^ a7) << 16 | t0
+        lo = d0 & 0xFFFF  # FL^-1 on d0
+        h = (d0 >> 16) ^ (lo | l2)
+        d0 = h << 16 | (lo ^ (h & l1))
+        lo = d1 & 0xFFFF  # FL^-1 on d1
+        h = (d1 >> 16) ^ (lo | l4)
+        d1 = h << 16 | (lo ^ (h & l3))
     return d0 << 32 | d1
 
 

@@ -120,6 +120,13 @@ class TransferCredit(Token):
     def subclass(self) -> int:  # type: ignore[override]
         return int(self.kind)
 
+    def data_bits(self) -> int:
+        # The vend hot path: the generic table walk, written out.
+        tid, rnd = self.tid, self.rnd
+        if not (0 <= tid <= 0xFFFFFF and 0 <= rnd <= 15):
+            return Token.data_bits(self)  # raises the precise RangeError
+        return rnd << 40 | tid << 16 | encode_amount(self.amount)
+
     @classmethod
     def from_data_bits(cls, subclass: int, data: int) -> Token:
         return cls(data >> 16 & 0xFFFFFF, decode_amount(data & 0xFFFF), data >> 40, CreditKind(subclass))
