@@ -14,8 +14,8 @@ import).
 from __future__ import annotations
 
 import operator
-from array import array
 import struct
+from array import array
 
 _S7_HEX = (
     "1b32335a3b1017545b1a72736b2c66491f24136c372e3f4a5d0f405625511c04"

@@ -69,9 +69,7 @@ def _substitute_byte(byte: int, key_byte: int, low: Sequence[int], high: Sequenc
     return lo_box[byte & 15] | hi_box[byte >> 4] << 4
 
 
-def _tables(
-    low: Sequence[int], high: Sequence[int], bit: int, perm: Sequence[int] | None
-) -> _RoundTable:
+def _tables(low: Sequence[int], high: Sequence[int], bit: int, perm: Sequence[int] | None) -> _RoundTable:
     """Fold a keyed nibble substitution (then an optional permutation) into byte tables.
 
     Only bits ``bit`` and ``bit + 4`` of a key byte matter, so the 256 entries
@@ -97,18 +95,14 @@ def _tables(
 class Sta:
     """STA with one set of tables (real by default; the sample set for the worked example)."""
 
-    def __init__(
-        self, e1: Sequence[int] = E1, e2: Sequence[int] = E2, perm: Sequence[int] = P
-    ) -> None:
+    def __init__(self, e1: Sequence[int] = E1, e2: Sequence[int] = E2, perm: Sequence[int] = P) -> None:
         inv_perm = _inverse(perm)
         # Encryption round: substitute (E2 where key bit 4i+3 is set), then permute.
         self._enc = _tables(e1, e2, 3, perm)
         # Decryption, with round keys walked backwards: inverse-permute, then
         # inverse-substitute. Grouped as "un-substitute round r, then
         # un-permute round r-1" so each middle step is again byte-local.
-        self._dec_first = tuple(
-            [_permute(b << (8 * j), inv_perm) for b in range(256)] for j in range(8)
-        )
+        self._dec_first = tuple([_permute(b << (8 * j), inv_perm) for b in range(256)] for j in range(8))
         self._dec = _tables(_inverse(e1), _inverse(e2), 3, inv_perm)
         self._dec_last = _tables(_inverse(e1), _inverse(e2), 3, None)
 
