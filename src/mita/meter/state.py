@@ -1,0 +1,98 @@
+"""Everything a meter remembers, as one plain value that round-trips through JSON.
+
+Credit registers are kept in *internal units* of 1/360,000 of the token's base
+unit: a load of 1 W (or 1 L/h) for one second uses exactly one internal unit
+of an electricity (or water, gas) register, so consumption is integer
+arithmetic with no rounding to lose or invent credit.
+
+The decoder key is part of the state but never of :meth:`MeterState.to_dict`
+unless asked: it is a secret, and the storage layer encrypts it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import MeterError
+
+#: Internal units per base unit (0.1 kWh = 360,000 W·s; 0.1 m3 = 360,000 L·s/h).
+PER_BASE_UNIT = 360_000
+
+REGISTER_NAMES = {
+    0: "electricity",
+    1: "water",
+    2: "gas",
+    3: "time",
+    4: "electricity_currency",
+    5: "water_currency",
+    6: "gas_currency",
+    7: "time_currency",
+}
+
+
+def _time(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat(timespec="seconds")
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromisoformat(value)
+
+
+@dataclass
+class MeterState:
+    profile: str
+    drn: str
+    iin: str
+    mfr_code: int
+    ea: int
+    decoder_key: int = field(repr=False)
+    sgc: str
+    ti: int
+    krn: int
+    kt: int
+    ken: int
+    tids: list[int]
+    registers: dict[int, int] = field(default_factory=dict)  # subclass -> internal units
+    consumed: int = 0  # cumulative, internal units of the utility's register
+    mpl: int | None = None  # watts; None = no limit
+    mppul: int | None = None
+    tariff_rate: int | None = None
+    wm_factor: int | None = None
+    tamper: list[str] = field(default_factory=list)
+    tripped_until: dt.datetime | None = None
+    pending_kct: dict[int, dict[str, int]] = field(default_factory=dict)
+    pending_since: dt.datetime | None = None
+    failures: int = 0
+    locked_until: dt.datetime | None = None
+    lock_delay_s: int = 0
+    clock: dt.datetime | None = None
+    display: str = ""
+
+    def to_dict(self, include_key: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "decoder_key":
+                if include_key:
+                    out["decoder_key"] = f"{value:0{32 if self.ea == 11 else 16}x}"
+                continue
+            if isinstance(value, dt.datetime):
+                value = _time(value)
+            elif f.name in ("registers", "pending_kct"):
+                value = {str(k): v for k, v in value.items()}
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], decoder_key: int) -> MeterState:
+        try:
+            values = {f.name: data[f.name] for f in fields(cls) if f.name != "decoder_key" and f.name in data}
+            for name in ("tripped_until", "pending_since", "locked_until", "clock"):
+                values[name] = _parse_time(values.get(name))
+            values["registers"] = {int(k): int(v) for k, v in values.get("registers", {}).items()}
+            values["pending_kct"] = {int(k): dict(v) for k, v in values.get("pending_kct", {}).items()}
+            return cls(decoder_key=decoder_key, **values)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MeterError("corrupt_state", f"saved meter state is not valid: {exc}") from None
