@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from enum import IntEnum
+from functools import lru_cache
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, modes
@@ -80,9 +81,15 @@ def encrypt(ea: EA, block: int, key: int) -> int:
     return des_encrypt(block, key)
 
 
+# Decryption is what a meter (or a support desk) does many times with one key:
+# keep the last few keys' schedules.
+_sta_schedule = lru_cache(maxsize=256)(STA.decrypt_schedule)
+_misty1_schedule = lru_cache(maxsize=256)(misty1.schedule)
+
+
 def decrypt(ea: EA, block: int, key: int) -> int:
     if ea is EA.STA:
-        return STA.decrypt(block, key)
+        return STA.decrypt_scheduled(block, _sta_schedule(key))
     if ea is EA.MISTY1:
-        return misty1.decrypt(block, key)
+        return misty1.decrypt_scheduled(block, _misty1_schedule(key))
     return des_decrypt(block, key)

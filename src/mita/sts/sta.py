@@ -122,28 +122,32 @@ class Sta:
         return x
 
     def decrypt(self, block: int, key: int) -> int:
-        d0, d1, d2, d3, d4, d5, d6, d7 = self._dec_first
-        x0, x1, x2, x3, x4, x5, x6, x7 = block.to_bytes(8, "little")
-        x = d0[x0] | d1[x1] | d2[x2] | d3[x3] | d4[x4] | d5[x5] | d6[x6] | d7[x7]
+        return self.decrypt_scheduled(block, self.decrypt_schedule(key))
+
+    def decrypt_schedule(self, key: int) -> tuple[tuple[list[int], ...], ...]:
+        """The table rows each decryption round uses under ``key``.
+
+        A meter decrypts every token with the same key, so it pays for this
+        once and then saves the per-round key lookups.
+        """
         k = ~key & _M64
         k = (k >> 12 | k << 52) & _M64
         k = (k << 15 | k >> 49) & _M64  # the 16th round key
-        t0, t1, t2, t3, t4, t5, t6, t7 = self._dec
-        for _ in range(15):
-            k0, k1, k2, k3, k4, k5, k6, k7 = k.to_bytes(8, "little")
-            x0, x1, x2, x3, x4, x5, x6, x7 = x.to_bytes(8, "little")
-            x = (
-                t0[k0][x0] | t1[k1][x1] | t2[k2][x2] | t3[k3][x3]
-                | t4[k4][x4] | t5[k5][x5] | t6[k6][x6] | t7[k7][x7]
-            )  # fmt: skip
+        rounds = []
+        for r in range(16):
+            tables = self._dec if r < 15 else self._dec_last
+            rounds.append(tuple(t[b] for t, b in zip(tables, k.to_bytes(8, "little"), strict=True)))
             k = k >> 1 | (k & 1) << 63
-        t0, t1, t2, t3, t4, t5, t6, t7 = self._dec_last
-        k0, k1, k2, k3, k4, k5, k6, k7 = k.to_bytes(8, "little")
-        x0, x1, x2, x3, x4, x5, x6, x7 = x.to_bytes(8, "little")
-        return (
-            t0[k0][x0] | t1[k1][x1] | t2[k2][x2] | t3[k3][x3]
-            | t4[k4][x4] | t5[k5][x5] | t6[k6][x6] | t7[k7][x7]
-        )  # fmt: skip
+        return tuple(rounds)
+
+    def decrypt_scheduled(self, block: int, schedule: tuple[tuple[list[int], ...], ...]) -> int:
+        d0, d1, d2, d3, d4, d5, d6, d7 = self._dec_first
+        x0, x1, x2, x3, x4, x5, x6, x7 = block.to_bytes(8, "little")
+        x = d0[x0] | d1[x1] | d2[x2] | d3[x3] | d4[x4] | d5[x5] | d6[x6] | d7[x7]
+        for t0, t1, t2, t3, t4, t5, t6, t7 in schedule:
+            x0, x1, x2, x3, x4, x5, x6, x7 = x.to_bytes(8, "little")
+            x = t0[x0] | t1[x1] | t2[x2] | t3[x3] | t4[x4] | t5[x5] | t6[x6] | t7[x7]
+        return x
 
 
 STA = Sta()
