@@ -163,6 +163,14 @@ def tamper(
     _emit({"display": display, "tamper": meter.state.tamper, "switch": switch})
 
 
+_UNITS = {"electricity": (10, "kWh"), "water": (10, "m³"), "gas": (10, "m³"), "time": (10, "min")}
+
+
+def _human(register: str, base_units: float) -> str:
+    scale, unit = _UNITS.get(register, (100_000, "currency"))
+    return f"{base_units / scale:,.2f} {unit}"
+
+
 @meter_app.command()
 def keypad(state_file: StateArg) -> None:
     """An interactive meter: type tokens, watch the display. `q` quits, `s` shows the registers."""
@@ -170,12 +178,12 @@ def keypad(state_file: StateArg) -> None:
     meter = _load(state_file)
 
     def lcd(text: str, sub: str = "") -> None:
-        body = Text(f"{text:^24}", style="bold black on green")
+        body = Text(f"{text:^32}", style="bold black on green")
         now = dt.datetime.now()
-        credit = ", ".join(f"{k} {v / 10:g}" for k, v in meter.registers().items()) or "no credit"
+        credit = ", ".join(_human(k, v) for k, v in meter.registers().items()) or "no credit"
         switch = "ON" if meter.switch_closed(now) else "OFF"
         title = f"{meter.profile.name} · {meter.state.drn}"
-        console.print(Panel(body, title=title, subtitle=f"{credit} · supply {switch}"))
+        console.print(Panel(body, title=title, subtitle=f"{credit} · supply {switch}", expand=False))
         if sub:
             console.print(f"  [dim]{sub}[/]")
 
