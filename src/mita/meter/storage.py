@@ -3,23 +3,19 @@
 This is the meter package's only I/O, used by the shells, never by the model.
 A save writes a temporary file in the same folder, flushes and fsyncs it, then
 renames it over the old one, so a crash mid-write leaves the old state or the
-new one, never half of each. The decoder key is stored AES-256-GCM encrypted
-under a master key (``MITA_MASTER_KEY`` as 64 hex digits, or the file named by
-``MITA_MASTER_KEY_FILE``, by default ``~/.config/mita/master.key``, created
-with mode 0600 on first use): decoder keys never sit on disk in plaintext.
+new one, never half of each. The decoder key is sealed under the master key
+(:mod:`mita.keys.master`): decoder keys never sit on disk in plaintext.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from mita.keys.master import KeyStoreError, seal, unseal
 
 from .errors import MeterError
 from .model import Meter
@@ -28,41 +24,19 @@ from .state import MeterState
 FORMAT = "mita-meter/1"
 
 
-def master_key() -> bytes:
-    text = os.environ.get("MITA_MASTER_KEY")
-    if text:
-        try:
-            key = bytes.fromhex(text)
-        except ValueError:
-            key = b""
-        if len(key) != 32:
-            raise MeterError("bad_master_key", "MITA_MASTER_KEY must be 64 hex digits (256 bits)")
-        return key
-    path = Path(os.environ.get("MITA_MASTER_KEY_FILE", "~/.config/mita/master.key")).expanduser()
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    key = bytes.fromhex(path.read_text().strip())
-    if len(key) != 32:
-        raise MeterError("bad_master_key", f"{path} must hold 64 hex digits (256 bits)")
-    return key
-
-
 def _seal(value: int, drn: str) -> str:
-    nonce = secrets.token_bytes(12)
-    sealed = AESGCM(master_key()).encrypt(nonce, value.to_bytes(16, "big"), drn.encode())
-    return (nonce + sealed).hex()
+    return seal(value.to_bytes(16, "big"), f"meter:{drn}").hex()
 
 
 def _unseal(text: str, drn: str) -> int:
     try:
         raw = bytes.fromhex(text)
-        return int.from_bytes(AESGCM(master_key()).decrypt(raw[:12], raw[12:], drn.encode()), "big")
-    except (ValueError, InvalidTag):
-        msg = "the meter's sealed decoder key does not open with this master key"
-        raise MeterError("key_unreadable", msg) from None
+    except ValueError:
+        raise MeterError("corrupt_state", "the sealed decoder key is not hex") from None
+    try:
+        return int.from_bytes(unseal(raw, f"meter:{drn}"), "big")
+    except KeyStoreError as exc:
+        raise MeterError(exc.code, "the meter's sealed decoder key does not open with this master key") from None
 
 
 def dumps(meter: Meter) -> str:

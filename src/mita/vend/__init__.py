@@ -1,0 +1,1 @@
+"""mita.vend: the vending service. Money in, tokens out, nothing lost."""

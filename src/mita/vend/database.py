@@ -1,0 +1,84 @@
+"""Opening the database, safely: durability settings are checked, not assumed.
+
+A confirmed vend is money. SQLite runs in WAL mode with ``synchronous=FULL``
+and every write transaction starts with ``BEGIN IMMEDIATE`` (so two writers
+never deadlock on a lock upgrade); PostgreSQL must have ``fsync`` and
+``synchronous_commit`` on. Measured on this project's machine, anything less
+lost confirmed commits in simulated power cuts, so the service refuses to
+start on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+
+from .errors import VendError
+
+DEFAULT_URL = "sqlite:///mita.db"
+MIGRATIONS = str(Path(__file__).with_name("migrations"))
+
+
+def normalise_url(url: str) -> str:
+    """Plain ``postgresql://`` URLs use psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str = DEFAULT_URL, pool_size: int = 10) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def check_durability(engine: Engine) -> None:
+    """Refuse settings under which a confirmed vend could be lost."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+            sync = conn.exec_driver_sql("PRAGMA synchronous").scalar()
+            if str(mode).lower() != "wal" or sync != 2:
+                msg = f"SQLite must run with WAL and synchronous=FULL (got {mode}, {sync})"
+                raise VendError("unsafe_database", msg)
+        elif engine.dialect.name == "postgresql":
+            for setting in ("fsync", "synchronous_commit"):
+                value = conn.execute(text(f"SHOW {setting}")).scalar()
+                if value == "off":
+                    raise VendError("unsafe_database", f"PostgreSQL {setting} is off: confirmed vends could be lost")
+        else:
+            raise VendError("unsafe_database", f"unsupported database {engine.dialect.name}")
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", MIGRATIONS)
+    cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str = DEFAULT_URL) -> None:
+    """Bring the schema to the newest migration (``mita db upgrade``)."""
+    command.upgrade(alembic_config(url), "head")

@@ -1,0 +1,273 @@
+"""The vending database, as SQLAlchemy Core tables (the Alembic migrations are made from these).
+
+Constraints are the last guard of correctness, so they say what must never
+happen: one vend per (client, idempotency key), one token per (meter, TID),
+no negative money, ledger lines on one side only, and an audit log that
+triggers keep append-only.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
+
+
+def _id() -> Column[int]:
+    return Column("id", Id, primary_key=True, autoincrement=True)
+
+
+def _created() -> Column[object]:
+    return Column("created_at", DateTime, nullable=False)
+
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    _id(),
+    Column("name", String(100), nullable=False),
+    Column("role", String(20), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("vendor_id", ForeignKey("vendors.id"), nullable=True),
+    _created(),
+    Column("revoked_at", DateTime, nullable=True),
+    CheckConstraint("role in ('admin', 'operator', 'vendor')", name="role"),
+)
+
+vendors = Table(
+    "vendors",
+    metadata,
+    _id(),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("credit_limit", BigInteger, nullable=True),  # minor units; NULL: sells only against prepaid float
+    Column("balance", BigInteger, nullable=False, default=0),  # owed to the utility, minor units
+    _created(),
+    CheckConstraint("credit_limit is null or credit_limit >= 0", name="credit_limit"),
+)
+
+vending_keys = Table(
+    "vending_keys",
+    metadata,
+    _id(),
+    Column("supply_group_id", ForeignKey("supply_groups.id"), nullable=True),
+    Column("krn", Integer, nullable=False),
+    Column("dkga", Integer, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),  # AES-256-GCM under the master key
+    Column("kcv", String(16), nullable=False),  # key check value: verify a key without seeing it
+    _created(),
+)
+
+supply_groups = Table(
+    "supply_groups",
+    metadata,
+    _id(),
+    Column("sgc", String(6), nullable=False, unique=True),
+    Column("name", String(100), nullable=False),
+    Column("krn", Integer, nullable=False),
+    Column("kt", Integer, nullable=False),
+    Column("ea", Integer, nullable=False),
+    Column("dkga", Integer, nullable=False),
+    Column("base_date", Integer, nullable=False),
+    Column("ken", Integer, nullable=False, default=255),
+    Column("key_expiry", DateTime, nullable=True),  # issued-until date of the vending key
+    Column("vending_key_id", ForeignKey("vending_keys.id", use_alter=True), nullable=True),
+    _created(),
+)
+
+tariffs = Table(
+    "tariffs",
+    metadata,
+    _id(),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("currency", String(3), nullable=False),
+    Column("carry_leftover", Boolean, nullable=False, default=True),
+    _created(),
+)
+
+tariff_versions = Table(
+    "tariff_versions",
+    metadata,
+    _id(),
+    Column("tariff_id", ForeignKey("tariffs.id"), nullable=False),
+    Column("effective_from", DateTime, nullable=False),
+    Column("spec", JSON, nullable=False),  # blocks, vat_rate, fixed_monthly, fbe_kwh (decimals as strings)
+    _created(),
+    UniqueConstraint("tariff_id", "effective_from"),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    _id(),
+    Column("account", String(40), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("phone", String(30), nullable=True),
+    Column("fbe_eligible", Boolean, nullable=False, default=False),
+    Column("debt", BigInteger, nullable=False, default=0),
+    Column("debt_rate", String(12), nullable=False, default="0"),  # a Decimal fraction, e.g. "0.2"
+    Column("carried", BigInteger, nullable=False, default=0),  # leftover applied to the next purchase
+    Column("refund_balance", BigInteger, nullable=False, default=0),  # leftover owed back
+    _created(),
+    CheckConstraint("debt >= 0 and carried >= 0 and refund_balance >= 0", name="money"),
+)
+
+meters = Table(
+    "meters",
+    metadata,
+    _id(),
+    Column("drn", String(13), nullable=False, unique=True),
+    Column("iin", String(6), nullable=False),
+    Column("manufacturer", String(40), nullable=False, default=""),
+    Column("supply_group_id", ForeignKey("supply_groups.id"), nullable=False),
+    Column("customer_id", ForeignKey("customers.id"), nullable=True),
+    Column("tariff_id", ForeignKey("tariffs.id"), nullable=True),
+    Column("utility", String(12), nullable=False, default="electricity"),
+    Column("ti", Integer, nullable=False),
+    Column("kt", Integer, nullable=False),
+    Column("krn", Integer, nullable=False),
+    Column("ea", Integer, nullable=False),
+    Column("base_date", Integer, nullable=False),
+    Column("ken", Integer, nullable=False, default=255),
+    Column("status", String(10), nullable=False, default="active"),
+    Column("last_tid", BigInteger, nullable=False, default=-1),
+    Column("pending_key", JSON, nullable=True),  # a key configuration not yet confirmed on the meter
+    _created(),
+    CheckConstraint("status in ('active', 'blocked', 'retired')", name="status"),
+    CheckConstraint("utility in ('electricity', 'water', 'gas')", name="utility"),
+)
+
+meter_months = Table(
+    "meter_months",
+    metadata,
+    Column("meter_id", ForeignKey("meters.id"), primary_key=True),
+    Column("month", String(7), primary_key=True),  # YYYY-MM
+    Column("units", BigInteger, nullable=False, default=0),
+    Column("purchases", Integer, nullable=False, default=0),
+    Column("fbe_issued", Boolean, nullable=False, default=False),
+    CheckConstraint("units >= 0 and purchases >= 0", name="counts"),
+)
+
+vends = Table(
+    "vends",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("vendor_id", ForeignKey("vendors.id"), nullable=True),
+    Column("api_key_id", ForeignKey("api_keys.id"), nullable=False),
+    Column("meter_id", ForeignKey("meters.id"), nullable=False),
+    Column("customer_id", ForeignKey("customers.id"), nullable=True),
+    Column("kind", String(12), nullable=False, default="purchase"),  # purchase or engineering
+    Column("amount", BigInteger, nullable=False),
+    Column("units", BigInteger, nullable=False),
+    Column("receipt", JSON, nullable=False),
+    Column("status", String(10), nullable=False, default="completed"),
+    Column("reversed_at", DateTime, nullable=True),
+    _created(),
+    CheckConstraint("amount >= 0 and units >= 0", name="amounts"),
+    CheckConstraint("status in ('completed', 'reversed')", name="status"),
+    Index("ix_vends_meter_created", "meter_id", "created_at"),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    _id(),
+    Column("vend_id", ForeignKey("vends.id"), nullable=False),
+    Column("meter_id", ForeignKey("meters.id"), nullable=False),
+    Column("seq", Integer, nullable=False),  # entry order within the vend
+    Column("kind", String(16), nullable=False),  # credit, fbe, key_change, engineering
+    Column("tid", BigInteger, nullable=True),  # key change tokens carry none
+    Column("token_class", Integer, nullable=False),
+    Column("subclass", Integer, nullable=False),
+    Column("digits", String(20), nullable=False),
+    Column("units", BigInteger, nullable=False, default=0),
+    _created(),
+    UniqueConstraint("meter_id", "tid", name="uq_tokens_meter_tid"),
+    CheckConstraint("units >= 0", name="units"),
+)
+
+idempotency = Table(
+    "idempotency",
+    metadata,
+    Column("api_key_id", ForeignKey("api_keys.id"), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response", JSON, nullable=False),
+    Column("vend_id", ForeignKey("vends.id"), nullable=True),
+    _created(),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    _id(),
+    Column("vend_id", ForeignKey("vends.id"), nullable=False),
+    Column("account", String(40), nullable=False),
+    Column("debit", BigInteger, nullable=False, default=0),
+    Column("credit", BigInteger, nullable=False, default=0),
+    _created(),
+    CheckConstraint("debit >= 0 and credit >= 0 and (debit = 0 or credit = 0)", name="one_side"),
+    Index("ix_ledger_vend", "vend_id"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    _id(),
+    Column("at", DateTime, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("entity", String(40), nullable=False),
+    Column("entity_id", String(40), nullable=False),
+    Column("detail", JSON, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    _id(),
+    Column("vend_id", ForeignKey("vends.id"), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(10), nullable=False, default="pending"),
+    _created(),
+)
+
+#: Triggers that make the audit log append-only, per dialect.
+APPEND_ONLY_SQL = {
+    "sqlite": [
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END",
+        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END",
+    ],
+    "postgresql": [
+        "CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'audit is append-only'; END $$",
+        "CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit "
+        "FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+    ],
+}
