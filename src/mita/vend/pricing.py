@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from itertools import pairwise
 
 from mita.sts import decode_amount, encode_amount
 from mita.sts.amount import MAX_UNITS
@@ -56,7 +57,9 @@ class Tariff:
         if not self.blocks or self.blocks[-1].up_to is not None:
             raise VendError("invalid_tariff", "a tariff needs blocks, the last one without an upper limit")
         limits = [b.up_to for b in self.blocks[:-1]]
-        if any(a is None or a <= 0 for a in limits) or limits != sorted(limits):
+        if any(a is None or a <= 0 for a in limits) or any(
+            a is not None and b is not None and a >= b for a, b in pairwise(limits)
+        ):
             raise VendError("invalid_tariff", "block limits must be positive and increasing")
         if any(b.price <= 0 for b in self.blocks) or self.vat_rate < 0 or self.fixed_monthly < 0:
             raise VendError("invalid_tariff", "prices must be positive, VAT and charges not negative")

@@ -177,7 +177,7 @@ vends = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("vendor_id", ForeignKey("vendors.id"), nullable=True),
-    Column("api_key_id", ForeignKey("api_keys.id"), nullable=False),
+    Column("api_key_id", ForeignKey("api_keys.id"), nullable=True),  # NULL: done by the system itself
     Column("meter_id", ForeignKey("meters.id"), nullable=False),
     Column("customer_id", ForeignKey("customers.id"), nullable=True),
     Column("kind", String(12), nullable=False, default="purchase"),  # purchase or engineering
@@ -201,12 +201,13 @@ tokens = Table(
     Column("seq", Integer, nullable=False),  # entry order within the vend
     Column("kind", String(16), nullable=False),  # credit, fbe, key_change, engineering
     Column("tid", BigInteger, nullable=True),  # key change tokens carry none
+    Column("base_date", Integer, nullable=False),  # a TID counts minutes from this base
     Column("token_class", Integer, nullable=False),
     Column("subclass", Integer, nullable=False),
     Column("digits", String(20), nullable=False),
     Column("units", BigInteger, nullable=False, default=0),
     _created(),
-    UniqueConstraint("meter_id", "tid", name="uq_tokens_meter_tid"),
+    UniqueConstraint("meter_id", "base_date", "tid", name="uq_tokens_meter_tid"),
     CheckConstraint("units >= 0", name="units"),
 )
 

@@ -1,0 +1,340 @@
+"""Setting up a utility: API keys, vendors, supply groups, tariffs, customers and meters.
+
+Every change is validated here (so the API, the CLI and the demo refuse the
+same things) and written with its audit entry in the same transaction.
+Vending keys go in sealed and never come out: a supply group shows only the
+key's check value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from mita import sts
+from mita.keys.software import check_vending_key, key_check_value, seal_vending_key
+from mita.sts.identity import check_key_params
+
+from .errors import VendError
+from .schema import api_keys, audit, customers, meters, supply_groups, tariff_versions, tariffs, vending_keys, vendors
+from .service import ROLES, Caller, tariff_from_spec
+
+API_KEY_PREFIX = "mita_"
+SYSTEM = Caller(api_key_id=None, name="system", role="admin")
+
+
+def hash_key(plaintext: str) -> str:
+    """API keys are long random strings: a plain SHA-256 is enough to keep them unusable if the table leaks."""
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now().replace(microsecond=0)
+
+
+def _audit(conn: Connection, caller: Caller, action: str, entity: str, entity_id: object, **detail: Any) -> None:
+    conn.execute(
+        insert(audit).values(
+            at=_now(), actor=caller.name, action=action, entity=entity, entity_id=str(entity_id), detail=detail
+        )
+    )
+
+
+def _row(row: Any, hide: tuple[str, ...] = ()) -> dict[str, Any]:
+    out = {}
+    for k, v in row._mapping.items():
+        if k in hide:
+            continue
+        out[k] = v.isoformat() if isinstance(v, dt.datetime) else v
+    return out
+
+
+def _insert(conn: Connection, table: Table, what: str, **values: Any) -> int:
+    try:
+        with conn.begin_nested():
+            return int(conn.execute(insert(table).values(**values).returning(table.c.id)).scalar_one())
+    except IntegrityError:
+        raise VendError("conflict", f"{what} already exists or refers to something missing") from None
+
+
+def page(engine: Engine, table: Table, limit: int = 50, after: int | str | None = None) -> dict[str, Any]:
+    """A page of rows in id order; ``next`` is the cursor for the following page."""
+    limit = max(1, min(limit, 500))
+    q = select(table).order_by(table.c.id).limit(limit + 1)
+    if after is not None:
+        q = q.where(table.c.id > after)
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    hide = ("key_hash", "sealed")
+    items = [_row(r, hide) for r in rows[:limit]]
+    return {"items": items, "next": items[-1]["id"] if len(rows) > limit else None}
+
+
+# ---------------------------------------------------------------------- API keys and vendors
+
+
+def create_api_key(engine: Engine, name: str, role: str, vendor_id: int | None = None) -> tuple[int, str]:
+    """A new key; its plaintext is returned once and stored only hashed."""
+    if role not in ROLES:
+        raise VendError("invalid_role", f"role must be one of {', '.join(ROLES)}")
+    if role == "vendor" and vendor_id is None:
+        raise VendError("invalid_role", "a vendor key belongs to a vendor")
+    plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    with engine.begin() as conn:
+        key_id = _insert(
+            conn, api_keys, "API key", name=name, role=role, key_hash=hash_key(plaintext), vendor_id=vendor_id,
+            created_at=_now(),
+        )  # fmt: skip
+        _audit(conn, SYSTEM, "create_api_key", "api_key", key_id, name=name, role=role, vendor_id=vendor_id)
+    return key_id, plaintext
+
+
+def authenticate(engine: Engine, plaintext: str | None) -> Caller:
+    if not plaintext:
+        raise VendError("unauthorized", "an API key is required (header Authorization: Bearer <key>, or X-API-Key)")
+    with engine.connect() as conn:
+        row = conn.execute(select(api_keys).where(api_keys.c.key_hash == hash_key(plaintext))).first()
+    if row is None or row.revoked_at is not None:
+        raise VendError("unauthorized", "this API key is not valid")
+    return Caller(row.id, row.name, row.role, row.vendor_id)
+
+
+def create_vendor(engine: Engine, caller: Caller, name: str, credit_limit: int | None = None) -> dict[str, Any]:
+    caller.require("admin")
+    if credit_limit is not None and credit_limit < 0:
+        raise VendError("invalid_amount", "a credit limit cannot be negative")
+    with engine.begin() as conn:
+        vid = _insert(conn, vendors, f"vendor {name}", name=name, credit_limit=credit_limit, balance=0,
+                      created_at=_now())  # fmt: skip
+        _audit(conn, caller, "create_vendor", "vendor", vid, name=name, credit_limit=credit_limit)
+        return _row(conn.execute(select(vendors).where(vendors.c.id == vid)).one())
+
+
+# ---------------------------------------------------------------------- supply groups
+
+
+def create_supply_group(
+    engine: Engine,
+    caller: Caller,
+    *,
+    sgc: str,
+    name: str,
+    vending_key: str,
+    krn: int = 1,
+    kt: int = 2,
+    ea: int = 7,
+    dkga: int = 2,
+    base_date: int = 2014,
+    ken: int = 255,
+    key_expiry: dt.datetime | None = None,
+) -> dict[str, Any]:
+    caller.require("admin")
+    check_key_params(kt, sgc, 1, krn)
+    algorithm = sts.EA.parse(ea)
+    sts.BaseDate.parse(base_date)
+    if dkga not in (2, 4):
+        raise VendError("invalid_dkga", "DKGA must be 2 or 4 (DKGA01 is not public)")
+    if dkga == 2 and algorithm is sts.EA.MISTY1:
+        raise VendError("invalid_dkga", "EA11 needs 128-bit keys: use DKGA04")
+    if not 0 <= ken <= 255:
+        raise sts.RangeError("KEN must be 0..255")
+    try:
+        key = bytes.fromhex(vending_key)
+    except ValueError:
+        raise sts.FormatError("the vending key must be hexadecimal") from None
+    check_vending_key(dkga, key)
+    with engine.begin() as conn:
+        gid = _insert(
+            conn, supply_groups, f"supply group {sgc}", sgc=sgc, name=name, krn=krn, kt=kt, ea=int(algorithm),
+            dkga=dkga, base_date=base_date, ken=ken, key_expiry=key_expiry, created_at=_now(),
+        )  # fmt: skip
+        kcv = key_check_value(dkga, key)
+        kid = _insert(
+            conn, vending_keys, "vending key", supply_group_id=gid, krn=krn, dkga=dkga,
+            sealed=seal_vending_key(sgc, krn, key), kcv=kcv, created_at=_now(),
+        )  # fmt: skip
+        conn.execute(update(supply_groups).where(supply_groups.c.id == gid).values(vending_key_id=kid))
+        _audit(conn, caller, "create_supply_group", "supply_group", sgc, krn=krn, kt=kt, ea=ea, dkga=dkga, kcv=kcv)
+    return get_supply_group(engine, sgc)
+
+
+def get_supply_group(engine: Engine, sgc: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = conn.execute(select(supply_groups).where(supply_groups.c.sgc == sgc)).first()
+        if row is None:
+            raise VendError("not_found", f"no supply group {sgc}")
+        keys = conn.execute(
+            select(vending_keys.c.krn, vending_keys.c.dkga, vending_keys.c.kcv).where(
+                vending_keys.c.supply_group_id == row.id
+            )
+        ).all()
+    out = _row(row)
+    out["vending_keys"] = [{"krn": k.krn, "dkga": k.dkga, "kcv": k.kcv} for k in keys]
+    return out
+
+
+# ---------------------------------------------------------------------- tariffs
+
+
+def create_tariff(
+    engine: Engine,
+    caller: Caller,
+    *,
+    name: str,
+    currency: str,
+    spec: dict[str, Any],
+    effective_from: dt.datetime,
+    carry_leftover: bool = True,
+) -> dict[str, Any]:
+    caller.require("admin")
+    tariff_from_spec(spec)  # validates
+    if len(currency) != 3 or not currency.isalpha():
+        raise VendError("invalid_currency", "currency is a 3-letter ISO 4217 code")
+    with engine.begin() as conn:
+        tid = _insert(conn, tariffs, f"tariff {name}", name=name, currency=currency.upper(),
+                      carry_leftover=carry_leftover, created_at=_now())  # fmt: skip
+        _insert(conn, tariff_versions, "tariff version", tariff_id=tid, effective_from=effective_from, spec=spec,
+                created_at=_now())  # fmt: skip
+        _audit(conn, caller, "create_tariff", "tariff", name, currency=currency, spec=spec)
+    return get_tariff(engine, name)
+
+
+def add_tariff_version(
+    engine: Engine, caller: Caller, name: str, spec: dict[str, Any], effective_from: dt.datetime
+) -> dict[str, Any]:
+    caller.require("admin")
+    tariff_from_spec(spec)
+    with engine.begin() as conn:
+        tid = conn.execute(select(tariffs.c.id).where(tariffs.c.name == name)).scalar()
+        if tid is None:
+            raise VendError("not_found", f"no tariff {name}")
+        _insert(conn, tariff_versions, "a version with that date", tariff_id=tid, effective_from=effective_from,
+                spec=spec, created_at=_now())  # fmt: skip
+        _audit(conn, caller, "add_tariff_version", "tariff", name, effective_from=effective_from.isoformat(), spec=spec)
+    return get_tariff(engine, name)
+
+
+def get_tariff(engine: Engine, name: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = conn.execute(select(tariffs).where(tariffs.c.name == name)).first()
+        if row is None:
+            raise VendError("not_found", f"no tariff {name}")
+        versions = conn.execute(
+            select(tariff_versions)
+            .where(tariff_versions.c.tariff_id == row.id)
+            .order_by(tariff_versions.c.effective_from)
+        ).all()
+    out = _row(row)
+    out["versions"] = [{"effective_from": v.effective_from.isoformat(), "spec": v.spec} for v in versions]
+    return out
+
+
+# ---------------------------------------------------------------------- customers and meters
+
+
+def create_customer(
+    engine: Engine,
+    caller: Caller,
+    *,
+    account: str,
+    name: str,
+    phone: str | None = None,
+    fbe_eligible: bool = False,
+    debt: int = 0,
+    debt_rate: str = "0",
+) -> dict[str, Any]:
+    caller.require("admin", "operator")
+    try:
+        rate = Decimal(debt_rate)
+    except InvalidOperation:
+        raise VendError("invalid_debt_rate", "debt_rate is a decimal fraction such as 0.25") from None
+    if not 0 <= rate <= 1 or debt < 0:
+        raise VendError("invalid_debt_rate", "debt_rate must be between 0 and 1, and debt not negative")
+    with engine.begin() as conn:
+        cid = _insert(
+            conn, customers, f"customer {account}", account=account, name=name, phone=phone,
+            fbe_eligible=fbe_eligible, debt=debt, debt_rate=str(rate), carried=0, refund_balance=0, created_at=_now(),
+        )  # fmt: skip
+        _audit(conn, caller, "create_customer", "customer", account, fbe_eligible=fbe_eligible, debt=debt)
+        return _row(conn.execute(select(customers).where(customers.c.id == cid)).one())
+
+
+def create_meter(
+    engine: Engine,
+    caller: Caller,
+    *,
+    drn: str,
+    sgc: str,
+    customer: str | None = None,
+    tariff: str | None = None,
+    utility: str = "electricity",
+    manufacturer: str = "",
+    ti: int = 1,
+    krn: int | None = None,
+    kt: int | None = None,
+    ea: int | None = None,
+    base_date: int | None = None,
+    ken: int | None = None,
+) -> dict[str, Any]:
+    """A meter, by default on its supply group's current key configuration."""
+    caller.require("admin", "operator")
+    number = sts.MeterNumber.parse(drn)
+    if utility not in ("electricity", "water", "gas"):
+        raise VendError("invalid_utility", "utility is electricity, water or gas")
+    with engine.begin() as conn:
+        group = conn.execute(select(supply_groups).where(supply_groups.c.sgc == sgc)).first()
+        if group is None:
+            raise VendError("not_found", f"no supply group {sgc}")
+        cust_id = _lookup(conn, customers, customers.c.account, customer, "customer")
+        tariff_id = _lookup(conn, tariffs, tariffs.c.name, tariff, "tariff")
+        values = dict(
+            krn=group.krn if krn is None else krn,
+            kt=group.kt if kt is None else kt,
+            ea=group.ea if ea is None else int(sts.EA.parse(ea)),
+            base_date=group.base_date if base_date is None else int(sts.BaseDate.parse(base_date)),
+            ken=group.ken if ken is None else ken,
+        )
+        check_key_params(values["kt"], sgc, ti, values["krn"])
+        mid = _insert(
+            conn, meters, f"meter {number.drn}", drn=number.drn, iin=number.iin, manufacturer=manufacturer,
+            supply_group_id=group.id, customer_id=cust_id, tariff_id=tariff_id, utility=utility, ti=ti,
+            status="active", last_tid=-1, created_at=_now(), **values,
+        )  # fmt: skip
+        _audit(conn, caller, "create_meter", "meter", number.drn, sgc=sgc, customer=customer, tariff=tariff, **values)
+        return _row(conn.execute(select(meters).where(meters.c.id == mid)).one())
+
+
+def _lookup(conn: Connection, table: Table, column: Any, value: str | None, what: str) -> int | None:
+    if value is None:
+        return None
+    found = conn.execute(select(table.c.id).where(column == value)).scalar()
+    if found is None:
+        raise VendError("not_found", f"no {what} {value}")
+    return int(found)
+
+
+def get_by(engine: Engine, table: Table, column: Any, value: str, what: str) -> dict[str, Any]:
+    with engine.connect() as conn:
+        row = conn.execute(select(table).where(column == value)).first()
+    if row is None:
+        raise VendError("not_found", f"no {what} {value}")
+    return _row(row, ("key_hash", "sealed"))
+
+
+def set_meter_status(engine: Engine, caller: Caller, drn: str, status: str) -> dict[str, Any]:
+    caller.require("admin", "operator")
+    if status not in ("active", "blocked", "retired"):
+        raise VendError("invalid_status", "status is active, blocked or retired")
+    number = sts.MeterNumber.parse(drn)
+    with engine.begin() as conn:
+        done = conn.execute(update(meters).where(meters.c.drn == number.drn).values(status=status)).rowcount
+        if not done:
+            raise VendError("not_found", f"no meter {number.drn}")
+        _audit(conn, caller, "set_meter_status", "meter", number.drn, status=status)
+    return get_by(engine, meters, meters.c.drn, number.drn, "meter")

@@ -1,0 +1,696 @@
+"""The vending flows: quote, vend, reprint, reversal and engineering tokens.
+
+One database transaction per vend, in this order: claim the idempotency key,
+lock the meter's row, allocate TIDs, make the tokens, write the vend, its
+tokens, its balanced ledger lines, the audit entry, the outbox row and the
+stored response; commit; only then answer. If the commit fails or its fate
+is unknown the caller is told to retry with the same key (503), and the retry
+finds the committed vend if there is one. Two identical requests at once make
+one vend: the second waits on the first's idempotency row and then answers
+with the same response.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from mita import sts
+from mita.keys.software import open_vending_key
+
+from . import pricing
+from .errors import VendError
+from .schema import (
+    audit,
+    customers,
+    idempotency,
+    ledger,
+    meter_months,
+    meters,
+    outbox,
+    supply_groups,
+    tariff_versions,
+    tariffs,
+    tokens,
+    vending_keys,
+    vendors,
+    vends,
+)
+
+ROLES = ("admin", "operator", "vendor")
+MAX_AMOUNT = 10**11  # minor units: a billion in currency units is absurd for one vend
+
+
+@dataclass(frozen=True)
+class Caller:
+    api_key_id: int | None  # None: the system itself (the CLI, the demo)
+    name: str
+    role: str
+    vendor_id: int | None = None
+
+    def require(self, *roles: str) -> None:
+        if self.role not in roles:
+            raise VendError("forbidden", f"this needs the role {' or '.join(roles)}; the key has {self.role}")
+
+
+@dataclass(frozen=True)
+class KeyConfig:
+    """What decides a meter's decoder key and its TIDs."""
+
+    sgc: str
+    krn: int
+    kt: int
+    ti: int
+    ea: int
+    base_date: int
+    ken: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def local_now() -> dt.datetime:
+    """Vending runs on the utility's wall clock, like its meters' TIDs (no time zone)."""
+    return dt.datetime.now().replace(microsecond=0)
+
+
+class VendingService:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], dt.datetime] = local_now,
+        rnd: Callable[[], int] = lambda: secrets.randbelow(16),
+        reversal_window: dt.timedelta = dt.timedelta(hours=24),
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.rnd = rnd
+        self.reversal_window = reversal_window
+        self._for_update = engine.dialect.name != "sqlite"  # SQLite's BEGIN IMMEDIATE already serialises
+
+    # ------------------------------------------------------------------ helpers
+
+    def _meter(self, conn: Connection, drn: str, lock: bool = False) -> Row[Any]:
+        number = sts.MeterNumber.parse(drn)  # refuses a wrong check digit before any lookup
+        q = select(meters).where(meters.c.drn == number.drn)
+        if lock and self._for_update:
+            q = q.with_for_update()
+        row = conn.execute(q).first()
+        if row is None:
+            raise VendError("not_found", f"no meter {number.drn}")
+        return row
+
+    def _group(self, conn: Connection, group_id: int) -> Row[Any]:
+        row = conn.execute(select(supply_groups).where(supply_groups.c.id == group_id)).first()
+        assert row is not None  # a foreign key guarantees it
+        return row
+
+    def _tariff(self, conn: Connection, tariff_id: int | None, at: dt.datetime) -> tuple[pricing.Tariff, Row[Any]]:
+        if tariff_id is None:
+            raise VendError("no_tariff", "the meter has no tariff")
+        head = conn.execute(select(tariffs).where(tariffs.c.id == tariff_id)).one()
+        version = conn.execute(
+            select(tariff_versions)
+            .where(tariff_versions.c.tariff_id == tariff_id, tariff_versions.c.effective_from <= at)
+            .order_by(tariff_versions.c.effective_from.desc())
+            .limit(1)
+        ).first()
+        if version is None:
+            raise VendError("no_tariff", f"tariff {head.name} has no version in force at {at:%Y-%m-%d %H:%M}")
+        return tariff_from_spec(version.spec), head
+
+    @staticmethod
+    def meter_config(meter: Row[Any], group: Row[Any]) -> KeyConfig:
+        pending = meter.pending_key
+        if pending:
+            return KeyConfig(**{k: v for k, v in pending.items() if k != "last_tid"})
+        return KeyConfig(group.sgc, meter.krn, meter.kt, meter.ti, meter.ea, meter.base_date, meter.ken)
+
+    @staticmethod
+    def group_config(meter: Row[Any], group: Row[Any]) -> KeyConfig:
+        return KeyConfig(group.sgc, group.krn, group.kt, meter.ti, group.ea, group.base_date, group.ken)
+
+    def _decoder_key(self, conn: Connection, meter: Row[Any], group: Row[Any], cfg: KeyConfig) -> int:
+        vk = conn.execute(
+            select(vending_keys).where(vending_keys.c.supply_group_id == group.id, vending_keys.c.krn == cfg.krn)
+        ).first()
+        if vk is None:
+            raise VendError("no_vending_key", f"supply group {group.sgc} has no vending key with KRN {cfg.krn}")
+        key = open_vending_key(vk.sealed, group.sgc, cfg.krn)
+        number = sts.MeterNumber(meter.iin, meter.drn)
+        return sts.derive_decoder_key(
+            vk.dkga, key, number, cfg.kt, cfg.sgc, cfg.ti, cfg.krn, sts.BaseDate(cfg.base_date), sts.EA(cfg.ea)
+        )
+
+    def _tids(self, cfg: KeyConfig, count: int, at: dt.datetime, after: int) -> list[int]:
+        """``count`` TIDs for the meter, increasing, never reused, within the key's life."""
+        try:
+            first = max(sts.tid_from_datetime(at, cfg.base_date), after + 1)
+        except sts.TidOutOfRangeError:
+            raise VendError(
+                "key_change_required", f"the meter's base date {cfg.base_date} has rolled over: change its key"
+            ) from None
+        out = list(range(first, first + count))
+        if out and out[-1] > sts.tid.TID_MAX:
+            raise VendError("key_change_required", "the meter's TIDs are exhausted on this base date")
+        if cfg.kt != 0 and out and out[-1] >> 16 > cfg.ken:
+            raise VendError("key_change_required", f"the meter's key expires (KEN {cfg.ken}) before this TID")
+        return out
+
+    def _audit(
+        self, conn: Connection, caller: Caller, action: str, entity: str, entity_id: object, **detail: Any
+    ) -> None:
+        conn.execute(
+            insert(audit).values(
+                at=self.clock(),
+                actor=caller.name,
+                action=action,
+                entity=entity,
+                entity_id=str(entity_id),
+                detail=detail,
+            )
+        )
+
+    # ------------------------------------------------------------------ quote
+
+    def quote(self, caller: Caller, drn: str, amount: int) -> dict[str, Any]:
+        """What ``amount`` would buy now: no token, no change."""
+        _check_amount(amount)
+        at = self.clock()
+        with self.engine.connect() as conn:
+            meter = self._meter(conn, drn)
+            tariff, head = self._tariff(conn, meter.tariff_id, at)
+            account = self._account(conn, meter, at)
+            receipt = pricing.price(tariff, amount, account, head.carry_leftover)
+        return {"meter": meter.drn, "receipt": receipt_json(receipt, head), "quoted_at": at.isoformat()}
+
+    def _account(self, conn: Connection, meter: Row[Any], at: dt.datetime) -> pricing.Account:
+        month = conn.execute(
+            select(meter_months).where(meter_months.c.meter_id == meter.id, meter_months.c.month == f"{at:%Y-%m}")
+        ).first()
+        cust = None
+        if meter.customer_id is not None:
+            cust = conn.execute(select(customers).where(customers.c.id == meter.customer_id)).first()
+        return pricing.Account(
+            month_units=month.units if month else 0,
+            first_purchase_of_month=not (month and month.purchases),
+            debt=cust.debt if cust else 0,
+            debt_rate=Decimal(cust.debt_rate) if cust else Decimal(0),
+            carried=cust.carried if cust else 0,
+            fbe_eligible=bool(cust and cust.fbe_eligible),
+            fbe_issued_this_month=bool(month and month.fbe_issued),
+        )
+
+    # ------------------------------------------------------------------ vend
+
+    def vend(self, caller: Caller, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Sell credit, exactly once per (caller, idempotency key). Returns (HTTP status, response)."""
+        caller.require("admin", "operator", "vendor")
+        if caller.api_key_id is None:
+            raise VendError("forbidden", "vends are made with an API key, so that retries can be matched")
+        if not key or len(key) > 200:
+            raise VendError("invalid_idempotency_key", "an Idempotency-Key header of 1..200 characters is required")
+        digest = request_hash(body)
+        for _ in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    stored = self._claim(conn, caller, key, digest)
+                    if stored is not None:
+                        return stored
+                    response = self._vend_locked(conn, caller, body)
+                    conn.execute(
+                        update(idempotency)
+                        .where(idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key)
+                        .values(status_code=201, response=response, vend_id=response["id"])
+                    )
+                return 201, response
+            except IntegrityError as exc:
+                if "idempotency" not in str(exc.orig).lower() and "pk_idempotency" not in str(exc.orig):
+                    raise VendError(
+                        "conflict", "the vend conflicts with another; retry with the same key", 503
+                    ) from None
+                continue  # another request holds this key and has now committed: read its answer
+            except OperationalError as exc:
+                raise VendError(
+                    "retry",
+                    f"the vend was not confirmed ({type(exc.orig).__name__}); retry with the same Idempotency-Key",
+                ) from None
+            except DBAPIError as exc:
+                raise VendError(
+                    "retry", f"database error ({type(exc.orig).__name__}); retry with the same Idempotency-Key"
+                ) from None
+        raise VendError("in_progress", "this request is still being processed; retry with the same key")
+
+    def _claim(self, conn: Connection, caller: Caller, key: str, digest: str) -> tuple[int, dict[str, Any]] | None:
+        row = conn.execute(
+            select(idempotency).where(idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key)
+        ).first()
+        if row is None:
+            conn.execute(
+                insert(idempotency).values(
+                    api_key_id=caller.api_key_id,
+                    key=key,
+                    request_hash=digest,
+                    status_code=0,
+                    response={},
+                    created_at=self.clock(),
+                )
+            )
+            return None
+        if row.request_hash != digest:
+            raise VendError("idempotency_conflict", "this Idempotency-Key was used with a different request")
+        if row.status_code == 0:
+            raise VendError("in_progress", "this request is still being processed; retry with the same key")
+        return 200, row.response
+
+    def _vend_locked(self, conn: Connection, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        drn = str(body.get("meter", ""))
+        amount = body.get("amount")
+        _check_amount(amount)
+        assert isinstance(amount, int)
+        at = self.clock()
+        meter = self._meter(conn, drn, lock=True)
+        if meter.status != "active":
+            raise VendError("meter_blocked", f"meter {meter.drn} is {meter.status}")
+        group = self._group(conn, meter.supply_group_id)
+        tariff, head = self._tariff(conn, meter.tariff_id, at)
+        account = self._account(conn, meter, at)
+        receipt = pricing.price(tariff, amount, account, head.carry_leftover)
+
+        current = self.meter_config(meter, group)
+        target = self.group_config(meter, group)
+        made: list[dict[str, Any]] = []
+        pending = bool(meter.pending_key) or current != target
+        if pending:
+            if not body.get("include_key_change"):
+                raise VendError(
+                    "key_change_required",
+                    f"meter {meter.drn} needs a key change first (KRN {meter.krn} -> {group.krn}, base date "
+                    f"{meter.base_date} -> {group.base_date}); ask with include_key_change to get the tokens",
+                )
+            old_cfg = KeyConfig(group.sgc, meter.krn, meter.kt, meter.ti, meter.ea, meter.base_date, meter.ken)
+            made += self._key_change_tokens(conn, meter, group, old_cfg, target)
+            cfg = target
+        else:
+            cfg = current
+        key = self._decoder_key(conn, meter, group, cfg)
+        ea = sts.EA(cfg.ea)
+        kind = {"electricity": sts.CreditKind.ELECTRICITY, "water": sts.CreditKind.WATER}.get(
+            meter.utility, sts.CreditKind.GAS
+        )
+        # TIDs under a pending key are counted apart: a new base date restarts them (RO clears the store)
+        after = meter.last_tid
+        if pending:
+            under_new = (meter.pending_key or {}).get("last_tid", -1)
+            after = under_new if cfg.base_date != meter.base_date else max(under_new, meter.last_tid)
+        credits = [("credit", receipt.units)] + ([("fbe", receipt.fbe_units)] if receipt.fbe_units else [])
+        tids = self._tids(cfg, len(credits), at, after)
+        for (what, units), tid in zip(credits, tids, strict=True):
+            token = sts.TransferCredit(tid, units, self.rnd(), kind)
+            made.append(_token_row(what, token, sts.encode(token, ea, key), units))
+
+        vend_id = str(uuid.uuid4())
+        conn.execute(
+            insert(vends).values(
+                id=vend_id,
+                vendor_id=caller.vendor_id,
+                api_key_id=caller.api_key_id,
+                meter_id=meter.id,
+                customer_id=meter.customer_id,
+                kind="purchase",
+                amount=amount,
+                units=receipt.units + receipt.fbe_units,
+                receipt=receipt_json(receipt, head),
+                status="completed",
+                created_at=at,
+            )
+        )
+        self._insert_tokens(conn, vend_id, meter.id, cfg.base_date, at, made)
+        if pending:
+            state = {**target.as_dict(), "last_tid": tids[-1]}
+            conn.execute(update(meters).where(meters.c.id == meter.id).values(pending_key=state))
+        else:
+            conn.execute(update(meters).where(meters.c.id == meter.id).values(last_tid=tids[-1]))
+        self._book(conn, caller, vend_id, meter, receipt, head.carry_leftover, at)
+        response = vend_response(vend_id, meter.drn, at, made, receipt_json(receipt, head))
+        self._audit(conn, caller, "vend", "vend", vend_id, meter=meter.drn, amount=amount, units=receipt.units,
+                    tokens=len(made))  # fmt: skip
+        conn.execute(insert(outbox).values(vend_id=vend_id, channel="receipt", payload=response, created_at=at))
+        return response
+
+    @staticmethod
+    def _insert_tokens(
+        conn: Connection, vend_id: str, meter_id: int, base_date: int, at: dt.datetime, made: list[dict[str, Any]]
+    ) -> None:
+        rows = [
+            {**t, "seq": i, "vend_id": vend_id, "meter_id": meter_id, "base_date": base_date, "created_at": at}
+            for i, t in enumerate(made)
+        ]
+        conn.execute(insert(tokens), rows)
+
+    def _key_change_tokens(
+        self, conn: Connection, meter: Row[Any], group: Row[Any], old: KeyConfig, new: KeyConfig
+    ) -> list[dict[str, Any]]:
+        old_key = self._decoder_key(conn, meter, group, old)
+        new_key = self._decoder_key(conn, meter, group, new)
+        bits = 128 if new.ea == sts.EA.MISTY1 else 64
+        sections = sts.key_change_set(
+            new_key,
+            key_bits=bits,
+            ken=new.ken,
+            krn=new.krn,
+            kt=new.kt,
+            ti=new.ti,
+            ro=int(new.base_date != old.base_date),
+            sgc=new.sgc,
+        )
+        if bits == 128 and old.ea != sts.EA.MISTY1:
+            sections = sections[2:] + sections[:2]  # a 64-bit meter learns of the 4-token set first
+        return [_token_row("key_change", s, sts.encode(s, sts.EA(old.ea), old_key), 0) for s in sections]
+
+    def _book(
+        self,
+        conn: Connection,
+        caller: Caller,
+        vend_id: str,
+        meter: Row[Any],
+        r: pricing.Receipt,
+        carry: bool,
+        at: dt.datetime,
+    ) -> None:
+        """Ledger lines, balances and the month's counters for one purchase."""
+        cust = f"customer:{meter.customer_id}"
+        lines = [
+            (f"vendor:{caller.vendor_id or 'direct'}", r.paid, 0),
+            (f"{cust}:carried", r.carried_in, 0),
+            (f"{cust}:debt", 0, r.debt_recovered),
+            ("revenue:fixed_charge", 0, r.fixed_charge),
+            ("tax:vat", 0, r.fixed_vat + r.energy_vat),
+            ("revenue:energy", 0, r.energy_charge),
+            (f"{cust}:{'carried' if carry else 'refund'}", 0, r.leftover),
+        ]
+        assert sum(d for _, d, _ in lines) == sum(c for _, _, c in lines)  # double entry balances
+        rows = [
+            {"vend_id": vend_id, "account": a, "debit": d, "credit": c, "created_at": at} for a, d, c in lines if d or c
+        ]
+        conn.execute(insert(ledger), rows)
+        if meter.customer_id is not None:
+            values: dict[str, Any] = {
+                "debt": customers.c.debt - r.debt_recovered,
+                "carried": customers.c.carried - r.carried_in + (r.leftover if carry else 0),
+            }
+            if not carry:
+                values["refund_balance"] = customers.c.refund_balance + r.leftover
+            conn.execute(update(customers).where(customers.c.id == meter.customer_id).values(**values))
+        if caller.vendor_id is not None:
+            vendor = conn.execute(select(vendors).where(vendors.c.id == caller.vendor_id)).one()
+            if vendor.credit_limit is not None and vendor.balance + r.paid > vendor.credit_limit:
+                raise VendError("credit_limit", f"vendor {vendor.name} would exceed its credit limit")
+            conn.execute(update(vendors).where(vendors.c.id == vendor.id).values(balance=vendors.c.balance + r.paid))
+        month = f"{at:%Y-%m}"
+        exists = conn.execute(
+            select(meter_months.c.units).where(meter_months.c.meter_id == meter.id, meter_months.c.month == month)
+        ).first()
+        counters = {"units": r.units, "purchases": 1, "fbe_issued": bool(r.fbe_units)}
+        if exists is None:
+            conn.execute(insert(meter_months).values(meter_id=meter.id, month=month, **counters))
+        else:
+            conn.execute(
+                update(meter_months)
+                .where(meter_months.c.meter_id == meter.id, meter_months.c.month == month)
+                .values(
+                    units=meter_months.c.units + r.units,
+                    purchases=meter_months.c.purchases + 1,
+                    **({"fbe_issued": True} if r.fbe_units else {}),
+                )
+            )
+
+    # ------------------------------------------------------------------ reads, reprint, reversal
+
+    def get_vend(self, caller: Caller, vend_id: str, reprint: bool = False) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(vends).where(vends.c.id == vend_id)).first()
+            if row is None or (caller.role == "vendor" and row.api_key_id != caller.api_key_id):
+                raise VendError("not_found", f"no vend {vend_id}")
+            toks = conn.execute(select(tokens).where(tokens.c.vend_id == vend_id).order_by(tokens.c.seq)).all()
+            drn = conn.execute(select(meters.c.drn).where(meters.c.id == row.meter_id)).scalar_one()
+        made = [
+            {
+                "seq": t.seq,
+                "kind": t.kind,
+                "digits": t.digits,
+                "tid": t.tid,
+                "class": t.token_class,
+                "subclass": t.subclass,
+                "units": t.units,
+            }
+            for t in toks
+        ]
+        out = vend_response(row.id, drn, row.created_at, made, row.receipt)
+        out["status"] = row.status
+        if reprint:
+            out["reprint"] = True
+        return out
+
+    def reprint(self, caller: Caller, vend_id: str) -> dict[str, Any]:
+        out = self.get_vend(caller, vend_id, reprint=True)
+        with self.engine.begin() as conn:
+            self._audit(conn, caller, "reprint", "vend", vend_id)
+        return out
+
+    def reverse(self, caller: Caller, vend_id: str, reason: str) -> dict[str, Any]:
+        caller.require("admin", "operator")
+        at = self.clock()
+        with self.engine.begin() as conn:
+            q = select(vends).where(vends.c.id == vend_id)
+            row = conn.execute(q.with_for_update() if self._for_update else q).first()
+            if row is None:
+                raise VendError("not_found", f"no vend {vend_id}")
+            if row.status == "reversed":
+                raise VendError("already_reversed", f"vend {vend_id} was already reversed")
+            if row.kind != "purchase":
+                raise VendError("not_reversible", "only purchases can be reversed")
+            if at - row.created_at > self.reversal_window:
+                raise VendError("reversal_window_closed", "the reversal window for this vend has closed")
+            lines = conn.execute(select(ledger).where(ledger.c.vend_id == vend_id)).all()
+            conn.execute(
+                insert(ledger),
+                [
+                    {"vend_id": vend_id, "account": x.account, "debit": x.credit, "credit": x.debit, "created_at": at}
+                    for x in lines
+                ],
+            )
+            rec = row.receipt
+            if row.customer_id is not None:
+                carry = rec["leftover_policy"] == "carry"
+                values: dict[str, Any] = {
+                    "debt": customers.c.debt + rec["debt_recovered"],
+                    "carried": customers.c.carried + rec["carried_in"] - (rec["leftover"] if carry else 0),
+                }
+                if not carry:
+                    values["refund_balance"] = customers.c.refund_balance - rec["leftover"]
+                conn.execute(update(customers).where(customers.c.id == row.customer_id).values(**values))
+            if row.vendor_id is not None:
+                conn.execute(
+                    update(vendors).where(vendors.c.id == row.vendor_id).values(balance=vendors.c.balance - row.amount)
+                )
+            month = f"{row.created_at:%Y-%m}"
+            conn.execute(
+                update(meter_months)
+                .where(meter_months.c.meter_id == row.meter_id, meter_months.c.month == month)
+                .values(
+                    units=meter_months.c.units - rec["units"],
+                    purchases=meter_months.c.purchases - 1,
+                    **({"fbe_issued": False} if rec["fbe_units"] else {}),
+                )
+            )
+            conn.execute(update(vends).where(vends.c.id == vend_id).values(status="reversed", reversed_at=at))
+            self._audit(conn, caller, "reverse", "vend", vend_id, reason=reason, amount=row.amount)
+        return self.get_vend(caller, vend_id)
+
+    # ------------------------------------------------------------------ engineering tokens
+
+    ENGINEERING = ("clear_tamper", "clear_credit", "set_power_limit", "set_phase_unbalance_limit", "test")
+
+    def engineering(self, caller: Caller, drn: str, kind: str, value: int | None = None) -> dict[str, Any]:
+        """Operator tokens, audited: they carry a TID like any class 2 token."""
+        caller.require("admin", "operator")
+        if kind not in self.ENGINEERING:
+            raise VendError("invalid_kind", f"kind must be one of {', '.join(self.ENGINEERING)}")
+        at = self.clock()
+        with self.engine.begin() as conn:
+            meter = self._meter(conn, drn, lock=True)
+            group = self._group(conn, meter.supply_group_id)
+            cfg = self.meter_config(meter, group)
+            made: list[dict[str, Any]] = []
+            tid: int | None = None
+            if kind == "test":
+                token: sts.Token = sts.MeterTest(control=value if value is not None else 1)
+                made.append(_token_row("engineering", token, sts.encode(token, sts.EA.STA, 0), 0))
+            else:
+                after = meter.pending_key["last_tid"] if meter.pending_key else meter.last_tid
+                (tid,) = self._tids(cfg, 1, at, after)
+                v = 0 if value is None else value
+                token = {
+                    "clear_tamper": lambda: sts.ClearTamperCondition(tid, rnd=self.rnd()),
+                    "clear_credit": lambda: sts.ClearCredit(tid, sts.ALL_REGISTERS if value is None else v, self.rnd()),
+                    "set_power_limit": lambda: sts.SetMaximumPowerLimit(tid, v, self.rnd()),
+                    "set_phase_unbalance_limit": lambda: sts.SetMaximumPhasePowerUnbalanceLimit(tid, v, self.rnd()),
+                }[kind]()
+                key = self._decoder_key(conn, meter, group, cfg)
+                made.append(_token_row("engineering", token, sts.encode(token, sts.EA(cfg.ea), key), 0))
+                if meter.pending_key:
+                    state = {**meter.pending_key, "last_tid": tid}
+                    conn.execute(update(meters).where(meters.c.id == meter.id).values(pending_key=state))
+                else:
+                    conn.execute(update(meters).where(meters.c.id == meter.id).values(last_tid=tid))
+            vend_id = str(uuid.uuid4())
+            conn.execute(
+                insert(vends).values(
+                    id=vend_id,
+                    vendor_id=None,
+                    api_key_id=caller.api_key_id,
+                    meter_id=meter.id,
+                    customer_id=meter.customer_id,
+                    kind="engineering",
+                    amount=0,
+                    units=0,
+                    receipt={"engineering": kind, "value": value},
+                    status="completed",
+                    created_at=at,
+                )
+            )
+            self._insert_tokens(conn, vend_id, meter.id, cfg.base_date, at, made)
+            self._audit(conn, caller, "engineering_token", "meter", meter.drn, kind=kind, value=value, tid=tid)
+        return vend_response(vend_id, meter.drn, at, made, {"engineering": kind, "value": value})
+
+    def confirm_key_change(self, caller: Caller, drn: str) -> dict[str, Any]:
+        """The meter accepted its key change: the pending configuration becomes current."""
+        caller.require("admin", "operator")
+        with self.engine.begin() as conn:
+            meter = self._meter(conn, drn, lock=True)
+            if not meter.pending_key:
+                raise VendError("no_pending_key", f"meter {meter.drn} has no key change pending")
+            p = meter.pending_key
+            last = p.get("last_tid", -1)
+            if p["base_date"] == meter.base_date:
+                last = max(last, meter.last_tid)
+            conn.execute(
+                update(meters)
+                .where(meters.c.id == meter.id)
+                .values(
+                    krn=p["krn"],
+                    kt=p["kt"],
+                    ti=p["ti"],
+                    ea=p["ea"],
+                    base_date=p["base_date"],
+                    ken=p["ken"],
+                    last_tid=last,
+                    pending_key=None,
+                )
+            )
+            self._audit(conn, caller, "confirm_key_change", "meter", meter.drn, **p)
+        return {"meter": meter.drn, "key": p}
+
+    def count_tokens(self, drn: str) -> int:
+        with self.engine.connect() as conn:
+            meter = self._meter(conn, drn)
+            return int(conn.execute(select(func.count()).where(tokens.c.meter_id == meter.id)).scalar_one())
+
+
+# ---------------------------------------------------------------------- plain functions
+
+
+def _check_amount(amount: object) -> None:
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise VendError("invalid_amount", "amount must be an integer number of minor units (cents)")
+    if not 0 < amount <= MAX_AMOUNT:
+        raise VendError("invalid_amount", f"amount must be between 1 and {MAX_AMOUNT} minor units")
+
+
+def _token_row(kind: str, token: sts.Token, digits: str, units: int) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "tid": getattr(token, "tid", None),
+        "token_class": token.token_class,
+        "subclass": token.subclass,
+        "digits": digits,
+        "units": units,
+    }
+
+
+def vend_response(
+    vend_id: str, drn: str, at: dt.datetime, made: list[dict[str, Any]], receipt: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "id": vend_id,
+        "meter": drn,
+        "created_at": at.isoformat(),
+        "tokens": [
+            {
+                "seq": i,
+                "kind": t["kind"],
+                "digits": t["digits"],
+                "tid": t["tid"],
+                "class": t.get("token_class", t.get("class")),
+                "subclass": t["subclass"],
+                "units": t["units"],
+            }
+            for i, t in enumerate(made)
+        ],
+        "receipt": receipt,
+    }
+
+
+def tariff_from_spec(spec: dict[str, Any]) -> pricing.Tariff:
+    try:
+        return pricing.Tariff(
+            blocks=tuple(
+                pricing.Block(None if b.get("up_to") is None else Decimal(str(b["up_to"])), Decimal(str(b["price"])))
+                for b in spec["blocks"]
+            ),
+            vat_rate=Decimal(str(spec.get("vat_rate", "0"))),
+            fixed_monthly=int(spec.get("fixed_monthly", 0)),
+            fbe_kwh=Decimal(str(spec.get("fbe_kwh", "0"))),
+            minor_units=int(spec.get("minor_units", 100)),
+        )
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        raise VendError("invalid_tariff", f"tariff specification is not valid: {exc}") from None
+
+
+def receipt_json(r: pricing.Receipt, head: Row[Any]) -> dict[str, Any]:
+    """The itemised receipt: money in minor units, energy in base units (0.1 kWh) and kWh."""
+    return {
+        "currency": head.currency,
+        "paid": r.paid,
+        "carried_in": r.carried_in,
+        "debt_recovered": r.debt_recovered,
+        "fixed_charge": r.fixed_charge,
+        "fixed_vat": r.fixed_vat,
+        "blocks": [
+            {"units": b.units, "kwh": str(Decimal(b.units) / 10), "price": str(b.price), "charge": b.charge}
+            for b in r.blocks
+        ],
+        "energy_charge": r.energy_charge,
+        "energy_vat": r.energy_vat,
+        "vat": r.fixed_vat + r.energy_vat,
+        "leftover": r.leftover,
+        "leftover_policy": "carry" if head.carry_leftover else "refund",
+        "units": r.units,
+        "kwh": str(Decimal(r.units) / 10),
+        "fbe_units": r.fbe_units,
+    }
