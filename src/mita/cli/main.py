@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from .demo import demo
 from .meter import meter_app
+from .server import admin_app, db_app, demo, serve
 from .token import token_app
+from .tour import tour
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Mita: STS prepayment metering.")
 app.add_typer(token_app, name="token")
 app.add_typer(meter_app, name="meter")
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+app.command()(serve)
 app.command()(demo)
+token_app.command()(tour)
 
 if __name__ == "__main__":
     app()

@@ -1,4 +1,4 @@
-"""``mita demo``: a short tour of the token engine, on nothing but the library."""
+"""``mita token tour``: a short tour of the token engine, on nothing but the library."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from mita import sts
 DEMO_VENDING_KEY = bytes.fromhex("abababababababab")
 
 
-def demo() -> None:
+def tour() -> None:
     """Derive a decoder key, issue tokens, and decode them back."""
     console = Console()
     meter = sts.MeterNumber.parse("47500150231")

@@ -1,0 +1,183 @@
+"""``mita serve``, ``mita db upgrade``, ``mita admin create-key`` and ``mita demo``.
+
+Thin shells over :mod:`mita.vend` and :mod:`mita.api`: they parse options,
+call a service, print. The database URL comes from ``--database-url`` or
+``MITA_DATABASE_URL``; the default is a SQLite file in the current folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mita import sts
+from mita.vend import database, registry
+from mita.vend.errors import VendError
+
+console = Console(soft_wrap=True)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+admin_app = typer.Typer(no_args_is_help=True, help="Administration.")
+
+UrlOpt = Annotated[
+    str | None, typer.Option("--database-url", help="SQLAlchemy URL; default MITA_DATABASE_URL or sqlite:///mita.db.")
+]
+
+
+def _url(url: str | None, default: str = database.DEFAULT_URL) -> str:
+    return url or os.environ.get("MITA_DATABASE_URL") or default
+
+
+def _fail(exc: sts.StsError) -> None:
+    console.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
+    raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: UrlOpt = None) -> None:
+    """Create or migrate the schema to the newest version."""
+    url = _url(database_url)
+    database.upgrade(url)
+    console.print(f"schema up to date on {database.make_engine(url).url.render_as_string(hide_password=True)}")
+
+
+@admin_app.command("create-key")
+def create_key(
+    role: Annotated[str, typer.Option(help="admin, operator or vendor.")],
+    name: Annotated[str, typer.Option(help="Who or what uses the key.")] = "",
+    vendor: Annotated[
+        str | None, typer.Option(help="Vendor (channel) name; made if new. Needed for role vendor.")
+    ] = None,
+    credit_limit: Annotated[int | None, typer.Option(help="New vendor's credit limit, minor units.")] = None,
+    database_url: UrlOpt = None,
+) -> None:
+    """Make an API key. Its value is printed once and stored only hashed."""
+    engine = database.make_engine(_url(database_url))
+    try:
+        vendor_id = None
+        if vendor:
+            try:
+                vendor_id = int(
+                    registry.get_by(engine, registry.vendors, registry.vendors.c.name, vendor, "vendor")["id"]
+                )
+            except VendError:
+                vendor_id = int(registry.create_vendor(engine, registry.SYSTEM, vendor, credit_limit)["id"])
+        key_id, key = registry.create_api_key(engine, name or f"{role} key", role, vendor_id)
+    except sts.StsError as exc:
+        _fail(exc)
+    typer.echo(json.dumps({"id": key_id, "role": role, "vendor_id": vendor_id, "api_key": key}))
+
+
+def serve(
+    database_url: UrlOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Run the vending service's HTTP API (migrating the schema first)."""
+    import uvicorn
+
+    url = _url(database_url)
+    database.upgrade(url)
+    try:
+        database.check_durability(database.make_engine(url))
+    except VendError as exc:
+        _fail(exc)
+    os.environ["MITA_DATABASE_URL"] = url
+    uvicorn.run("mita.api.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
+
+
+DEMO_VENDING_KEY = "abababababababab"  # the STS 531 compliance suites' public test key, never a real one
+DEMO_METERS = (  # (DRN body without its check digit, virtual meter profile, utility, customer)
+    ("4750015023", "legacy-ea07", "electricity", "DEMO-001"),
+    ("4750015024", "edition2-ea11", "electricity", "DEMO-002"),
+    ("4750015025", "water-valve", "water", "DEMO-003"),
+)
+
+
+def demo(
+    database_url: UrlOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Set up and print, but do not start the server.")
+    ] = False,
+) -> None:
+    """Set up a demo utility on SQLite (supply group, tariffs, customers, meters, keys) and serve it."""
+    from mita.meter import Meter, storage
+
+    url = _url(database_url, "sqlite:///mita-demo.db")
+    database.upgrade(url)
+    engine = database.make_engine(url)
+    admin = registry.SYSTEM
+    try:
+        registry.get_supply_group(engine, "123456")
+    except VendError:
+        registry.create_supply_group(
+            engine, admin, sgc="123456", name="Demo town", vending_key=DEMO_VENDING_KEY, base_date=2014
+        )
+        domestic = {
+            "blocks": [
+                {"up_to": "50", "price": "1.10"},
+                {"up_to": "350", "price": "2.00"},
+                {"up_to": None, "price": "3.15"},
+            ],
+            "vat_rate": "0.15",
+            "fixed_monthly": 2000,
+            "fbe_kwh": "50",
+        }
+        start = dt.datetime(2020, 1, 1)
+        registry.create_tariff(engine, admin, name="domestic", currency="ZAR", spec=domestic, effective_from=start)
+        flat = {"blocks": [{"up_to": None, "price": "28.50"}], "vat_rate": "0.15"}
+        registry.create_tariff(engine, admin, name="water", currency="ZAR", spec=flat, effective_from=start)
+        for body, profile, utility, account in DEMO_METERS:
+            registry.create_customer(
+                engine, admin, account=account, name=f"Demo customer {account[-1]}", fbe_eligible=account == "DEMO-001",
+                debt=5000 if account == "DEMO-002" else 0, debt_rate="0.2",
+            )  # fmt: skip
+            drn = body + str(sts.luhn_digit(body))
+            registry.create_meter(
+                engine, admin, drn=drn, sgc="123456", customer=account, manufacturer=profile, utility=utility,
+                tariff="water" if utility == "water" else "domestic",
+            )  # fmt: skip
+    keys = {role: registry.create_api_key(engine, f"demo {role}", role)[1] for role in ("admin", "operator")}
+    try:
+        vendor_id = int(registry.create_vendor(engine, admin, "Demo shop", 10_000_000)["id"])
+    except VendError:
+        vendor_id = int(registry.get_by(engine, registry.vendors, registry.vendors.c.name, "Demo shop", "vendor")["id"])
+    keys["vendor"] = registry.create_api_key(engine, "demo shop till", "vendor", vendor_id)[1]
+
+    folder = Path("demo-meters")
+    folder.mkdir(exist_ok=True)
+    vk = bytes.fromhex(DEMO_VENDING_KEY)
+    for body, profile, _, _ in DEMO_METERS:
+        drn = body + str(sts.luhn_digit(body))
+        path = folder / f"{drn}.json"
+        if not path.exists():
+            key = sts.dkga02(vk, sts.MeterNumber.parse(drn), 2, "123456", 1, 1)
+            meter = Meter.create(drn=drn, ea=7, decoder_key=key, sgc="123456", ti=1, krn=1, kt=2, profile=profile)
+            storage.save(meter, path)
+
+    base = f"http://{host}:{port}/v1"
+    first = DEMO_METERS[0][0] + str(sts.luhn_digit(DEMO_METERS[0][0]))
+    console.print(f"[bold]Mita demo utility[/] on {url}")
+    console.print("API keys (printed once, stored hashed):")
+    for role, key in keys.items():
+        console.print(f"  {role:<9} {key}")
+    console.print(
+        f"Virtual meters in {folder}/ (one per profile): {', '.join(p.name for p in sorted(folder.glob('*.json')))}"
+    )
+    console.print("\nTry:")
+    console.print(f"  curl -s {base}/quotes -H 'Authorization: Bearer {keys['vendor']}' "
+                  f"-H 'Content-Type: application/json' -d '{{\"meter\":\"{first}\",\"amount\":10000}}'")  # fmt: skip
+    console.print(f"  curl -s {base}/vends -H 'Authorization: Bearer {keys['vendor']}' -H 'Idempotency-Key: try-1' "
+                  f"-H 'Content-Type: application/json' -d '{{\"meter\":\"{first}\",\"amount\":10000}}'")  # fmt: skip
+    console.print(f"  .venv/bin/mita meter enter {folder}/{first}.json <a token from the vend>")
+    console.print(f"  open http://{host}:{port}/docs for the API, Ctrl-C to stop")
+    if not no_serve:
+        serve(url, host, port, 1)
