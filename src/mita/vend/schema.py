@@ -80,6 +80,7 @@ vending_keys = Table(
     Column("sealed", LargeBinary, nullable=False),  # AES-256-GCM under the master key
     Column("kcv", String(16), nullable=False),  # key check value: verify a key without seeing it
     _created(),
+    UniqueConstraint("supply_group_id", "krn"),
 )
 
 supply_groups = Table(

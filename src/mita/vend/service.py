@@ -23,6 +23,8 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from mita import sts
@@ -101,6 +103,11 @@ class VendingService:
         self.rnd = rnd
         self.reversal_window = reversal_window
         self._for_update = engine.dialect.name != "sqlite"  # SQLite's BEGIN IMMEDIATE already serialises
+        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        # A vending key row never changes once written (unique per group and KRN), and a tariff
+        # version never changes once effective: both are safe to keep for the process's life.
+        self._vending_keys: dict[tuple[int, int], tuple[int, bytes]] = {}
+        self._tariffs: dict[int, pricing.Tariff] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -122,16 +129,19 @@ class VendingService:
     def _tariff(self, conn: Connection, tariff_id: int | None, at: dt.datetime) -> tuple[pricing.Tariff, Row[Any]]:
         if tariff_id is None:
             raise VendError("no_tariff", "the meter has no tariff")
-        head = conn.execute(select(tariffs).where(tariffs.c.id == tariff_id)).one()
-        version = conn.execute(
-            select(tariff_versions)
-            .where(tariff_versions.c.tariff_id == tariff_id, tariff_versions.c.effective_from <= at)
+        row = conn.execute(
+            select(tariffs, tariff_versions.c.id.label("version_id"), tariff_versions.c.spec)
+            .join(tariff_versions, tariff_versions.c.tariff_id == tariffs.c.id)
+            .where(tariffs.c.id == tariff_id, tariff_versions.c.effective_from <= at)
             .order_by(tariff_versions.c.effective_from.desc())
             .limit(1)
         ).first()
-        if version is None:
-            raise VendError("no_tariff", f"tariff {head.name} has no version in force at {at:%Y-%m-%d %H:%M}")
-        return tariff_from_spec(version.spec), head
+        if row is None:
+            raise VendError("no_tariff", f"the meter's tariff has no version in force at {at:%Y-%m-%d %H:%M}")
+        tariff = self._tariffs.get(row.version_id)
+        if tariff is None:
+            tariff = self._tariffs[row.version_id] = tariff_from_spec(row.spec)
+        return tariff, row
 
     @staticmethod
     def meter_config(meter: Row[Any], group: Row[Any]) -> KeyConfig:
@@ -145,15 +155,18 @@ class VendingService:
         return KeyConfig(group.sgc, group.krn, group.kt, meter.ti, group.ea, group.base_date, group.ken)
 
     def _decoder_key(self, conn: Connection, meter: Row[Any], group: Row[Any], cfg: KeyConfig) -> int:
-        vk = conn.execute(
-            select(vending_keys).where(vending_keys.c.supply_group_id == group.id, vending_keys.c.krn == cfg.krn)
-        ).first()
-        if vk is None:
-            raise VendError("no_vending_key", f"supply group {group.sgc} has no vending key with KRN {cfg.krn}")
-        key = open_vending_key(vk.sealed, group.sgc, cfg.krn)
+        found = self._vending_keys.get((group.id, cfg.krn))
+        if found is None:
+            vk = conn.execute(
+                select(vending_keys).where(vending_keys.c.supply_group_id == group.id, vending_keys.c.krn == cfg.krn)
+            ).first()
+            if vk is None:
+                raise VendError("no_vending_key", f"supply group {group.sgc} has no vending key with KRN {cfg.krn}")
+            found = self._vending_keys[(group.id, cfg.krn)] = (vk.dkga, open_vending_key(vk.sealed, group.sgc, cfg.krn))
+        dkga, key = found
         number = sts.MeterNumber(meter.iin, meter.drn)
         return sts.derive_decoder_key(
-            vk.dkga, key, number, cfg.kt, cfg.sgc, cfg.ti, cfg.krn, sts.BaseDate(cfg.base_date), sts.EA(cfg.ea)
+            dkga, key, number, cfg.kt, cfg.sgc, cfg.ti, cfg.krn, sts.BaseDate(cfg.base_date), sts.EA(cfg.ea)
         )
 
     def _tids(self, cfg: KeyConfig, count: int, at: dt.datetime, after: int) -> list[int]:
@@ -256,21 +269,27 @@ class VendingService:
         raise VendError("in_progress", "this request is still being processed; retry with the same key")
 
     def _claim(self, conn: Connection, caller: Caller, key: str, digest: str) -> tuple[int, dict[str, Any]] | None:
+        """Insert the key's row, or find the committed one (waiting for a concurrent claimer to finish)."""
+        claimed = conn.execute(
+            self._insert(idempotency)
+            .values(
+                api_key_id=caller.api_key_id,
+                key=key,
+                request_hash=digest,
+                status_code=0,
+                response={},
+                created_at=self.clock(),
+            )
+            .on_conflict_do_nothing()
+            .returning(idempotency.c.key)
+        ).first()
+        if claimed is not None:
+            return None
         row = conn.execute(
             select(idempotency).where(idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key)
         ).first()
-        if row is None:
-            conn.execute(
-                insert(idempotency).values(
-                    api_key_id=caller.api_key_id,
-                    key=key,
-                    request_hash=digest,
-                    status_code=0,
-                    response={},
-                    created_at=self.clock(),
-                )
-            )
-            return None
+        if row is None:  # the other claimer rolled back between our two statements
+            raise VendError("in_progress", "this request is still being processed; retry with the same key")
         if row.request_hash != digest:
             raise VendError("idempotency_conflict", "this Idempotency-Key was used with a different request")
         if row.status_code == 0:
@@ -349,7 +368,8 @@ class VendingService:
         response = vend_response(vend_id, meter.drn, at, made, receipt_json(receipt, head))
         self._audit(conn, caller, "vend", "vend", vend_id, meter=meter.drn, amount=amount, units=receipt.units,
                     tokens=len(made))  # fmt: skip
-        conn.execute(insert(outbox).values(vend_id=vend_id, channel="receipt", payload=response, created_at=at))
+        delivery = {"meter": meter.drn, "tokens": [t["digits"] for t in made]}
+        conn.execute(insert(outbox).values(vend_id=vend_id, channel="receipt", payload=delivery, created_at=at))
         return response
 
     @staticmethod
@@ -417,27 +437,28 @@ class VendingService:
                 values["refund_balance"] = customers.c.refund_balance + r.leftover
             conn.execute(update(customers).where(customers.c.id == meter.customer_id).values(**values))
         if caller.vendor_id is not None:
-            vendor = conn.execute(select(vendors).where(vendors.c.id == caller.vendor_id)).one()
-            if vendor.credit_limit is not None and vendor.balance + r.paid > vendor.credit_limit:
+            vendor = conn.execute(
+                update(vendors)
+                .where(vendors.c.id == caller.vendor_id)
+                .values(balance=vendors.c.balance + r.paid)
+                .returning(vendors.c.name, vendors.c.balance, vendors.c.credit_limit)
+            ).one()
+            if vendor.credit_limit is not None and vendor.balance > vendor.credit_limit:
                 raise VendError("credit_limit", f"vendor {vendor.name} would exceed its credit limit")
-            conn.execute(update(vendors).where(vendors.c.id == vendor.id).values(balance=vendors.c.balance + r.paid))
         month = f"{at:%Y-%m}"
-        exists = conn.execute(
-            select(meter_months.c.units).where(meter_months.c.meter_id == meter.id, meter_months.c.month == month)
-        ).first()
-        counters = {"units": r.units, "purchases": 1, "fbe_issued": bool(r.fbe_units)}
-        if exists is None:
-            conn.execute(insert(meter_months).values(meter_id=meter.id, month=month, **counters))
-        else:
-            conn.execute(
-                update(meter_months)
-                .where(meter_months.c.meter_id == meter.id, meter_months.c.month == month)
-                .values(
-                    units=meter_months.c.units + r.units,
-                    purchases=meter_months.c.purchases + 1,
-                    **({"fbe_issued": True} if r.fbe_units else {}),
-                )
+        upsert = self._insert(meter_months).values(
+            meter_id=meter.id, month=month, units=r.units, purchases=1, fbe_issued=bool(r.fbe_units)
+        )
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[meter_months.c.meter_id, meter_months.c.month],
+                set_={
+                    "units": meter_months.c.units + r.units,
+                    "purchases": meter_months.c.purchases + 1,
+                    "fbe_issued": meter_months.c.fbe_issued | upsert.excluded.fbe_issued,
+                },
             )
+        )
 
     # ------------------------------------------------------------------ reads, reprint, reversal
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 14:20:57.214090
+Create Date: 2026-11-25 14:24:17.343426
 """
 
 from __future__ import annotations
@@ -159,6 +159,7 @@ def upgrade() -> None:
             ["supply_group_id"], ["supply_groups.id"], name=op.f("fk_vending_keys_supply_group_id_supply_groups")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_vending_keys")),
+        sa.UniqueConstraint("supply_group_id", "krn", name=op.f("uq_vending_keys_supply_group_id")),
     )
     op.create_table(
         "meter_months",
