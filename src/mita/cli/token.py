@@ -177,14 +177,14 @@ def tid(at: Annotated[str, typer.Option(help="YYYY-MM-DDTHH:MM")], base_date: Ba
 def batch() -> None:
     """JSON Lines on stdin to JSON Lines on stdout, one answer per line, in order."""
     out = sys.stdout
-    for line in sys.stdin:
-        if not line.strip():
+    for raw in sys.stdin.buffer:  # bytes: one undecodable line must not take the others with it
+        if not raw.strip():
             continue
         try:
-            req = json.loads(line)
-        except ValueError as exc:
-            answer: dict[str, Any] = {"error": {"code": "invalid_json", "message": f"not JSON: {exc}"}}
+            req = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            answer: dict[str, Any] = {"error": {"code": "invalid_json", "message": f"not a JSON line: {exc}"}}
         else:
             answer = token_ops.handle(req)
         out.write(json.dumps(answer, separators=(",", ":")) + "\n")
-    out.flush()
+        out.flush()

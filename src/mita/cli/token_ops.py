@@ -20,6 +20,7 @@ from mita.sts.tid import parse_issue_time
 from mita.sts.tokens import REGISTRY, CurrencyCredit, Token, TransferCredit
 
 Request = dict[str, Any]
+_HEX = frozenset("0123456789abcdefABCDEF")
 Answer = dict[str, Any]
 
 
@@ -51,10 +52,9 @@ def _hex(req: Request, name: str, bits: int | tuple[int, ...]) -> int:
     if len(text) * 4 not in sizes:
         want = " or ".join(f"{b // 4}" for b in sizes)
         raise RequestError("invalid_field", f"field {name!r} must be {want} hex digits")
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise RequestError("invalid_field", f"field {name!r} must be hexadecimal") from None
+    if not all(c in _HEX for c in text):
+        raise RequestError("invalid_field", f"field {name!r} must be hexadecimal")
+    return int(text, 16)
 
 
 def _ea(req: Request) -> sts.EA:
@@ -68,6 +68,10 @@ def _digits(req: Request, name: str) -> str:
 
 def derive_key(req: Request) -> Answer:
     dkga = _get(req, "dkga")
+    if dkga in (1, 3):
+        raise sts.UnsupportedError(f"DKGA0{dkga} is not implemented: its cipher step is not public")
+    if dkga not in (2, 4):
+        raise RequestError("invalid_field", f"dkga must be 2 or 4 (got {dkga})")
     ea = sts.EA.parse(req.get("ea", 7))
     meter = sts.MeterNumber.parse(_digits(req, "drn"), req.get("iin"))
     vk_bits = (64,) if dkga == 2 else (160,)

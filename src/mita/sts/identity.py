@@ -17,9 +17,14 @@ from .errors import CheckDigitError, FormatError, RangeError
 IIN_DRN_LENGTH = {"600727": 11, "0000": 13}
 
 
+def is_digits(text: str) -> bool:
+    """ASCII decimal digits only: ``str.isdigit`` also takes "²" and Arabic-Indic digits."""
+    return text.isascii() and text.isdigit()
+
+
 def luhn_digit(payload: str) -> int:
     """The check digit to append to ``payload`` (mod-10, doubling from the right)."""
-    if not payload.isdigit():
+    if not is_digits(payload):
         raise FormatError(f"Luhn payload must be decimal digits (got {payload!r})")
     total = 0
     for i, ch in enumerate(reversed(payload)):
@@ -45,7 +50,7 @@ class MeterNumber:
         length = IIN_DRN_LENGTH.get(self.iin)
         if length is None:
             raise FormatError(f"IIN must be 600727 or 0000 (got {self.iin!r})")
-        if len(self.drn) != length or not self.drn.isdigit():
+        if len(self.drn) != length or not is_digits(self.drn):
             raise FormatError(f"with IIN {self.iin} the meter number must be {length} digits (got {self.drn!r})")
         if luhn_digit(self.drn[:-1]) != int(self.drn[-1]):
             raise CheckDigitError(f"meter number {self.drn} has a wrong check digit")
@@ -86,7 +91,7 @@ def control_block(kt: int, sgc: str, ti: int, krn: int) -> int:
 def check_key_params(kt: int, sgc: str, ti: int, krn: int) -> None:
     if kt not in (0, 1, 2, 3):
         raise RangeError(f"key type KT must be 0..3 (got {kt})")
-    if len(sgc) != 6 or not sgc.isdigit():
+    if not isinstance(sgc, str) or len(sgc) != 6 or not is_digits(sgc):
         raise FormatError(f"supply group code SGC must be 6 digits (got {sgc!r})")
     if not 0 <= ti <= 99:
         raise RangeError(f"tariff index TI must be 0..99 (got {ti})")

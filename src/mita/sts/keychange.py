@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import FormatError, RangeError
+from .identity import check_key_params, is_digits
 from .tokens import (
     Set1stSectionDecoderKey,
     Set2ndSectionDecoderKey,
@@ -59,12 +60,13 @@ def key_change_set(
         raise RangeError(f"key expiry number KEN must be 0..255 (got {ken})")
     if ro not in (0, 1):
         raise RangeError(f"roll-over bit RO must be 0 or 1 (got {ro})")
+    check_key_params(kt, sgc if sgc is not None else "000000", ti, krn)
     sections: list[Token] = [
         Set1stSectionDecoderKey(ken >> 4, krn, ro, kt, new_key >> (key_bits - 32), res),
         Set2ndSectionDecoderKey(ken & 15, ti, new_key & _M32),
     ]
     if key_bits == 128:
-        if sgc is None or len(sgc) != 6 or not sgc.isdigit():
+        if sgc is None or len(sgc) != 6 or not is_digits(sgc):
             raise FormatError("a 4-token key change set needs the 6-digit SGC")
         code = int(sgc)
         sections += [

@@ -1,0 +1,202 @@
+"""Shared test helpers: where the STS conformance vectors are, and how to load them.
+
+The vectors live outside the repository, in ``../shared/sts/vectors`` beside it, or wherever the environment
+variable ``MITA_VECTORS`` points. A missing folder is a test *failure* with a message saying where we looked,
+never a silent skip: a green run without the vectors would claim a conformance that was not checked.
+
+Vector tests are parametrised at collection time, so a missing folder cannot raise there without hiding every
+other test. Instead :func:`vector_params` turns a :class:`VectorsMissingError` into one parameter that fails
+in setup (see the autouse fixture below) with the same clear message.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mita.sts import EA, REGISTRY, CreditKind, CurrencyCredit, Token, TransferCredit
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENV_VAR = "MITA_VECTORS"
+
+
+class VectorsMissingError(AssertionError):
+    """The conformance vectors (or one file of them) could not be found."""
+
+
+def vectors_dir() -> Path:
+    """``$MITA_VECTORS`` if set, else ``<repo root>/../shared/sts/vectors``; fails if the folder is missing."""
+    env = os.environ.get(ENV_VAR)
+    path = Path(env) if env else REPO_ROOT.parent / "shared" / "sts" / "vectors"
+    if not path.is_dir():
+        source = f"${ENV_VAR}={env!r}" if env else f"the default location (${ENV_VAR} is not set)"
+        raise VectorsMissingError(
+            f"STS conformance vectors not found: {path} does not exist or is not a folder ({source}). "
+            f"Put the shared data beside the repository (../shared/sts/vectors) or set {ENV_VAR} to the folder "
+            f"holding tokens.json, sta.json, misty1.json, ..."
+        )
+    return path
+
+
+@functools.cache
+def load_json(name: str) -> Any:
+    """One vectors file, parsed (cached: several modules read the same files)."""
+    path = vectors_dir() / name
+    if not path.is_file():
+        raise VectorsMissingError(f"STS conformance vector file {path} is missing")
+    with path.open(encoding="utf-8") as f:
+        return json.load(f)
+
+
+def vector_params(build: Callable[[], Iterable[Any]]) -> list[Any]:
+    """The parameters ``build()`` makes from the vectors, or one failing parameter if they are missing."""
+    try:
+        return list(build())
+    except VectorsMissingError as exc:
+        return [pytest.param(exc, id="vectors-missing")]
+
+
+@pytest.fixture(autouse=True)
+def _fail_when_vectors_missing(request: pytest.FixtureRequest) -> None:
+    """A test parametrised with the 'vectors missing' marker parameter fails here, loudly."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None:
+        return
+    for value in callspec.params.values():
+        if isinstance(value, VectorsMissingError):
+            pytest.fail(str(value), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def vectors_path() -> Path:
+    """The vectors folder (the test fails, with the message above, if it is missing)."""
+    return vectors_dir()
+
+
+def hexint(text: str) -> int:
+    return int(text, 16)
+
+
+def source_id(source: Any) -> str:
+    """A short readable label for a vector's ``source``: compliance suite and test method where given."""
+    if not isinstance(source, dict):
+        return "vector"
+    path = source.get("path") or ""
+    test = source.get("test") or ""
+    if not test and source.get("tests"):
+        test = source["tests"][0]
+    if "#" in test:
+        path, test = test.split("#", 1)
+    stem = Path(path).stem.replace("STSComplianceTests_STS_531_1_", "STS531-1-").replace("STSComplianceTests_", "")
+    return ".".join(part for part in (stem.replace("_", "-"), test) if part) or "vector"
+
+
+# ---------------------------------------------------------------- reading token vectors
+
+
+def reproduced(v: dict[str, Any]) -> bool:
+    """An entry counts when every verification flag it carries is true (no flags: not a verified entry)."""
+    flags = v.get("verified")
+    if isinstance(flags, bool):
+        return flags
+    if isinstance(flags, dict):
+        bools = [x for x in flags.values() if isinstance(x, bool)]
+        return bool(bools) and all(bools)
+    return False
+
+
+def vector_ea(v: dict[str, Any]) -> EA | None:
+    """The EA a token vector names ("EA07 (STA)", "EA11 (MISTY1)"); None for class 1 (sent in clear)."""
+    name = v["encryption_algorithm"]
+    if name.startswith("EA07"):
+        return EA.STA
+    if name.startswith("EA11"):
+        return EA.MISTY1
+    if name.startswith("EA09"):
+        return EA.DEA
+    assert name.startswith("none"), name
+    return None
+
+
+def vector_key(v: dict[str, Any]) -> int | None:
+    key = v.get("decoder_key_hex")
+    return None if key is None else hexint(key)
+
+
+def expected_fields(v: dict[str, Any]) -> dict[str, Any]:
+    """The ``Token.fields()`` a compliance or key change vector must decode to, from its ``fields``."""
+    c, s, f = v["token_class"], v["subclass"], v["fields"]
+    out: dict[str, Any] = {"class": c, "subclass": s}
+    if c == 0:
+        out |= {"rnd": f["rnd"], "tid": f["tid"], "amount": f["amount_base_units"]}
+    elif c == 1 and s == 0:
+        out |= {"control": hexint(f["control_36bit_hex"]), "mfr_code": f["mfr_code_8bit"]}
+    elif c == 1 and s == 1:
+        out |= {"control": hexint(f["control_28bit_hex"]), "mfr_code": f["mfr_code_16bit"]}
+    elif s in (0, 6):
+        out |= {"rnd": f["rnd"], "tid": f["tid"], ("mpl" if s == 0 else "mppul"): f["value_decoded"]}
+    elif s == 1:
+        out |= {"rnd": f["rnd"], "tid": f["tid"], "register": hexint(f["register_hex"])}
+    elif s == 5:
+        out |= {"rnd": f["rnd"], "tid": f["tid"], "pad": hexint(f["pad_hex"])}
+    elif s == 3:
+        out |= {k: f[k] for k in ("kenho", "krn", "ro", "kt")}
+        out |= {"res": f["res_bit50"], "nkho": hexint(f["nkho_hex"])}
+    elif s == 4:
+        out |= {"kenlo": f["kenlo"], "ti": f["ti"], "nklo": hexint(f["nklo_hex"])}
+    elif s == 8:
+        out |= {"sgclo": f["sgclo_12bit"], "nkmo2": hexint(f["nkmo2_hex"])}
+    elif s == 9:
+        out |= {"sgcho": f["sgcho_12bit"], "nkmo1": hexint(f["nkmo1_hex"])}
+    else:
+        raise AssertionError(f"no field mapping for class {c} subclass {s}")
+    return out
+
+
+def make_token(fields: dict[str, Any]) -> Token:
+    """The token value a ``fields()`` dict describes (the inverse of ``Token.fields``)."""
+    c, s = fields["class"], fields["subclass"]
+    kind = REGISTRY[(c, s)]
+    values = {k: v for k, v in fields.items() if k not in ("class", "subclass")}
+    if kind in (TransferCredit, CurrencyCredit):
+        values["kind"] = CreditKind(s)
+    return kind(**values)
+
+
+def key_change_groups() -> list[dict[str, Any]]:
+    """Sections of one key change: same compliance test file, same step, same old key; one per subclass."""
+    groups: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for v in load_json("key_change.json")["vectors"]:
+        if not reproduced(v):
+            continue
+        step = re.match(r"step\d+", v["source"]["test"])
+        assert step is not None
+        label = (source_id({"path": v["source"]["path"]}), step.group(0), v["decoder_key_hex"])
+        assert v["subclass"] not in groups[label], f"two sections {v['subclass']} in {label}"
+        groups[label][v["subclass"]] = v
+    out = []
+    for (suite, step, old), sections in groups.items():
+        ea = vector_ea(sections[3])
+        fields = {}
+        for v in sections.values():
+            fields |= {k: x for k, x in expected_fields(v).items() if k not in ("class", "subclass")}
+        complete = set(sections) == ({3, 4} if ea is EA.STA else {3, 4, 8, 9})
+        out.append(
+            {
+                "id": f"{suite}.{step}-{ea.name}-old{old[:8]}",
+                "ea": ea,
+                "old_key": old,
+                "sections": sections,
+                "fields": fields,
+                "complete": complete,
+            }
+        )
+    return out
