@@ -61,7 +61,12 @@ class Tariff:
             a is not None and b is not None and a >= b for a, b in pairwise(limits)
         ):
             raise VendError("invalid_tariff", "block limits must be positive and increasing")
-        if any(b.price <= 0 for b in self.blocks) or self.vat_rate < 0 or self.fixed_monthly < 0:
+        if (
+            any(b.price <= 0 for b in self.blocks)
+            or self.vat_rate < 0
+            or self.fixed_monthly < 0
+            or self.minor_units < 1
+        ):
             raise VendError("invalid_tariff", "prices must be positive, VAT and charges not negative")
 
 
@@ -134,12 +139,14 @@ def _fill_blocks(tariff: Tariff, month_units: int, budget: int, vat: Decimal) ->
             continue
         unit_price = block.price / UNITS_PER_KWH  # per base unit, VAT exclusive
         gross_unit = unit_price * (1 + vat) * m
-        n = int(Decimal(budget - spent) / gross_unit) if gross_unit > 0 else 0
+        n = int(Decimal(budget - spent) / gross_unit)
         if room is not None:
             n = min(n, room)
-        # ceil(n * price) + VAT may still overshoot by a cent: step back until it fits
+        # The estimate ignores rounding (charge up, VAT half up): settle on the exact largest n that fits.
         while n > 0 and spent + _block_cost(n, unit_price, vat, m) > budget:
             n -= 1
+        while (room is None or n < room) and spent + _block_cost(n + 1, unit_price, vat, m) <= budget:
+            n += 1
         if n <= 0:
             break
         charge = _cents(n * unit_price, m, ROUND_CEILING)
@@ -194,7 +201,7 @@ def price(tariff: Tariff, paid: int, account: Account, carry_leftover: bool = Tr
     leftover = available - energy - energy_vat
     fbe = 0
     if account.fbe_eligible and not account.fbe_issued_this_month and tariff.fbe_kwh > 0:
-        fbe = int(tariff.fbe_kwh * UNITS_PER_KWH)
+        fbe = _representable(int(tariff.fbe_kwh * UNITS_PER_KWH))
     receipt = Receipt(
         paid=paid,
         carried_in=carried_in,

@@ -169,6 +169,7 @@ meter_months = Table(
     Column("month", String(7), primary_key=True),  # YYYY-MM
     Column("units", BigInteger, nullable=False, default=0),
     Column("purchases", Integer, nullable=False, default=0),
+    Column("fixed_charged", Boolean, nullable=False, default=False),  # the month's fixed charge is paid
     Column("fbe_issued", Boolean, nullable=False, default=False),
     CheckConstraint("units >= 0 and purchases >= 0", name="counts"),
 )

@@ -220,7 +220,7 @@ class VendingService:
             cust = conn.execute(select(customers).where(customers.c.id == meter.customer_id)).first()
         return pricing.Account(
             month_units=month.units if month else 0,
-            first_purchase_of_month=not (month and month.purchases),
+            first_purchase_of_month=not (month and month.fixed_charged),
             debt=cust.debt if cust else 0,
             debt_rate=Decimal(cust.debt_rate) if cust else Decimal(0),
             carried=cust.carried if cust else 0,
@@ -447,7 +447,12 @@ class VendingService:
                 raise VendError("credit_limit", f"vendor {vendor.name} would exceed its credit limit")
         month = f"{at:%Y-%m}"
         upsert = self._insert(meter_months).values(
-            meter_id=meter.id, month=month, units=r.units, purchases=1, fbe_issued=bool(r.fbe_units)
+            meter_id=meter.id,
+            month=month,
+            units=r.units,
+            purchases=1,
+            fbe_issued=bool(r.fbe_units),
+            fixed_charged=bool(r.fixed_charge),
         )
         conn.execute(
             upsert.on_conflict_do_update(
@@ -456,6 +461,7 @@ class VendingService:
                     "units": meter_months.c.units + r.units,
                     "purchases": meter_months.c.purchases + 1,
                     "fbe_issued": meter_months.c.fbe_issued | upsert.excluded.fbe_issued,
+                    "fixed_charged": meter_months.c.fixed_charged | upsert.excluded.fixed_charged,
                 },
             )
         )
@@ -517,14 +523,7 @@ class VendingService:
             )
             rec = row.receipt
             if row.customer_id is not None:
-                carry = rec["leftover_policy"] == "carry"
-                values: dict[str, Any] = {
-                    "debt": customers.c.debt + rec["debt_recovered"],
-                    "carried": customers.c.carried + rec["carried_in"] - (rec["leftover"] if carry else 0),
-                }
-                if not carry:
-                    values["refund_balance"] = customers.c.refund_balance - rec["leftover"]
-                conn.execute(update(customers).where(customers.c.id == row.customer_id).values(**values))
+                self._unbook_customer(conn, row.customer_id, rec)
             if row.vendor_id is not None:
                 conn.execute(
                     update(vendors).where(vendors.c.id == row.vendor_id).values(balance=vendors.c.balance - row.amount)
@@ -537,11 +536,31 @@ class VendingService:
                     units=meter_months.c.units - rec["units"],
                     purchases=meter_months.c.purchases - 1,
                     **({"fbe_issued": False} if rec["fbe_units"] else {}),
+                    **({"fixed_charged": False} if rec["fixed_charge"] else {}),
                 )
             )
             conn.execute(update(vends).where(vends.c.id == vend_id).values(status="reversed", reversed_at=at))
             self._audit(conn, caller, "reverse", "vend", vend_id, reason=reason, amount=row.amount)
         return self.get_vend(caller, vend_id)
+
+    def _unbook_customer(self, conn: Connection, customer_id: int, rec: dict[str, Any]) -> None:
+        """Give back what a reversed purchase took from and gave to the customer.
+
+        If the leftover it carried forward has since been spent, the customer
+        cannot give it back from the carried balance: the shortfall becomes
+        debt, so the books still balance to the cent.
+        """
+        q = select(customers).where(customers.c.id == customer_id)
+        cust = conn.execute(q.with_for_update() if self._for_update else q).one()
+        carry = rec["leftover_policy"] == "carry"
+        carried = cust.carried + rec["carried_in"] - (rec["leftover"] if carry else 0)
+        refund = cust.refund_balance - (0 if carry else rec["leftover"])
+        debt = cust.debt + rec["debt_recovered"] + max(0, -carried) + max(0, -refund)
+        conn.execute(
+            update(customers)
+            .where(customers.c.id == customer_id)
+            .values(debt=debt, carried=max(0, carried), refund_balance=max(0, refund))
+        )
 
     # ------------------------------------------------------------------ engineering tokens
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 14:24:17.343426
+Create Date: 2026-11-25 14:34:12.211836
 """
 
 from __future__ import annotations
@@ -167,6 +167,7 @@ def upgrade() -> None:
         sa.Column("month", sa.String(length=7), nullable=False),
         sa.Column("units", sa.BigInteger(), nullable=False),
         sa.Column("purchases", sa.Integer(), nullable=False),
+        sa.Column("fixed_charged", sa.Boolean(), nullable=False),
         sa.Column("fbe_issued", sa.Boolean(), nullable=False),
         sa.CheckConstraint("units >= 0 and purchases >= 0", name=op.f("ck_meter_months_counts")),
         sa.ForeignKeyConstraint(["meter_id"], ["meters.id"], name=op.f("fk_meter_months_meter_id_meters")),
