@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -95,14 +96,29 @@ def create_api_key(engine: Engine, name: str, role: str, vendor_id: int | None =
     return key_id, plaintext
 
 
+#: (engine, key hash) -> (valid until, caller). Every request is authenticated; a database round trip each
+#: time would cost as much as the vend's own work. A revoked key therefore works for at most AUTH_TTL more.
+AUTH_TTL = 30.0
+_auth_cache: dict[tuple[int, str], tuple[float, Caller]] = {}
+
+
 def authenticate(engine: Engine, plaintext: str | None) -> Caller:
     if not plaintext:
         raise VendError("unauthorized", "an API key is required (header Authorization: Bearer <key>, or X-API-Key)")
+    digest = hash_key(plaintext)
+    now = time.monotonic()
+    cached = _auth_cache.get((id(engine), digest))
+    if cached is not None and cached[0] > now:
+        return cached[1]
     with engine.connect() as conn:
-        row = conn.execute(select(api_keys).where(api_keys.c.key_hash == hash_key(plaintext))).first()
+        row = conn.execute(select(api_keys).where(api_keys.c.key_hash == digest)).first()
     if row is None or row.revoked_at is not None:
         raise VendError("unauthorized", "this API key is not valid")
-    return Caller(row.id, row.name, row.role, row.vendor_id)
+    caller = Caller(row.id, row.name, row.role, row.vendor_id)
+    if len(_auth_cache) > 10_000:
+        _auth_cache.clear()
+    _auth_cache[(id(engine), digest)] = (now + AUTH_TTL, caller)
+    return caller
 
 
 def create_vendor(engine: Engine, caller: Caller, name: str, credit_limit: int | None = None) -> dict[str, Any]:

@@ -65,7 +65,8 @@ vendors = Table(
     _id(),
     Column("name", String(100), nullable=False, unique=True),
     Column("credit_limit", BigInteger, nullable=True),  # minor units; NULL: sells only against prepaid float
-    Column("balance", BigInteger, nullable=False, default=0),  # owed to the utility, minor units
+    # owed to the utility, minor units; kept here for vendors on credit only (others: their ledger account)
+    Column("balance", BigInteger, nullable=False, default=0),
     _created(),
     CheckConstraint("credit_limit is null or credit_limit >= 0", name="credit_limit"),
 )

@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from mita import sts
 from mita.keys.software import open_vending_key
 
-from . import pricing
+from . import hotpath, pricing
 from .errors import VendError
 from .schema import (
     audit,
@@ -39,7 +39,6 @@ from .schema import (
     ledger,
     meter_months,
     meters,
-    outbox,
     supply_groups,
     tariff_versions,
     tariffs,
@@ -244,12 +243,7 @@ class VendingService:
                     stored = self._claim(conn, caller, key, digest)
                     if stored is not None:
                         return stored
-                    response = self._vend_locked(conn, caller, body)
-                    conn.execute(
-                        update(idempotency)
-                        .where(idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key)
-                        .values(status_code=201, response=response, vend_id=response["id"])
-                    )
+                    response = self._vend_locked(conn, caller, key, body)
                 return 201, response
             except IntegrityError as exc:
                 if "idempotency" not in str(exc.orig).lower() and "pk_idempotency" not in str(exc.orig):
@@ -296,7 +290,7 @@ class VendingService:
             raise VendError("in_progress", "this request is still being processed; retry with the same key")
         return 200, row.response
 
-    def _vend_locked(self, conn: Connection, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+    def _vend_locked(self, conn: Connection, caller: Caller, key: str, body: dict[str, Any]) -> dict[str, Any]:
         drn = str(body.get("meter", ""))
         amount = body.get("amount")
         _check_amount(amount)
@@ -305,10 +299,28 @@ class VendingService:
         meter = self._meter(conn, drn, lock=True)
         if meter.status != "active":
             raise VendError("meter_blocked", f"meter {meter.drn} is {meter.status}")
-        group = self._group(conn, meter.supply_group_id)
-        tariff, head = self._tariff(conn, meter.tariff_id, at)
-        account = self._account(conn, meter, at)
-        receipt = pricing.price(tariff, amount, account, head.carry_leftover)
+        if meter.tariff_id is None:
+            raise VendError("no_tariff", "the meter has no tariff")
+        month = f"{at:%Y-%m}"
+        ctx = hotpath.read(
+            conn,
+            "context",
+            {"at": at, "vendor_id": caller.vendor_id, "tariff_id": meter.tariff_id, "customer_id": meter.customer_id,
+             "meter_id": meter.id, "month": month, "group_id": meter.supply_group_id},
+        )  # fmt: skip
+        tariff = self._tariff_version(conn, ctx.version_id, at)
+        carry = bool(ctx.carry_leftover)
+        account = pricing.Account(
+            month_units=ctx.month_units or 0,
+            first_purchase_of_month=not ctx.fixed_charged,
+            debt=ctx.debt or 0,
+            debt_rate=Decimal(ctx.debt_rate or "0"),
+            carried=ctx.carried or 0,
+            fbe_eligible=bool(ctx.fbe_eligible),
+            fbe_issued_this_month=bool(ctx.fbe_issued),
+        )
+        receipt = pricing.price(tariff, amount, account, carry)
+        group = ctx
 
         current = self.meter_config(meter, group)
         target = self.group_config(meter, group)
@@ -326,7 +338,7 @@ class VendingService:
             cfg = target
         else:
             cfg = current
-        key = self._decoder_key(conn, meter, group, cfg)
+        decoder_key = self._decoder_key(conn, meter, group, cfg)
         ea = sts.EA(cfg.ea)
         kind = {"electricity": sts.CreditKind.ELECTRICITY, "water": sts.CreditKind.WATER}.get(
             meter.utility, sts.CreditKind.GAS
@@ -340,37 +352,88 @@ class VendingService:
         tids = self._tids(cfg, len(credits), at, after)
         for (what, units), tid in zip(credits, tids, strict=True):
             token = sts.TransferCredit(tid, units, self.rnd(), kind)
-            made.append(_token_row(what, token, sts.encode(token, ea, key), units))
+            made.append(_token_row(what, token, sts.encode(token, ea, decoder_key), units))
 
+        if ctx.credit_limit is not None:  # a vendor on credit: its row is locked and its limit holds
+            self._charge_vendor(conn, caller, receipt.paid)
         vend_id = str(uuid.uuid4())
-        conn.execute(
-            insert(vends).values(
-                id=vend_id,
-                vendor_id=caller.vendor_id,
-                api_key_id=caller.api_key_id,
-                meter_id=meter.id,
-                customer_id=meter.customer_id,
-                kind="purchase",
-                amount=amount,
-                units=receipt.units + receipt.fbe_units,
-                receipt=receipt_json(receipt, head),
-                status="completed",
-                created_at=at,
-            )
-        )
-        self._insert_tokens(conn, vend_id, meter.id, cfg.base_date, at, made)
+        receipt_doc = receipt_json(receipt, ctx)
+        response = vend_response(vend_id, meter.drn, at, made, receipt_doc)
+        ids = {"vend_id": vend_id, "meter_id": meter.id, "at": at}
+        vend_row = {
+            "id": vend_id,
+            "vendor_id": caller.vendor_id,
+            "api_key_id": caller.api_key_id,
+            "meter_id": meter.id,
+            "customer_id": meter.customer_id,
+            "amount": amount,
+            "units": receipt.units + receipt.fbe_units,
+            "receipt": json.dumps(receipt_doc),
+            "at": at,
+        }
         if pending:
-            state = {**target.as_dict(), "last_tid": tids[-1]}
-            conn.execute(update(meters).where(meters.c.id == meter.id).values(pending_key=state))
+            meter_write: hotpath.Write = (
+                "meter_pending",
+                {"id": meter.id, "pending": json.dumps({**target.as_dict(), "last_tid": tids[-1]})},
+            )
         else:
-            conn.execute(update(meters).where(meters.c.id == meter.id).values(last_tid=tids[-1]))
-        self._book(conn, caller, vend_id, meter, receipt, head.carry_leftover, at)
-        response = vend_response(vend_id, meter.drn, at, made, receipt_json(receipt, head))
-        self._audit(conn, caller, "vend", "vend", vend_id, meter=meter.drn, amount=amount, units=receipt.units,
-                    tokens=len(made))  # fmt: skip
+            meter_write = ("meter_tid", {"id": meter.id, "tid": tids[-1]})
+        lines = ledger_lines(caller, meter, receipt, carry)
+        summary = {"meter": meter.drn, "amount": amount, "units": receipt.units, "tokens": len(made)}
         delivery = {"meter": meter.drn, "tokens": [t["digits"] for t in made]}
-        conn.execute(insert(outbox).values(vend_id=vend_id, channel="receipt", payload=delivery, created_at=at))
+        writes: list[hotpath.Write] = [
+            ("vend", vend_row),
+            ("token", [{**t, **ids, "seq": i, "base_date": cfg.base_date} for i, t in enumerate(made)]),
+            meter_write,
+            ("ledger", [{**ids, "account": a, "debit": d, "credit": c} for a, d, c in lines if d or c]),
+            (
+                "month",
+                {
+                    "meter_id": meter.id,
+                    "month": month,
+                    "units": receipt.units,
+                    "fbe": bool(receipt.fbe_units),
+                    "fixed": bool(receipt.fixed_charge),
+                },
+            ),
+            ("audit", {**ids, "actor": caller.name, "detail": json.dumps(summary)}),
+            ("outbox", {**ids, "payload": json.dumps(delivery)}),
+            (
+                "answer",
+                {"response": json.dumps(response), "vend_id": vend_id, "api_key_id": caller.api_key_id, "key": key},
+            ),
+        ]
+        if meter.customer_id is not None:
+            change = {
+                "id": meter.customer_id,
+                "debt": receipt.debt_recovered,
+                "carried_in": receipt.carried_in,
+                "carried_out": receipt.leftover if carry else 0,
+                "refund": 0 if carry else receipt.leftover,
+            }
+            writes.append(("customer", change))
+        hotpath.run(conn, writes)
         return response
+
+    def _tariff_version(self, conn: Connection, version_id: int | None, at: dt.datetime) -> pricing.Tariff:
+        if version_id is None:
+            raise VendError("no_tariff", f"the meter's tariff has no version in force at {at:%Y-%m-%d %H:%M}")
+        tariff = self._tariffs.get(version_id)
+        if tariff is None:
+            spec = conn.execute(select(tariff_versions.c.spec).where(tariff_versions.c.id == version_id)).scalar_one()
+            tariff = self._tariffs[version_id] = tariff_from_spec(spec)
+        return tariff
+
+    @staticmethod
+    def _charge_vendor(conn: Connection, caller: Caller, paid: int) -> None:
+        vendor = conn.execute(
+            update(vendors)
+            .where(vendors.c.id == caller.vendor_id)
+            .values(balance=vendors.c.balance + paid)
+            .returning(vendors.c.name, vendors.c.balance, vendors.c.credit_limit)
+        ).one()
+        if vendor.credit_limit is not None and vendor.balance > vendor.credit_limit:
+            raise VendError("credit_limit", f"vendor {vendor.name} would exceed its credit limit")
 
     @staticmethod
     def _insert_tokens(
@@ -401,70 +464,6 @@ class VendingService:
         if bits == 128 and old.ea != sts.EA.MISTY1:
             sections = sections[2:] + sections[:2]  # a 64-bit meter learns of the 4-token set first
         return [_token_row("key_change", s, sts.encode(s, sts.EA(old.ea), old_key), 0) for s in sections]
-
-    def _book(
-        self,
-        conn: Connection,
-        caller: Caller,
-        vend_id: str,
-        meter: Row[Any],
-        r: pricing.Receipt,
-        carry: bool,
-        at: dt.datetime,
-    ) -> None:
-        """Ledger lines, balances and the month's counters for one purchase."""
-        cust = f"customer:{meter.customer_id}"
-        lines = [
-            (f"vendor:{caller.vendor_id or 'direct'}", r.paid, 0),
-            (f"{cust}:carried", r.carried_in, 0),
-            (f"{cust}:debt", 0, r.debt_recovered),
-            ("revenue:fixed_charge", 0, r.fixed_charge),
-            ("tax:vat", 0, r.fixed_vat + r.energy_vat),
-            ("revenue:energy", 0, r.energy_charge),
-            (f"{cust}:{'carried' if carry else 'refund'}", 0, r.leftover),
-        ]
-        assert sum(d for _, d, _ in lines) == sum(c for _, _, c in lines)  # double entry balances
-        rows = [
-            {"vend_id": vend_id, "account": a, "debit": d, "credit": c, "created_at": at} for a, d, c in lines if d or c
-        ]
-        conn.execute(insert(ledger), rows)
-        if meter.customer_id is not None:
-            values: dict[str, Any] = {
-                "debt": customers.c.debt - r.debt_recovered,
-                "carried": customers.c.carried - r.carried_in + (r.leftover if carry else 0),
-            }
-            if not carry:
-                values["refund_balance"] = customers.c.refund_balance + r.leftover
-            conn.execute(update(customers).where(customers.c.id == meter.customer_id).values(**values))
-        if caller.vendor_id is not None:
-            vendor = conn.execute(
-                update(vendors)
-                .where(vendors.c.id == caller.vendor_id)
-                .values(balance=vendors.c.balance + r.paid)
-                .returning(vendors.c.name, vendors.c.balance, vendors.c.credit_limit)
-            ).one()
-            if vendor.credit_limit is not None and vendor.balance > vendor.credit_limit:
-                raise VendError("credit_limit", f"vendor {vendor.name} would exceed its credit limit")
-        month = f"{at:%Y-%m}"
-        upsert = self._insert(meter_months).values(
-            meter_id=meter.id,
-            month=month,
-            units=r.units,
-            purchases=1,
-            fbe_issued=bool(r.fbe_units),
-            fixed_charged=bool(r.fixed_charge),
-        )
-        conn.execute(
-            upsert.on_conflict_do_update(
-                index_elements=[meter_months.c.meter_id, meter_months.c.month],
-                set_={
-                    "units": meter_months.c.units + r.units,
-                    "purchases": meter_months.c.purchases + 1,
-                    "fbe_issued": meter_months.c.fbe_issued | upsert.excluded.fbe_issued,
-                    "fixed_charged": meter_months.c.fixed_charged | upsert.excluded.fixed_charged,
-                },
-            )
-        )
 
     # ------------------------------------------------------------------ reads, reprint, reversal
 
@@ -526,7 +525,9 @@ class VendingService:
                 self._unbook_customer(conn, row.customer_id, rec)
             if row.vendor_id is not None:
                 conn.execute(
-                    update(vendors).where(vendors.c.id == row.vendor_id).values(balance=vendors.c.balance - row.amount)
+                    update(vendors)
+                    .where(vendors.c.id == row.vendor_id, vendors.c.credit_limit.is_not(None))
+                    .values(balance=vendors.c.balance - row.amount)
                 )
             month = f"{row.created_at:%Y-%m}"
             conn.execute(
@@ -653,6 +654,22 @@ class VendingService:
 
 
 # ---------------------------------------------------------------------- plain functions
+
+
+def ledger_lines(caller: Caller, meter: Row[Any], r: pricing.Receipt, carry: bool) -> list[tuple[str, int, int]]:
+    """(account, debit, credit) for one purchase: money in on the left, where it went on the right."""
+    cust = f"customer:{meter.customer_id}"
+    lines = [
+        (f"vendor:{caller.vendor_id or 'direct'}", r.paid, 0),
+        (f"{cust}:carried", r.carried_in, 0),
+        (f"{cust}:debt", 0, r.debt_recovered),
+        ("revenue:fixed_charge", 0, r.fixed_charge),
+        ("tax:vat", 0, r.fixed_vat + r.energy_vat),
+        ("revenue:energy", 0, r.energy_charge),
+        (f"{cust}:{'carried' if carry else 'refund'}", 0, r.leftover),
+    ]
+    assert sum(d for _, d, _ in lines) == sum(c for _, _, c in lines)  # double entry balances
+    return lines
 
 
 def _check_amount(amount: object) -> None:
