@@ -43,7 +43,7 @@ from mita.sts.keychange import KeySection
 
 from .errors import MeterError
 from .profiles import Profile, get_profile
-from .state import PER_BASE_UNIT, REGISTER_NAMES, MeterState
+from .state import PER_BASE_UNIT, REGISTER_NAMES, SECRET_FIELDS, MeterState
 
 
 class Result(StrEnum):
@@ -72,9 +72,6 @@ _TIME_RATE = PER_BASE_UNIT // 6  # 0.1 minute of time credit lasts 6 seconds
 #: What class 1 control bits ask the meter to do (bit -> function). The
 #: standard's Table 27 is not public; this order follows a public firmware [I].
 TEST_FUNCTIONS = ("test all", "relay", "display", "total energy", "KRN", "TI", "MPL", "tamper", "power", "version")
-
-# Fields of key change sections that carry key material: never echoed back.
-_SECRET_FIELDS = frozenset({"nkho", "nklo", "nkmo1", "nkmo2"})
 
 
 class _Reject(Exception):
@@ -213,7 +210,8 @@ class Meter:
         if isinstance(token, sts.TransferCredit | sts.CurrencyCredit):
             if isinstance(token, sts.CurrencyCredit) and token.negative:
                 raise _Reject(Result.UNSUPPORTED, "negative currency credit is not supported")
-            limit = self.profile.register_max * PER_BASE_UNIT
+            currency = isinstance(token, sts.CurrencyCredit)
+            limit = (self.profile.currency_register_max if currency else self.profile.register_max) * PER_BASE_UNIT
             now_credit = s.registers.get(token.subclass, 0)
             added = token.amount * PER_BASE_UNIT
             if now_credit + added > limit:
@@ -247,10 +245,10 @@ class Meter:
 
     def _meter_test(self, token: sts.MeterTest | sts.MeterTestWide) -> EntryResult:
         s, prof = self.state, self.profile
-        if token.subclass not in prof.test_formats:
-            raise _Reject(Result.UNSUPPORTED, f"this meter does not take the class 1 format {token.subclass}")
         if token.mfr_code not in (0, s.mfr_code):
             raise _Reject(Result.CRC_ERROR, f"the test token is for manufacturer {token.mfr_code}")
+        if token.subclass not in prof.test_formats:
+            raise _Reject(Result.UNSUPPORTED, f"this meter does not take the class 1 format {token.subclass}")
         known = {
             "KRN": f"KRN {s.krn}",
             "TI": f"TI {s.ti:02d}",
@@ -264,7 +262,8 @@ class Meter:
         )
         if not lines:
             raise _Reject(Result.UNSUPPORTED, "no test or display function this meter knows is selected")
-        return EntryResult(Result.ACCEPT, prof.display[Result.ACCEPT], "test", token.fields(), lines)
+        s.display = prof.display[Result.ACCEPT]
+        return EntryResult(Result.ACCEPT, s.display, "test", token.fields(), lines)
 
     def _key_section(self, token: KeySection, now: dt.datetime) -> EntryResult:
         s, prof = self.state, self.profile
@@ -301,7 +300,7 @@ class Meter:
     def _answer(self, result: Result, detail: str, token: sts.Token | None = None) -> EntryResult:
         text = self.profile.display[result]
         self.state.display = text
-        shown = {} if token is None else {k: v for k, v in token.fields().items() if k not in _SECRET_FIELDS}
+        shown = {} if token is None else {k: v for k, v in token.fields().items() if k not in SECRET_FIELDS}
         return EntryResult(result, text, detail, shown)
 
     # ------------------------------------------------------------ time and load
@@ -343,12 +342,14 @@ class Meter:
         start = now or s.clock
         if start is None:
             raise MeterError("no_time", "the meter has no time yet: give one")
+        start = start.replace(microsecond=0)  # the model counts whole seconds
         t, end = start, start + dt.timedelta(seconds=seconds)
         consumed, events = 0, []
         while t < end:
             left = int((end - t).total_seconds())
             if s.tripped_until is not None and t < s.tripped_until:
-                t = min(s.tripped_until, end)
+                whole = s.tripped_until.replace(microsecond=0)
+                t = min(whole if whole == s.tripped_until else whole + dt.timedelta(seconds=1), end)
                 continue
             if s.tamper and self.profile.tamper_opens_switch:
                 events.append(f"{t:%H:%M:%S} supply off: tamper")

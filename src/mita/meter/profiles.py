@@ -54,7 +54,8 @@ class Profile:
     lockout: Lockout | None
     display: dict[str, str]
     credit_subclasses: frozenset[int]
-    register_max: int = 9_999_999  # base units, per register
+    register_max: int = 9_999_999  # base units (0.1 kWh, 0.1 m3, 0.1 min), per register
+    currency_register_max: int = 10**12  # base units of 10^-5: ten million currency units
     test_formats: frozenset[int] = frozenset({0, 1})
     refuse_kt3: bool = False
     tamper_opens_switch: bool = True

@@ -20,6 +20,9 @@ from .errors import MeterError
 #: Internal units per base unit (0.1 kWh = 360,000 W·s; 0.1 m3 = 360,000 L·s/h).
 PER_BASE_UNIT = 360_000
 
+#: Fields of a key change section that carry parts of the new key.
+SECRET_FIELDS = frozenset({"nkho", "nklo", "nkmo1", "nkmo2"})
+
 REGISTER_NAMES = {
     0: "electricity",
     1: "water",
@@ -71,6 +74,8 @@ class MeterState:
     display: str = ""
 
     def to_dict(self, include_key: bool = False) -> dict[str, Any]:
+        """A JSON-ready copy. Without ``include_key`` it holds no secrets: no decoder key, and no parts
+        of a pending new key (the storage layer seals those, see :meth:`secrets`)."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -80,19 +85,39 @@ class MeterState:
                 continue
             if isinstance(value, dt.datetime):
                 value = _time(value)
-            elif f.name in ("registers", "pending_kct"):
+            elif f.name == "registers":
                 value = {str(k): v for k, v in value.items()}
+            elif f.name == "pending_kct":
+                value = {
+                    str(k): {n: v for n, v in sec.items() if include_key or n not in SECRET_FIELDS}
+                    for k, sec in value.items()
+                }
+            elif isinstance(value, list):
+                value = list(value)
             out[f.name] = value
         return out
 
+    def secrets(self) -> dict[str, Any]:
+        """What :meth:`to_dict` leaves out, for the storage layer to seal."""
+        pending = {str(k): {n: v for n, v in sec.items() if n in SECRET_FIELDS} for k, sec in self.pending_kct.items()}
+        return {"decoder_key": self.decoder_key, "pending": pending}
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any], decoder_key: int) -> MeterState:
+    def from_dict(
+        cls, data: dict[str, Any], decoder_key: int, pending_secrets: dict[str, Any] | None = None
+    ) -> MeterState:
+        """Rebuild a state from :meth:`to_dict` (and the sealed parts of a pending key); nothing is shared."""
         try:
             values = {f.name: data[f.name] for f in fields(cls) if f.name != "decoder_key" and f.name in data}
             for name in ("tripped_until", "pending_since", "locked_until", "clock"):
                 values[name] = _parse_time(values.get(name))
             values["registers"] = {int(k): int(v) for k, v in values.get("registers", {}).items()}
-            values["pending_kct"] = {int(k): dict(v) for k, v in values.get("pending_kct", {}).items()}
+            hidden = pending_secrets or {}
+            values["pending_kct"] = {
+                int(k): {**v, **hidden.get(str(k), {})} for k, v in values.get("pending_kct", {}).items()
+            }
+            values["tids"] = [int(t) for t in values["tids"]]
+            values["tamper"] = list(values.get("tamper", []))
             return cls(decoder_key=decoder_key, **values)
         except (KeyError, TypeError, ValueError) as exc:
             raise MeterError("corrupt_state", f"saved meter state is not valid: {exc}") from None

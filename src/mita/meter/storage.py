@@ -24,24 +24,28 @@ from .state import MeterState
 FORMAT = "mita-meter/1"
 
 
-def _seal(value: int, drn: str) -> str:
-    return seal(value.to_bytes(16, "big"), f"meter:{drn}").hex()
+def _seal(secrets: dict[str, Any], drn: str) -> str:
+    return seal(json.dumps(secrets).encode(), f"meter:{drn}").hex()
 
 
-def _unseal(text: str, drn: str) -> int:
+def _unseal(text: str, drn: str) -> dict[str, Any]:
     try:
         raw = bytes.fromhex(text)
     except ValueError:
         raise MeterError("corrupt_state", "the sealed decoder key is not hex") from None
     try:
-        return int.from_bytes(unseal(raw, f"meter:{drn}"), "big")
+        secrets = json.loads(unseal(raw, f"meter:{drn}"))
     except KeyStoreError as exc:
         raise MeterError(exc.code, "the meter's sealed decoder key does not open with this master key") from None
+    if not isinstance(secrets, dict) or not isinstance(secrets.get("decoder_key"), int):
+        raise MeterError("corrupt_state", "the sealed secrets are not a meter's")
+    return secrets
 
 
 def dumps(meter: Meter) -> str:
     data: dict[str, Any] = {"format": FORMAT, **meter.state.to_dict()}
-    data["decoder_key_sealed"] = _seal(meter.state.decoder_key, meter.state.drn)
+    # the decoder key, and any half-entered new key, sealed together under the master key
+    data["decoder_key_sealed"] = _seal(meter.state.secrets(), meter.state.drn)
     return json.dumps(data, indent=2) + "\n"
 
 
@@ -52,8 +56,8 @@ def loads(text: str) -> Meter:
         raise MeterError("corrupt_state", "the meter state file is not JSON") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise MeterError("corrupt_state", f"not a {FORMAT} state file")
-    key = _unseal(str(data.get("decoder_key_sealed", "")), str(data.get("drn", "")))
-    return Meter(MeterState.from_dict(data, key))
+    secrets = _unseal(str(data.get("decoder_key_sealed", "")), str(data.get("drn", "")))
+    return Meter(MeterState.from_dict(data, secrets["decoder_key"], secrets.get("pending")))
 
 
 def save(meter: Meter, path: str | os.PathLike[str]) -> None:
