@@ -21,8 +21,13 @@ or one ``int`` for every token. EA11 keys are either an ``(N, 16) uint8`` array 
 in natural order, which is what :func:`dkga04` returns and what DKGA04 produces), an ``(N, 2)
 uint64`` array of (high, low) halves, a sequence of Python ints, or one ``int``.
 
-Work is done in chunks of :data:`CHUNK` tokens so that the working set stays in the CPU caches
-and memory stays bounded however many tokens are passed.
+Work is done in chunks (:data:`STA_CHUNK`, :data:`MISTY1_CHUNK`, :data:`GLUE` tokens) into
+buffers allocated once per call, so that the working set stays in the CPU caches and memory stays
+bounded however many tokens are passed: besides the inputs and the output, a call holds a few
+MiB. Measured on one core of the 2-vCPU target at N = 1e6 with a distinct key per token (best
+of five, ``benchmarks/bulk_probe.py``): :func:`encode_credit` 5.3 million tokens/s with EA07 and
+7.0 million with EA11, :func:`decode` 5.0 and 6.5 million; while other jobs loaded the machine
+these fell to about 1.5 million.
 """
 
 from __future__ import annotations
@@ -60,14 +65,17 @@ Tokens: TypeAlias = npt.NDArray[np.bytes_]
 #: Whatever :func:`encode_credit` and friends accept as per-token keys (see the module docstring).
 Keys: TypeAlias = int | Sequence[int] | npt.NDArray[Any]
 
-#: Tokens per chunk. A multiple of 64 (the STA bit-planes hold 64 tokens per word); at 16K tokens
-#: the STA planes are 128 KiB and the MISTY1 lanes 32 KiB each, which keeps them in L2/L3.
-CHUNK: Final = 16384
-#: The bitsliced STA runs fewer, larger NumPy calls per token, so it gains from bigger chunks.
+#: Tokens per call of the bitsliced STA; a multiple of 64, as one plane word holds 64 tokens. Each
+#: circuit step then works on 16 rows of 512 words (64 KiB): large enough to amortise NumPy's
+#: per-call cost, small enough for L2. Measured on the 2-vCPU target, 8K..64K: 32K was best.
 STA_CHUNK: Final = 32768
+#: Tokens per call of MISTY1 (its uint16 lanes are then 64 KiB each); 32K measured best as well.
 MISTY1_CHUNK: Final = 32768
-#: Tokens per step of the glue around the ciphers (fields, CRC, digits): 8K uint64 temporaries
-#: are 64 KiB, below the size at which NumPy's allocator maps fresh pages from the kernel.
+#: Tokens per call of EA09, which loops over distinct keys anyway.
+DES_CHUNK: Final = 16384
+#: Tokens per step of the glue around the ciphers (fields, CRC, digits). Temporaries of 8K uint64
+#: are 64 KiB, under glibc's 128 KiB mmap threshold: larger ones arrive as fresh kernel pages on
+#: every call, and their page faults cost more than the arithmetic (digits: 20 vs 75 ns/token).
 GLUE: Final = 8192
 
 _M44: Final = (1 << 44) - 1
@@ -99,10 +107,12 @@ def _int_array(values: npt.ArrayLike, name: str) -> npt.NDArray[np.integer[Any]]
                 if not isinstance(v, int | np.integer) or not -(1 << 63) <= int(v) < 1 << 64:
                     raise RangeError(f"{name}[{i}] must be a 64-bit integer (got {v!r})")
             ints = [int(v) for v in items]
-            if min(ints, default=0) < 0:
-                big = next(i for i, v in enumerate(ints) if v >= 1 << 63)
-                raise RangeError(f"{name}[{big}] = {ints[big]} is out of range")
-            arr = np.asarray(ints, dtype=np.uint64).reshape(arr.shape)
+            signed = min(ints, default=0) < 0
+            if signed:  # negatives and values of 2**63 and up: no common 64-bit type
+                big = next((i for i, v in enumerate(ints) if v >= 1 << 63), None)
+                if big is not None:
+                    raise RangeError(f"{name}[{big}] = {ints[big]} is out of range")
+            arr = np.asarray(ints, dtype=np.int64 if signed else np.uint64).reshape(arr.shape)
     if arr.dtype.kind not in "iu":
         raise FormatError(f"{name} must be integers (got dtype {arr.dtype})")
     if arr.ndim > 1:
@@ -258,7 +268,7 @@ def data_blocks(token_class: int | npt.ArrayLike, subclasses: int | npt.ArrayLik
 #
 # Transposed, the 64 bits of 64 tokens become 64 words ("bit-planes"): word b holds bit b of each
 # of the 64 tokens. The STA permutation is then a relabelling of planes (one row gather), key
-# rotations are relabellings of key planes (strided views), and the key-selected nibble
+# rotations are relabellings of key planes (slices of a suitably ordered copy), and the key-selected nibble
 # substitution is a Boolean circuit of AND/XOR/NOT evaluated on whole planes. Each NumPy call
 # processes 64 tokens per machine word, which is why this beats per-byte table lookups, whose
 # gathers cost a few nanoseconds per element per round.
@@ -448,17 +458,19 @@ _TRANSPOSE_MASKS: Final = {j: np.uint64(sum(1 << b for b in range(64) if not b &
 
 
 def _transpose64(m: U64, tmp: U64) -> None:
-    """In place on a (64, G) array: afterwards bit c of m[b, g] is what bit b of m[c, g] was.
+    """In place on (k, 64, G) arrays: afterwards bit c of m[i, b, g] is what bit b of m[i, c, g] was.
 
     The classic six-step recursive 64x64 bit-matrix transpose (swap off-diagonal blocks of
-    32, 16, ... 1 bits with masks), done for all G columns at once; each step works on
-    contiguous runs of j*G words. Its own inverse. ``tmp`` holds 32*G words.
+    32, 16, ... 1 bits with masks), done for all G columns, and all k matrices, at once; each
+    step works on contiguous runs of j*G words. Its own inverse. ``tmp`` holds 32*k*G words.
+    Stacking the key and the block matrices (k = 2) halves the NumPy calls, which at these
+    sizes cost as much as the work.
     """
-    g = m.shape[1]
+    k, g = m.shape[0], m.shape[2]
     for j in (32, 16, 8, 4, 2, 1):
-        v = m.reshape(64 // (2 * j), 2, j * g)
-        a, b = v[:, 0], v[:, 1]  # rows k (bit j of k clear) and k + j
-        t = tmp.reshape(64 // (2 * j), j * g)
+        v = m.reshape(k, 64 // (2 * j), 2, j * g)
+        a, b = v[:, :, 0], v[:, :, 1]  # rows r (bit j of r clear) and r + j
+        t = tmp.reshape(k, 64 // (2 * j), j * g)
         np.right_shift(a, j, out=t)
         np.bitwise_xor(t, b, out=t)
         np.bitwise_and(t, _TRANSPOSE_MASKS[j], out=t)
@@ -541,11 +553,11 @@ class _StaWork:
         g = max(size, 64) // 64
         self.sta = sta
         self.size = g * 64
-        self.nat = np.empty((64, g), dtype=np.uint64)  # planes in natural order (transposes)
+        self.nat = np.empty((2, 64, g), dtype=np.uint64)  # key, block planes in natural order
         self.x = np.empty((64, g), dtype=np.uint64)  # round layout, between rounds
         self.s = np.empty((64, g), dtype=np.uint64)  # round layout, inside a round
         self.k = np.empty((128, g), dtype=np.uint64)  # key planes, see BitslicedSta.key_rows
-        self.tmp = np.empty(32 * g, dtype=np.uint64)
+        self.tmp = np.empty(64 * g, dtype=np.uint64)
         temps = max(sta.enc.temps, sta.dec.temps)
         self.temps = [np.empty((16, g), dtype=np.uint64) for _ in range(temps)]
         self.enc = self._steps(sta.enc, self.x, self.s)
@@ -575,16 +587,16 @@ class _StaWork:
         """Encrypt or decrypt up to ``size`` blocks."""
         n = len(blocks)
         sta, nat, x, s = self.sta, self.nat, self.x, self.s
-        flat = nat.reshape(-1)
         # Token t = c * G + g sits in row c, column g; the transpose turns row b into plane b.
-        flat[:n] = keys
-        flat[n:] = 0
+        keys_in: U64 = nat[0].reshape(-1)
+        blocks_in: U64 = nat[1].reshape(-1)
+        keys_in[:n] = keys
+        keys_in[n:] = 0
+        blocks_in[:n] = blocks
+        blocks_in[n:] = 0
         _transpose64(nat, self.tmp)
-        np.take(nat, sta.key_rows, axis=0, out=self.k)
-        flat[:n] = blocks
-        flat[n:] = 0
-        _transpose64(nat, self.tmp)
-        np.take(nat, sta.to_rounds, axis=0, out=x)
+        np.take(nat[0], sta.key_rows, axis=0, out=self.k)
+        np.take(nat[1], sta.to_rounds, axis=0, out=x)
         if decrypt:
             for r in range(15, -1, -1):
                 np.take(x, sta.gather_dec, axis=0, out=s)
@@ -595,9 +607,10 @@ class _StaWork:
                 for f, args in self.enc[r]:
                     f(*args)
                 np.take(s, sta.gather_enc, axis=0, out=x)
-        np.take(x, sta.from_rounds, axis=0, out=nat)
-        _transpose64(nat, self.tmp)
-        return flat[:n]
+        out = nat[1:]
+        np.take(x, sta.from_rounds, axis=0, out=out[0])
+        _transpose64(out, self.tmp[: 32 * x.shape[1]])
+        return blocks_in[:n]
 
 
 STA: Final = BitslicedSta()
@@ -854,7 +867,7 @@ class _Cipher:
                 self.sta = _StaWork(sta, min(STA_CHUNK, -(-n // 64) * 64))
                 self.chunk = self.sta.size
             else:
-                self.chunk = CHUNK
+                self.chunk = DES_CHUNK
         self.inbuf = np.empty(self.chunk, dtype=np.uint64)
 
     def __call__(self, blocks: U64, sl: slice) -> U64:
@@ -1238,10 +1251,14 @@ def dkga04(
 
 
 __all__ = [
-    "CHUNK",
+    "DES_CHUNK",
+    "GLUE",
+    "MISTY1_CHUNK",
     "SAMPLE_STA",
     "STA",
+    "STA_CHUNK",
     "BitslicedSta",
+    "Keys",
     "SboxCircuit",
     "credit_fields",
     "data_blocks",
