@@ -1,0 +1,293 @@
+"""Request and response bodies of the HTTP API.
+
+Requests refuse unknown fields and take integers strictly (``100.0``, ``"100"`` and ``true`` are not amounts).
+String lengths follow the database columns, so an over-long value is a 422, not a database error. Responses
+are allow-lists: a column added to a table later is not published until it is declared here, and no model
+has a field for key material.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, NaiveDatetime, SecretStr
+
+from mita.vend.service import MAX_AMOUNT
+
+Amount = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT, description="minor units (cents)")]
+Money = Annotated[int, Field(strict=True, ge=0, le=10**15, description="minor units (cents)")]
+SmallInt = Annotated[int, Field(strict=True, ge=0, le=9999)]
+DecimalText = Annotated[str, Field(pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?$", examples=["1.10"])]
+Drn = Annotated[str, Field(min_length=1, max_length=32, examples=["47500150231"], description="meter number")]
+Sgc = Annotated[str, Field(pattern=r"^[0-9]{6}$", examples=["123456"], description="supply group code")]
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (PostgreSQL refuses NUL in text: a 500, otherwise)
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=PRINTABLE)]
+Account = Annotated[str, Field(min_length=1, max_length=40, pattern=PRINTABLE)]
+EngineeringKind = Literal["clear_tamper", "clear_credit", "set_power_limit", "set_phase_unbalance_limit", "test"]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------------- requests
+
+
+class SupplyGroupIn(Body):
+    sgc: Sgc
+    name: Name
+    vending_key: SecretStr = Field(
+        description="hex: 16 digits (DKGA02) or 40 (DKGA04); stored sealed, never returned", max_length=64
+    )
+    krn: SmallInt = 1
+    kt: SmallInt = 2
+    ea: SmallInt = 7
+    dkga: SmallInt = 2
+    base_date: SmallInt = 2014
+    ken: SmallInt = 255
+    key_expiry: NaiveDatetime | None = None
+
+
+class VendorIn(Body):
+    name: Name
+    credit_limit: Money | None = Field(default=None, description="minor units; null: no limit")
+
+
+class CustomerIn(Body):
+    account: Account
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]
+    phone: Annotated[str, Field(max_length=30, pattern=PRINTABLE)] | None = None
+    fbe_eligible: bool = False
+    debt: Money = 0
+    debt_rate: DecimalText = Field(default="0", description="share of each purchase that repays debt, 0..1")
+
+
+class Block(Body):
+    up_to: DecimalText | None = Field(
+        default=None, description="kWh this month up to which the price applies; null: no limit"
+    )
+    price: DecimalText
+
+
+class TariffSpec(Body):
+    blocks: Annotated[list[Block], Field(min_length=1, max_length=20)]
+    vat_rate: DecimalText = "0"
+    fixed_monthly: Money = 0
+    fbe_kwh: DecimalText = "0"
+    minor_units: Annotated[int, Field(strict=True, ge=1, le=10**6)] = 100
+
+
+class TariffIn(Body):
+    name: Name
+    currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$", examples=["ZAR"])]
+    spec: TariffSpec
+    effective_from: NaiveDatetime | None = Field(default=None, description="utility wall clock; default now")
+    carry_leftover: bool = True
+
+
+class TariffVersionIn(Body):
+    spec: TariffSpec
+    effective_from: NaiveDatetime
+
+
+class MeterIn(Body):
+    drn: Drn
+    sgc: Sgc
+    customer: Account | None = None
+    tariff: Name | None = None
+    utility: Literal["electricity", "water", "gas"] = "electricity"
+    manufacturer: Annotated[str, Field(max_length=40, pattern=PRINTABLE)] = ""
+    ti: SmallInt = 1
+    krn: SmallInt | None = None
+    kt: SmallInt | None = None
+    ea: SmallInt | None = None
+    base_date: SmallInt | None = None
+    ken: SmallInt | None = None
+
+
+class MeterStatusIn(Body):
+    status: Literal["active", "blocked", "retired"]
+
+
+class VendIn(Body):
+    meter: Drn
+    amount: Amount
+    include_key_change: bool = Field(default=False, description="sell the key change tokens first when needed")
+
+
+class QuoteIn(Body):
+    meter: Drn
+    amount: Amount
+
+
+class ReversalIn(Body):
+    reason: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00]*$")]
+
+
+class EngineeringIn(Body):
+    kind: EngineeringKind
+    value: Annotated[int, Field(strict=True, ge=0, le=2**32)] | None = None
+
+
+# ---------------------------------------------------------------------- responses
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next: int | None = Field(description="pass as ?after= for the next page; null on the last page")
+
+
+class VendingKeyOut(BaseModel):
+    krn: int
+    dkga: int
+    kcv: str = Field(description="key check value: compare keys without seeing them")
+
+
+class SupplyGroupOut(BaseModel):
+    id: int
+    sgc: str
+    name: str
+    krn: int
+    kt: int
+    ea: int
+    dkga: int
+    base_date: int
+    ken: int
+    key_expiry: str | None
+    created_at: str
+    vending_keys: list[VendingKeyOut] | None = None
+
+
+class VendorOut(BaseModel):
+    id: int
+    name: str
+    credit_limit: int | None
+    balance: int
+    created_at: str
+
+
+class CustomerOut(BaseModel):
+    id: int
+    account: str
+    name: str
+    phone: str | None
+    fbe_eligible: bool
+    debt: int
+    debt_rate: str
+    carried: int
+    refund_balance: int
+    created_at: str
+
+
+class MeterOut(BaseModel):
+    id: int
+    drn: str
+    iin: str
+    manufacturer: str
+    supply_group_id: int
+    customer_id: int | None
+    tariff_id: int | None
+    utility: str
+    ti: int
+    kt: int
+    krn: int
+    ea: int
+    base_date: int
+    ken: int
+    status: str
+    last_tid: int
+    pending_key: dict[str, Any] | None = Field(description="a key configuration sold but not yet confirmed")
+    created_at: str
+
+
+class TariffVersionOut(BaseModel):
+    effective_from: str
+    spec: dict[str, Any]
+
+
+class TariffOut(BaseModel):
+    id: int
+    name: str
+    currency: str
+    carry_leftover: bool
+    created_at: str
+    versions: list[TariffVersionOut] | None = None
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: str
+    actor: str
+    action: str
+    entity: str
+    entity_id: str
+    detail: dict[str, Any]
+
+
+class KeyChangeOut(BaseModel):
+    meter: str
+    key: dict[str, Any]
+
+
+# Vend, quote and reprint answers are built by the service and sent as they are (the hot path is not
+# re-validated); these models document them.
+
+
+class TokenOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    seq: int
+    kind: str = Field(examples=["credit"], description="credit, fbe, key_change or engineering")
+    digits: str = Field(examples=["12345678901234567890"])
+    tid: int | None
+    class_: int = Field(alias="class")
+    subclass: int
+    units: int = Field(description="0.1 kWh (base units)")
+
+
+class BlockCharge(BaseModel):
+    units: int
+    kwh: str
+    price: str
+    charge: int
+
+
+class Receipt(BaseModel):
+    currency: str
+    paid: int
+    carried_in: int
+    debt_recovered: int
+    fixed_charge: int
+    fixed_vat: int
+    blocks: list[BlockCharge]
+    energy_charge: int
+    energy_vat: int
+    vat: int
+    leftover: int
+    leftover_policy: Literal["carry", "refund"]
+    units: int
+    kwh: str
+    fbe_units: int
+
+
+class VendOut(BaseModel):
+    id: str
+    meter: str
+    created_at: str
+    tokens: list[TokenOut]
+    receipt: dict[str, Any] = Field(description="a Receipt for purchases; {engineering, value} otherwise")
+    status: str | None = Field(default=None, description="completed or reversed (reads only)")
+    reprint: bool | None = None
+
+
+class QuoteOut(BaseModel):
+    meter: str
+    receipt: Receipt
+    quoted_at: str
+
+
+class Health(BaseModel):
+    status: str
+    database: str

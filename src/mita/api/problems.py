@@ -1,0 +1,200 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``), never as tracebacks.
+
+Every refusal carries ``type``, ``title``, ``status``, ``detail`` and ``code``; ``code`` is the stable,
+machine-readable part (the same codes as :class:`mita.vend.errors.VendError` and :class:`mita.sts.StsError`),
+``detail`` is for people. Validation problems add ``errors``: where and what, without echoing the input (a
+request body may hold a vending key).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mita.keys.master import KeyStoreError
+from mita.sts import StsError
+from mita.vend.errors import VendError
+
+log = logging.getLogger("mita.api")
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:mita:problem:"
+
+_TITLES = {
+    "unauthorized": "API key missing or not valid",
+    "forbidden": "Not allowed for this API key's role",
+    "not_found": "Not found",
+    "invalid_request": "The request is not valid",
+    "invalid_json": "The request body is not valid JSON",
+    "idempotency_conflict": "Idempotency-Key reused with a different request",
+    "invalid_idempotency_key": "Idempotency-Key header missing or not valid",
+    "check_digit_error": "Meter number check digit is wrong",
+    "internal_error": "Internal error",
+}
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail; ``code`` is stable, branch on it."""
+
+    type: str = Field(examples=["urn:mita:problem:check_digit_error"])
+    title: str
+    status: int
+    detail: str
+    code: str = Field(examples=["check_digit_error"])
+    errors: list[FieldError] | None = None
+
+
+def title_for(code: str) -> str:
+    return _TITLES.get(code) or code.replace("_", " ").capitalize()
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": TYPE_PREFIX + code,
+        "title": title_for(code),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _headers_for(status: int, code: str = "") -> dict[str, str] | None:
+    if status == 401:
+        return {"WWW-Authenticate": 'Bearer realm="mita"'}
+    if status == 503 or code == "in_progress":  # worth retrying soon, with the same Idempotency-Key
+        return {"Retry-After": "1"}
+    return None
+
+
+async def _sts_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StsError)
+    if isinstance(exc, KeyStoreError):  # the server's key store, not the client's request
+        log.error("key store unusable: %s", exc.code)
+        return problem(500, exc.code, "the server's key store is not usable; the operator must fix it")
+    status = exc.status if isinstance(exc, VendError) else 422
+    return problem(status, exc.code, exc.message, headers=_headers_for(status, exc.code))
+
+
+def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Where and what, never the input itself."""
+    return [
+        {"loc": [x if isinstance(x, int) else str(x) for x in e.get("loc", ())], "msg": e.get("msg", ""),
+         "type": e.get("type", "")}
+        for e in errors
+    ]  # fmt: skip
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    for e in errors:
+        if e.get("type") == "json_invalid":
+            reason = (e.get("ctx") or {}).get("error", "JSON decode error")
+            where = e.get("loc", ("body", 0))[-1]
+            return problem(400, "invalid_json", f"the request body is not valid JSON: {reason} (at character {where})")
+    fields = _field_errors(errors)
+    if errors and all(
+        len(e.get("loc", ())) == 2 and e["loc"][0] == "header" and str(e["loc"][1]).lower() == "idempotency-key"
+        for e in errors
+    ):
+        detail = "an Idempotency-Key header of 1..200 characters is required"
+        return problem(422, "invalid_idempotency_key", detail, errors=fields)
+    detail = "; ".join(f"{'.'.join(str(x) for x in f['loc'])}: {f['msg']}" for f in fields) or "invalid request"
+    return problem(422, "invalid_request", detail, errors=fields)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+    if detail == "There was an error parsing the body":
+        code = "invalid_json"
+    headers = dict(exc.headers or {})
+    headers.update(_headers_for(status) or {})
+    return problem(status, code, detail, headers=headers or None)
+
+
+async def _database_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    # str(exc) holds the parameters: log the driver's error class and the statement only
+    log.error("database error %s in: %.200s", type(exc.orig).__name__, exc.statement)
+    if isinstance(exc, OperationalError):
+        return problem(
+            503, "database_unavailable", "the database is not available; retry later", headers=_headers_for(503)
+        )
+    return problem(500, "database_error", "the database refused the operation")
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled %s", type(exc).__name__)
+    return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(StsError, _sts_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(Exception, _unexpected)
+    problem_openapi(app)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problems a route can answer with (see :func:`problem_openapi`)."""
+    return {s: {"model": Problem, "description": HTTPStatus(s).phrase} for s in statuses}
+
+
+def problem_openapi(app: FastAPI) -> None:
+    """Document error answers as ``application/problem+json`` (FastAPI files every model under JSON)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for ops in schema.get("paths", {}).values():
+                for op in ops.values():
+                    for status, answer in op.get("responses", {}).items():
+                        content = answer.get("content", {})
+                        if status[:1] in ("4", "5") and "application/json" in content:
+                            content[PROBLEM_JSON] = content.pop("application/json")
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
