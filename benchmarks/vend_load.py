@@ -82,14 +82,22 @@ def setup_database(n_meters: int) -> tuple[str, list[str]]:
     database.upgrade(URL)
     engine = database.make_engine(URL)
     admin = registry.SYSTEM
-    registry.create_supply_group(engine, admin, sgc="123456", name="Bench", vending_key="abababababababab", base_date=2014)
+    registry.create_supply_group(
+        engine, admin, sgc="123456", name="Bench", vending_key="abababababababab", base_date=2014
+    )
     spec = {
-        "blocks": [{"up_to": "50", "price": "1.10"}, {"up_to": "350", "price": "2.00"}, {"up_to": None, "price": "3.15"}],
+        "blocks": [
+            {"up_to": "50", "price": "1.10"},
+            {"up_to": "350", "price": "2.00"},
+            {"up_to": None, "price": "3.15"},
+        ],
         "vat_rate": "0.15",
         "fixed_monthly": 1500,
         "fbe_kwh": "50",
     }
-    registry.create_tariff(engine, admin, name="domestic", currency="ZAR", spec=spec, effective_from=dt.datetime(2020, 1, 1))
+    registry.create_tariff(
+        engine, admin, name="domestic", currency="ZAR", spec=spec, effective_from=dt.datetime(2020, 1, 1)
+    )
     drns = []
     for i in range(n_meters):
         body = f"47{i:08d}"
