@@ -457,7 +457,7 @@ def test_meters(world: World) -> None:
 
     r = c.patch(f"/v1/meters/{number}", json={"status": "blocked"}, headers=world.operator)
     assert r.status_code == 200 and r.json()["status"] == "blocked"
-    is_problem(world.vend(meter=number), 422, "meter_blocked")
+    is_problem(world.vend(meter=number), 409, "meter_blocked")
     is_problem(c.patch(f"/v1/meters/{number}", json={"status": "gone"}, headers=world.admin), 422, "invalid_request")
     r = c.patch(f"/v1/meters/{number}", json={"status": "active"}, headers=world.admin)
     assert r.status_code == 200 and r.json()["status"] == "active"
@@ -722,7 +722,7 @@ def test_key_change_then_confirm(world: World) -> None:
     c = world.client
     number = world.add_meter(customer=False, base_date=1993)
     is_problem(world.vend(meter=number), 409, "key_change_required")
-    is_problem(c.post(f"/v1/meters/{number}/confirm-key-change", headers=world.admin), 422, "no_pending_key")
+    is_problem(c.post(f"/v1/meters/{number}/confirm-key-change", headers=world.admin), 409, "no_pending_key")
     r = world.vend(meter=number, include_key_change=True)
     assert r.status_code == 201, r.text
     vend = r.json()

@@ -157,8 +157,7 @@ def get_vendor(vendor_id: Annotated[int, Path(ge=1, le=ID_MAX)], caller: Who, sv
     """A vendor; a vendor's key sees its own vendor only (its balance)."""
     if caller.role == "vendor" and caller.vendor_id != vendor_id:
         return problem(404, "not_found", f"no vendor {vendor_id}")
-    key: Any = vendor_id  # an id column: compare as an integer
-    return registry.get_by(svc.engine, vendors, vendors.c.id, key, "vendor")
+    return registry.get_vendor(svc.engine, vendor_id)
 
 
 # --- customers

@@ -16,6 +16,10 @@ STATUS = {
     "credit_limit": 402,
     "reversal_window_closed": 409,
     "already_reversed": 409,
+    "meter_blocked": 409,
+    "no_pending_key": 409,
+    "reversed": 409,
+    "not_reversible": 409,
 }
 
 

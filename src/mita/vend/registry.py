@@ -15,7 +15,7 @@ import time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, insert, select, update
+from sqlalchemy import Connection, Engine, Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mita import sts
@@ -23,7 +23,18 @@ from mita.keys.software import check_vending_key, key_check_value, seal_vending_
 from mita.sts.identity import check_key_params
 
 from .errors import VendError
-from .schema import api_keys, audit, customers, meters, supply_groups, tariff_versions, tariffs, vending_keys, vendors
+from .schema import (
+    api_keys,
+    audit,
+    customers,
+    ledger,
+    meters,
+    supply_groups,
+    tariff_versions,
+    tariffs,
+    vending_keys,
+    vendors,
+)
 from .service import ROLES, Caller, tariff_from_spec
 
 API_KEY_PREFIX = "mita_"
@@ -33,6 +44,16 @@ SYSTEM = Caller(api_key_id=None, name="system", role="admin")
 def hash_key(plaintext: str) -> str:
     """API keys are long random strings: a plain SHA-256 is enough to keep them unusable if the table leaks."""
     return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def _text(value: str | None, field: str, longest: int, required: bool = True) -> None:
+    """Names go into the database and onto receipts: printable, and as long as their column."""
+    if value is None or value == "":
+        if required:
+            raise VendError("invalid_request", f"{field} is required")
+        return
+    if len(value) > longest or not value.isprintable():
+        raise VendError("invalid_request", f"{field} must be printable text of at most {longest} characters")
 
 
 def _now() -> dt.datetime:
@@ -86,6 +107,7 @@ def create_api_key(engine: Engine, name: str, role: str, vendor_id: int | None =
         raise VendError("invalid_role", f"role must be one of {', '.join(ROLES)}")
     if role == "vendor" and vendor_id is None:
         raise VendError("invalid_role", "a vendor key belongs to a vendor")
+    _text(name, "name", 100)
     plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
     with engine.begin() as conn:
         key_id = _insert(
@@ -99,7 +121,7 @@ def create_api_key(engine: Engine, name: str, role: str, vendor_id: int | None =
 #: (engine, key hash) -> (valid until, caller). Every request is authenticated; a database round trip each
 #: time would cost as much as the vend's own work. A revoked key therefore works for at most AUTH_TTL more.
 AUTH_TTL = 30.0
-_auth_cache: dict[tuple[int, str], tuple[float, Caller]] = {}
+_auth_cache: dict[tuple[str, str], tuple[float, Caller]] = {}
 
 
 def authenticate(engine: Engine, plaintext: str | None) -> Caller:
@@ -107,7 +129,8 @@ def authenticate(engine: Engine, plaintext: str | None) -> Caller:
         raise VendError("unauthorized", "an API key is required (header Authorization: Bearer <key>, or X-API-Key)")
     digest = hash_key(plaintext)
     now = time.monotonic()
-    cached = _auth_cache.get((id(engine), digest))
+    where = engine.url.render_as_string(hide_password=False)
+    cached = _auth_cache.get((where, digest))
     if cached is not None and cached[0] > now:
         return cached[1]
     with engine.connect() as conn:
@@ -117,12 +140,27 @@ def authenticate(engine: Engine, plaintext: str | None) -> Caller:
     caller = Caller(row.id, row.name, row.role, row.vendor_id)
     if len(_auth_cache) > 10_000:
         _auth_cache.clear()
-    _auth_cache[(id(engine), digest)] = (now + AUTH_TTL, caller)
+    _auth_cache[(where, digest)] = (now + AUTH_TTL, caller)
     return caller
+
+
+def get_vendor(engine: Engine, vendor_id: int) -> dict[str, Any]:
+    """A vendor and what it owes: kept on the row for vendors on credit, summed from the ledger for others."""
+    out = get_by(engine, vendors, vendors.c.id, vendor_id, "vendor")
+    if out["credit_limit"] is None:
+        with engine.connect() as conn:
+            total = conn.execute(
+                select(func.coalesce(func.sum(ledger.c.debit - ledger.c.credit), 0)).where(
+                    ledger.c.account == f"vendor:{vendor_id}"
+                )
+            ).scalar_one()
+        out["balance"] = int(total)
+    return out
 
 
 def create_vendor(engine: Engine, caller: Caller, name: str, credit_limit: int | None = None) -> dict[str, Any]:
     caller.require("admin")
+    _text(name, "name", 100)
     if credit_limit is not None and credit_limit < 0:
         raise VendError("invalid_amount", "a credit limit cannot be negative")
     with engine.begin() as conn:
@@ -151,6 +189,7 @@ def create_supply_group(
     key_expiry: dt.datetime | None = None,
 ) -> dict[str, Any]:
     caller.require("admin")
+    _text(name, "name", 100)
     check_key_params(kt, sgc, 1, krn)
     algorithm = sts.EA.parse(ea)
     sts.BaseDate.parse(base_date)
@@ -209,6 +248,7 @@ def create_tariff(
     carry_leftover: bool = True,
 ) -> dict[str, Any]:
     caller.require("admin")
+    _text(name, "name", 100)
     tariff_from_spec(spec)  # validates
     if len(currency) != 3 or not currency.isalpha():
         raise VendError("invalid_currency", "currency is a 3-letter ISO 4217 code")
@@ -266,6 +306,9 @@ def create_customer(
     debt_rate: str = "0",
 ) -> dict[str, Any]:
     caller.require("admin", "operator")
+    _text(account, "account", 40)
+    _text(name, "name", 200)
+    _text(phone, "phone", 30, required=False)
     try:
         rate = Decimal(debt_rate)
     except InvalidOperation:
@@ -300,6 +343,7 @@ def create_meter(
 ) -> dict[str, Any]:
     """A meter, by default on its supply group's current key configuration."""
     caller.require("admin", "operator")
+    _text(manufacturer, "manufacturer", 40, required=False)
     number = sts.MeterNumber.parse(drn)
     if utility not in ("electricity", "water", "gas"):
         raise VendError("invalid_utility", "utility is electricity, water or gas")
@@ -335,7 +379,7 @@ def _lookup(conn: Connection, table: Table, column: Any, value: str | None, what
     return int(found)
 
 
-def get_by(engine: Engine, table: Table, column: Any, value: str, what: str) -> dict[str, Any]:
+def get_by(engine: Engine, table: Table, column: Any, value: str | int, what: str) -> dict[str, Any]:
     with engine.connect() as conn:
         row = conn.execute(select(table).where(column == value)).first()
     if row is None:

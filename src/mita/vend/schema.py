@@ -64,7 +64,7 @@ vendors = Table(
     metadata,
     _id(),
     Column("name", String(100), nullable=False, unique=True),
-    Column("credit_limit", BigInteger, nullable=True),  # minor units; NULL: sells only against prepaid float
+    Column("credit_limit", BigInteger, nullable=True),  # minor units; NULL: no limit
     # owed to the utility, minor units; kept here for vendors on credit only (others: their ledger account)
     Column("balance", BigInteger, nullable=False, default=0),
     _created(),

@@ -470,7 +470,7 @@ class VendingService:
     def get_vend(self, caller: Caller, vend_id: str, reprint: bool = False) -> dict[str, Any]:
         with self.engine.connect() as conn:
             row = conn.execute(select(vends).where(vends.c.id == vend_id)).first()
-            if row is None or (caller.role == "vendor" and row.api_key_id != caller.api_key_id):
+            if row is None or (caller.role == "vendor" and not _same_seller(caller, row)):
                 raise VendError("not_found", f"no vend {vend_id}")
             toks = conn.execute(select(tokens).where(tokens.c.vend_id == vend_id).order_by(tokens.c.seq)).all()
             drn = conn.execute(select(meters.c.drn).where(meters.c.id == row.meter_id)).scalar_one()
@@ -494,6 +494,8 @@ class VendingService:
 
     def reprint(self, caller: Caller, vend_id: str) -> dict[str, Any]:
         out = self.get_vend(caller, vend_id, reprint=True)
+        if out["status"] == "reversed":
+            raise VendError("reversed", f"vend {vend_id} was reversed: its tokens are not handed out again")
         with self.engine.begin() as conn:
             self._audit(conn, caller, "reprint", "vend", vend_id)
         return out
@@ -658,7 +660,7 @@ class VendingService:
 
 def ledger_lines(caller: Caller, meter: Row[Any], r: pricing.Receipt, carry: bool) -> list[tuple[str, int, int]]:
     """(account, debit, credit) for one purchase: money in on the left, where it went on the right."""
-    cust = f"customer:{meter.customer_id}"
+    cust = f"customer:{meter.customer_id}" if meter.customer_id is not None else f"meter:{meter.id}"
     lines = [
         (f"vendor:{caller.vendor_id or 'direct'}", r.paid, 0),
         (f"{cust}:carried", r.carried_in, 0),
@@ -670,6 +672,13 @@ def ledger_lines(caller: Caller, meter: Row[Any], r: pricing.Receipt, carry: boo
     ]
     assert sum(d for _, d, _ in lines) == sum(c for _, _, c in lines)  # double entry balances
     return lines
+
+
+def _same_seller(caller: Caller, row: Row[Any]) -> bool:
+    """A vendor's tills see each other's sales; nobody else's."""
+    if caller.vendor_id is not None:
+        return bool(row.vendor_id == caller.vendor_id)
+    return bool(row.api_key_id == caller.api_key_id)
 
 
 def _check_amount(amount: object) -> None:
