@@ -10,23 +10,31 @@ service's tests run on both databases, so the two stay in step.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
-from sqlalchemy import Connection, Row
+from psycopg.rows import dict_row
+from sqlalchemy import Connection
 
 SQL = {
-    # Everything a vend reads besides the (locked) meter row, in one statement.
-    "context": "SELECT g.*, t.name AS tariff_name, t.currency, t.carry_leftover, "
-    "(SELECT v.id FROM tariff_versions v WHERE v.tariff_id = t.id AND v.effective_from <= %(at)s "
+    "claim": "INSERT INTO idempotency (api_key_id, key, request_hash, status_code, response, created_at) "
+    "VALUES (%(api_key_id)s, %(key)s, %(hash)s, 0, '{}', %(at)s) ON CONFLICT DO NOTHING RETURNING key",
+    # Everything a vend reads, in one statement; on PostgreSQL it also locks the meter's row.
+    "load": "SELECT m.id, m.drn, m.iin, m.supply_group_id, m.customer_id, m.tariff_id, m.utility, m.ti, m.kt, "
+    "m.krn, m.ea, m.base_date, m.ken, m.status, m.last_tid, m.pending_key, "
+    "g.sgc, g.krn AS g_krn, g.kt AS g_kt, g.ea AS g_ea, g.base_date AS g_base_date, g.ken AS g_ken, "
+    "t.currency, t.carry_leftover, "
+    "(SELECT v.id FROM tariff_versions v WHERE v.tariff_id = m.tariff_id AND v.effective_from <= %(at)s "
     "ORDER BY v.effective_from DESC LIMIT 1) AS version_id, "
     "c.debt, c.debt_rate, c.carried, c.fbe_eligible, "
     "mm.units AS month_units, mm.fixed_charged, mm.fbe_issued, "
     "(SELECT credit_limit FROM vendors WHERE id = %(vendor_id)s) AS credit_limit "
-    "FROM supply_groups g LEFT JOIN tariffs t ON t.id = %(tariff_id)s "
-    "LEFT JOIN customers c ON c.id = %(customer_id)s "
-    "LEFT JOIN meter_months mm ON mm.meter_id = %(meter_id)s AND mm.month = %(month)s "
-    "WHERE g.id = %(group_id)s",
+    "FROM meters m JOIN supply_groups g ON g.id = m.supply_group_id "
+    "LEFT JOIN tariffs t ON t.id = m.tariff_id "
+    "LEFT JOIN customers c ON c.id = m.customer_id "
+    "LEFT JOIN meter_months mm ON mm.meter_id = m.id AND mm.month = %(month)s "
+    "WHERE m.drn = %(drn)s",
     "vend": "INSERT INTO vends (id, vendor_id, api_key_id, meter_id, customer_id, kind, amount, units, receipt, "
     "status, created_at) VALUES (%(id)s, %(vendor_id)s, %(api_key_id)s, %(meter_id)s, %(customer_id)s, "
     "'purchase', %(amount)s, %(units)s, %(receipt)s, 'completed', %(at)s)",
@@ -56,9 +64,27 @@ _SQLITE = {name: re.sub(r"%\((\w+)\)s", r":\1", sql) for name, sql in SQL.items(
 Write = tuple[str, dict[str, Any] | list[dict[str, Any]]]
 
 
-def read(conn: Connection, name: str, params: dict[str, Any]) -> Row[Any]:
-    sql = SQL[name] if conn.dialect.name == "postgresql" else _SQLITE[name]
-    return conn.exec_driver_sql(sql, params).one()
+def claim_and_load(conn: Connection, claim: dict[str, Any], load: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+    """Claim the idempotency key and read (and lock) the meter with all a vend needs: one round trip.
+
+    Returns whether the key was claimed (False: another request has it) and the meter's row.
+    """
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with raw.pipeline():
+            claiming = raw.cursor(row_factory=dict_row)
+            claiming.execute(SQL["claim"], claim)
+            loading = raw.cursor(row_factory=dict_row)
+            loading.execute(SQL["load"] + " FOR UPDATE OF m", load)
+        claimed, row = claiming.fetchone(), loading.fetchone()
+    else:
+        claimed = conn.exec_driver_sql(_SQLITE["claim"], claim).mappings().first()
+        found = conn.exec_driver_sql(_SQLITE["load"], load).mappings().first()
+        row = dict(found) if found is not None else None
+        if row is not None and isinstance(row["pending_key"], str):
+            row["pending_key"] = json.loads(row["pending_key"])
+    return claimed is not None, row
 
 
 def run(conn: Connection, writes: list[Write]) -> None:

@@ -20,8 +20,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -143,17 +145,17 @@ class VendingService:
         return tariff, row
 
     @staticmethod
-    def meter_config(meter: Row[Any], group: Row[Any]) -> KeyConfig:
+    def meter_config(meter: Any, group: Any) -> KeyConfig:
         pending = meter.pending_key
         if pending:
             return KeyConfig(**{k: v for k, v in pending.items() if k != "last_tid"})
         return KeyConfig(group.sgc, meter.krn, meter.kt, meter.ti, meter.ea, meter.base_date, meter.ken)
 
     @staticmethod
-    def group_config(meter: Row[Any], group: Row[Any]) -> KeyConfig:
+    def group_config(meter: Any, group: Any) -> KeyConfig:
         return KeyConfig(group.sgc, group.krn, group.kt, meter.ti, group.ea, group.base_date, group.ken)
 
-    def _decoder_key(self, conn: Connection, meter: Row[Any], group: Row[Any], cfg: KeyConfig) -> int:
+    def _decoder_key(self, conn: Connection, meter: Any, group: Any, cfg: KeyConfig) -> int:
         found = self._vending_keys.get((group.id, cfg.krn))
         if found is None:
             vk = conn.execute(
@@ -237,48 +239,43 @@ class VendingService:
         if not key or len(key) > 200:
             raise VendError("invalid_idempotency_key", "an Idempotency-Key header of 1..200 characters is required")
         digest = request_hash(body)
+        drn = sts.MeterNumber.parse(str(body.get("meter", ""))).drn  # a wrong check digit costs no database work
+        amount = body.get("amount")
+        _check_amount(amount)
+        assert isinstance(amount, int)
         for _ in range(3):
+            at = self.clock()
             try:
                 with self.engine.begin() as conn:
-                    stored = self._claim(conn, caller, key, digest)
-                    if stored is not None:
-                        return stored
-                    response = self._vend_locked(conn, caller, key, body)
+                    claimed, meter = hotpath.claim_and_load(
+                        conn,
+                        {"api_key_id": caller.api_key_id, "key": key, "hash": digest, "at": at},
+                        {"drn": drn, "month": f"{at:%Y-%m}", "at": at, "vendor_id": caller.vendor_id},
+                    )
+                    if not claimed:
+                        return self._answered(conn, caller, key, digest)
+                    if meter is None:
+                        raise VendError("not_found", f"no meter {drn}")
+                    response = self._vend_locked(conn, caller, key, body, SimpleNamespace(**meter), at)
                 return 201, response
             except IntegrityError as exc:
-                if "idempotency" not in str(exc.orig).lower() and "pk_idempotency" not in str(exc.orig):
+                if "idempotency" not in str(exc.orig).lower():
                     raise VendError(
                         "conflict", "the vend conflicts with another; retry with the same key", 503
                     ) from None
                 continue  # another request holds this key and has now committed: read its answer
-            except OperationalError as exc:
+            except (OperationalError, psycopg.OperationalError) as exc:
                 raise VendError(
-                    "retry",
-                    f"the vend was not confirmed ({type(exc.orig).__name__}); retry with the same Idempotency-Key",
+                    "retry", f"the vend was not confirmed ({type(exc).__name__}); retry with the same Idempotency-Key"
                 ) from None
-            except DBAPIError as exc:
+            except (DBAPIError, psycopg.Error) as exc:
                 raise VendError(
-                    "retry", f"database error ({type(exc.orig).__name__}); retry with the same Idempotency-Key"
+                    "retry", f"database error ({type(exc).__name__}); retry with the same Idempotency-Key"
                 ) from None
         raise VendError("in_progress", "this request is still being processed; retry with the same key")
 
-    def _claim(self, conn: Connection, caller: Caller, key: str, digest: str) -> tuple[int, dict[str, Any]] | None:
-        """Insert the key's row, or find the committed one (waiting for a concurrent claimer to finish)."""
-        claimed = conn.execute(
-            self._insert(idempotency)
-            .values(
-                api_key_id=caller.api_key_id,
-                key=key,
-                request_hash=digest,
-                status_code=0,
-                response={},
-                created_at=self.clock(),
-            )
-            .on_conflict_do_nothing()
-            .returning(idempotency.c.key)
-        ).first()
-        if claimed is not None:
-            return None
+    def _answered(self, conn: Connection, caller: Caller, key: str, digest: str) -> tuple[int, dict[str, Any]]:
+        """The stored answer of a request whose key was claimed before (waiting if it was in flight)."""
         row = conn.execute(
             select(idempotency).where(idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key)
         ).first()
@@ -290,37 +287,32 @@ class VendingService:
             raise VendError("in_progress", "this request is still being processed; retry with the same key")
         return 200, row.response
 
-    def _vend_locked(self, conn: Connection, caller: Caller, key: str, body: dict[str, Any]) -> dict[str, Any]:
-        drn = str(body.get("meter", ""))
-        amount = body.get("amount")
-        _check_amount(amount)
-        assert isinstance(amount, int)
-        at = self.clock()
-        meter = self._meter(conn, drn, lock=True)
+    def _vend_locked(
+        self, conn: Connection, caller: Caller, key: str, body: dict[str, Any], meter: Any, at: dt.datetime
+    ) -> dict[str, Any]:
+        """The vend itself, with the key claimed and the meter's row (``hotpath`` "load") locked."""
+        amount: int = body["amount"]
         if meter.status != "active":
             raise VendError("meter_blocked", f"meter {meter.drn} is {meter.status}")
         if meter.tariff_id is None:
             raise VendError("no_tariff", "the meter has no tariff")
         month = f"{at:%Y-%m}"
-        ctx = hotpath.read(
-            conn,
-            "context",
-            {"at": at, "vendor_id": caller.vendor_id, "tariff_id": meter.tariff_id, "customer_id": meter.customer_id,
-             "meter_id": meter.id, "month": month, "group_id": meter.supply_group_id},
-        )  # fmt: skip
-        tariff = self._tariff_version(conn, ctx.version_id, at)
-        carry = bool(ctx.carry_leftover)
+        tariff = self._tariff_version(conn, meter.version_id, at)
+        carry = bool(meter.carry_leftover)
         account = pricing.Account(
-            month_units=ctx.month_units or 0,
-            first_purchase_of_month=not ctx.fixed_charged,
-            debt=ctx.debt or 0,
-            debt_rate=Decimal(ctx.debt_rate or "0"),
-            carried=ctx.carried or 0,
-            fbe_eligible=bool(ctx.fbe_eligible),
-            fbe_issued_this_month=bool(ctx.fbe_issued),
+            month_units=meter.month_units or 0,
+            first_purchase_of_month=not meter.fixed_charged,
+            debt=meter.debt or 0,
+            debt_rate=Decimal(meter.debt_rate or "0"),
+            carried=meter.carried or 0,
+            fbe_eligible=bool(meter.fbe_eligible),
+            fbe_issued_this_month=bool(meter.fbe_issued),
         )
         receipt = pricing.price(tariff, amount, account, carry)
-        group = ctx
+        group = SimpleNamespace(
+            id=meter.supply_group_id, sgc=meter.sgc, krn=meter.g_krn, kt=meter.g_kt, ea=meter.g_ea,
+            base_date=meter.g_base_date, ken=meter.g_ken,
+        )  # fmt: skip
 
         current = self.meter_config(meter, group)
         target = self.group_config(meter, group)
@@ -354,10 +346,10 @@ class VendingService:
             token = sts.TransferCredit(tid, units, self.rnd(), kind)
             made.append(_token_row(what, token, sts.encode(token, ea, decoder_key), units))
 
-        if ctx.credit_limit is not None:  # a vendor on credit: its row is locked and its limit holds
+        if meter.credit_limit is not None:  # a vendor on credit: its row is locked and its limit holds
             self._charge_vendor(conn, caller, receipt.paid)
         vend_id = str(uuid.uuid4())
-        receipt_doc = receipt_json(receipt, ctx)
+        receipt_doc = receipt_json(receipt, meter)
         response = vend_response(vend_id, meter.drn, at, made, receipt_doc)
         ids = {"vend_id": vend_id, "meter_id": meter.id, "at": at}
         vend_row = {
@@ -446,7 +438,7 @@ class VendingService:
         conn.execute(insert(tokens), rows)
 
     def _key_change_tokens(
-        self, conn: Connection, meter: Row[Any], group: Row[Any], old: KeyConfig, new: KeyConfig
+        self, conn: Connection, meter: Any, group: Any, old: KeyConfig, new: KeyConfig
     ) -> list[dict[str, Any]]:
         old_key = self._decoder_key(conn, meter, group, old)
         new_key = self._decoder_key(conn, meter, group, new)
@@ -658,7 +650,7 @@ class VendingService:
 # ---------------------------------------------------------------------- plain functions
 
 
-def ledger_lines(caller: Caller, meter: Row[Any], r: pricing.Receipt, carry: bool) -> list[tuple[str, int, int]]:
+def ledger_lines(caller: Caller, meter: Any, r: pricing.Receipt, carry: bool) -> list[tuple[str, int, int]]:
     """(account, debit, credit) for one purchase: money in on the left, where it went on the right."""
     cust = f"customer:{meter.customer_id}" if meter.customer_id is not None else f"meter:{meter.id}"
     lines = [
@@ -738,7 +730,7 @@ def tariff_from_spec(spec: dict[str, Any]) -> pricing.Tariff:
         raise VendError("invalid_tariff", f"tariff specification is not valid: {exc}") from None
 
 
-def receipt_json(r: pricing.Receipt, head: Row[Any]) -> dict[str, Any]:
+def receipt_json(r: pricing.Receipt, head: Any) -> dict[str, Any]:
     """The itemised receipt: money in minor units, energy in base units (0.1 kWh) and kWh."""
     return {
         "currency": head.currency,
