@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine, text
@@ -30,7 +31,7 @@ from . import models as m
 from .problems import install as install_problem_handlers
 from .problems import problem, responses
 
-THREADS = 8  # request threads (and database connections) per worker process
+THREADS = int(os.environ.get("MITA_THREADS", "8"))  # request threads (and database connections) per worker process
 READERS = ("admin", "operator")  # who may read the utility's set-up (customers, meters, tariffs, audit)
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
@@ -45,14 +46,21 @@ async def get_service(request: Request) -> VendingService:
     return service
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Caller:
-    """The API key's owner; 401 problem when the key is missing, unknown or revoked."""
+    """The API key's owner; 401 problem when the key is missing, unknown or revoked.
+
+    Async, so that a recently seen key costs no trip to the thread pool; only a cache miss asks the database.
+    """
     engine: Engine = request.app.state.engine
-    return registry.authenticate(engine, bearer.credentials if bearer is not None else api_key)
+    key = bearer.credentials if bearer is not None else api_key
+    caller = registry.cached_caller(engine, key)
+    if caller is None:
+        caller = await run_in_threadpool(registry.authenticate, engine, key)
+    return caller
 
 
 Svc = Annotated[VendingService, Depends(get_service)]

@@ -124,6 +124,16 @@ AUTH_TTL = 30.0
 _auth_cache: dict[tuple[str, str], tuple[float, Caller]] = {}
 
 
+def cached_caller(engine: Engine, plaintext: str | None) -> Caller | None:
+    """The key's owner if it was authenticated in the last AUTH_TTL seconds (no database work)."""
+    if not plaintext:
+        return None
+    cached = _auth_cache.get((engine.url.render_as_string(hide_password=False), hash_key(plaintext)))
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    return None
+
+
 def authenticate(engine: Engine, plaintext: str | None) -> Caller:
     if not plaintext:
         raise VendError("unauthorized", "an API key is required (header Authorization: Bearer <key>, or X-API-Key)")
