@@ -2,9 +2,9 @@
 
 A vend writes nine kinds of rows. Through the SQL expression layer, one
 statement at a time, that was most of a vend's time. Here the statements are
-fixed SQL text (with ``%(name)s`` parameters; SQLite gets ``:name``), and on
-PostgreSQL they go out together in psycopg's pipeline mode, still inside the
-vend's transaction. The columns are those of :mod:`mita.vend.schema`; the
+fixed SQL text (with ``%(name)s`` parameters; SQLite gets ``:name``) run one
+after another on SQLite, and on PostgreSQL folded into one statement, still
+inside the vend's transaction. The columns are those of :mod:`mita.vend.schema`; the
 service's tests run on both databases, so the two stay in step.
 """
 
@@ -59,6 +59,77 @@ SQL = {
     "answer": "UPDATE idempotency SET status_code = 201, response = %(response)s, vend_id = %(vend_id)s "
     "WHERE api_key_id = %(api_key_id)s AND key = %(key)s",
 }
+# On PostgreSQL all of a vend's writes are one statement (data-modifying WITH clauses, rows passed as
+# arrays): one parse of a prepared statement, one round trip, whatever the number of tokens and ledger lines.
+PG_VEND = (
+    "WITH v AS (INSERT INTO vends (id, vendor_id, api_key_id, meter_id, customer_id, kind, amount, units, receipt, "
+    "status, created_at) VALUES (%(vend_id)s, %(vendor_id)s, %(api_key_id)s, %(meter_id)s, %(customer_id)s, "
+    "'purchase', %(amount)s, %(units)s, %(receipt)s::json, 'completed', %(at)s)), "
+    "t AS (INSERT INTO tokens (vend_id, meter_id, seq, kind, tid, base_date, token_class, subclass, digits, units, "
+    "created_at) SELECT %(vend_id)s, %(meter_id)s, x.seq, x.kind, x.tid, x.base_date, x.cls, x.sub, x.digits, "
+    "x.units, %(at)s FROM unnest(%(t_seq)s::int[], %(t_kind)s::text[], %(t_tid)s::bigint[], %(t_base)s::int[], "
+    "%(t_cls)s::int[], %(t_sub)s::int[], %(t_digits)s::text[], %(t_units)s::bigint[]) "
+    "AS x(seq, kind, tid, base_date, cls, sub, digits, units)), "
+    "m AS (UPDATE meters SET last_tid = COALESCE(%(m_tid)s::bigint, last_tid), "
+    "pending_key = COALESCE(%(m_pending)s::json, pending_key) WHERE id = %(meter_id)s), "
+    "l AS (INSERT INTO ledger (vend_id, account, debit, credit, created_at) SELECT %(vend_id)s, x.account, x.debit, "
+    "x.credit, %(at)s FROM unnest(%(l_account)s::text[], %(l_debit)s::bigint[], %(l_credit)s::bigint[]) "
+    "AS x(account, debit, credit)), "
+    "mm AS (INSERT INTO meter_months (meter_id, month, units, purchases, fbe_issued, fixed_charged) "
+    "VALUES (%(meter_id)s, %(month)s, %(mm_units)s, 1, %(fbe)s, %(fixed)s) "
+    "ON CONFLICT (meter_id, month) DO UPDATE SET units = meter_months.units + excluded.units, "
+    "purchases = meter_months.purchases + 1, fbe_issued = meter_months.fbe_issued OR excluded.fbe_issued, "
+    "fixed_charged = meter_months.fixed_charged OR excluded.fixed_charged), "
+    "a AS (INSERT INTO audit (at, actor, action, entity, entity_id, detail) "
+    "VALUES (%(at)s, %(actor)s, 'vend', 'vend', %(vend_id)s, %(detail)s::json)), "
+    "o AS (INSERT INTO outbox (vend_id, channel, payload, status, created_at) "
+    "VALUES (%(vend_id)s, 'receipt', %(payload)s::json, 'pending', %(at)s)), "
+    "c AS (UPDATE customers SET debt = debt - %(c_debt)s, carried = carried - %(c_in)s + %(c_out)s, "
+    "refund_balance = refund_balance + %(c_refund)s WHERE id = %(c_id)s) "
+    "UPDATE idempotency SET status_code = 201, response = %(response)s::json, vend_id = %(vend_id)s "
+    "WHERE api_key_id = %(api_key_id)s AND key = %(key)s"
+)
+
+
+def _pg_params(writes: list[Write]) -> dict[str, Any]:
+    """The one-statement form's parameters, from the same list of writes SQLite runs one by one."""
+    w: dict[str, Any] = dict(writes)
+    vend, tokens, lines, month = w["vend"], w["token"], w["ledger"], w["month"]
+    customer = w.get("customer") or {"id": None, "debt": 0, "carried_in": 0, "carried_out": 0, "refund": 0}
+    return {
+        **{k: vend[k] for k in ("vendor_id", "api_key_id", "meter_id", "customer_id", "amount", "units", "at")},
+        "vend_id": vend["id"],
+        "receipt": vend["receipt"],
+        "t_seq": [t["seq"] for t in tokens],
+        "t_kind": [t["kind"] for t in tokens],
+        "t_tid": [t["tid"] for t in tokens],
+        "t_base": [t["base_date"] for t in tokens],
+        "t_cls": [t["token_class"] for t in tokens],
+        "t_sub": [t["subclass"] for t in tokens],
+        "t_digits": [t["digits"] for t in tokens],
+        "t_units": [t["units"] for t in tokens],
+        "m_tid": w["meter_tid"]["tid"] if "meter_tid" in w else None,
+        "m_pending": w["meter_pending"]["pending"] if "meter_pending" in w else None,
+        "l_account": [x["account"] for x in lines],
+        "l_debit": [x["debit"] for x in lines],
+        "l_credit": [x["credit"] for x in lines],
+        "month": month["month"],
+        "mm_units": month["units"],
+        "fbe": month["fbe"],
+        "fixed": month["fixed"],
+        "actor": w["audit"]["actor"],
+        "detail": w["audit"]["detail"],
+        "payload": w["outbox"]["payload"],
+        "c_id": customer["id"],
+        "c_debt": customer["debt"],
+        "c_in": customer["carried_in"],
+        "c_out": customer["carried_out"],
+        "c_refund": customer["refund"],
+        "response": w["answer"]["response"],
+        "key": w["answer"]["key"],
+    }
+
+
 _SQLITE = {name: re.sub(r"%\((\w+)\)s", r":\1", sql) for name, sql in SQL.items()}
 
 Write = tuple[str, dict[str, Any] | list[dict[str, Any]]]
@@ -88,16 +159,12 @@ def claim_and_load(conn: Connection, claim: dict[str, Any], load: dict[str, Any]
 
 
 def run(conn: Connection, writes: list[Write]) -> None:
-    """Execute ``writes`` in order in the connection's transaction, pipelined where the driver can."""
+    """Execute a vend's ``writes`` in its transaction: one statement on PostgreSQL, in order on SQLite."""
     if conn.dialect.name == "postgresql":
         raw = conn.connection.driver_connection
         assert raw is not None
-        with raw.pipeline(), raw.cursor() as cur:
-            for name, params in writes:
-                if isinstance(params, list):
-                    cur.executemany(SQL[name], params)
-                else:
-                    cur.execute(SQL[name], params)
+        with raw.cursor() as cur:
+            cur.execute(PG_VEND, _pg_params(writes))
         return
     for name, params in writes:
         conn.exec_driver_sql(_SQLITE[name], params if isinstance(params, dict) else list(params))  # type: ignore[arg-type]
