@@ -31,7 +31,7 @@ from . import models as m
 from .problems import install as install_problem_handlers
 from .problems import problem, responses
 
-THREADS = int(os.environ.get("MITA_THREADS", "8"))  # request threads (and database connections) per worker process
+THREADS = int(os.environ.get("MITA_THREADS", "4"))  # request threads (and database connections) per worker process
 READERS = ("admin", "operator")  # who may read the utility's set-up (customers, meters, tariffs, audit)
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")

@@ -130,6 +130,15 @@ def _pg_params(writes: list[Write]) -> dict[str, Any]:
     }
 
 
+# Claim and load in one statement: the INSERT runs whatever the SELECT finds.
+PG_CLAIM_AND_LOAD = (
+    "WITH claim AS ("
+    + SQL["claim"]
+    + ") "
+    + SQL["load"].replace("SELECT m.id,", "SELECT (SELECT key FROM claim) AS claimed, m.id,", 1)
+    + " FOR UPDATE OF m"
+)
+
 _SQLITE = {name: re.sub(r"%\((\w+)\)s", r":\1", sql) for name, sql in SQL.items()}
 
 Write = tuple[str, dict[str, Any] | list[dict[str, Any]]]
@@ -143,12 +152,12 @@ def claim_and_load(conn: Connection, claim: dict[str, Any], load: dict[str, Any]
     if conn.dialect.name == "postgresql":
         raw = conn.connection.driver_connection
         assert raw is not None
-        with raw.pipeline():
-            claiming = raw.cursor(row_factory=dict_row)
-            claiming.execute(SQL["claim"], claim)
-            loading = raw.cursor(row_factory=dict_row)
-            loading.execute(SQL["load"] + " FOR UPDATE OF m", load)
-        claimed, row = claiming.fetchone(), loading.fetchone()
+        with raw.cursor(row_factory=dict_row) as cur:
+            cur.execute(PG_CLAIM_AND_LOAD, {**claim, **load})
+            row = cur.fetchone()
+        if row is None:  # no such meter (the claim is rolled back with the transaction)
+            return True, None
+        claimed = row.pop("claimed")
     else:
         claimed = conn.exec_driver_sql(_SQLITE["claim"], claim).mappings().first()
         found = conn.exec_driver_sql(_SQLITE["load"], load).mappings().first()

@@ -252,10 +252,17 @@ class VendingService:
                         {"api_key_id": caller.api_key_id, "key": key, "hash": digest, "at": at},
                         {"drn": drn, "month": f"{at:%Y-%m}", "at": at, "vendor_id": caller.vendor_id},
                     )
+                    if meter is None:  # was the key ours to claim? (a key reused for another body is the error)
+                        row = conn.execute(
+                            select(idempotency.c.request_hash, idempotency.c.status_code).where(
+                                idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key
+                            )
+                        ).first()
+                        if row is not None and (row.request_hash != digest or row.status_code != 0):
+                            return self._answered(conn, caller, key, digest)
+                        raise VendError("not_found", f"no meter {drn}")
                     if not claimed:
                         return self._answered(conn, caller, key, digest)
-                    if meter is None:
-                        raise VendError("not_found", f"no meter {drn}")
                     response = self._vend_locked(conn, caller, key, body, SimpleNamespace(**meter), at)
                 return 201, response
             except IntegrityError as exc:
