@@ -10,11 +10,16 @@ the error.
 from __future__ import annotations
 
 from . import ea as _ea
+from . import misty1
 from .ea import EA
 from .errors import FormatError, UnsupportedError
+from .sta import STA
 from .tokens import Token, from_block, to_block
 
 TOKEN_DIGITS = 20
+# Dispatch by table: this is the vend hot path, and enum comparisons cost more than the lookups.
+_ENCRYPT = {EA.STA: STA.encrypt, EA.MISTY1: misty1.encrypt, EA.DEA: _ea.des_encrypt}
+_KEY_LIMIT = {ea: 1 << ea.key_bits for ea in EA}
 _MAX_66 = (1 << 66) - 1
 _KEEP = ~(3 << 27) & ((1 << 64) - 1)
 
@@ -47,10 +52,12 @@ def parse_digits(token: str) -> int:
 def encode(token: Token, ea: EA, key: int) -> str:
     """The 20 digits of ``token`` for a meter holding ``key`` (class 1 ignores it)."""
     block = to_block(token)
-    if token.token_class != 1:
-        _ea.check_key(ea, key)
-        block = _ea.encrypt(ea, block, key)
-    return to_digits(insert_class(block, token.token_class))
+    token_class = token.token_class
+    if token_class != 1:
+        if not 0 <= key < _KEY_LIMIT[ea]:
+            _ea.check_key(ea, key)  # raises the precise error
+        block = _ENCRYPT[ea](block, key)
+    return f"{(block >> 27 & 3) << 64 | (block & _KEEP) | token_class << 27:020d}"
 
 
 def decode(token: str, ea: EA, key: int | None) -> Token:

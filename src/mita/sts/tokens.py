@@ -342,10 +342,11 @@ def uses_crc_c(token_class: int, subclass: int) -> bool:
 
 
 def to_block(token: Token) -> int:
-    """The 64-bit data block D: subclass, 44 data bits, CRC."""
+    """The 64-bit data block D: subclass, 44 data bits, CRC (CRC_C for currency credit)."""
+    token_class = token.token_class
     sub = token.subclass
-    info = token.token_class << 48 | sub << 44 | token.data_bits()
-    return sub << 60 | (info & 0xFFFFFFFFFFF) << 16 | crc_field(info, uses_crc_c(token.token_class, sub))
+    info = token_class << 48 | sub << 44 | token.data_bits()
+    return sub << 60 | (info & 0xFFFFFFFFFFF) << 16 | crc_field(info, token_class == 0 and 4 <= sub <= 7)
 
 
 def from_block(token_class: int, block: int) -> Token:
