@@ -15,10 +15,12 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
 from sqlalchemy import Engine, text
 
 from mita import __version__, sts
@@ -72,15 +74,6 @@ DrnPath = Annotated[
     str, Path(max_length=32, pattern=m.PRINTABLE, description="meter number (DRN)", examples=["47500150231"])
 ]
 VendId = Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{1,36}$", description="the vend's UUID")]
-IdempotencyKey = Annotated[
-    str,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        description="one per purchase: a retry with the same key and body answers the same vend",
-    ),
-]
 
 
 def _vend_json(out: dict[str, Any], status: int = 200) -> JSONResponse:
@@ -316,14 +309,47 @@ def quote(body: m.QuoteIn, caller: Who, svc: Svc) -> JSONResponse:
         200: {"model": m.VendOut, "description": "a replay: the vend this Idempotency-Key made, unchanged"},
         **responses(402, 404, 409, 503),
     },
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": True,
+                "description": "one per purchase: a retry with the same key and body answers the same vend",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/VendIn"}}},
+        },
+    },
 )
-def create_vend(body: m.VendIn, idempotency_key: IdempotencyKey, caller: Who, svc: Svc) -> JSONResponse:
+async def create_vend(request: Request, caller: Who, svc: Svc) -> Response:
     """Sell credit: the tokens and the itemised receipt, exactly once per Idempotency-Key.
 
     A retry with the same key and body answers 200 with the same body; the same key with another body is a
     422 ``idempotency_conflict``. On a 503 ``retry`` the outcome is unknown: retry with the same key.
+
+    The busiest route, so it parses its own body (with the same Pydantic model) and hands only the
+    service call to the thread pool: a third of the per-request framework cost.
     """
-    status, out = svc.vend(caller, idempotency_key, body.model_dump())
+    key = request.headers.get("idempotency-key", "")
+    errors: list[Any] = []
+    if not 1 <= len(key) <= 200:
+        errors.append({"type": "missing", "loc": ("header", "idempotency-key"), "msg": "Field required"})
+    raw = await request.body()
+    body = None
+    if not raw:
+        errors.append({"type": "missing", "loc": ("body",), "msg": "Field required"})
+    else:
+        try:
+            body = m.VendIn.model_validate_json(raw)
+        except ValidationError as exc:
+            errors += [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)]
+    if errors or body is None:
+        raise RequestValidationError(errors)
+    status, out = await run_in_threadpool(svc.vend, caller, key, body.model_dump())
     return _vend_json(out, status)
 
 
@@ -392,6 +418,17 @@ def create_app(database_url: str, *, check: bool = True) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(health)
     app.include_router(v1)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # POST /v1/vends parses its own body: put its model where the $ref points
+        spec = default_openapi()
+        spec.setdefault("components", {}).setdefault("schemas", {})["VendIn"] = m.VendIn.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

@@ -127,7 +127,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         if e.get("type") == "json_invalid":
             reason = (e.get("ctx") or {}).get("error", "JSON decode error")
             where = e.get("loc", ("body", 0))[-1]
-            return problem(400, "invalid_json", f"the request body is not valid JSON: {reason} (at character {where})")
+            at = f" (at character {where})" if isinstance(where, int) else ""
+            return problem(400, "invalid_json", f"the request body is not valid JSON: {reason}{at}")
     fields = _field_errors(errors)
     if errors and all(
         len(e.get("loc", ())) == 2 and e["loc"][0] == "header" and str(e["loc"][1]).lower() == "idempotency-key"

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -648,10 +648,6 @@ class VendingService:
             self._audit(conn, caller, "confirm_key_change", "meter", meter.drn, **p)
         return {"meter": meter.drn, "key": p}
 
-    def count_tokens(self, drn: str) -> int:
-        with self.engine.connect() as conn:
-            meter = self._meter(conn, drn)
-            return int(conn.execute(select(func.count()).where(tokens.c.meter_id == meter.id)).scalar_one())
 
 
 # ---------------------------------------------------------------------- plain functions
