@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,14 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from mita import sts
-from mita.vend import database, registry
+from mita.vend import database, pricing, registry, service
 
 PG_ADMIN = os.environ.get("MITA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 METERS = 3
 REQUESTS = 60  # distinct purchases; a third of them are also retried at once through the other server
+DEBT = 50_000
+# Blocks of 5 kWh, so that most purchases cross a block edge: a stale month total would show.
+SPEC = {"blocks": [{"up_to": "5", "price": "1.10"}, {"up_to": None, "price": "2.50"}], "vat_rate": "0.15"}
 
 
 def _free_port() -> int:
@@ -63,13 +67,12 @@ def _setup(url: str) -> tuple[str, list[str]]:
     registry.create_supply_group(
         engine, admin, sgc="123456", name="Conc", vending_key="abababababababab", base_date=2014
     )
-    spec = {"blocks": [{"up_to": "50", "price": "1.10"}, {"up_to": None, "price": "2.50"}], "vat_rate": "0.15"}
-    registry.create_tariff(engine, admin, name="t", currency="ZAR", spec=spec, effective_from=dt.datetime(2020, 1, 1))
+    registry.create_tariff(engine, admin, name="t", currency="ZAR", spec=SPEC, effective_from=dt.datetime(2020, 1, 1))
     drns = []
     for i in range(METERS):
         body = f"47{i:08d}"
         drn = body + str(sts.luhn_digit(body))
-        registry.create_customer(engine, admin, account=f"K{i}", name="k", debt=50_000, debt_rate="0.1")
+        registry.create_customer(engine, admin, account=f"K{i}", name="k", debt=DEBT, debt_rate="0.1")
         registry.create_meter(engine, admin, drn=drn, sgc="123456", customer=f"K{i}", tariff="t")
         drns.append(drn)
     vendor = registry.create_vendor(engine, admin, "conc shop")
@@ -179,3 +182,31 @@ def test_concurrent_servers_never_repeat_a_tid_and_lose_nothing(
     for v in vends.values():  # TIDs strictly increase per meter in the order the database committed them
         tids = [t["tid"] for t in v["tokens"] if t["tid"] is not None]
         assert tids == sorted(tids)
+    _replay_in_commit_order(vends)
+
+
+def _replay_in_commit_order(vends: dict[str, dict[str, Any]]) -> None:
+    """Each vend was priced on what the vends before it (in TID order) left: the month's units, the
+    customer's debt and carried change. Stale reads under concurrency would show up here."""
+    tariff = service.tariff_from_spec(SPEC)
+    by_meter: dict[str, list[dict[str, Any]]] = {}
+    for v in vends.values():
+        by_meter.setdefault(v["meter"], []).append(v)
+    for sold in by_meter.values():
+        sold.sort(key=lambda v: v["tokens"][0]["tid"])
+        units, debt, carried = 0, DEBT, 0
+        for i, v in enumerate(sold):
+            account = pricing.Account(
+                month_units=units, first_purchase_of_month=i == 0, debt=debt, debt_rate=Decimal("0.1"), carried=carried
+            )
+            want = pricing.price(tariff, v["receipt"]["paid"], account, True)
+            got = v["receipt"]
+            assert (got["units"], got["debt_recovered"], got["carried_in"], got["leftover"]) == (
+                want.units,
+                want.debt_recovered,
+                want.carried_in,
+                want.leftover,
+            ), f"vend {i} of meter {v['meter']} was priced on stale figures"
+            units += want.units
+            debt -= want.debt_recovered
+            carried = carried - want.carried_in + want.leftover

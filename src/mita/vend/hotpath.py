@@ -130,13 +130,13 @@ def _pg_params(writes: list[Write]) -> dict[str, Any]:
     }
 
 
-# Claim and load in one statement: the INSERT runs whatever the SELECT finds.
-PG_CLAIM_AND_LOAD = (
-    "WITH claim AS ("
-    + SQL["claim"]
-    + ") "
-    + SQL["load"].replace("SELECT m.id,", "SELECT (SELECT key FROM claim) AS claimed, m.id,", 1)
-    + " FOR UPDATE OF m"
+# Claim the key and lock the meter in one statement. The rest is read by a second statement, after the
+# lock is held: under READ COMMITTED a locking read re-checks the locked row, but rows it joins (the
+# customer's balances, the month's units) would come from the statement's earlier snapshot, stale by
+# whatever the vend we waited for has just committed.
+PG_CLAIM_AND_LOCK = (
+    "WITH claim AS (" + SQL["claim"] + ") "
+    "SELECT (SELECT key FROM claim) AS claimed, id FROM meters WHERE drn = %(drn)s FOR UPDATE"
 )
 
 _SQLITE = {name: re.sub(r"%\((\w+)\)s", r":\1", sql) for name, sql in SQL.items()}
@@ -145,7 +145,7 @@ Write = tuple[str, dict[str, Any] | list[dict[str, Any]]]
 
 
 def claim_and_load(conn: Connection, claim: dict[str, Any], load: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
-    """Claim the idempotency key and read (and lock) the meter with all a vend needs: one round trip.
+    """Claim the idempotency key, lock the meter, and read all a vend needs: two round trips.
 
     Returns whether the key was claimed (False: another request has it) and the meter's row.
     """
@@ -153,11 +153,13 @@ def claim_and_load(conn: Connection, claim: dict[str, Any], load: dict[str, Any]
         raw = conn.connection.driver_connection
         assert raw is not None
         with raw.cursor(row_factory=dict_row) as cur:
-            cur.execute(PG_CLAIM_AND_LOAD, {**claim, **load})
+            cur.execute(PG_CLAIM_AND_LOCK, {**claim, **load})
+            locked = cur.fetchone()
+            if locked is None:  # no such meter (the claim is rolled back with the transaction)
+                return True, None
+            claimed = locked["claimed"]
+            cur.execute(SQL["load"], load)
             row = cur.fetchone()
-        if row is None:  # no such meter (the claim is rolled back with the transaction)
-            return True, None
-        claimed = row.pop("claimed")
     else:
         claimed = conn.exec_driver_sql(_SQLITE["claim"], claim).mappings().first()
         found = conn.exec_driver_sql(_SQLITE["load"], load).mappings().first()

@@ -649,7 +649,6 @@ class VendingService:
         return {"meter": meter.drn, "key": p}
 
 
-
 # ---------------------------------------------------------------------- plain functions
 
 
