@@ -9,6 +9,7 @@ thread pool. Vend answers go out as the service built them, without a second val
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -395,7 +396,8 @@ def create_app(database_url: str, *, check: bool = True) -> FastAPI:
         except BaseException:
             engine.dispose()
             raise
-    service = VendingService(engine)
+    hours = float(os.environ.get("MITA_REVERSAL_WINDOW_HOURS", "24"))
+    service = VendingService(engine, reversal_window=dt.timedelta(hours=hours))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
