@@ -144,7 +144,21 @@ _SQLITE = {name: re.sub(r"%\((\w+)\)s", r":\1", sql) for name, sql in SQL.items(
 Write = tuple[str, dict[str, Any] | list[dict[str, Any]]]
 
 
-def claim_and_load(conn: Connection, claim: dict[str, Any], load: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+def read_meter(conn: Connection, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The meter's row with all a vend reads (no lock: for quotes)."""
+    sql = SQL["load"] if conn.dialect.name == "postgresql" else _SQLITE["load"]
+    found = conn.exec_driver_sql(sql, params).mappings().first()
+    if found is None:
+        return None
+    row = dict(found)
+    if isinstance(row["pending_key"], str):  # SQLite hands JSON columns back as text
+        row["pending_key"] = json.loads(row["pending_key"])
+    return row
+
+
+def claim_and_load(
+    conn: Connection, claim: dict[str, Any], reading: dict[str, Any]
+) -> tuple[bool, dict[str, Any] | None]:
     """Claim the idempotency key, lock the meter, and read all a vend needs: two round trips.
 
     Returns whether the key was claimed (False: another request has it) and the meter's row.
@@ -153,19 +167,16 @@ def claim_and_load(conn: Connection, claim: dict[str, Any], load: dict[str, Any]
         raw = conn.connection.driver_connection
         assert raw is not None
         with raw.cursor(row_factory=dict_row) as cur:
-            cur.execute(PG_CLAIM_AND_LOCK, {**claim, **load})
+            cur.execute(PG_CLAIM_AND_LOCK, {**claim, **reading})
             locked = cur.fetchone()
             if locked is None:  # no such meter (the claim is rolled back with the transaction)
                 return True, None
             claimed = locked["claimed"]
-            cur.execute(SQL["load"], load)
+            cur.execute(SQL["load"], reading)
             row = cur.fetchone()
     else:
         claimed = conn.exec_driver_sql(_SQLITE["claim"], claim).mappings().first()
-        found = conn.exec_driver_sql(_SQLITE["load"], load).mappings().first()
-        row = dict(found) if found is not None else None
-        if row is not None and isinstance(row["pending_key"], str):
-            row["pending_key"] = json.loads(row["pending_key"])
+        row = read_meter(conn, reading)
     return claimed is not None, row
 
 

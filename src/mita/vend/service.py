@@ -25,8 +25,6 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, Engine, Row, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from mita import sts
@@ -43,7 +41,6 @@ from .schema import (
     meters,
     supply_groups,
     tariff_versions,
-    tariffs,
     tokens,
     vending_keys,
     vendors,
@@ -104,7 +101,6 @@ class VendingService:
         self.rnd = rnd
         self.reversal_window = reversal_window
         self._for_update = engine.dialect.name != "sqlite"  # SQLite's BEGIN IMMEDIATE already serialises
-        self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
         # A vending key row never changes once written (unique per group and KRN), and a tariff
         # version never changes once effective: both are safe to keep for the process's life.
         self._vending_keys: dict[tuple[int, int], tuple[int, bytes]] = {}
@@ -126,23 +122,6 @@ class VendingService:
         row = conn.execute(select(supply_groups).where(supply_groups.c.id == group_id)).first()
         assert row is not None  # a foreign key guarantees it
         return row
-
-    def _tariff(self, conn: Connection, tariff_id: int | None, at: dt.datetime) -> tuple[pricing.Tariff, Row[Any]]:
-        if tariff_id is None:
-            raise VendError("no_tariff", "the meter has no tariff")
-        row = conn.execute(
-            select(tariffs, tariff_versions.c.id.label("version_id"), tariff_versions.c.spec)
-            .join(tariff_versions, tariff_versions.c.tariff_id == tariffs.c.id)
-            .where(tariffs.c.id == tariff_id, tariff_versions.c.effective_from <= at)
-            .order_by(tariff_versions.c.effective_from.desc())
-            .limit(1)
-        ).first()
-        if row is None:
-            raise VendError("no_tariff", f"the meter's tariff has no version in force at {at:%Y-%m-%d %H:%M}")
-        tariff = self._tariffs.get(row.version_id)
-        if tariff is None:
-            tariff = self._tariffs[row.version_id] = tariff_from_spec(row.spec)
-        return tariff, row
 
     @staticmethod
     def meter_config(meter: Any, group: Any) -> KeyConfig:
@@ -204,30 +183,31 @@ class VendingService:
     def quote(self, caller: Caller, drn: str, amount: int) -> dict[str, Any]:
         """What ``amount`` would buy now: no token, no change."""
         _check_amount(amount)
+        number = sts.MeterNumber.parse(drn)
         at = self.clock()
         with self.engine.connect() as conn:
-            meter = self._meter(conn, drn)
-            tariff, head = self._tariff(conn, meter.tariff_id, at)
-            account = self._account(conn, meter, at)
-            receipt = pricing.price(tariff, amount, account, head.carry_leftover)
-        return {"meter": meter.drn, "receipt": receipt_json(receipt, head), "quoted_at": at.isoformat()}
+            found = hotpath.read_meter(conn, _reading(number.drn, at, caller))
+            if found is None:
+                raise VendError("not_found", f"no meter {number.drn}")
+            meter = SimpleNamespace(**found)
+            receipt = self._price(conn, meter, amount, at)
+        return {"meter": meter.drn, "receipt": receipt_json(receipt, meter), "quoted_at": at.isoformat()}
 
-    def _account(self, conn: Connection, meter: Row[Any], at: dt.datetime) -> pricing.Account:
-        month = conn.execute(
-            select(meter_months).where(meter_months.c.meter_id == meter.id, meter_months.c.month == f"{at:%Y-%m}")
-        ).first()
-        cust = None
-        if meter.customer_id is not None:
-            cust = conn.execute(select(customers).where(customers.c.id == meter.customer_id)).first()
-        return pricing.Account(
-            month_units=month.units if month else 0,
-            first_purchase_of_month=not (month and month.fixed_charged),
-            debt=cust.debt if cust else 0,
-            debt_rate=Decimal(cust.debt_rate) if cust else Decimal(0),
-            carried=cust.carried if cust else 0,
-            fbe_eligible=bool(cust and cust.fbe_eligible),
-            fbe_issued_this_month=bool(month and month.fbe_issued),
+    def _price(self, conn: Connection, meter: Any, amount: int, at: dt.datetime) -> pricing.Receipt:
+        """Price ``amount`` for a meter row read by ``hotpath`` (its tariff, month and customer)."""
+        if meter.tariff_id is None:
+            raise VendError("no_tariff", "the meter has no tariff")
+        tariff = self._tariff_version(conn, meter.version_id, at)
+        account = pricing.Account(
+            month_units=meter.month_units or 0,
+            first_purchase_of_month=not meter.fixed_charged,
+            debt=meter.debt or 0,
+            debt_rate=Decimal(meter.debt_rate or "0"),
+            carried=meter.carried or 0,
+            fbe_eligible=bool(meter.fbe_eligible),
+            fbe_issued_this_month=bool(meter.fbe_issued),
         )
+        return pricing.price(tariff, amount, account, bool(meter.carry_leftover))
 
     # ------------------------------------------------------------------ vend
 
@@ -250,7 +230,7 @@ class VendingService:
                     claimed, meter = hotpath.claim_and_load(
                         conn,
                         {"api_key_id": caller.api_key_id, "key": key, "hash": digest, "at": at},
-                        {"drn": drn, "month": f"{at:%Y-%m}", "at": at, "vendor_id": caller.vendor_id},
+                        _reading(drn, at, caller),
                     )
                     if meter is None:  # was the key ours to claim? (a key reused for another body is the error)
                         row = conn.execute(
@@ -301,21 +281,9 @@ class VendingService:
         amount: int = body["amount"]
         if meter.status != "active":
             raise VendError("meter_blocked", f"meter {meter.drn} is {meter.status}")
-        if meter.tariff_id is None:
-            raise VendError("no_tariff", "the meter has no tariff")
         month = f"{at:%Y-%m}"
-        tariff = self._tariff_version(conn, meter.version_id, at)
         carry = bool(meter.carry_leftover)
-        account = pricing.Account(
-            month_units=meter.month_units or 0,
-            first_purchase_of_month=not meter.fixed_charged,
-            debt=meter.debt or 0,
-            debt_rate=Decimal(meter.debt_rate or "0"),
-            carried=meter.carried or 0,
-            fbe_eligible=bool(meter.fbe_eligible),
-            fbe_issued_this_month=bool(meter.fbe_issued),
-        )
-        receipt = pricing.price(tariff, amount, account, carry)
+        receipt = self._price(conn, meter, amount, at)
         group = SimpleNamespace(
             id=meter.supply_group_id, sgc=meter.sgc, krn=meter.g_krn, kt=meter.g_kt, ea=meter.g_ea,
             base_date=meter.g_base_date, ken=meter.g_ken,
@@ -666,6 +634,10 @@ def ledger_lines(caller: Caller, meter: Any, r: pricing.Receipt, carry: bool) ->
     ]
     assert sum(d for _, d, _ in lines) == sum(c for _, _, c in lines)  # double entry balances
     return lines
+
+
+def _reading(drn: str, at: dt.datetime, caller: Caller) -> dict[str, Any]:
+    return {"drn": drn, "month": f"{at:%Y-%m}", "at": at, "vendor_id": caller.vendor_id}
 
 
 def _same_seller(caller: Caller, row: Row[Any]) -> bool:
