@@ -329,3 +329,10 @@ def test_batch_refuses_a_meter_number_in_non_ascii_digits() -> None:
     req |= {"ea": 11}
     answer = token_ops.handle({**req, "drn": "\u0661\u0662\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0667"})
     assert answer.get("error", {}).get("code") == "format_error", answer
+
+
+def test_an_issue_time_with_a_time_zone_is_refused() -> None:
+    from mita.sts.tid import parse_issue_time
+
+    with pytest.raises(sts.FormatError):
+        parse_issue_time("2026-11-25T21:00+05:00")

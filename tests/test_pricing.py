@@ -454,3 +454,15 @@ def test_units_bought_are_always_representable(units: int) -> None:
     assert r.units <= min(units, MAX_UNITS)
     assert r.leftover == units - r.units
     assert isinstance(r.blocks[0], BlockLine)
+
+
+def test_a_tiny_price_is_bounded_by_what_a_token_carries() -> None:
+    """A price of a billionth per kWh must not make pricing walk unit by unit (it holds the meter's lock)."""
+    import time
+
+    tariff = Tariff(blocks=(Block(None, Decimal("0.000000001")),), vat_rate=Decimal("0.15"))
+    start = time.perf_counter()
+    r = price(tariff, 100_000, Account(first_purchase_of_month=False))
+    assert time.perf_counter() - start < 5
+    assert r.units == MAX_UNITS
+    r.check()

@@ -686,3 +686,18 @@ def test_a_supply_group_shows_only_the_key_check_value(world: World) -> None:
     assert group["vending_keys"] == [{"krn": 1, "dkga": 2, "kcv": key_check_value(2, VENDING_KEY)}]
     assert VENDING_KEY_HEX not in repr(group).lower()
     assert world.vendor_row().credit_limit == CREDIT_LIMIT
+
+
+def test_a_replay_after_a_reversal_hands_out_no_tokens(world: World) -> None:
+    w = world
+    r = w.vend(10_000, key="once-only")
+    w.svc.reverse(w.operator, r["id"], "refunded")
+    assert_refused("reversed", w.vend, 10_000, key="once-only")
+    assert_refused("reversed", w.svc.reprint, w.vendor, r["id"])
+
+
+def test_a_limit_token_needs_a_value(world: World) -> None:
+    w = world
+    counts = row_counts(w.engine)
+    assert_refused("invalid_request", w.svc.engineering, w.operator, DRN, "set_power_limit")
+    assert row_counts(w.engine) == counts

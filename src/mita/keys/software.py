@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from functools import lru_cache
 
 from mita.sts import FormatError
 from mita.sts.ea import des_encrypt
@@ -39,7 +38,6 @@ def seal_vending_key(sgc: str, krn: int, key: bytes) -> bytes:
     return seal(key, _context(sgc, krn))
 
 
-@lru_cache(maxsize=1024)
 def open_vending_key(sealed: bytes, sgc: str, krn: int) -> bytes:
-    """The vending key in clear, for this process only (cached: vends open it every time)."""
+    """The vending key in clear, for this process only (the vending service keeps what it opened)."""
     return unseal(sealed, _context(sgc, krn))

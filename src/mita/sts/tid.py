@@ -72,6 +72,9 @@ def datetime_from_tid(tid: int, base: BaseDate | int = BaseDate.Y1993) -> dt.dat
 def parse_issue_time(text: str) -> dt.datetime:
     """``YYYY-MM-DDTHH:MM[:SS]`` as the CLI and batch interface take it."""
     try:
-        return dt.datetime.fromisoformat(text)
+        value = dt.datetime.fromisoformat(text)
     except (ValueError, TypeError):
         raise FormatError(f"issue time must look like YYYY-MM-DDTHH:MM[:SS] (got {text!r})") from None
+    if value.tzinfo is not None:  # meters count wall-clock minutes: an offset would be silently dropped
+        raise FormatError(f"issue time is the meter's wall-clock time, without a time zone (got {text!r})")
+    return value

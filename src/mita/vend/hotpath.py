@@ -10,6 +10,7 @@ service's tests run on both databases, so the two stay in step.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -139,6 +140,14 @@ PG_CLAIM_AND_LOCK = (
     "SELECT (SELECT key FROM claim) AS claimed, id FROM meters WHERE drn = %(drn)s FOR UPDATE"
 )
 
+
+def _sqlite_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Datetimes as SQLAlchemy writes them to SQLite, so that text comparisons and both write paths agree."""
+    return {
+        k: v.isoformat(sep=" ", timespec="microseconds") if isinstance(v, dt.datetime) else v for k, v in params.items()
+    }
+
+
 _SQLITE = {name: re.sub(r"%\((\w+)\)s", r":\1", sql) for name, sql in SQL.items()}
 
 Write = tuple[str, dict[str, Any] | list[dict[str, Any]]]
@@ -147,6 +156,8 @@ Write = tuple[str, dict[str, Any] | list[dict[str, Any]]]
 def read_meter(conn: Connection, params: dict[str, Any]) -> dict[str, Any] | None:
     """The meter's row with all a vend reads (no lock: for quotes)."""
     sql = SQL["load"] if conn.dialect.name == "postgresql" else _SQLITE["load"]
+    if conn.dialect.name != "postgresql":
+        params = _sqlite_params(params)
     found = conn.exec_driver_sql(sql, params).mappings().first()
     if found is None:
         return None
@@ -175,7 +186,7 @@ def claim_and_load(
             cur.execute(SQL["load"], reading)
             row = cur.fetchone()
     else:
-        claimed = conn.exec_driver_sql(_SQLITE["claim"], claim).mappings().first()
+        claimed = conn.exec_driver_sql(_SQLITE["claim"], _sqlite_params(claim)).mappings().first()
         row = read_meter(conn, reading)
     return claimed is not None, row
 
@@ -189,4 +200,7 @@ def run(conn: Connection, writes: list[Write]) -> None:
             cur.execute(PG_VEND, _pg_params(writes))
         return
     for name, params in writes:
-        conn.exec_driver_sql(_SQLITE[name], params if isinstance(params, dict) else list(params))  # type: ignore[arg-type]
+        if isinstance(params, dict):
+            conn.exec_driver_sql(_SQLITE[name], _sqlite_params(params))
+        else:
+            conn.exec_driver_sql(_SQLITE[name], [_sqlite_params(p) for p in params])  # type: ignore[arg-type]

@@ -139,14 +139,19 @@ def _fill_blocks(tariff: Tariff, month_units: int, budget: int, vat: Decimal) ->
             continue
         unit_price = block.price / UNITS_PER_KWH  # per base unit, VAT exclusive
         gross_unit = unit_price * (1 + vat) * m
-        n = int(Decimal(budget - spent) / gross_unit)
+        # The largest n whose cost (charge rounded up, VAT half up) fits: cost grows with n, so a binary
+        # search, bounded by the block and by what one token can carry whatever the price.
+        most = MAX_UNITS - (used_units - month_units)
         if room is not None:
-            n = min(n, room)
-        # The estimate ignores rounding (charge up, VAT half up): settle on the exact largest n that fits.
-        while n > 0 and spent + _block_cost(n, unit_price, vat, m) > budget:
-            n -= 1
-        while (room is None or n < room) and spent + _block_cost(n + 1, unit_price, vat, m) <= budget:
-            n += 1
+            most = min(most, room)
+        lo, hi = 0, max(0, min(most, int(Decimal(budget - spent) / gross_unit) + 1))
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if spent + _block_cost(mid, unit_price, vat, m) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        n = lo
         if n <= 0:
             break
         charge = _cents(n * unit_price, m, ROUND_CEILING)

@@ -371,6 +371,10 @@ def create_meter(
             ken=group.ken if ken is None else ken,
         )
         check_key_params(values["kt"], sgc, ti, values["krn"])
+        if not 0 <= values["ken"] <= 255:
+            raise sts.RangeError("KEN must be 0..255")
+        if values["ea"] == sts.EA.MISTY1 and group.dkga != 4:
+            raise VendError("invalid_dkga", "an EA11 meter needs a 128-bit key: its supply group must use DKGA04")
         mid = _insert(
             conn, meters, f"meter {number.drn}", drn=number.drn, iin=number.iin, manufacturer=manufacturer,
             supply_group_id=group.id, customer_id=cust_id, tariff_id=tariff_id, utility=utility, ti=ti,

@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, Engine, Row, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from mita import sts
 from mita.keys.software import open_vending_key
@@ -223,43 +223,31 @@ class VendingService:
         amount = body.get("amount")
         _check_amount(amount)
         assert isinstance(amount, int)
-        for _ in range(3):
-            at = self.clock()
-            try:
-                with self.engine.begin() as conn:
-                    claimed, meter = hotpath.claim_and_load(
-                        conn,
-                        {"api_key_id": caller.api_key_id, "key": key, "hash": digest, "at": at},
-                        _reading(drn, at, caller),
-                    )
-                    if meter is None:  # was the key ours to claim? (a key reused for another body is the error)
-                        row = conn.execute(
-                            select(idempotency.c.request_hash, idempotency.c.status_code).where(
-                                idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key
-                            )
-                        ).first()
-                        if row is not None and (row.request_hash != digest or row.status_code != 0):
-                            return self._answered(conn, caller, key, digest)
-                        raise VendError("not_found", f"no meter {drn}")
-                    if not claimed:
+        at = self.clock()
+        try:
+            with self.engine.begin() as conn:
+                claimed, meter = hotpath.claim_and_load(
+                    conn,
+                    {"api_key_id": caller.api_key_id, "key": key, "hash": digest, "at": at},
+                    _reading(drn, at, caller),
+                )
+                if meter is None:  # was the key ours to claim? (a key reused for another body is the error)
+                    row = conn.execute(
+                        select(idempotency.c.request_hash, idempotency.c.status_code).where(
+                            idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key
+                        )
+                    ).first()
+                    if row is not None and (row.request_hash != digest or row.status_code != 0):
                         return self._answered(conn, caller, key, digest)
-                    response = self._vend_locked(conn, caller, key, body, SimpleNamespace(**meter), at)
-                return 201, response
-            except IntegrityError as exc:
-                if "idempotency" not in str(exc.orig).lower():
-                    raise VendError(
-                        "conflict", "the vend conflicts with another; retry with the same key", 503
-                    ) from None
-                continue  # another request holds this key and has now committed: read its answer
-            except (OperationalError, psycopg.OperationalError) as exc:
-                raise VendError(
-                    "retry", f"the vend was not confirmed ({type(exc).__name__}); retry with the same Idempotency-Key"
-                ) from None
-            except (DBAPIError, psycopg.Error) as exc:
-                raise VendError(
-                    "retry", f"database error ({type(exc).__name__}); retry with the same Idempotency-Key"
-                ) from None
-        raise VendError("in_progress", "this request is still being processed; retry with the same key")
+                    raise VendError("not_found", f"no meter {drn}")
+                if not claimed:
+                    return self._answered(conn, caller, key, digest)
+                response = self._vend_locked(conn, caller, key, body, SimpleNamespace(**meter), at)
+            return 201, response
+        except (DBAPIError, psycopg.Error) as exc:  # nothing was committed, or we cannot know: retry is safe
+            raise VendError(
+                "retry", f"the vend was not confirmed ({type(exc).__name__}); retry with the same Idempotency-Key"
+            ) from None
 
     def _answered(self, conn: Connection, caller: Caller, key: str, digest: str) -> tuple[int, dict[str, Any]]:
         """The stored answer of a request whose key was claimed before (waiting if it was in flight)."""
@@ -267,11 +255,14 @@ class VendingService:
             select(idempotency).where(idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key)
         ).first()
         if row is None:  # the other claimer rolled back between our two statements
-            raise VendError("in_progress", "this request is still being processed; retry with the same key")
+            raise VendError("retry", "the first request with this key did not complete; retry with the same key")
         if row.request_hash != digest:
             raise VendError("idempotency_conflict", "this Idempotency-Key was used with a different request")
         if row.status_code == 0:
             raise VendError("in_progress", "this request is still being processed; retry with the same key")
+        status = conn.execute(select(vends.c.status).where(vends.c.id == row.vend_id)).scalar()
+        if status == "reversed":
+            raise VendError("reversed", f"vend {row.vend_id} was reversed: its tokens are not handed out again")
         return 200, row.response
 
     def _vend_locked(
@@ -471,10 +462,15 @@ class VendingService:
         caller.require("admin", "operator")
         at = self.clock()
         with self.engine.begin() as conn:
-            q = select(vends).where(vends.c.id == vend_id)
-            row = conn.execute(q.with_for_update() if self._for_update else q).first()
-            if row is None:
+            meter_id = conn.execute(select(vends.c.meter_id).where(vends.c.id == vend_id)).scalar()
+            if meter_id is None:
                 raise VendError("not_found", f"no vend {vend_id}")
+            # Lock in a vend's order (meter, then vendor, then customer and month), so that a reversal and a
+            # vend for the same meter queue rather than deadlock, and the vend prices on the reversed totals.
+            if self._for_update:
+                conn.execute(select(meters.c.id).where(meters.c.id == meter_id).with_for_update())
+            q = select(vends).where(vends.c.id == vend_id)
+            row = conn.execute(q.with_for_update() if self._for_update else q).one()
             if row.status == "reversed":
                 raise VendError("already_reversed", f"vend {vend_id} was already reversed")
             if row.kind != "purchase":
@@ -490,14 +486,25 @@ class VendingService:
                 ],
             )
             rec = row.receipt
-            if row.customer_id is not None:
-                self._unbook_customer(conn, row.customer_id, rec)
             if row.vendor_id is not None:
                 conn.execute(
                     update(vendors)
                     .where(vendors.c.id == row.vendor_id, vendors.c.credit_limit.is_not(None))
                     .values(balance=vendors.c.balance - row.amount)
                 )
+            if row.customer_id is not None:
+                shortfall = self._unbook_customer(conn, row.customer_id, rec)
+                if shortfall:  # the leftover was spent since: the customer owes it, and the ledger says so
+                    cust = f"customer:{row.customer_id}"
+                    conn.execute(
+                        insert(ledger),
+                        [
+                            {"vend_id": vend_id, "account": f"{cust}:debt", "debit": shortfall, "credit": 0,
+                             "created_at": at},
+                            {"vend_id": vend_id, "account": f"{cust}:carried", "debit": 0, "credit": shortfall,
+                             "created_at": at},
+                        ],
+                    )  # fmt: skip
             month = f"{row.created_at:%Y-%m}"
             conn.execute(
                 update(meter_months)
@@ -513,8 +520,8 @@ class VendingService:
             self._audit(conn, caller, "reverse", "vend", vend_id, reason=reason, amount=row.amount)
         return self.get_vend(caller, vend_id)
 
-    def _unbook_customer(self, conn: Connection, customer_id: int, rec: dict[str, Any]) -> None:
-        """Give back what a reversed purchase took from and gave to the customer.
+    def _unbook_customer(self, conn: Connection, customer_id: int, rec: dict[str, Any]) -> int:
+        """Give back what a reversed purchase took from and gave to the customer; returns the shortfall.
 
         If the leftover it carried forward has since been spent, the customer
         cannot give it back from the carried balance: the shortfall becomes
@@ -525,12 +532,17 @@ class VendingService:
         carry = rec["leftover_policy"] == "carry"
         carried = cust.carried + rec["carried_in"] - (rec["leftover"] if carry else 0)
         refund = cust.refund_balance - (0 if carry else rec["leftover"])
-        debt = cust.debt + rec["debt_recovered"] + max(0, -carried) + max(0, -refund)
+        shortfall = max(0, -carried) + max(0, -refund)
         conn.execute(
             update(customers)
             .where(customers.c.id == customer_id)
-            .values(debt=debt, carried=max(0, carried), refund_balance=max(0, refund))
+            .values(
+                debt=cust.debt + rec["debt_recovered"] + shortfall,
+                carried=max(0, carried),
+                refund_balance=max(0, refund),
+            )
         )
+        return shortfall
 
     # ------------------------------------------------------------------ engineering tokens
 
@@ -541,6 +553,8 @@ class VendingService:
         caller.require("admin", "operator")
         if kind not in self.ENGINEERING:
             raise VendError("invalid_kind", f"kind must be one of {', '.join(self.ENGINEERING)}")
+        if kind in ("set_power_limit", "set_phase_unbalance_limit") and value is None:
+            raise VendError("invalid_request", f"{kind} needs a value in watts")
         at = self.clock()
         with self.engine.begin() as conn:
             meter = self._meter(conn, drn, lock=True)
