@@ -57,7 +57,9 @@ def create_key(
     database_url: UrlOpt = None,
 ) -> None:
     """Make an API key. Its value is printed once and stored only hashed."""
-    engine = database.make_engine(_url(database_url))
+    url = _url(database_url)
+    database.upgrade(url)  # a fresh database gets its schema first
+    engine = database.make_engine(url)
     try:
         vendor_id = None
         if vendor:
