@@ -302,10 +302,7 @@ class VendingService:
             meter.utility, sts.CreditKind.GAS
         )
         # TIDs under a pending key are counted apart: a new base date restarts them (RO clears the store)
-        after = meter.last_tid
-        if pending:
-            under_new = (meter.pending_key or {}).get("last_tid", -1)
-            after = under_new if cfg.base_date != meter.base_date else max(under_new, meter.last_tid)
+        after = _last_tid(meter, cfg)
         credits = [("credit", receipt.units)] + ([("fbe", receipt.fbe_units)] if receipt.fbe_units else [])
         tids = self._tids(cfg, len(credits), at, after)
         for (what, units), tid in zip(credits, tids, strict=True):
@@ -566,8 +563,7 @@ class VendingService:
                 token: sts.Token = sts.MeterTest(control=value if value is not None else 1)
                 made.append(_token_row("engineering", token, sts.encode(token, sts.EA.STA, 0), 0))
             else:
-                after = meter.pending_key["last_tid"] if meter.pending_key else meter.last_tid
-                (tid,) = self._tids(cfg, 1, at, after)
+                (tid,) = self._tids(cfg, 1, at, _last_tid(meter, cfg))
                 v = 0 if value is None else value
                 token = {
                     "clear_tamper": lambda: sts.ClearTamperCondition(tid, rnd=self.rnd()),
@@ -610,9 +606,7 @@ class VendingService:
             if not meter.pending_key:
                 raise VendError("no_pending_key", f"meter {meter.drn} has no key change pending")
             p = meter.pending_key
-            last = p.get("last_tid", -1)
-            if p["base_date"] == meter.base_date:
-                last = max(last, meter.last_tid)
+            last = _last_tid(meter, self.meter_config(meter, None))
             conn.execute(
                 update(meters)
                 .where(meters.c.id == meter.id)
@@ -648,6 +642,19 @@ def ledger_lines(caller: Caller, meter: Any, r: pricing.Receipt, carry: bool) ->
     ]
     assert sum(d for _, d, _ in lines) == sum(c for _, _, c in lines)  # double entry balances
     return lines
+
+
+def _last_tid(meter: Any, cfg: KeyConfig) -> int:
+    """The last TID the meter has seen or will see before the next token under ``cfg``.
+
+    TIDs issued under a pending key are counted on the pending record; on a new base date they start
+    again (the key change's RO bit clears the meter's store), on the same base date they must stay
+    above the ones already in the meter.
+    """
+    under_new: int = (meter.pending_key or {}).get("last_tid", -1)
+    if cfg.base_date != meter.base_date:
+        return under_new
+    return max(under_new, meter.last_tid)
 
 
 def _reading(drn: str, at: dt.datetime, caller: Caller) -> dict[str, Any]:
