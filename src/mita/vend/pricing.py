@@ -144,7 +144,13 @@ def _fill_blocks(tariff: Tariff, month_units: int, budget: int, vat: Decimal) ->
         most = MAX_UNITS - (used_units - month_units)
         if room is not None:
             most = min(most, room)
-        lo, hi = 0, max(0, min(most, int(Decimal(budget - spent) / gross_unit) + 1))
+        # Rounding moves the cost of n units by under 2 cents from n times the unit price: search only
+        # the window that slack allows around the plain estimate.
+        estimate = int(Decimal(budget - spent) / gross_unit)
+        slack = int(2 / gross_unit) + 2
+        lo, hi = max(0, estimate - slack), max(0, min(most, estimate + slack))
+        if lo > hi or spent + _block_cost(lo, unit_price, vat, m) > budget:
+            lo = 0
         while lo < hi:
             mid = (lo + hi + 1) // 2
             if spent + _block_cost(mid, unit_price, vat, m) <= budget:
