@@ -18,7 +18,7 @@ run: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/mypy --strict src/mita/sts
+	$(BIN)/mypy --strict src/mita/sts src/mita/meter
 
 test: lint
 	$(BIN)/pytest -q
