@@ -12,7 +12,6 @@ database: every 201 is one committed vend, and no meter has a TID twice.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -27,8 +26,7 @@ from pathlib import Path
 
 import psycopg
 
-from mita import sts
-from mita.vend import database, registry
+from mita.vend import database, registry, sample
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB = "mita_bench"
@@ -82,29 +80,13 @@ def setup_database(n_meters: int) -> tuple[str, list[str]]:
     database.upgrade(URL)
     engine = database.make_engine(URL)
     admin = registry.SYSTEM
-    registry.create_supply_group(
-        engine, admin, sgc="123456", name="Bench", vending_key="abababababababab", base_date=2014
-    )
-    spec = {
-        "blocks": [
-            {"up_to": "50", "price": "1.10"},
-            {"up_to": "350", "price": "2.00"},
-            {"up_to": None, "price": "3.15"},
-        ],
-        "vat_rate": "0.15",
-        "fixed_monthly": 1500,
-        "fbe_kwh": "50",
-    }
-    registry.create_tariff(
-        engine, admin, name="domestic", currency="ZAR", spec=spec, effective_from=dt.datetime(2020, 1, 1)
-    )
+    sample.create_group_and_tariff(engine, "Bench")
     drns = []
     for i in range(n_meters):
-        body = f"47{i:08d}"
-        drn = body + str(sts.luhn_digit(body))
+        drn = sample.meter_number(f"47{i:08d}")
         registry.create_customer(engine, admin, account=f"B{i}", name=f"Bench {i}", fbe_eligible=i % 3 == 0,
                                  debt=100_000, debt_rate="0.1")  # fmt: skip
-        registry.create_meter(engine, admin, drn=drn, sgc="123456", customer=f"B{i}", tariff="domestic")
+        registry.create_meter(engine, admin, drn=drn, sgc=sample.SGC, customer=f"B{i}", tariff="domestic")
         drns.append(drn)
     vendor = registry.create_vendor(engine, admin, "bench shop")
     _, key = registry.create_api_key(engine, "bench till", "vendor", int(vendor["id"]))

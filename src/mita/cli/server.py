@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from mita import sts
-from mita.vend import database, registry
+from mita.vend import database, registry, sample
 from mita.vend.errors import VendError
 
 console = Console(soft_wrap=True)
@@ -94,7 +94,6 @@ def serve(
     uvicorn.run("mita.api.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
 
 
-DEMO_VENDING_KEY = "abababababababab"  # the STS 531 compliance suites' public test key, never a real one
 DEMO_METERS = (  # (DRN body without its check digit, virtual meter profile, utility, customer)
     ("4750015023", "legacy-ea07", "electricity", "DEMO-001"),
     ("4750015024", "edition2-ea11", "electricity", "DEMO-002"),
@@ -118,23 +117,10 @@ def demo(
     engine = database.make_engine(url)
     admin = registry.SYSTEM
     try:
-        registry.get_supply_group(engine, "123456")
+        registry.get_supply_group(engine, sample.SGC)
     except VendError:
-        registry.create_supply_group(
-            engine, admin, sgc="123456", name="Demo town", vending_key=DEMO_VENDING_KEY, base_date=2014
-        )
-        domestic = {
-            "blocks": [
-                {"up_to": "50", "price": "1.10"},
-                {"up_to": "350", "price": "2.00"},
-                {"up_to": None, "price": "3.15"},
-            ],
-            "vat_rate": "0.15",
-            "fixed_monthly": 2000,
-            "fbe_kwh": "50",
-        }
+        sample.create_group_and_tariff(engine, "Demo town")
         start = dt.datetime(2020, 1, 1)
-        registry.create_tariff(engine, admin, name="domestic", currency="ZAR", spec=domestic, effective_from=start)
         flat = {"blocks": [{"up_to": None, "price": "28.50"}], "vat_rate": "0.15"}
         registry.create_tariff(engine, admin, name="water", currency="ZAR", spec=flat, effective_from=start)
         for body, profile, utility, account in DEMO_METERS:
@@ -142,10 +128,9 @@ def demo(
                 engine, admin, account=account, name=f"Demo customer {account[-1]}", fbe_eligible=account == "DEMO-001",
                 debt=5000 if account == "DEMO-002" else 0, debt_rate="0.2",
             )  # fmt: skip
-            drn = body + str(sts.luhn_digit(body))
             registry.create_meter(
-                engine, admin, drn=drn, sgc="123456", customer=account, manufacturer=profile, utility=utility,
-                tariff="water" if utility == "water" else "domestic",
+                engine, admin, drn=sample.meter_number(body), sgc=sample.SGC, customer=account,
+                manufacturer=profile, utility=utility, tariff="water" if utility == "water" else "domestic",
             )  # fmt: skip
     keys = {role: registry.create_api_key(engine, f"demo {role}", role)[1] for role in ("admin", "operator")}
     try:
@@ -156,17 +141,19 @@ def demo(
 
     folder = Path("demo-meters")
     folder.mkdir(exist_ok=True)
-    vk = bytes.fromhex(DEMO_VENDING_KEY)
+    vk = bytes.fromhex(sample.TEST_VENDING_KEY)
     for body, profile, _, _ in DEMO_METERS:
-        drn = body + str(sts.luhn_digit(body))
+        drn = sample.meter_number(body)
         path = folder / f"{drn}.json"
         if not path.exists():
-            key = sts.dkga02(vk, sts.MeterNumber.parse(drn), 2, "123456", 1, 1)
-            meter = Meter.create(drn=drn, ea=7, decoder_key=key, sgc="123456", ti=1, krn=1, kt=2, profile=profile)
+            decoder_key = sts.dkga02(vk, sts.MeterNumber.parse(drn), 2, sample.SGC, 1, 1)
+            meter = Meter.create(
+                drn=drn, ea=7, decoder_key=decoder_key, sgc=sample.SGC, ti=1, krn=1, kt=2, profile=profile
+            )
             storage.save(meter, path)
 
     base = f"http://{host}:{port}/v1"
-    first = DEMO_METERS[0][0] + str(sts.luhn_digit(DEMO_METERS[0][0]))
+    first = sample.meter_number(DEMO_METERS[0][0])
     console.print(f"[bold]Mita demo utility[/] on {url}")
     console.print("API keys (printed once, stored hashed):")
     for role, key in keys.items():

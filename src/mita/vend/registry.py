@@ -25,7 +25,6 @@ from mita.sts.identity import check_key_params
 from .errors import VendError
 from .schema import (
     api_keys,
-    audit,
     customers,
     ledger,
     meters,
@@ -35,7 +34,7 @@ from .schema import (
     vending_keys,
     vendors,
 )
-from .service import ROLES, Caller, tariff_from_spec
+from .service import ROLES, Caller, tariff_from_spec, write_audit
 
 API_KEY_PREFIX = "mita_"
 SYSTEM = Caller(api_key_id=None, name="system", role="admin")
@@ -61,11 +60,7 @@ def _now() -> dt.datetime:
 
 
 def _audit(conn: Connection, caller: Caller, action: str, entity: str, entity_id: object, **detail: Any) -> None:
-    conn.execute(
-        insert(audit).values(
-            at=_now(), actor=caller.name, action=action, entity=entity, entity_id=str(entity_id), detail=detail
-        )
-    )
+    write_audit(conn, caller, _now(), action, entity, entity_id, **detail)
 
 
 def _row(row: Any, hide: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -167,16 +167,7 @@ class VendingService:
     def _audit(
         self, conn: Connection, caller: Caller, action: str, entity: str, entity_id: object, **detail: Any
     ) -> None:
-        conn.execute(
-            insert(audit).values(
-                at=self.clock(),
-                actor=caller.name,
-                action=action,
-                entity=entity,
-                entity_id=str(entity_id),
-                detail=detail,
-            )
-        )
+        write_audit(conn, caller, self.clock(), action, entity, entity_id, **detail)
 
     # ------------------------------------------------------------------ quote
 
@@ -642,6 +633,17 @@ def ledger_lines(caller: Caller, meter: Any, r: pricing.Receipt, carry: bool) ->
     ]
     assert sum(d for _, d, _ in lines) == sum(c for _, _, c in lines)  # double entry balances
     return lines
+
+
+def write_audit(
+    conn: Connection, caller: Caller, at: dt.datetime, action: str, entity: str, entity_id: object, **detail: Any
+) -> None:
+    """One entry in the append-only audit log (the vend's own entry goes with its other writes, in hotpath)."""
+    conn.execute(
+        insert(audit).values(
+            at=at, actor=caller.name, action=action, entity=entity, entity_id=str(entity_id), detail=detail
+        )
+    )
 
 
 def _last_tid(meter: Any, cfg: KeyConfig) -> int:
