@@ -683,7 +683,9 @@ def test_no_vending_key_in_any_column_of_any_table(world: World) -> None:
 
 def test_a_supply_group_shows_only_the_key_check_value(world: World) -> None:
     group = registry.get_supply_group(world.engine, SGC)
-    assert group["vending_keys"] == [{"krn": 1, "dkga": 2, "kcv": key_check_value(2, VENDING_KEY)}]
+    assert group["vending_keys"] == [
+        {"krn": 1, "dkga": 2, "kcv": key_check_value(2, VENDING_KEY), "status": "active", "keystore": "software"}
+    ]
     assert VENDING_KEY_HEX not in repr(group).lower()
     assert world.vendor_row().credit_limit == CREDIT_LIMIT
 

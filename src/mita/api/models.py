@@ -143,6 +143,8 @@ class VendingKeyOut(BaseModel):
     krn: int
     dkga: int
     kcv: str = Field(description="key check value: compare keys without seeing them")
+    status: str | None = Field(None, description="pending, active, retired or destroyed")
+    keystore: str | None = Field(None, description="software or pkcs11")
 
 
 class SupplyGroupOut(BaseModel):
@@ -155,7 +157,7 @@ class SupplyGroupOut(BaseModel):
     dkga: int
     base_date: int
     ken: int
-    key_expiry: str | None
+    key_expiry: str | None = Field(None, description="issued-until date of the current vending key")
     created_at: str
     vending_keys: list[VendingKeyOut] | None = None
 

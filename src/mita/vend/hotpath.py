@@ -30,8 +30,11 @@ SQL = {
     "ORDER BY v.effective_from DESC LIMIT 1) AS version_id, "
     "c.debt, c.debt_rate, c.carried, c.fbe_eligible, "
     "mm.units AS month_units, mm.fixed_charged, mm.fbe_issued, "
-    "(SELECT credit_limit FROM vendors WHERE id = %(vendor_id)s) AS credit_limit "
+    "(SELECT credit_limit FROM vendors WHERE id = %(vendor_id)s) AS credit_limit, "
+    "k.id AS key_id, k.dkga AS key_dkga, k.status AS key_status, k.issued_until AS key_until, "
+    "k.credit_limit AS key_limit "
     "FROM meters m JOIN supply_groups g ON g.id = m.supply_group_id "
+    "LEFT JOIN vending_keys k ON k.supply_group_id = m.supply_group_id AND k.krn = m.krn "
     "LEFT JOIN tariffs t ON t.id = m.tariff_id "
     "LEFT JOIN customers c ON c.id = m.customer_id "
     "LEFT JOIN meter_months mm ON mm.meter_id = m.id AND mm.month = %(month)s "
@@ -44,6 +47,9 @@ SQL = {
     "%(token_class)s, %(subclass)s, %(digits)s, %(units)s, %(at)s)",
     "meter_tid": "UPDATE meters SET last_tid = %(tid)s WHERE id = %(id)s",
     "meter_pending": "UPDATE meters SET pending_key = %(pending)s WHERE id = %(id)s",
+    # Only for keys with a credit limit: the row is then a point every vend under the key passes.
+    "key_credit": "UPDATE vending_keys SET credit_issued = credit_issued + %(units)s WHERE id = %(id)s "
+    "RETURNING credit_issued, credit_limit",
     "ledger": "INSERT INTO ledger (vend_id, account, debit, credit, created_at) "
     "VALUES (%(vend_id)s, %(account)s, %(debit)s, %(credit)s, %(at)s)",
     "customer": "UPDATE customers SET debt = debt - %(debt)s, carried = carried - %(carried_in)s + %(carried_out)s, "
@@ -162,8 +168,10 @@ def read_meter(conn: Connection, params: dict[str, Any]) -> dict[str, Any] | Non
     if found is None:
         return None
     row = dict(found)
-    if isinstance(row["pending_key"], str):  # SQLite hands JSON columns back as text
+    if isinstance(row["pending_key"], str):  # SQLite hands JSON columns back as text (and dates too)
         row["pending_key"] = json.loads(row["pending_key"])
+    if isinstance(row["key_until"], str):
+        row["key_until"] = dt.datetime.fromisoformat(row["key_until"])
     return row
 
 

@@ -19,10 +19,11 @@ from sqlalchemy import Connection, Engine, Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from mita import sts
-from mita.keys.software import check_vending_key, key_check_value, seal_vending_key
+from mita.keys.software import check_vending_key
 from mita.sts.identity import check_key_params
 
 from .errors import VendError
+from .keyring import keystore
 from .schema import (
     api_keys,
     customers,
@@ -192,7 +193,10 @@ def create_supply_group(
     base_date: int = 2014,
     ken: int = 255,
     key_expiry: dt.datetime | None = None,
+    credit_limit: int | None = None,
+    keystore_name: str = "software",
 ) -> dict[str, Any]:
+    """A supply group with its first vending key, active at once (``key_expiry``: the key's issued-until)."""
     caller.require("admin")
     _text(name, "name", 100)
     check_key_params(kt, sgc, 1, krn)
@@ -209,18 +213,22 @@ def create_supply_group(
     except ValueError:
         raise sts.FormatError("the vending key must be hexadecimal") from None
     check_vending_key(dkga, key)
+    store = keystore(keystore_name)
     with engine.begin() as conn:
         gid = _insert(
             conn, supply_groups, f"supply group {sgc}", sgc=sgc, name=name, krn=krn, kt=kt, ea=int(algorithm),
-            dkga=dkga, base_date=base_date, ken=ken, key_expiry=key_expiry, created_at=_now(),
+            dkga=dkga, base_date=base_date, ken=ken, created_at=_now(),
         )  # fmt: skip
-        kcv = key_check_value(dkga, key)
+        stored = store.put(sgc, krn, dkga, key)
+        del key
         kid = _insert(
-            conn, vending_keys, "vending key", supply_group_id=gid, krn=krn, dkga=dkga,
-            sealed=seal_vending_key(sgc, krn, key), kcv=kcv, created_at=_now(),
+            conn, vending_keys, "vending key", supply_group_id=gid, krn=krn, dkga=dkga, keystore=stored.keystore,
+            handle=stored.handle, sealed=stored.sealed, kcv=stored.kcv, ken=ken, issued_until=key_expiry,
+            credit_limit=credit_limit, credit_issued=0, status="active", created_at=_now(),
         )  # fmt: skip
         conn.execute(update(supply_groups).where(supply_groups.c.id == gid).values(vending_key_id=kid))
-        _audit(conn, caller, "create_supply_group", "supply_group", sgc, krn=krn, kt=kt, ea=ea, dkga=dkga, kcv=kcv)
+        _audit(conn, caller, "create_supply_group", "supply_group", sgc, krn=krn, kt=kt, ea=ea, dkga=dkga,
+               kcv=stored.kcv, keystore=stored.keystore)  # fmt: skip
     return get_supply_group(engine, sgc)
 
 
@@ -230,12 +238,23 @@ def get_supply_group(engine: Engine, sgc: str) -> dict[str, Any]:
         if row is None:
             raise VendError("not_found", f"no supply group {sgc}")
         keys = conn.execute(
-            select(vending_keys.c.krn, vending_keys.c.dkga, vending_keys.c.kcv).where(
-                vending_keys.c.supply_group_id == row.id
+            select(
+                vending_keys.c.krn,
+                vending_keys.c.dkga,
+                vending_keys.c.kcv,
+                vending_keys.c.status,
+                vending_keys.c.keystore,
+                vending_keys.c.issued_until,
             )
+            .where(vending_keys.c.supply_group_id == row.id)
+            .order_by(vending_keys.c.krn)
         ).all()
     out = _row(row)
-    out["vending_keys"] = [{"krn": k.krn, "dkga": k.dkga, "kcv": k.kcv} for k in keys]
+    current = [k for k in keys if k.krn == row.krn]
+    out["key_expiry"] = current[0].issued_until.isoformat() if current and current[0].issued_until else None
+    out["vending_keys"] = [
+        {"krn": k.krn, "dkga": k.dkga, "kcv": k.kcv, "status": k.status, "keystore": k.keystore} for k in keys
+    ]
     return out
 
 

@@ -78,10 +78,19 @@ vending_keys = Table(
     Column("supply_group_id", ForeignKey("supply_groups.id"), nullable=True),
     Column("krn", Integer, nullable=False),
     Column("dkga", Integer, nullable=False),
-    Column("sealed", LargeBinary, nullable=False),  # AES-256-GCM under the master key
+    Column("keystore", String(16), nullable=False, default="software"),  # software or pkcs11
+    Column("handle", String(100), nullable=False, default=""),  # the keystore's name for it (HSM object label)
+    Column("sealed", LargeBinary, nullable=False),  # software keystore: AES-256-GCM under the master key
     Column("kcv", String(16), nullable=False),  # key check value: verify a key without seeing it
+    Column("ken", Integer, nullable=False, default=255),  # key expiry number carried to the meters
+    Column("issued_until", DateTime, nullable=True),  # no credit under this key after this time
+    Column("credit_limit", BigInteger, nullable=True),  # base units of credit this key may issue; NULL: none
+    Column("credit_issued", BigInteger, nullable=False, default=0),
+    Column("status", String(10), nullable=False, default="active"),
     _created(),
     UniqueConstraint("supply_group_id", "krn"),
+    CheckConstraint("status in ('pending', 'active', 'retired', 'destroyed')", name="status"),
+    CheckConstraint("credit_issued >= 0 and (credit_limit is null or credit_limit >= 0)", name="credit"),
 )
 
 supply_groups = Table(
@@ -96,7 +105,6 @@ supply_groups = Table(
     Column("dkga", Integer, nullable=False),
     Column("base_date", Integer, nullable=False),
     Column("ken", Integer, nullable=False, default=255),
-    Column("key_expiry", DateTime, nullable=True),  # issued-until date of the vending key
     Column("vending_key_id", ForeignKey("vending_keys.id", use_alter=True), nullable=True),
     _created(),
 )
@@ -145,6 +153,7 @@ meters = Table(
     Column("drn", String(13), nullable=False, unique=True),
     Column("iin", String(6), nullable=False),
     Column("manufacturer", String(40), nullable=False, default=""),
+    Column("area", String(40), nullable=False, default=""),
     Column("supply_group_id", ForeignKey("supply_groups.id"), nullable=False),
     Column("customer_id", ForeignKey("customers.id"), nullable=True),
     Column("tariff_id", ForeignKey("tariffs.id"), nullable=True),
@@ -260,6 +269,47 @@ outbox = Table(
     Column("payload", JSON, nullable=False),
     Column("status", String(10), nullable=False, default="pending"),
     _created(),
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    _id(),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("supply_group_id", ForeignKey("supply_groups.id"), nullable=False),
+    Column("selection", JSON, nullable=False),  # the filters the meters were chosen by
+    Column("target", JSON, nullable=False),  # the key configuration the meters move to
+    Column("delivery", String(10), nullable=False),  # csv, sms or attach (to the next purchase)
+    Column("batch_size", Integer, nullable=False),
+    Column("planned", Integer, nullable=False, default=0),
+    Column("status", String(12), nullable=False, default="planned"),
+    _created(),
+    CheckConstraint("delivery in ('csv', 'sms', 'attach')", name="delivery"),
+    CheckConstraint("status in ('planned', 'generating', 'generated', 'closed')", name="status"),
+)
+
+#: Every key change a meter is sent: by a campaign, with a vend, or on an operator's order; its
+#: tokens, and how far it got (planned, issued, delivered, confirmed; or cancelled).
+key_changes = Table(
+    "key_changes",
+    metadata,
+    _id(),
+    Column("meter_id", ForeignKey("meters.id"), nullable=False),
+    Column("campaign_id", ForeignKey("campaigns.id"), nullable=True),
+    Column("vend_id", ForeignKey("vends.id"), nullable=True),  # the vend that carried the tokens
+    Column("batch", Integer, nullable=True),
+    Column("via", String(10), nullable=False),  # campaign, vend or operator
+    Column("from_key", JSON, nullable=True),
+    Column("to_key", JSON, nullable=True),
+    Column("tokens", JSON, nullable=True),  # the set's digits in entry order
+    Column("status", String(10), nullable=False),
+    _created(),
+    Column("issued_at", DateTime, nullable=True),
+    Column("delivered_at", DateTime, nullable=True),
+    Column("confirmed_at", DateTime, nullable=True),
+    CheckConstraint("status in ('planned', 'issued', 'delivered', 'confirmed', 'cancelled')", name="status"),
+    Index("ix_key_changes_campaign", "campaign_id", "status", "batch"),
+    Index("ix_key_changes_meter", "meter_id", "status"),
 )
 
 #: Triggers that make the audit log append-only, per dialect.

@@ -28,14 +28,15 @@ from sqlalchemy import Connection, Engine, Row, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from mita import sts
-from mita.keys.software import open_vending_key
 
 from . import hotpath, pricing
 from .errors import VendError
+from .keyring import KeyInfo, KeyRing, check_issuable, expiry_warnings
 from .schema import (
     audit,
     customers,
     idempotency,
+    key_changes,
     ledger,
     meter_months,
     meters,
@@ -78,6 +79,11 @@ class KeyConfig:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    @classmethod
+    def from_pending(cls, doc: dict[str, Any]) -> KeyConfig:
+        """The configuration in a meter's ``pending_key`` (which also holds its TID count and delivery)."""
+        return cls(**{k: doc[k] for k in ("sgc", "krn", "kt", "ti", "ea", "base_date", "ken")})
+
 
 def request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -101,9 +107,9 @@ class VendingService:
         self.rnd = rnd
         self.reversal_window = reversal_window
         self._for_update = engine.dialect.name != "sqlite"  # SQLite's BEGIN IMMEDIATE already serialises
-        # A vending key row never changes once written (unique per group and KRN), and a tariff
+        # A vending key's material never changes once stored (unique per group and KRN), and a tariff
         # version never changes once effective: both are safe to keep for the process's life.
-        self._vending_keys: dict[tuple[int, int], tuple[int, bytes]] = {}
+        self.keyring = KeyRing()
         self._tariffs: dict[int, pricing.Tariff] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -124,30 +130,23 @@ class VendingService:
         return row
 
     @staticmethod
-    def meter_config(meter: Any, group: Any) -> KeyConfig:
-        pending = meter.pending_key
-        if pending:
-            return KeyConfig(**{k: v for k, v in pending.items() if k != "last_tid"})
+    def current_config(meter: Any, group: Any) -> KeyConfig:
+        """The key configuration the meter has now (confirmed)."""
         return KeyConfig(group.sgc, meter.krn, meter.kt, meter.ti, meter.ea, meter.base_date, meter.ken)
+
+    @classmethod
+    def meter_config(cls, meter: Any, group: Any) -> KeyConfig:
+        """The configuration tokens are made under: the pending one once its key change was issued."""
+        if meter.pending_key:
+            return KeyConfig.from_pending(meter.pending_key)
+        return cls.current_config(meter, group)
 
     @staticmethod
     def group_config(meter: Any, group: Any) -> KeyConfig:
         return KeyConfig(group.sgc, group.krn, group.kt, meter.ti, group.ea, group.base_date, group.ken)
 
-    def _decoder_key(self, conn: Connection, meter: Any, group: Any, cfg: KeyConfig) -> int:
-        found = self._vending_keys.get((group.id, cfg.krn))
-        if found is None:
-            vk = conn.execute(
-                select(vending_keys).where(vending_keys.c.supply_group_id == group.id, vending_keys.c.krn == cfg.krn)
-            ).first()
-            if vk is None:
-                raise VendError("no_vending_key", f"supply group {group.sgc} has no vending key with KRN {cfg.krn}")
-            found = self._vending_keys[(group.id, cfg.krn)] = (vk.dkga, open_vending_key(vk.sealed, group.sgc, cfg.krn))
-        dkga, key = found
-        number = sts.MeterNumber(meter.iin, meter.drn)
-        return sts.derive_decoder_key(
-            dkga, key, number, cfg.kt, cfg.sgc, cfg.ti, cfg.krn, sts.BaseDate(cfg.base_date), sts.EA(cfg.ea)
-        )
+    def _decoder_key(self, conn: Connection, meter: Any, cfg: KeyConfig) -> int:
+        return self.keyring.decoder_key(conn, cfg, meter.drn, meter.iin)
 
     def _tids(self, cfg: KeyConfig, count: int, at: dt.datetime, after: int) -> list[int]:
         """``count`` TIDs for the meter, increasing, never reused, within the key's life."""
@@ -271,23 +270,23 @@ class VendingService:
             base_date=meter.g_base_date, ken=meter.g_ken,
         )  # fmt: skip
 
-        current = self.meter_config(meter, group)
-        target = self.group_config(meter, group)
+        current = self.current_config(meter, group)
+        cfg = KeyConfig.from_pending(meter.pending_key) if meter.pending_key else self.group_config(meter, group)
         made: list[dict[str, Any]] = []
-        pending = bool(meter.pending_key) or current != target
+        pending = current != cfg
         if pending:
-            if not body.get("include_key_change"):
+            if not (body.get("include_key_change") or (meter.pending_key and meter.pending_key.get("attach"))):
                 raise VendError(
                     "key_change_required",
-                    f"meter {meter.drn} needs a key change first (KRN {meter.krn} -> {group.krn}, base date "
-                    f"{meter.base_date} -> {group.base_date}); ask with include_key_change to get the tokens",
+                    f"meter {meter.drn} needs a key change first (KRN {meter.krn} -> {cfg.krn}, base date "
+                    f"{meter.base_date} -> {cfg.base_date}); ask with include_key_change to get the tokens",
                 )
-            old_cfg = KeyConfig(group.sgc, meter.krn, meter.kt, meter.ti, meter.ea, meter.base_date, meter.ken)
-            made += self._key_change_tokens(conn, meter, group, old_cfg, target)
-            cfg = target
+            made += self._key_change_tokens(conn, meter, current, cfg)
+            vk, _ = self.keyring.get(conn, cfg.sgc, cfg.krn)
         else:
-            cfg = current
-        decoder_key = self._decoder_key(conn, meter, group, cfg)
+            vk = KeyInfo(meter.key_id, meter.key_dkga, meter.key_status, meter.key_until, meter.key_limit)
+        check_issuable(vk, at, cfg.sgc, cfg.krn)
+        decoder_key = self._decoder_key(conn, meter, cfg)
         ea = sts.EA(cfg.ea)
         kind = {"electricity": sts.CreditKind.ELECTRICITY, "water": sts.CreditKind.WATER}.get(
             meter.utility, sts.CreditKind.GAS
@@ -302,9 +301,14 @@ class VendingService:
 
         if meter.credit_limit is not None:  # a vendor on credit: its row is locked and its limit holds
             self._charge_vendor(conn, caller, receipt.paid)
+        if vk.credit_limit is not None:
+            self._charge_key(conn, vk.id, receipt.units + receipt.fbe_units)
         vend_id = str(uuid.uuid4())
         receipt_doc = receipt_json(receipt, meter)
         response = vend_response(vend_id, meter.drn, at, made, receipt_doc)
+        key_doc = {"sgc": cfg.sgc, "krn": cfg.krn, "kt": cfg.kt, "ti": cfg.ti, "ea": cfg.ea}
+        response["key"] = key_doc
+        response["warnings"] = expiry_warnings(at, vk.issued_until, cfg.ken, cfg.base_date, cfg.kt)
         ids = {"vend_id": vend_id, "meter_id": meter.id, "at": at}
         vend_row = {
             "id": vend_id,
@@ -314,14 +318,12 @@ class VendingService:
             "customer_id": meter.customer_id,
             "amount": amount,
             "units": receipt.units + receipt.fbe_units,
-            "receipt": json.dumps(receipt_doc),
+            "receipt": json.dumps({**receipt_doc, "key": key_doc}),  # the key, for a reversal to find
             "at": at,
         }
         if pending:
-            meter_write: hotpath.Write = (
-                "meter_pending",
-                {"id": meter.id, "pending": json.dumps({**target.as_dict(), "last_tid": tids[-1]})},
-            )
+            state = {**(meter.pending_key or {}), **cfg.as_dict(), "last_tid": tids[-1]}
+            meter_write: hotpath.Write = ("meter_pending", {"id": meter.id, "pending": json.dumps(state)})
         else:
             meter_write = ("meter_tid", {"id": meter.id, "tid": tids[-1]})
         lines = ledger_lines(caller, meter, receipt, carry)
@@ -359,7 +361,37 @@ class VendingService:
             }
             writes.append(("customer", change))
         hotpath.run(conn, writes)
+        if pending:
+            self._key_change_delivered(conn, meter.id, current, cfg, made, vend_id, at)
         return response
+
+    @staticmethod
+    def _key_change_delivered(
+        conn: Connection,
+        meter_id: int,
+        old: KeyConfig,
+        new: KeyConfig,
+        made: list[dict[str, Any]],
+        vend_id: str,
+        at: dt.datetime,
+    ) -> None:
+        """Track the key change a vend carried: its campaign's row if it has one, else a new row."""
+        digits = [t["digits"] for t in made if t["kind"] == "key_change"]
+        done = conn.execute(
+            update(key_changes)
+            .where(key_changes.c.meter_id == meter_id, key_changes.c.status.in_(("planned", "issued")))
+            .values(status="delivered", vend_id=vend_id, delivered_at=at, tokens=digits, issued_at=at)
+        ).rowcount
+        already = conn.execute(
+            select(key_changes.c.id).where(key_changes.c.meter_id == meter_id, key_changes.c.status == "delivered")
+        ).first()
+        if not done and already is None:
+            conn.execute(
+                insert(key_changes).values(
+                    meter_id=meter_id, vend_id=vend_id, via="vend", from_key=old.as_dict(), to_key=new.as_dict(),
+                    tokens=digits, status="delivered", created_at=at, issued_at=at, delivered_at=at,
+                )
+            )  # fmt: skip
 
     def _tariff_version(self, conn: Connection, version_id: int | None, at: dt.datetime) -> pricing.Tariff:
         if version_id is None:
@@ -382,6 +414,35 @@ class VendingService:
             raise VendError("credit_limit", f"vendor {vendor.name} would exceed its credit limit")
 
     @staticmethod
+    def _charge_key(conn: Connection, key_id: int, units: int) -> None:
+        """Count credit against a vending key's limit (only keys with a limit pay for this row lock)."""
+        q = (
+            update(vending_keys)
+            .where(vending_keys.c.id == key_id)
+            .values(credit_issued=vending_keys.c.credit_issued + units)
+            .returning(vending_keys.c.credit_issued, vending_keys.c.credit_limit)
+        )
+        row = conn.execute(q).one()
+        if row.credit_limit is not None and row.credit_issued > row.credit_limit:
+            raise VendError("key_credit_limit", "the vending key has issued all the credit it is allowed")
+
+    @staticmethod
+    def _uncharge_key(conn: Connection, cfg: dict[str, Any] | None, units: int) -> None:
+        """A reversed vend gives its credit back to the key it was issued under (when the key is limited)."""
+        if not cfg:
+            return
+        group = select(supply_groups.c.id).where(supply_groups.c.sgc == cfg["sgc"]).scalar_subquery()
+        conn.execute(
+            update(vending_keys)
+            .where(
+                vending_keys.c.supply_group_id == group,
+                vending_keys.c.krn == cfg["krn"],
+                vending_keys.c.credit_limit.is_not(None),
+            )
+            .values(credit_issued=vending_keys.c.credit_issued - units)
+        )
+
+    @staticmethod
     def _insert_tokens(
         conn: Connection, vend_id: str, meter_id: int, base_date: int, at: dt.datetime, made: list[dict[str, Any]]
     ) -> None:
@@ -391,11 +452,10 @@ class VendingService:
         ]
         conn.execute(insert(tokens), rows)
 
-    def _key_change_tokens(
-        self, conn: Connection, meter: Any, group: Any, old: KeyConfig, new: KeyConfig
-    ) -> list[dict[str, Any]]:
-        old_key = self._decoder_key(conn, meter, group, old)
-        new_key = self._decoder_key(conn, meter, group, new)
+    def _key_change_tokens(self, conn: Connection, meter: Any, old: KeyConfig, new: KeyConfig) -> list[dict[str, Any]]:
+        """The set that moves a meter from ``old`` to ``new``, encrypted under its old key (deterministic)."""
+        old_key = self._decoder_key(conn, meter, old)
+        new_key = self._decoder_key(conn, meter, new)
         bits = 128 if new.ea == sts.EA.MISTY1 else 64
         sections = sts.key_change_set(
             new_key,
@@ -432,7 +492,11 @@ class VendingService:
             }
             for t in toks
         ]
-        out = vend_response(row.id, drn, row.created_at, made, row.receipt)
+        receipt = dict(row.receipt)
+        key_doc = receipt.pop("key", None)
+        out = vend_response(row.id, drn, row.created_at, made, receipt)
+        if key_doc is not None:
+            out["key"] = key_doc
         out["status"] = row.status
         if reprint:
             out["reprint"] = True
@@ -474,6 +538,7 @@ class VendingService:
                 ],
             )
             rec = row.receipt
+            self._uncharge_key(conn, rec.get("key"), row.units)
             if row.vendor_id is not None:
                 conn.execute(
                     update(vendors)
@@ -562,7 +627,7 @@ class VendingService:
                     "set_power_limit": lambda: sts.SetMaximumPowerLimit(tid, v, self.rnd()),
                     "set_phase_unbalance_limit": lambda: sts.SetMaximumPhasePowerUnbalanceLimit(tid, v, self.rnd()),
                 }[kind]()
-                key = self._decoder_key(conn, meter, group, cfg)
+                key = self._decoder_key(conn, meter, cfg)
                 made.append(_token_row("engineering", token, sts.encode(token, sts.EA(cfg.ea), key), 0))
                 if meter.pending_key:
                     state = {**meter.pending_key, "last_tid": tid}
