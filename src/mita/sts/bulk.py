@@ -53,7 +53,14 @@ from .identity import MeterNumber
 from .misty1 import S7, S9
 from .sta import E1, E2, SAMPLE_E1, SAMPLE_E2, SAMPLE_P, P
 from .tid import BaseDate
-from .tokens import REGISTRY
+from .tokens import (
+    REGISTRY,
+    Set1stSectionDecoderKey,
+    Set2ndSectionDecoderKey,
+    Set3rdSectionDecoderKey,
+    Set4thSectionDecoderKey,
+    Token,
+)
 
 U64: TypeAlias = npt.NDArray[np.uint64]
 U32: TypeAlias = npt.NDArray[np.uint32]
@@ -1250,6 +1257,81 @@ def dkga04(
     return keys.view(">u8").reshape(-1).astype(np.uint64)
 
 
+def layout_data(token_type: type[Token], n: int, **fields: int | npt.ArrayLike) -> U64:
+    """The 44 data bits of ``n`` tokens of one type, field by field from its LAYOUT table.
+
+    The vectorised ``Token.data_bits`` for "int" fields; fields not given are zero. Every value
+    is range-checked against its width before any work is done.
+    """
+    data = np.zeros(n, dtype=np.uint64)
+    for name, shift, width, codec in token_type.LAYOUT:
+        if name not in fields:
+            continue
+        if codec != "int":
+            raise UnsupportedError(f"layout_data takes plain integer fields ({name} is {codec})")
+        arr = _int_array(fields[name], name)
+        _check_range(arr, name, width)
+        data |= np.broadcast_to(arr.astype(np.uint64), (n,)) << np.uint64(shift - 16)
+    return data
+
+
+def _key_words(keys: Keys, key_bits: int, n: int) -> list[U64]:
+    """Decoder keys as their 32-bit words, most significant first (2 for 64-bit keys, 4 for 128)."""
+    if key_bits == 64:
+        k = _keys64(keys, n)
+        return [k >> np.uint64(32), k & np.uint64(0xFFFFFFFF)]
+    arr = np.asarray(keys)
+    if arr.dtype == np.uint8 and arr.shape == (n, 16):
+        words = np.ascontiguousarray(arr).view(">u4").reshape(n, 4).astype(np.uint64)
+    else:
+        raw = b"".join(int(k).to_bytes(16, "big") for k in np.broadcast_to(np.asarray(keys, dtype=object), (n,)))
+        words = np.frombuffer(raw, dtype=">u4").reshape(n, 4).astype(np.uint64)
+    return [words[:, i].copy() for i in range(4)]
+
+
+def key_change_sets(
+    new_keys: Keys,
+    old_keys: Keys,
+    old_ea: EA | int,
+    n: int,
+    *,
+    key_bits: int,
+    ken: int,
+    krn: int,
+    kt: int,
+    ti: int | npt.ArrayLike,
+    ro: int,
+    sgc: str | None = None,
+) -> Tokens:
+    """Key change sets for ``n`` meters: an (n, 2) or (n, 4) 'S20' array, sections 1st, 2nd[, 3rd, 4th].
+
+    Each set installs ``new_keys[i]`` and is encrypted under ``old_keys[i]`` with the meters'
+    current algorithm; the same digits as :func:`mita.sts.key_change_set` then ``encode`` per meter.
+    """
+    if key_bits not in (64, 128):
+        raise FormatError(f"a decoder key has 64 or 128 bits (got {key_bits})")
+    words = _key_words(new_keys, key_bits, n)
+    fields: list[tuple[type[Token], dict[str, int | npt.ArrayLike]]] = [
+        (Set1stSectionDecoderKey, {"kenho": ken >> 4, "krn": krn, "ro": ro, "kt": kt, "nkho": words[0]}),
+        (Set2ndSectionDecoderKey, {"kenlo": ken & 15, "ti": ti, "nklo": words[-1]}),
+    ]
+    if key_bits == 128:
+        if sgc is None or len(sgc) != 6 or not sgc.isdigit():
+            raise FormatError("a 4-token key change set needs the 6-digit SGC")
+        code = int(sgc)
+        fields += [
+            (Set3rdSectionDecoderKey, {"sgclo": code & 0xFFF, "nkmo2": words[1]}),
+            (Set4thSectionDecoderKey, {"sgcho": code >> 12, "nkmo1": words[2]}),
+        ]
+    if not 0 <= ken <= 255:
+        raise RangeError(f"key expiry number KEN must be 0..255 (got {ken})")
+    out = np.empty((n, len(fields)), dtype="S20")
+    for i, (token_type, values) in enumerate(fields):
+        blocks = data_blocks(2, token_type.subclass, layout_data(token_type, n, **values))
+        out[:, i] = encode_blocks(2, blocks, old_keys, old_ea)
+    return out
+
+
 __all__ = [
     "DES_CHUNK",
     "GLUE",
@@ -1271,4 +1353,6 @@ __all__ = [
     "encode_blocks",
     "encode_credit",
     "encrypt_blocks",
+    "key_change_sets",
+    "layout_data",
 ]

@@ -264,7 +264,7 @@ outbox = Table(
     "outbox",
     metadata,
     _id(),
-    Column("vend_id", ForeignKey("vends.id"), nullable=False),
+    Column("vend_id", ForeignKey("vends.id"), nullable=True),  # NULL: not a vend's (a campaign's SMS)
     Column("channel", String(20), nullable=False),
     Column("payload", JSON, nullable=False),
     Column("status", String(10), nullable=False, default="pending"),

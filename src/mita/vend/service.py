@@ -24,7 +24,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, Row, insert, select, update
+from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from mita import sts
@@ -380,7 +380,13 @@ class VendingService:
         done = conn.execute(
             update(key_changes)
             .where(key_changes.c.meter_id == meter_id, key_changes.c.status.in_(("planned", "issued")))
-            .values(status="delivered", vend_id=vend_id, delivered_at=at, tokens=digits, issued_at=at)
+            .values(
+                status="delivered",
+                vend_id=vend_id,
+                delivered_at=at,
+                tokens=digits,
+                issued_at=func.coalesce(key_changes.c.issued_at, at),
+            )
         ).rowcount
         already = conn.execute(
             select(key_changes.c.id).where(key_changes.c.meter_id == meter_id, key_changes.c.status == "delivered")
@@ -654,31 +660,135 @@ class VendingService:
             self._audit(conn, caller, "engineering_token", "meter", meter.drn, kind=kind, value=value, tid=tid)
         return vend_response(vend_id, meter.drn, at, made, {"engineering": kind, "value": value})
 
-    def confirm_key_change(self, caller: Caller, drn: str) -> dict[str, Any]:
-        """The meter accepted its key change: the pending configuration becomes current."""
+    def confirm_key_change(self, caller: Caller, drn: str, via: str = "operator") -> dict[str, Any]:
+        """The meter accepted its key change: the pending configuration becomes current.
+
+        ``via`` says who reported it: an operator, a campaign's field report, a smart meter, or a
+        vend whose tokens the customer reports accepted.
+        """
         caller.require("admin", "operator")
+        at = self.clock()
         with self.engine.begin() as conn:
             meter = self._meter(conn, drn, lock=True)
             if not meter.pending_key:
                 raise VendError("no_pending_key", f"meter {meter.drn} has no key change pending")
             p = meter.pending_key
-            last = _last_tid(meter, self.meter_config(meter, None))
+            new = KeyConfig.from_pending(p)
+            group_id = meter.supply_group_id
+            if new.sgc != self._group(conn, group_id).sgc:  # an SGC change moves the meter to the other group
+                group_id = conn.execute(select(supply_groups.c.id).where(supply_groups.c.sgc == new.sgc)).scalar_one()
+            last = _last_tid(meter, new)
             conn.execute(
                 update(meters)
                 .where(meters.c.id == meter.id)
                 .values(
-                    krn=p["krn"],
-                    kt=p["kt"],
-                    ti=p["ti"],
-                    ea=p["ea"],
-                    base_date=p["base_date"],
-                    ken=p["ken"],
-                    last_tid=last,
-                    pending_key=None,
+                    supply_group_id=group_id, krn=new.krn, kt=new.kt, ti=new.ti, ea=new.ea, base_date=new.base_date,
+                    ken=new.ken, last_tid=last, pending_key=None,
                 )
+            )  # fmt: skip
+            conn.execute(
+                update(key_changes)
+                .where(key_changes.c.meter_id == meter.id, key_changes.c.status.in_(("planned", "issued", "delivered")))
+                .values(status="confirmed", confirmed_at=at)
             )
-            self._audit(conn, caller, "confirm_key_change", "meter", meter.drn, **p)
-        return {"meter": meter.drn, "key": p}
+            self._audit(conn, caller, "confirm_key_change", "meter", meter.drn, via=via, **new.as_dict())
+        return {"meter": meter.drn, "key": {**new.as_dict(), "last_tid": last}}
+
+    def vend_accepted(self, caller: Caller, vend_id: str) -> dict[str, Any]:
+        """The customer reports a vend's tokens accepted: a key change it carried is confirmed."""
+        caller.require("admin", "operator")
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(meters.c.drn, key_changes.c.status)
+                .join(key_changes, key_changes.c.meter_id == meters.c.id)
+                .where(key_changes.c.vend_id == vend_id)
+                .order_by(key_changes.c.id.desc())
+            ).first()
+        if row is None:
+            raise VendError("no_pending_key", f"vend {vend_id} carried no key change")
+        if row.status == "confirmed":
+            return {"meter": row.drn, "already_confirmed": True}
+        return self.confirm_key_change(caller, row.drn, via="vend")
+
+    KEY_FIELDS = ("sgc", "krn", "kt", "ti", "ea", "base_date", "ken")
+
+    def request_key_change(self, caller: Caller, drn: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """An operator's key change for one meter (any of SGC, KRN, KT, TI, EA, base date, KEN).
+
+        The tokens are issued now as a ``key_change`` vend (so reprints repeat them), the meter's
+        record keeps the new configuration as pending until the change is confirmed, and a new base
+        date sets RO = 1 (the meter clears its TID store).
+        """
+        caller.require("admin", "operator")
+        unknown = set(changes) - set(self.KEY_FIELDS)
+        if unknown or not changes:
+            raise VendError("invalid_request", f"a key change sets some of {', '.join(self.KEY_FIELDS)}")
+        at = self.clock()
+        with self.engine.begin() as conn:
+            meter = self._meter(conn, drn, lock=True)
+            group = self._group(conn, meter.supply_group_id)
+            if meter.pending_key:
+                raise VendError("conflict", f"meter {meter.drn} has a key change pending: confirm it first")
+            old = self.current_config(meter, group)
+            new = KeyConfig(**{**old.as_dict(), **{k: v for k, v in changes.items() if v is not None}})
+            new = KeyConfig(
+                str(new.sgc), int(new.krn), int(new.kt), int(new.ti), int(sts.EA.parse(new.ea)),
+                int(sts.BaseDate.parse(new.base_date)), int(new.ken),
+            )  # fmt: skip
+            sts.identity.check_key_params(new.kt, new.sgc, new.ti, new.krn)
+            if not 0 <= new.ken <= 255:
+                raise sts.RangeError("KEN must be 0..255")
+            if new == old:
+                raise VendError("invalid_request", "the meter already has this key configuration")
+            if new.kt == 0 and old.kt != 0:
+                raise VendError("invalid_request", "a meter's key cannot be changed to KT 0 (DITK)")
+            info, _ = self.keyring.get(conn, new.sgc, new.krn)
+            if info.status not in ("active", "pending"):
+                raise VendError("no_vending_key", f"vending key {new.sgc}/{new.krn} is {info.status}")
+            if new.ea == sts.EA.MISTY1 and info.dkga != 4:
+                raise VendError("invalid_dkga", "EA11 needs 128-bit keys: the new key must be DKGA04")
+            made = self._key_change_tokens(conn, meter, old, new)
+            vend_id = str(uuid.uuid4())
+            doc = {"key_change": {"from": old.as_dict(), "to": new.as_dict()}}
+            conn.execute(
+                insert(vends).values(
+                    id=vend_id, vendor_id=None, api_key_id=caller.api_key_id, meter_id=meter.id,
+                    customer_id=meter.customer_id, kind="key_change", amount=0, units=0, receipt=doc,
+                    status="completed", created_at=at,
+                )
+            )  # fmt: skip
+            self._insert_tokens(conn, vend_id, meter.id, old.base_date, at, made)
+            pending = {**new.as_dict(), "last_tid": -1}
+            conn.execute(update(meters).where(meters.c.id == meter.id).values(pending_key=pending))
+            conn.execute(
+                insert(key_changes).values(
+                    meter_id=meter.id, vend_id=vend_id, via="operator", from_key=old.as_dict(), to_key=new.as_dict(),
+                    tokens=[t["digits"] for t in made], status="issued", created_at=at, issued_at=at,
+                )
+            )  # fmt: skip
+            self._audit(conn, caller, "request_key_change", "meter", meter.drn, **new.as_dict())
+        return vend_response(vend_id, meter.drn, at, made, doc)
+
+    def key_change_history(self, caller: Caller, drn: str) -> list[dict[str, Any]]:
+        """Every key change the meter was sent, oldest first, with how far it got."""
+        caller.require("admin", "operator")
+        number = sts.MeterNumber.parse(drn)
+        with self.engine.connect() as conn:
+            meter_id = conn.execute(select(meters.c.id).where(meters.c.drn == number.drn)).scalar()
+            if meter_id is None:
+                raise VendError("not_found", f"no meter {number.drn}")
+            rows = conn.execute(
+                select(key_changes).where(key_changes.c.meter_id == meter_id).order_by(key_changes.c.id)
+            ).all()
+        return [
+            {
+                "id": r.id, "via": r.via, "campaign": r.campaign_id, "vend": r.vend_id, "status": r.status,
+                "from": r.from_key, "to": r.to_key, "tokens": r.tokens,
+                **{k: getattr(r, k).isoformat() if getattr(r, k) else None
+                   for k in ("issued_at", "delivered_at", "confirmed_at")},
+            }
+            for r in rows
+        ]  # fmt: skip
 
 
 # ---------------------------------------------------------------------- plain functions

@@ -74,6 +74,9 @@ def upgrade() -> None:
     with op.batch_alter_table("supply_groups", schema=None) as batch_op:
         batch_op.drop_column("key_expiry")
 
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.alter_column("vend_id", existing_type=sa.String(length=36), nullable=True)
+
     with op.batch_alter_table("vending_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("keystore", sa.String(length=16), nullable=False, server_default="software"))
         batch_op.add_column(sa.Column("handle", sa.String(length=100), nullable=False, server_default=""))
@@ -87,6 +90,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.alter_column("vend_id", existing_type=sa.String(length=36), nullable=False)
+
     # generated from mita.vend.schema, then checked by hand (defaults for existing rows, check constraints)
     with op.batch_alter_table("vending_keys", schema=None) as batch_op:
         batch_op.drop_constraint(op.f("ck_vending_keys_credit"), type_="check")

@@ -1,0 +1,433 @@
+"""Campaigns over the vending database: plan, generate (resumable, in batches), export, track.
+
+Generation is the heavy part: a million meters need two decoder keys each
+and two or four encrypted tokens. Per batch it reads the batch's meters,
+derives their old and new decoder keys through the keystore (in bulk), makes
+the sets with :func:`mita.sts.bulk.key_change_sets`, and stores tokens and
+the meters' pending key configuration in one transaction. Only rows still
+``planned`` are written, so a vend that carried a meter's key change in the
+meantime is never overwritten, and a crashed run resumes at its first
+unfinished batch.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, func, insert, select, text, update
+
+from mita import sts
+from mita.sts import bulk
+from mita.vend.errors import VendError
+from mita.vend.keyring import KeyRing, derivation
+from mita.vend.schema import campaigns, customers, key_changes, meters, outbox, supply_groups, vending_keys
+from mita.vend.service import Caller, KeyConfig, VendingService, write_audit
+
+DELIVERIES = ("csv", "sms", "attach")
+SELECTORS = ("krn", "base_date", "ea", "manufacturer", "area")
+Progress = Callable[[int, int], None]  # (meters done, meters planned)
+
+
+def plan(
+    engine: Engine,
+    caller: Caller,
+    *,
+    name: str,
+    sgc: str,
+    target: dict[str, Any],
+    selection: dict[str, Any] | None = None,
+    delivery: str = "attach",
+    batch_size: int = 10_000,
+    at: dt.datetime,
+) -> dict[str, Any]:
+    """Fix the campaign's meters and batches; nothing is sent to any meter yet.
+
+    ``target`` holds the new ``krn`` and optionally ``base_date``, ``ea``, ``kt`` and ``ken``
+    (default: the key's KEN and the supply group's others). ``selection`` narrows the group's
+    meters by ``krn``, ``base_date``, ``ea``, ``manufacturer`` or ``area``. Meters already on the
+    target, retired, or with a key change under way are left out.
+    """
+    caller.require("admin")
+    selection = dict(selection or {})
+    unknown = set(selection) - set(SELECTORS)
+    if unknown:
+        raise VendError("invalid_request", f"meters are selected by {', '.join(SELECTORS)} (not {', '.join(unknown)})")
+    if delivery not in DELIVERIES:
+        raise VendError("invalid_request", f"delivery is one of {', '.join(DELIVERIES)}")
+    if not 1 <= batch_size <= 1_000_000:
+        raise VendError("invalid_request", "batch_size is 1..1000000")
+    if not name or len(name) > 100 or not name.isprintable():
+        raise VendError("invalid_request", "a campaign has a printable name of at most 100 characters")
+    with engine.begin() as conn:
+        group = conn.execute(select(supply_groups).where(supply_groups.c.sgc == sgc)).first()
+        if group is None:
+            raise VendError("not_found", f"no supply group {sgc}")
+        goal = _target(conn, group, target)
+        cid = int(
+            conn.execute(
+                insert(campaigns)
+                .values(
+                    name=name,
+                    supply_group_id=group.id,
+                    selection=selection,
+                    target=goal,
+                    delivery=delivery,
+                    batch_size=batch_size,
+                    planned=0,
+                    status="planned",
+                    created_at=at,
+                )
+                .returning(campaigns.c.id)
+            ).scalar_one()
+        )
+        where, params = _selection_sql(selection)
+        params |= {"cid": cid, "gid": group.id, "bs": batch_size, "at": at, **{f"t_{k}": v for k, v in goal.items()}}
+        planned = conn.execute(
+            text(
+                "INSERT INTO key_changes (meter_id, campaign_id, batch, via, status, created_at) "
+                "SELECT m.id, :cid, (ROW_NUMBER() OVER (ORDER BY m.id) - 1) / :bs, 'campaign', 'planned', :at "
+                "FROM meters m WHERE m.supply_group_id = :gid AND m.status <> 'retired' " + where + " "
+                "AND NOT (m.krn = :t_krn AND m.base_date = :t_base_date AND m.ea = :t_ea AND m.kt = :t_kt "
+                "AND m.ken = :t_ken) "
+                "AND NOT EXISTS (SELECT 1 FROM key_changes o WHERE o.meter_id = m.id "
+                "AND o.status IN ('planned', 'issued', 'delivered'))"
+            ),
+            params,
+        ).rowcount
+        conn.execute(update(campaigns).where(campaigns.c.id == cid).values(planned=planned))
+        _audit(conn, caller, at, "plan_campaign", cid, name=name, sgc=sgc, target=goal, selection=selection,
+               planned=planned)  # fmt: skip
+    return get_campaign(engine, cid)
+
+
+def _target(conn: Connection, group: Any, target: dict[str, Any]) -> dict[str, Any]:
+    if "krn" not in target:
+        raise VendError("invalid_request", "a campaign's target names the new KRN")
+    unknown = set(target) - {"krn", "base_date", "ea", "kt", "ken"}
+    if unknown:
+        raise VendError("invalid_request", f"a target has krn, base_date, ea, kt and ken (not {', '.join(unknown)})")
+    key = conn.execute(
+        select(vending_keys).where(vending_keys.c.supply_group_id == group.id, vending_keys.c.krn == target["krn"])
+    ).first()
+    if key is None or key.status not in ("pending", "active"):
+        raise VendError("no_vending_key", f"supply group {group.sgc} has no usable key with KRN {target['krn']}")
+    goal = {
+        "sgc": group.sgc,
+        "krn": int(target["krn"]),
+        "base_date": int(sts.BaseDate.parse(target.get("base_date", group.base_date))),
+        "ea": int(sts.EA.parse(target.get("ea", group.ea))),
+        "kt": int(target.get("kt", group.kt)),
+        "ken": int(target.get("ken", key.ken)),
+    }
+    sts.identity.check_key_params(goal["kt"], group.sgc, 1, goal["krn"])
+    if not 0 <= goal["ken"] <= 255:
+        raise sts.RangeError("KEN must be 0..255")
+    if goal["ea"] == sts.EA.MISTY1 and key.dkga != 4:
+        raise VendError("invalid_dkga", "EA11 needs 128-bit keys: the target key must be DKGA04")
+    return goal
+
+
+def _selection_sql(selection: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    where, params = "", {}
+    for column in SELECTORS:
+        if column in selection:
+            where += f" AND m.{column} = :s_{column}"
+            params[f"s_{column}"] = selection[column]
+    return where, params
+
+
+def get_campaign(engine: Engine, campaign_id: int) -> dict[str, Any]:
+    """The campaign and how far each of its meters got."""
+    with engine.connect() as conn:
+        row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).first()
+        if row is None:
+            raise VendError("not_found", f"no campaign {campaign_id}")
+        counts: dict[str, int] = dict(
+            conn.execute(
+                select(key_changes.c.status, func.count())
+                .where(key_changes.c.campaign_id == campaign_id)
+                .group_by(key_changes.c.status)
+            ).all()
+        )
+        sgc = conn.execute(select(supply_groups.c.sgc).where(supply_groups.c.id == row.supply_group_id)).scalar()
+    return {
+        "id": row.id,
+        "name": row.name,
+        "sgc": sgc,
+        "selection": row.selection,
+        "target": row.target,
+        "delivery": row.delivery,
+        "batch_size": row.batch_size,
+        "batches": -(-row.planned // row.batch_size),
+        "planned": row.planned,
+        "status": row.status,
+        "created_at": row.created_at.isoformat(),
+        "meters": {s: int(counts.get(s, 0)) for s in ("planned", "issued", "delivered", "confirmed", "cancelled")},
+    }
+
+
+# ---------------------------------------------------------------------- generation
+
+
+def generate(
+    engine: Engine,
+    caller: Caller,
+    campaign_id: int,
+    *,
+    at: dt.datetime,
+    keyring: KeyRing | None = None,
+    progress: Progress | None = None,
+    max_batches: int | None = None,
+) -> dict[str, Any]:
+    """Make and store every planned meter's key change set, one committed batch at a time (resumable)."""
+    caller.require("admin")
+    keyring = keyring or KeyRing()
+    info = get_campaign(engine, campaign_id)
+    if info["status"] == "closed":
+        raise VendError("conflict", f"campaign {campaign_id} is closed")
+    with engine.begin() as conn:
+        conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(status="generating"))
+        batches = [
+            b
+            for (b,) in conn.execute(
+                select(key_changes.c.batch)
+                .where(key_changes.c.campaign_id == campaign_id, key_changes.c.status == "planned")
+                .group_by(key_changes.c.batch)
+                .order_by(key_changes.c.batch)
+            )
+        ]
+    done = info["planned"] - info["meters"]["planned"]
+    if progress:
+        progress(done, info["planned"])
+    for n, batch in enumerate(batches):
+        if max_batches is not None and n >= max_batches:
+            return get_campaign(engine, campaign_id)
+        with engine.begin() as conn:
+            made = _generate_batch(conn, campaign_id, batch, info, keyring, at)
+        done += made
+        if progress:
+            progress(done, info["planned"])
+    with engine.begin() as conn:
+        left = conn.execute(
+            select(func.count()).where(key_changes.c.campaign_id == campaign_id, key_changes.c.status == "planned")
+        ).scalar_one()
+        if not left:
+            conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(status="generated"))
+        _audit(conn, caller, at, "generate_campaign", campaign_id, generated=done, left=left)
+    return get_campaign(engine, campaign_id)
+
+
+_BATCH_READ = (
+    "SELECT kc.id AS kc_id, m.id, m.drn, m.iin, m.ti, m.kt, m.krn, m.ea, m.base_date, m.ken, m.last_tid, "
+    "g.sgc FROM key_changes kc JOIN meters m ON m.id = kc.meter_id "
+    "JOIN supply_groups g ON g.id = m.supply_group_id "
+    "WHERE kc.campaign_id = :cid AND kc.batch = :batch AND kc.status = 'planned' ORDER BY kc.id"
+)
+
+
+def _generate_batch(
+    conn: Connection, cid: int, batch: int, info: dict[str, Any], keyring: KeyRing, at: dt.datetime
+) -> int:
+    rows = conn.execute(text(_BATCH_READ), {"cid": cid, "batch": batch}).all()
+    goal = info["target"]
+    attach = info["delivery"] == "attach"
+    by_config: dict[KeyConfig, list[Any]] = defaultdict(list)
+    for r in rows:
+        by_config[KeyConfig(r.sgc, r.krn, r.kt, r.ti, r.ea, r.base_date, r.ken)].append(r)
+    out: list[tuple[int, int, str, str, str, str]] = []
+    for old, group in by_config.items():
+        new = KeyConfig(goal["sgc"], goal["krn"], goal["kt"], old.ti, goal["ea"], goal["base_date"], goal["ken"])
+        numbers = [sts.MeterNumber(r.iin, r.drn) for r in group]
+        _, old_key = keyring.get(conn, old.sgc, old.krn)
+        _, new_key = keyring.get(conn, new.sgc, new.krn)
+        bits = 128 if new.ea == sts.EA.MISTY1 else 64
+        sets = bulk.key_change_sets(
+            new_key.decoder_keys(numbers, derivation(new)),
+            old_key.decoder_keys(numbers, derivation(old)),
+            old.ea,
+            len(group),
+            key_bits=bits,
+            ken=new.ken,
+            krn=new.krn,
+            kt=new.kt,
+            ti=old.ti,
+            ro=int(new.base_date != old.base_date),
+            sgc=new.sgc,
+        )
+        if bits == 128 and old.ea != sts.EA.MISTY1:
+            sets = sets[:, [2, 3, 0, 1]]  # a 64-bit meter learns of the 4-token set first
+        from_doc, to_doc = json.dumps(old.as_dict()), json.dumps(new.as_dict())
+        tokens = np.char.decode(sets, "ascii").tolist()
+        for r, digits in zip(group, tokens, strict=True):
+            pending = {**new.as_dict(), "last_tid": -1, "attach": attach, "campaign": cid}
+            out.append((r.kc_id, r.id, json.dumps(digits), from_doc, to_doc, json.dumps(pending)))
+    _store(conn, out, at)
+    return len(out)
+
+
+def _store(conn: Connection, rows: list[tuple[int, int, str, str, str, str]], at: dt.datetime) -> None:
+    """Tokens onto the still-planned rows, and the pending configuration onto their meters."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS campaign_out (kc_id bigint, meter_id bigint, tokens text, "
+                "from_key text, to_key text, pending text) ON COMMIT DELETE ROWS"
+            )
+            with cur.copy("COPY campaign_out FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(
+                "WITH done AS (UPDATE key_changes kc SET tokens = o.tokens::json, from_key = o.from_key::json, "
+                "to_key = o.to_key::json, status = 'issued', issued_at = %(at)s FROM campaign_out o "
+                "WHERE kc.id = o.kc_id AND kc.status = 'planned' RETURNING o.meter_id, o.pending) "
+                "UPDATE meters m SET pending_key = done.pending::json FROM done WHERE m.id = done.meter_id",
+                {"at": at},
+            )
+        return
+    for kc_id, meter_id, tokens, from_key, to_key, pending in rows:
+        done = conn.execute(
+            update(key_changes)
+            .where(key_changes.c.id == kc_id, key_changes.c.status == "planned")
+            .values(
+                tokens=json.loads(tokens),
+                from_key=json.loads(from_key),
+                to_key=json.loads(to_key),
+                status="issued",
+                issued_at=at,
+            )
+        ).rowcount
+        if done:
+            conn.execute(update(meters).where(meters.c.id == meter_id).values(pending_key=json.loads(pending)))
+
+
+# ---------------------------------------------------------------------- delivery and tracking
+
+
+def _issued(conn: Connection, cid: int) -> Iterator[Any]:
+    return iter(
+        conn.execute(
+            select(
+                key_changes.c.id,
+                key_changes.c.status,
+                key_changes.c.tokens,
+                key_changes.c.from_key,
+                key_changes.c.to_key,
+                meters.c.drn,
+                meters.c.manufacturer,
+                meters.c.area,
+                customers.c.account,
+                customers.c.phone,
+            )
+            .join(meters, meters.c.id == key_changes.c.meter_id)
+            .outerjoin(customers, customers.c.id == meters.c.customer_id)
+            .where(key_changes.c.campaign_id == cid, key_changes.c.status.in_(("issued", "delivered")))
+            .order_by(key_changes.c.id)
+        )
+    )
+
+
+CSV_COLUMNS = (
+    "meter", "manufacturer", "area", "account", "from_krn", "from_base_date", "to_krn", "to_base_date",
+    "token_1", "token_2", "token_3", "token_4",
+)  # fmt: skip
+
+
+def export_csv(engine: Engine, campaign_id: int) -> Iterable[str]:
+    """The field teams' list: one line per meter still to be confirmed, tokens in entry order."""
+    get_campaign(engine, campaign_id)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    yield buf.getvalue()
+    with engine.connect() as conn:
+        for r in _issued(conn, campaign_id):
+            buf.seek(0)
+            buf.truncate()
+            toks = list(r.tokens) + [""] * (4 - len(r.tokens))
+            writer.writerow(
+                [
+                    r.drn,
+                    r.manufacturer,
+                    r.area,
+                    r.account or "",
+                    r.from_key["krn"],
+                    r.from_key["base_date"],
+                    r.to_key["krn"],
+                    r.to_key["base_date"],
+                    *toks,
+                ]
+            )
+            yield buf.getvalue()
+
+
+def queue_sms(engine: Engine, caller: Caller, campaign_id: int, *, at: dt.datetime) -> int:
+    """Put one SMS per issued meter with a phone number in the outbox (channel ``sms``); returns how many."""
+    caller.require("admin", "operator")
+    get_campaign(engine, campaign_id)
+    with engine.begin() as conn:
+        queued = {
+            p["key_change_id"]
+            for (p,) in conn.execute(
+                select(outbox.c.payload).where(outbox.c.channel == "sms", outbox.c.vend_id.is_(None))
+            )
+            if isinstance(p, dict) and p.get("campaign") == campaign_id
+        }
+        rows = [
+            {"vend_id": None, "channel": "sms", "status": "pending", "created_at": at,
+             "payload": {"campaign": campaign_id, "key_change_id": r.id, "meter": r.drn, "phone": r.phone,
+                         "text": f"Meter {r.drn}: enter these key change tokens in order: " + " ".join(r.tokens)}}
+            for r in _issued(conn, campaign_id)
+            if r.phone and r.status == "issued" and r.id not in queued
+        ]  # fmt: skip
+        if rows:
+            conn.execute(insert(outbox), rows)
+        _audit(conn, caller, at, "queue_campaign_sms", campaign_id, queued=len(rows))
+    return len(rows)
+
+
+def mark(
+    svc: VendingService, caller: Caller, campaign_id: int, drns: Iterable[str], status: str, *, at: dt.datetime
+) -> dict[str, int]:
+    """Field or gateway reports: ``delivered`` (the tokens reached the customer) or ``confirmed`` (accepted)."""
+    caller.require("admin", "operator")
+    if status not in ("delivered", "confirmed"):
+        raise VendError("invalid_request", "a meter is marked delivered or confirmed")
+    counts = {"marked": 0, "not_in_campaign": 0}
+    for drn in drns:
+        number = sts.MeterNumber.parse(drn)
+        with svc.engine.begin() as conn:
+            kc = conn.execute(
+                select(key_changes.c.id)
+                .join(meters, meters.c.id == key_changes.c.meter_id)
+                .where(
+                    key_changes.c.campaign_id == campaign_id,
+                    meters.c.drn == number.drn,
+                    key_changes.c.status.in_(("issued", "delivered")),
+                )
+            ).scalar()
+            if kc is None:
+                counts["not_in_campaign"] += 1
+                continue
+            if status == "delivered":
+                conn.execute(
+                    update(key_changes).where(key_changes.c.id == kc).values(status="delivered", delivered_at=at)
+                )
+        if status == "confirmed":
+            svc.confirm_key_change(caller, number.drn, via="campaign")
+        counts["marked"] += 1
+    return counts
+
+
+def _audit(conn: Connection, caller: Caller, at: dt.datetime, action: str, cid: int, **detail: Any) -> None:
+    write_audit(conn, caller, at, action, "campaign", cid, **detail)
