@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean softhsm
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,14 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy --strict src/mita/sts src/mita/meter
 
-test: lint
+# The PKCS#11 keystore's tests run against a real SoftHSM2 (Debian's package; we run as root).
+softhsm:
+	@command -v softhsm2-util >/dev/null || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends softhsm2 || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends softhsm2; }; }
+
+test: lint softhsm
 	$(BIN)/pytest -q
 
 bench: $(BIN)/.installed
