@@ -10,8 +10,10 @@ thread pool. Vend answers go out as the service built them, without a second val
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -19,20 +21,25 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError
 
-from mita import __version__, sts
-from mita.vend import registry
+from mita import __version__, campaign, sts
+from mita.keys.master import KeyStoreError
+from mita.vend import keyring, registry
 from mita.vend.database import DEFAULT_URL, check_durability, make_engine
+from mita.vend.errors import VendError
 from mita.vend.schema import audit, customers, meters, supply_groups, tariffs, vendors
 from mita.vend.service import Caller, VendingService, local_now
 
 from . import models as m
 from .problems import install as install_problem_handlers
 from .problems import problem, responses
+
+log = logging.getLogger("mita.api")
 
 THREADS = int(os.environ.get("MITA_THREADS", "4"))  # request threads (and database connections) per worker process
 READERS = ("admin", "operator")  # who may read the utility's set-up (customers, meters, tariffs, audit)
@@ -374,6 +381,280 @@ def reverse(vend_id: VendId, body: m.ReversalIn, caller: Who, svc: Svc) -> JSONR
     return _vend_json(svc.reverse(caller, vend_id, body.reason))
 
 
+# --- vending keys (admin; admin and operator read them, never their material)
+
+SgcPath = Annotated[str, Path(max_length=6, pattern=m.PRINTABLE, description="supply group code")]
+KrnPath = Annotated[int, Path(ge=1, le=9, description="key revision number")]
+
+
+def _key_entry(svc: VendingService, at: dt.datetime, sgc: str, krn: int) -> dict[str, Any]:
+    """One key's status, as ``GET /v1/supply-groups/{sgc}/keys`` lists it."""
+    for entry in keyring.key_status(svc.engine, at, sgc):
+        if entry["krn"] == krn:
+            return entry
+    raise VendError("not_found", f"supply group {sgc} has no key with KRN {krn}")
+
+
+@v1.get(
+    "/supply-groups/{sgc}/keys", response_model=list[m.KeyStatusOut], tags=["vending keys"], responses=responses(404)
+)
+def list_vending_keys(sgc: SgcPath, caller: Who, svc: Svc) -> Any:
+    """The supply group's keys, newest KRN first, with expiry, credit used and warnings (admin, operator)."""
+    caller.require(*READERS)
+    out = keyring.key_status(svc.engine, svc.clock(), sgc)
+    if not out:
+        registry.get_supply_group(svc.engine, sgc)  # an unknown group is a 404, not an empty list
+    return out
+
+
+@v1.post(
+    "/supply-groups/{sgc}/keys",
+    status_code=201,
+    response_model=m.VendingKeyCreated,
+    tags=["vending keys"],
+    responses=responses(404, 409, 503),
+)
+def add_vending_key(sgc: SgcPath, body: m.VendingKeyIn, caller: Who, svc: Svc) -> Any:
+    """Import a vending key (``key``) or have the keystore generate one (admin); it waits as ``pending`` until
+    activated. The key is sealed (or kept by the HSM) at once and never returned: only its KCV."""
+    key = body.key.get_secret_value() if body.key is not None else None
+    return keyring.add_key(
+        svc.engine, caller, sgc=sgc, krn=body.krn, dkga=body.dkga, key_hex=key, kcv=body.kcv,
+        keystore_name=body.keystore, ken=body.ken, issued_until=body.issued_until, credit_limit=body.credit_limit,
+        at=svc.clock(),
+    )  # fmt: skip
+
+
+@v1.post(
+    "/supply-groups/{sgc}/keys/{krn}/activate",
+    response_model=m.KeyStatusOut,
+    tags=["vending keys"],
+    responses=responses(404, 409),
+)
+def activate_vending_key(sgc: SgcPath, krn: KrnPath, caller: Who, svc: Svc, body: m.ActivateKeyIn | None = None) -> Any:
+    """KRN rotation (admin): the supply group vends under this key from now on, optionally with a new base
+    date, EA or key type; the previous key is retired and its meters need a key change."""
+    at = svc.clock()
+    changes = body.model_dump(exclude_none=True) if body is not None else {}
+    keyring.activate_key(svc.engine, caller, sgc=sgc, krn=krn, at=at, **changes)
+    return _key_entry(svc, at, sgc, krn)
+
+
+@v1.post(
+    "/supply-groups/{sgc}/keys/{krn}/retire",
+    response_model=m.KeyStatusOut,
+    tags=["vending keys"],
+    responses=responses(404, 409),
+)
+def retire_vending_key(sgc: SgcPath, krn: KrnPath, caller: Who, svc: Svc, body: m.RetireKeyIn | None = None) -> Any:
+    """Stop a key issuing credit (admin); ``destroy`` also removes its material, after which no meter can be
+    moved off it. Answers the key's status."""
+    at = svc.clock()
+    keyring.retire_key(svc.engine, caller, sgc=sgc, krn=krn, at=at, destroy=body is not None and body.destroy)
+    return _key_entry(svc, at, sgc, krn)
+
+
+@v1.get(
+    "/supply-groups/{sgc}/key-history",
+    response_model=list[m.KeyHistoryOut],
+    response_model_exclude_unset=True,
+    tags=["vending keys"],
+    responses=responses(404),
+)
+def vending_key_history(sgc: SgcPath, caller: Who, svc: Svc) -> Any:
+    """What was done to the supply group's keys, oldest first (admin, operator)."""
+    caller.require(*READERS)
+    return keyring.key_history(svc.engine, sgc)
+
+
+# --- key changes of one meter
+
+
+@v1.post(
+    "/meters/{drn}/key-change",
+    status_code=201,
+    response_model=None,
+    tags=["key changes"],
+    responses={201: {"model": m.VendOut, "description": "the key change tokens"}, **responses(404, 409)},
+)
+def request_key_change(drn: DrnPath, body: m.KeyChangeIn, caller: Who, svc: Svc) -> JSONResponse:
+    """Key change tokens for one meter (admin, operator): any of SGC, KRN, KT, TI, EA, base date and KEN. The new
+    configuration stays pending until the change is confirmed."""
+    return _vend_json(svc.request_key_change(caller, drn, body.model_dump(exclude_none=True)), 201)
+
+
+@v1.get(
+    "/meters/{drn}/key-changes",
+    response_model=list[m.KeyChangeEntryOut],
+    tags=["key changes"],
+    responses=responses(404),
+)
+def list_key_changes(drn: DrnPath, caller: Who, svc: Svc) -> Any:
+    """Every key change the meter was sent, oldest first, with how far it got (admin, operator)."""
+    return svc.key_change_history(caller, drn)
+
+
+@v1.post(
+    "/vends/{vend_id}/accepted",
+    response_model=m.AcceptedOut,
+    response_model_exclude_unset=True,
+    tags=["key changes"],
+    responses=responses(404, 409),
+)
+def vend_accepted(vend_id: VendId, caller: Who, svc: Svc) -> Any:
+    """The customer reports the vend's tokens accepted: a key change it carried is confirmed (admin, operator)."""
+    return svc.vend_accepted(caller, vend_id)
+
+
+# --- key change campaigns
+
+CampaignId = Annotated[int, Path(ge=1, le=ID_MAX, description="the campaign's id")]
+
+
+class _Stopped(Exception):
+    """The server is shutting down: generation stops after its last committed batch (a later run resumes)."""
+
+
+class Generations:
+    """Campaign generations running in this process, at most one per campaign, each in its own thread (a long run
+    must not hold one of the few request threads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[int, threading.Thread] = {}
+        self._stopping = threading.Event()
+
+    def start(self, campaign_id: int, work: Callable[[Callable[[int, int], None]], Any]) -> bool:
+        """Run ``work(progress)`` unless this campaign's generation runs already; True if it was started."""
+        with self._lock:
+            if campaign_id in self._running or self._stopping.is_set():
+                return False
+            thread = threading.Thread(
+                target=self._run, args=(campaign_id, work), name=f"mita-campaign-{campaign_id}", daemon=True
+            )
+            self._running[campaign_id] = thread
+            thread.start()
+        return True
+
+    def running(self, campaign_id: int) -> bool:
+        with self._lock:
+            return campaign_id in self._running
+
+    def _progress(self, _done: int, _planned: int) -> None:
+        if self._stopping.is_set():
+            raise _Stopped
+
+    def _run(self, campaign_id: int, work: Callable[[Callable[[int, int], None]], Any]) -> None:
+        try:
+            work(self._progress)
+        except _Stopped:
+            log.warning("campaign %s: generation stopped by shutdown; generate again to resume", campaign_id)
+        except sts.StsError as exc:
+            log.error("campaign %s: generation refused: %s", campaign_id, exc.code)
+        except Exception as exc:  # a thread's failure is logged, never lost (and never with its arguments)
+            log.error("campaign %s: generation failed: %s", campaign_id, type(exc).__name__)
+        finally:
+            with self._lock:
+                self._running.pop(campaign_id, None)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Let every run finish its current batch, and wait for them."""
+        self._stopping.set()
+        with self._lock:
+            threads = list(self._running.values())
+        for thread in threads:
+            thread.join(timeout)
+
+
+@v1.post("/campaigns", status_code=201, response_model=m.CampaignOut, tags=["campaigns"], responses=responses(404, 409))
+def plan_campaign(body: m.CampaignIn, caller: Who, svc: Svc, response: Response) -> Any:
+    """Plan a key change campaign (admin): which meters move to which key, in batches. Nothing is sent yet."""
+    try:
+        out = campaign.plan(
+            svc.engine, caller, name=body.name, sgc=body.sgc, target=body.target.model_dump(exclude_none=True),
+            selection=body.selection.model_dump(exclude_none=True) if body.selection is not None else None,
+            delivery=body.delivery, batch_size=body.batch_size, at=svc.clock(),
+        )  # fmt: skip
+    except IntegrityError:  # campaign names are unique; the service lets the database say so
+        raise VendError("conflict", f"there is a campaign named {body.name!r} already") from None
+    response.headers["Location"] = f"/v1/campaigns/{out['id']}"
+    return out
+
+
+@v1.get("/campaigns/{campaign_id}", response_model=m.CampaignOut, tags=["campaigns"], responses=responses(404))
+def get_campaign(campaign_id: CampaignId, caller: Who, svc: Svc) -> Any:
+    """The campaign, and how many of its meters are planned, issued, delivered and confirmed (admin, operator)."""
+    caller.require(*READERS)
+    return campaign.get_campaign(svc.engine, campaign_id)
+
+
+@v1.post(
+    "/campaigns/{campaign_id}/generate",
+    status_code=202,
+    response_model=m.CampaignOut,
+    tags=["campaigns"],
+    responses=responses(404, 409),
+)
+def generate_campaign(campaign_id: CampaignId, request: Request, caller: Who, svc: Svc, response: Response) -> Any:
+    """Make the key change tokens of every planned meter, in the background, batch by batch (admin).
+
+    Answers at once; ``GET /v1/campaigns/{id}`` shows the progress in its counts. A run that stopped resumes
+    where it stopped; asking again while a run is going starts no second one.
+    """
+    caller.require("admin")
+    info = campaign.get_campaign(svc.engine, campaign_id)
+    if info["status"] == "closed":
+        raise VendError("conflict", f"campaign {campaign_id} is closed")
+    at = svc.clock()
+
+    def work(progress: Callable[[int, int], None]) -> Any:
+        return campaign.generate(svc.engine, caller, campaign_id, at=at, keyring=svc.keyring, progress=progress)
+
+    generations: Generations = request.app.state.generations
+    generations.start(campaign_id, work)
+    response.headers["Location"] = f"/v1/campaigns/{campaign_id}"
+    return campaign.get_campaign(svc.engine, campaign_id)
+
+
+@v1.get(
+    "/campaigns/{campaign_id}/export.csv",
+    response_class=StreamingResponse,
+    tags=["campaigns"],
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "one line per meter still to confirm, tokens in order"},
+        **responses(404),
+    },
+)
+def export_campaign(campaign_id: CampaignId, caller: Who, svc: Svc) -> StreamingResponse:
+    """The field teams' list (admin, operator): meter, where it is, old and new key, and its tokens."""
+    caller.require(*READERS)
+    campaign.get_campaign(svc.engine, campaign_id)  # a 404 before the first line, not a cut-off stream
+    return StreamingResponse(
+        iter(campaign.export_csv(svc.engine, campaign_id)),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="campaign-{campaign_id}.csv"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@v1.post("/campaigns/{campaign_id}/sms", response_model=m.SmsQueuedOut, tags=["campaigns"], responses=responses(404))
+def queue_campaign_sms(campaign_id: CampaignId, caller: Who, svc: Svc) -> Any:
+    """One SMS per issued meter whose customer has a phone number, into the outbox (admin, operator)."""
+    return {"queued": campaign.queue_sms(svc.engine, caller, campaign_id, at=svc.clock())}
+
+
+@v1.post("/campaigns/{campaign_id}/marks", response_model=m.MarksOut, tags=["campaigns"], responses=responses(404, 409))
+def mark_campaign(campaign_id: CampaignId, body: m.MarksIn, caller: Who, svc: Svc) -> Any:
+    """Field or gateway reports (admin, operator): meters whose tokens were ``delivered``, or ``confirmed``
+    (accepted by the meter: its new key becomes current)."""
+    caller.require("admin", "operator")
+    numbers = [sts.MeterNumber.parse(drn).drn for drn in body.meters]  # every check digit before any change
+    campaign.get_campaign(svc.engine, campaign_id)
+    return campaign.mark(svc, caller, campaign_id, numbers, body.status, at=svc.clock())
+
+
 # --- audit
 
 
@@ -385,6 +666,26 @@ def list_audit(caller: Who, svc: Svc, limit: Limit = 50, after: After = None) ->
 
 
 # ---------------------------------------------------------------------- the application
+
+_HSM_DOWN = {
+    "hsm_unavailable": "the HSM is not available; retry later",
+    "hsm_not_configured": "this server has no HSM configured (the pkcs11 keystore)",
+}
+_KEYSTORE_REQUEST = {"invalid_dkga", "keystore_unsupported", "unknown_keystore"}  # about the request, not the server
+
+
+async def _keystore_error(_: Request, exc: Exception) -> JSONResponse:
+    """Key store refusals: the request's (422), an HSM away (503), or the server's key store broken (500)."""
+    assert isinstance(exc, KeyStoreError)
+    if exc.code in _KEYSTORE_REQUEST:
+        return problem(422, exc.code, exc.message)
+    if exc.code == "key_exists":
+        return problem(409, exc.code, "the keystore already holds a key for this supply group and KRN")
+    log.error("key store unusable: %s", exc.code)
+    if exc.code in _HSM_DOWN:
+        headers = {"Retry-After": "5"} if exc.code == "hsm_unavailable" else None
+        return problem(503, exc.code, _HSM_DOWN[exc.code], headers=headers)
+    return problem(500, exc.code, "the server's key store is not usable; the operator must fix it")
 
 
 def create_app(database_url: str, *, check: bool = True) -> FastAPI:
@@ -398,6 +699,7 @@ def create_app(database_url: str, *, check: bool = True) -> FastAPI:
             raise
     hours = float(os.environ.get("MITA_REVERSAL_WINDOW_HOURS", "24"))
     service = VendingService(engine, reversal_window=dt.timedelta(hours=hours))
+    generations = Generations()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -406,6 +708,7 @@ def create_app(database_url: str, *, check: bool = True) -> FastAPI:
         # worker processes instead (``mita serve --workers``).
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         yield
+        await run_in_threadpool(generations.stop)  # campaign runs end after their current batch
         engine.dispose()
 
     app = FastAPI(
@@ -417,7 +720,9 @@ def create_app(database_url: str, *, check: bool = True) -> FastAPI:
     )
     app.state.engine = engine
     app.state.service = service
+    app.state.generations = generations
     install_problem_handlers(app)
+    app.add_exception_handler(KeyStoreError, _keystore_error)  # more specific than the StsError handler
     app.include_router(health)
     app.include_router(v1)
     default_openapi = app.openapi

@@ -97,6 +97,7 @@ class MeterIn(Body):
     tariff: Name | None = None
     utility: Literal["electricity", "water", "gas"] = "electricity"
     manufacturer: Annotated[str, Field(max_length=40, pattern=PRINTABLE)] = ""
+    area: Annotated[str, Field(max_length=40, pattern=PRINTABLE, description="for selecting meters in campaigns")] = ""
     ti: SmallInt = 1
     krn: SmallInt | None = None
     kt: SmallInt | None = None
@@ -127,6 +128,78 @@ class ReversalIn(Body):
 class EngineeringIn(Body):
     kind: EngineeringKind
     value: Annotated[int, Field(strict=True, ge=0, le=2**32)] | None = None
+
+
+# --- vending keys, key changes and campaigns
+
+KeyStoreName = Literal["software", "pkcs11"]
+Kcv = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{6}$", examples=["a1b2c3"], description="key check value")]
+
+
+class VendingKeyIn(Body):
+    krn: SmallInt = Field(description="key revision number, 1..9")
+    dkga: SmallInt = 2
+    key: SecretStr | None = Field(
+        default=None,
+        max_length=64,
+        description="hex: 16 digits (DKGA02) or 40 (DKGA04); stored sealed, never returned. Absent: the keystore "
+        "generates the key",
+    )
+    kcv: Kcv | None = Field(default=None, description="the key's check value, to catch a mistyped key")
+    keystore: KeyStoreName = "software"
+    ken: SmallInt = Field(default=255, description="key expiry number (255: none)")
+    issued_until: NaiveDatetime | None = Field(default=None, description="no credit is issued under the key after")
+    credit_limit: Money | None = Field(default=None, description="units that may be issued under the key; null: none")
+
+
+class ActivateKeyIn(Body):
+    base_date: SmallInt | None = Field(default=None, description="1993, 2014 or 2035; default the group's")
+    ea: SmallInt | None = Field(default=None, description="7 or 11; default the group's")
+    kt: SmallInt | None = Field(default=None, description="key type; default the group's")
+
+
+class RetireKeyIn(Body):
+    destroy: bool = Field(default=False, strict=True, description="also destroy the key's material (irreversible)")
+
+
+class KeyChangeIn(Body):
+    sgc: Sgc | None = None
+    krn: SmallInt | None = None
+    kt: SmallInt | None = None
+    ti: SmallInt | None = None
+    ea: SmallInt | None = None
+    base_date: SmallInt | None = None
+    ken: SmallInt | None = None
+
+
+class CampaignTargetIn(Body):
+    krn: SmallInt = Field(description="the new key's KRN")
+    base_date: SmallInt | None = None
+    ea: SmallInt | None = None
+    kt: SmallInt | None = None
+    ken: SmallInt | None = None
+
+
+class CampaignSelectionIn(Body):
+    krn: SmallInt | None = None
+    base_date: SmallInt | None = None
+    ea: SmallInt | None = None
+    manufacturer: Annotated[str, Field(max_length=40, pattern=PRINTABLE)] | None = None
+    area: Annotated[str, Field(max_length=40, pattern=PRINTABLE)] | None = None
+
+
+class CampaignIn(Body):
+    name: Name
+    sgc: Sgc
+    target: CampaignTargetIn
+    selection: CampaignSelectionIn | None = Field(default=None, description="which of the group's meters; all if null")
+    delivery: Literal["csv", "sms", "attach"] = "attach"
+    batch_size: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 10_000
+
+
+class MarksIn(Body):
+    meters: Annotated[list[Drn], Field(min_length=1, max_length=10_000)]
+    status: Literal["delivered", "confirmed"]
 
 
 # ---------------------------------------------------------------------- responses
@@ -202,6 +275,7 @@ class MeterOut(BaseModel):
     last_tid: int
     pending_key: dict[str, Any] | None = Field(description="a key configuration sold but not yet confirmed")
     created_at: str
+    area: str = Field("", description="where the meter is (campaigns select meters by it)")
 
 
 class TariffVersionOut(BaseModel):
@@ -293,3 +367,106 @@ class QuoteOut(BaseModel):
 class Health(BaseModel):
     status: str
     database: str
+
+
+# --- vending keys, key changes and campaigns
+
+
+class KeyWarning(BaseModel):
+    code: str = Field(examples=["key_expiring"], description="key_expiring, ken_expiring, tid_rollover, key_expired")
+    detail: str
+
+
+class VendingKeyCreated(BaseModel):
+    id: int
+    sgc: str
+    krn: int
+    dkga: int
+    kcv: str = Field(description="key check value: compare keys without seeing them")
+    keystore: str
+
+
+class KeyStatusOut(BaseModel):
+    sgc: str
+    krn: int
+    dkga: int
+    kcv: str
+    keystore: str
+    status: str = Field(description="pending, active, retired or destroyed")
+    current: bool = Field(description="the supply group vends under this key")
+    ken: int
+    issued_until: str | None
+    ken_expires: str | None = Field(description="meters refuse tokens issued from then on (KEN)")
+    credit_limit: int | None
+    credit_issued: int
+    warnings: list[KeyWarning]
+
+
+class KeyHistoryOut(BaseModel):
+    at: str
+    actor: str
+    action: str
+    krn: int | None = None
+    previous_krn: int | None = None
+    dkga: int | None = None
+    keystore: str | None = None
+    kcv: str | None = None
+    ken: int | None = None
+    generated: bool | None = None
+    base_date: int | None = None
+    ea: int | None = None
+    kt: int | None = None
+
+
+class KeyChangeEntryOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: int
+    via: str = Field(description="operator, campaign or vend")
+    campaign: int | None
+    vend: str | None
+    status: str = Field(description="planned, issued, delivered, confirmed or cancelled")
+    from_: dict[str, Any] | None = Field(alias="from")
+    to: dict[str, Any] | None
+    tokens: list[str] | None
+    issued_at: str | None
+    delivered_at: str | None
+    confirmed_at: str | None
+
+
+class AcceptedOut(BaseModel):
+    meter: str
+    key: dict[str, Any] | None = Field(None, description="the key configuration now current")
+    already_confirmed: bool | None = None
+
+
+class CampaignCounts(BaseModel):
+    planned: int
+    issued: int
+    delivered: int
+    confirmed: int
+    cancelled: int
+
+
+class CampaignOut(BaseModel):
+    id: int
+    name: str
+    sgc: str
+    selection: dict[str, Any]
+    target: dict[str, Any]
+    delivery: str
+    batch_size: int
+    batches: int
+    planned: int
+    status: str = Field(description="planned, generating, generated or closed")
+    created_at: str
+    meters: CampaignCounts = Field(description="how many of the campaign's meters are at each step")
+
+
+class SmsQueuedOut(BaseModel):
+    queued: int
+
+
+class MarksOut(BaseModel):
+    marked: int
+    not_in_campaign: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .keys import keys_app
 from .meter import meter_app
 from .server import admin_app, db_app, demo, serve
 from .token import token_app
@@ -14,6 +15,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(meter_app, name="meter")
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
+app.add_typer(keys_app, name="keys")
 app.command()(serve)
 app.command()(demo)
 token_app.command()(tour)

@@ -358,6 +358,7 @@ def create_meter(
     tariff: str | None = None,
     utility: str = "electricity",
     manufacturer: str = "",
+    area: str = "",
     ti: int = 1,
     krn: int | None = None,
     kt: int | None = None,
@@ -368,6 +369,7 @@ def create_meter(
     """A meter, by default on its supply group's current key configuration."""
     caller.require("admin", "operator")
     _text(manufacturer, "manufacturer", 40, required=False)
+    _text(area, "area", 40, required=False)
     number = sts.MeterNumber.parse(drn)
     if utility not in ("electricity", "water", "gas"):
         raise VendError("invalid_utility", "utility is electricity, water or gas")
@@ -390,7 +392,7 @@ def create_meter(
         if values["ea"] == sts.EA.MISTY1 and group.dkga != 4:
             raise VendError("invalid_dkga", "an EA11 meter needs a 128-bit key: its supply group must use DKGA04")
         mid = _insert(
-            conn, meters, f"meter {number.drn}", drn=number.drn, iin=number.iin, manufacturer=manufacturer,
+            conn, meters, f"meter {number.drn}", drn=number.drn, iin=number.iin, manufacturer=manufacturer, area=area,
             supply_group_id=group.id, customer_id=cust_id, tariff_id=tariff_id, utility=utility, ti=ti,
             status="active", last_tid=-1, created_at=_now(), **values,
         )  # fmt: skip

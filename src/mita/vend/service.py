@@ -385,6 +385,8 @@ class VendingService:
                 vend_id=vend_id,
                 delivered_at=at,
                 tokens=digits,
+                from_key=old.as_dict(),
+                to_key=new.as_dict(),
                 issued_at=func.coalesce(key_changes.c.issued_at, at),
             )
         ).rowcount
