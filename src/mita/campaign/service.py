@@ -70,6 +70,8 @@ def plan(
         if group is None:
             raise VendError("not_found", f"no supply group {sgc}")
         goal = _target(conn, group, target)
+        if conn.execute(select(campaigns.c.id).where(campaigns.c.name == name)).first():
+            raise VendError("conflict", f"a campaign named {name!r} exists already")
         cid = int(
             conn.execute(
                 insert(campaigns)
@@ -94,13 +96,24 @@ def plan(
                 "INSERT INTO key_changes (meter_id, campaign_id, batch, via, status, created_at) "
                 "SELECT m.id, :cid, (ROW_NUMBER() OVER (ORDER BY m.id) - 1) / :bs, 'campaign', 'planned', :at "
                 "FROM meters m WHERE m.supply_group_id = :gid AND m.status <> 'retired' " + where + " "
-                "AND NOT (m.krn = :t_krn AND m.base_date = :t_base_date AND m.ea = :t_ea AND m.kt = :t_kt "
+                "AND NOT (m.krn = :t_krn AND m.base_date = :t_base_date "
+                "AND m.ea = COALESCE(CAST(:t_ea AS INTEGER), m.ea) AND m.kt = COALESCE(CAST(:t_kt AS INTEGER), m.kt) "
                 "AND m.ken = :t_ken) "
                 "AND NOT EXISTS (SELECT 1 FROM key_changes o WHERE o.meter_id = m.id "
                 "AND o.status IN ('planned', 'issued', 'delivered'))"
             ),
             params,
         ).rowcount
+        if goal["ea"] is None and goal["dkga"] == 2:  # meters keep their EA: EA11 ones need a DKGA04 key
+            ea11 = conn.execute(
+                select(func.count())
+                .select_from(key_changes.join(meters, meters.c.id == key_changes.c.meter_id))
+                .where(key_changes.c.campaign_id == cid, meters.c.ea == int(sts.EA.MISTY1))
+            ).scalar_one()
+            if ea11:
+                raise VendError(
+                    "invalid_dkga", f"{ea11} selected meters use EA11, which a DKGA02 key cannot serve: select ea 7"
+                )
         conn.execute(update(campaigns).where(campaigns.c.id == cid).values(planned=planned))
         _audit(conn, caller, at, "plan_campaign", cid, name=name, sgc=sgc, target=goal, selection=selection,
                planned=planned)  # fmt: skip
@@ -122,11 +135,13 @@ def _target(conn: Connection, group: Any, target: dict[str, Any]) -> dict[str, A
         "sgc": group.sgc,
         "krn": int(target["krn"]),
         "base_date": int(sts.BaseDate.parse(target.get("base_date", group.base_date))),
-        "ea": int(sts.EA.parse(target.get("ea", group.ea))),
-        "kt": int(target.get("kt", group.kt)),
+        # unless the target says otherwise, each meter keeps its own algorithm and key type
+        "ea": None if target.get("ea") is None else int(sts.EA.parse(target["ea"])),
+        "kt": None if target.get("kt") is None else int(target["kt"]),
         "ken": int(target.get("ken", key.ken)),
+        "dkga": key.dkga,
     }
-    sts.identity.check_key_params(goal["kt"], group.sgc, 1, goal["krn"])
+    sts.identity.check_key_params(2 if goal["kt"] is None else goal["kt"], group.sgc, 1, goal["krn"])
     if not 0 <= goal["ken"] <= 255:
         raise sts.RangeError("KEN must be 0..255")
     if goal["ea"] == sts.EA.MISTY1 and key.dkga != 4:
@@ -226,7 +241,7 @@ def generate(
 
 _BATCH_READ = (
     "SELECT kc.id AS kc_id, m.id, m.drn, m.iin, m.ti, m.kt, m.krn, m.ea, m.base_date, m.ken, m.last_tid, "
-    "g.sgc FROM key_changes kc JOIN meters m ON m.id = kc.meter_id "
+    "m.pending_key, g.sgc FROM key_changes kc JOIN meters m ON m.id = kc.meter_id "
     "JOIN supply_groups g ON g.id = m.supply_group_id "
     "WHERE kc.campaign_id = :cid AND kc.batch = :batch AND kc.status = 'planned' ORDER BY kc.id"
 )
@@ -239,11 +254,25 @@ def _generate_batch(
     goal = info["target"]
     attach = info["delivery"] == "attach"
     by_config: dict[KeyConfig, list[Any]] = defaultdict(list)
+    elsewhere: list[int] = []
     for r in rows:
+        if r.pending_key not in (None, "null"):  # raw SQL: SQLite gives JSON as text
+            # another change was issued since planning (an operator's): its tokens may be in the meter
+            # already, so the campaign must not replace the pending configuration they install
+            elsewhere.append(r.kc_id)
+            continue
         by_config[KeyConfig(r.sgc, r.krn, r.kt, r.ti, r.ea, r.base_date, r.ken)].append(r)
+    if elsewhere:
+        conn.execute(
+            update(key_changes)
+            .where(key_changes.c.id.in_(elsewhere), key_changes.c.status == "planned")
+            .values(status="cancelled")
+        )
     out: list[tuple[int, int, str, str, str, str]] = []
     for old, group in by_config.items():
-        new = KeyConfig(goal["sgc"], goal["krn"], goal["kt"], old.ti, goal["ea"], goal["base_date"], goal["ken"])
+        ea = old.ea if goal["ea"] is None else goal["ea"]
+        kt = old.kt if goal["kt"] is None else goal["kt"]
+        new = KeyConfig(goal["sgc"], goal["krn"], kt, old.ti, ea, goal["base_date"], goal["ken"])
         numbers = [sts.MeterNumber(r.iin, r.drn) for r in group]
         _, old_key = keyring.get(conn, old.sgc, old.krn)
         _, new_key = keyring.get(conn, new.sgc, new.krn)
@@ -269,7 +298,7 @@ def _generate_batch(
             pending = {**new.as_dict(), "last_tid": -1, "attach": attach, "campaign": cid}
             out.append((r.kc_id, r.id, json.dumps(digits), from_doc, to_doc, json.dumps(pending)))
     _store(conn, out, at)
-    return len(out)
+    return len(out) + len(elsewhere)
 
 
 def _store(conn: Connection, rows: list[tuple[int, int, str, str, str, str]], at: dt.datetime) -> None:
@@ -323,6 +352,9 @@ def _issued(conn: Connection, cid: int) -> Iterator[Any]:
                 key_changes.c.tokens,
                 key_changes.c.from_key,
                 key_changes.c.to_key,
+                meters.c.krn.label("meter_krn"),
+                meters.c.base_date.label("meter_base_date"),
+                meters.c.pending_key,
                 meters.c.drn,
                 meters.c.manufacturer,
                 meters.c.area,
@@ -355,16 +387,20 @@ def export_csv(engine: Engine, campaign_id: int) -> Iterable[str]:
             buf.seek(0)
             buf.truncate()
             toks = list(r.tokens) + [""] * (4 - len(r.tokens))
+            # a row a vend delivered before generation reached it had no from/to in older versions of the
+            # vending service: the meter's record has them (its current and its pending configuration)
+            was = r.from_key or {"krn": r.meter_krn, "base_date": r.meter_base_date}
+            goes = r.to_key or r.pending_key or {"krn": "", "base_date": ""}
             writer.writerow(
                 [
                     r.drn,
                     r.manufacturer,
                     r.area,
                     r.account or "",
-                    r.from_key["krn"],
-                    r.from_key["base_date"],
-                    r.to_key["krn"],
-                    r.to_key["base_date"],
+                    was["krn"],
+                    was["base_date"],
+                    goes["krn"],
+                    goes["base_date"],
                     *toks,
                 ]
             )
@@ -403,6 +439,7 @@ def mark(
     caller.require("admin", "operator")
     if status not in ("delivered", "confirmed"):
         raise VendError("invalid_request", "a meter is marked delivered or confirmed")
+    get_campaign(svc.engine, campaign_id)  # an unknown campaign is an error, not a list of misses
     counts = {"marked": 0, "not_in_campaign": 0}
     for drn in drns:
         number = sts.MeterNumber.parse(drn)

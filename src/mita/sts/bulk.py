@@ -49,7 +49,7 @@ from .crc import crc16_modbus
 from .dkga import DKGA04_VENDING_KEY_BYTES, dkga04_input
 from .ea import EA
 from .errors import FormatError, RangeError, UnsupportedError
-from .identity import MeterNumber
+from .identity import MeterNumber, check_key_params
 from .misty1 import S7, S9
 from .sta import E1, E2, SAMPLE_E1, SAMPLE_E2, SAMPLE_P, P
 from .tid import BaseDate
@@ -1263,15 +1263,22 @@ def layout_data(token_type: type[Token], n: int, **fields: int | npt.ArrayLike) 
     The vectorised ``Token.data_bits`` for "int" fields; fields not given are zero. Every value
     is range-checked against its width before any work is done.
     """
+    layout = {name: (shift, width, codec) for name, shift, width, codec in token_type.LAYOUT}
+    unknown = set(fields) - set(layout)
+    if unknown:  # a misspelt field would silently be zero bits
+        raise FormatError(f"{token_type.__name__} has no field {', '.join(sorted(unknown))}")
     data = np.zeros(n, dtype=np.uint64)
-    for name, shift, width, codec in token_type.LAYOUT:
-        if name not in fields:
-            continue
+    for name, value in fields.items():
+        shift, width, codec = layout[name]
         if codec != "int":
             raise UnsupportedError(f"layout_data takes plain integer fields ({name} is {codec})")
-        arr = _int_array(fields[name], name)
+        arr = _int_array(value, name)
         _check_range(arr, name, width)
-        data |= np.broadcast_to(arr.astype(np.uint64), (n,)) << np.uint64(shift - 16)
+        try:
+            wide = np.broadcast_to(arr.astype(np.uint64), (n,))
+        except ValueError:
+            raise FormatError(f"{name}: need one value, or one per token ({n})") from None
+        data |= wide << np.uint64(shift - 16)
     return data
 
 
@@ -1284,7 +1291,13 @@ def _key_words(keys: Keys, key_bits: int, n: int) -> list[U64]:
     if arr.dtype == np.uint8 and arr.shape == (n, 16):
         words = np.ascontiguousarray(arr).view(">u4").reshape(n, 4).astype(np.uint64)
     else:
-        raw = b"".join(int(k).to_bytes(16, "big") for k in np.broadcast_to(np.asarray(keys, dtype=object), (n,)))
+        try:
+            each = np.broadcast_to(np.asarray(keys, dtype=object), (n,))
+            raw = b"".join(int(k).to_bytes(16, "big") for k in each)
+        except ValueError:
+            raise FormatError(f"need one new key, or one per meter ({n})") from None
+        except OverflowError:
+            raise RangeError("a new key does not fit in 128 bits") from None
         words = np.frombuffer(raw, dtype=">u4").reshape(n, 4).astype(np.uint64)
     return [words[:, i].copy() for i in range(4)]
 
@@ -1310,21 +1323,24 @@ def key_change_sets(
     """
     if key_bits not in (64, 128):
         raise FormatError(f"a decoder key has 64 or 128 bits (got {key_bits})")
+    if not 0 <= ken <= 255:
+        raise RangeError(f"key expiry number KEN must be 0..255 (got {ken})")
+    tis = _int_array(ti, "ti")
+    for one in {int(t) for t in np.atleast_1d(tis)}:  # the single path's rules, once per distinct TI
+        check_key_params(kt, sgc if sgc is not None else "000000", one, krn)
     words = _key_words(new_keys, key_bits, n)
     fields: list[tuple[type[Token], dict[str, int | npt.ArrayLike]]] = [
         (Set1stSectionDecoderKey, {"kenho": ken >> 4, "krn": krn, "ro": ro, "kt": kt, "nkho": words[0]}),
         (Set2ndSectionDecoderKey, {"kenlo": ken & 15, "ti": ti, "nklo": words[-1]}),
     ]
     if key_bits == 128:
-        if sgc is None or len(sgc) != 6 or not sgc.isdigit():
+        if sgc is None:
             raise FormatError("a 4-token key change set needs the 6-digit SGC")
         code = int(sgc)
         fields += [
             (Set3rdSectionDecoderKey, {"sgclo": code & 0xFFF, "nkmo2": words[1]}),
             (Set4thSectionDecoderKey, {"sgcho": code >> 12, "nkmo1": words[2]}),
         ]
-    if not 0 <= ken <= 255:
-        raise RangeError(f"key expiry number KEN must be 0..255 (got {ken})")
     out = np.empty((n, len(fields)), dtype="S20")
     for i, (token_type, values) in enumerate(fields):
         blocks = data_blocks(2, token_type.subclass, layout_data(token_type, n, **values))

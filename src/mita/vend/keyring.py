@@ -264,10 +264,14 @@ def activate_key(
         if new_ea == sts.EA.DEA and row.dkga == 4:
             raise VendError("invalid_dkga", "DKGA04 is defined for EA07 and EA11 only")
         old = group.krn
-        if old != krn:
+        if old != krn:  # a destroyed key stays destroyed (its material is gone)
             conn.execute(
                 update(vending_keys)
-                .where(vending_keys.c.supply_group_id == group.id, vending_keys.c.krn == old)
+                .where(
+                    vending_keys.c.supply_group_id == group.id,
+                    vending_keys.c.krn == old,
+                    vending_keys.c.status != "destroyed",
+                )
                 .values(status="retired")
             )
         conn.execute(update(vending_keys).where(vending_keys.c.id == row.id).values(status="active"))
@@ -280,7 +284,7 @@ def activate_key(
         )
         _audit(conn, caller, at, "activate_vending_key", sgc, krn=krn, previous_krn=old, base_date=new_base, ea=new_ea,
                kt=new_kt)  # fmt: skip
-    return key_status(engine, at, sgc)[0]
+    return next(k for k in key_status(engine, at, sgc) if k["krn"] == krn)
 
 
 def retire_key(engine: Engine, caller: Any, *, sgc: str, krn: int, at: dt.datetime, destroy: bool = False) -> None:
@@ -293,7 +297,9 @@ def retire_key(engine: Engine, caller: Any, *, sgc: str, krn: int, at: dt.dateti
         ).first()
         if row is None:
             raise VendError("not_found", f"supply group {sgc} has no key with KRN {krn}")
-        if krn == group.krn and not destroy:
+        if row.status == "destroyed":
+            raise VendError("conflict", f"key {sgc}/{krn} is already destroyed")
+        if krn == group.krn and not destroy:  # destroying it (a compromised key) stops the group's vends at once
             raise VendError("conflict", "the supply group vends under this key: activate another KRN first")
         conn.execute(
             update(vending_keys)
@@ -327,7 +333,8 @@ def key_status(engine: Engine, at: dt.datetime, sgc: str | None = None) -> list[
         warnings = expiry_warnings(at, r.issued_until, r.ken, r.base_date, r.kt) if r.status == "active" else []
         if r.issued_until is not None and at > r.issued_until and r.status == "active":
             warnings.insert(0, {"code": "key_expired", "detail": "no credit is issued under this key"})
-        ends = ken_expiry(r.ken, r.base_date)
+        live = r.status in ("pending", "active")  # a retired key's dates counted from a base date since replaced
+        ends = ken_expiry(r.ken, r.base_date) if live else None
         out.append(
             {
                 "sgc": r.sgc, "krn": r.krn, "dkga": r.dkga, "kcv": r.kcv, "keystore": r.keystore, "status": r.status,

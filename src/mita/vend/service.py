@@ -143,7 +143,12 @@ class VendingService:
 
     @staticmethod
     def group_config(meter: Any, group: Any) -> KeyConfig:
-        return KeyConfig(group.sgc, group.krn, group.kt, meter.ti, group.ea, group.base_date, group.ken)
+        """Where the supply group's key rotation puts the meter: its KRN, base date and KEN.
+
+        The meter keeps its own key type, TI and algorithm: moving those (an EA07 → EA11 migration,
+        say) is a campaign's or an operator's explicit decision, never a side effect of a purchase.
+        """
+        return KeyConfig(group.sgc, group.krn, meter.kt, meter.ti, meter.ea, group.base_date, group.ken)
 
     def _decoder_key(self, conn: Connection, meter: Any, cfg: KeyConfig) -> int:
         return self.keyring.decoder_key(conn, cfg, meter.drn, meter.iin)
@@ -379,21 +384,18 @@ class VendingService:
         digits = [t["digits"] for t in made if t["kind"] == "key_change"]
         done = conn.execute(
             update(key_changes)
-            .where(key_changes.c.meter_id == meter_id, key_changes.c.status.in_(("planned", "issued")))
+            .where(key_changes.c.meter_id == meter_id, key_changes.c.status.in_(("planned", "issued", "delivered")))
             .values(
                 status="delivered",
-                vend_id=vend_id,
-                delivered_at=at,
+                vend_id=vend_id,  # the latest vend that carried the set: its acceptance confirms the change
+                delivered_at=func.coalesce(key_changes.c.delivered_at, at),
                 tokens=digits,
                 from_key=old.as_dict(),
                 to_key=new.as_dict(),
                 issued_at=func.coalesce(key_changes.c.issued_at, at),
             )
         ).rowcount
-        already = conn.execute(
-            select(key_changes.c.id).where(key_changes.c.meter_id == meter_id, key_changes.c.status == "delivered")
-        ).first()
-        if not done and already is None:
+        if not done:
             conn.execute(
                 insert(key_changes).values(
                     meter_id=meter_id, vend_id=vend_id, via="vend", from_key=old.as_dict(), to_key=new.as_dict(),
@@ -697,20 +699,20 @@ class VendingService:
         return {"meter": meter.drn, "key": {**new.as_dict(), "last_tid": last}}
 
     def vend_accepted(self, caller: Caller, vend_id: str) -> dict[str, Any]:
-        """The customer reports a vend's tokens accepted: a key change it carried is confirmed."""
+        """The customer reports a vend's tokens accepted: the key change it carried is confirmed."""
         caller.require("admin", "operator")
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(meters.c.drn, key_changes.c.status)
-                .join(key_changes, key_changes.c.meter_id == meters.c.id)
-                .where(key_changes.c.vend_id == vend_id)
-                .order_by(key_changes.c.id.desc())
+            drn = conn.execute(
+                select(meters.c.drn)
+                .join(tokens, tokens.c.meter_id == meters.c.id)
+                .where(tokens.c.vend_id == vend_id, tokens.c.kind == "key_change")
             ).first()
-        if row is None:
-            raise VendError("no_pending_key", f"vend {vend_id} carried no key change")
-        if row.status == "confirmed":
-            return {"meter": row.drn, "already_confirmed": True}
-        return self.confirm_key_change(caller, row.drn, via="vend")
+            if drn is None:
+                raise VendError("no_pending_key", f"vend {vend_id} carried no key change")
+            pending = conn.execute(select(meters.c.pending_key).where(meters.c.drn == drn[0])).scalar()
+        if not pending:
+            return {"meter": drn[0], "already_confirmed": True}
+        return self.confirm_key_change(caller, drn[0], via="vend")
 
     KEY_FIELDS = ("sgc", "krn", "kt", "ti", "ea", "base_date", "ken")
 
@@ -750,6 +752,12 @@ class VendingService:
             if new.ea == sts.EA.MISTY1 and info.dkga != 4:
                 raise VendError("invalid_dkga", "EA11 needs 128-bit keys: the new key must be DKGA04")
             made = self._key_change_tokens(conn, meter, old, new)
+            # a campaign that planned this meter must not overwrite the change made here
+            conn.execute(
+                update(key_changes)
+                .where(key_changes.c.meter_id == meter.id, key_changes.c.status == "planned")
+                .values(status="cancelled")
+            )
             vend_id = str(uuid.uuid4())
             doc = {"key_change": {"from": old.as_dict(), "to": new.as_dict()}}
             conn.execute(
@@ -770,6 +778,28 @@ class VendingService:
             )  # fmt: skip
             self._audit(conn, caller, "request_key_change", "meter", meter.drn, **new.as_dict())
         return vend_response(vend_id, meter.drn, at, made, doc)
+
+    def cancel_key_change(self, caller: Caller, drn: str) -> dict[str, Any]:
+        """Forget a pending key change the meter never got: it stays on its current key.
+
+        Only for a change whose tokens were not entered (a meter that did install them would
+        then refuse every token made under its old key); the tokens stay in the history.
+        """
+        caller.require("admin", "operator")
+        at = self.clock()
+        with self.engine.begin() as conn:
+            meter = self._meter(conn, drn, lock=True)
+            if not meter.pending_key:
+                raise VendError("no_pending_key", f"meter {meter.drn} has no key change pending")
+            conn.execute(update(meters).where(meters.c.id == meter.id).values(pending_key=None))
+            conn.execute(
+                update(key_changes)
+                .where(key_changes.c.meter_id == meter.id, key_changes.c.status.in_(("planned", "issued", "delivered")))
+                .values(status="cancelled")
+            )
+            self._audit(conn, caller, "cancel_key_change", "meter", meter.drn, **meter.pending_key)
+        cancelled = KeyConfig.from_pending(meter.pending_key).as_dict()
+        return {"meter": meter.drn, "cancelled": cancelled, "at": at.isoformat()}
 
     def key_change_history(self, caller: Caller, drn: str) -> list[dict[str, Any]]:
         """Every key change the meter was sent, oldest first, with how far it got."""
