@@ -103,7 +103,7 @@ def test_openapi_lists_the_key_routes(world: World) -> None:
         "/v1/supply-groups/{sgc}/keys/{krn}/activate": {"post"},
         "/v1/supply-groups/{sgc}/keys/{krn}/retire": {"post"},
         "/v1/supply-groups/{sgc}/key-history": {"get"},
-        "/v1/meters/{drn}/key-change": {"post"},
+        "/v1/meters/{drn}/key-change": {"post", "delete"},
         "/v1/meters/{drn}/key-changes": {"get"},
         "/v1/vends/{vend_id}/accepted": {"post"},
         "/v1/campaigns": {"post"},
@@ -314,6 +314,16 @@ def test_key_change_accepted_by_the_meter(world: World) -> None:
     assert c.get(f"/v1/meters/{number}/key-changes", headers=world.admin).json()[0]["status"] == "confirmed"
     after = c.get(f"/v1/meters/{number}", headers=world.admin).json()
     assert after["ti"] == 2 and after["pending_key"] is None
+
+    # a change whose tokens never reached the meter can be cancelled; the meter stays on its key
+    c.post(f"/v1/meters/{number}/key-change", json={"ti": 3}, headers=world.operator).raise_for_status()
+    is_problem(c.delete(f"/v1/meters/{number}/key-change", headers=world.vendor), 403, "forbidden")
+    r = c.delete(f"/v1/meters/{number}/key-change", headers=world.operator)
+    assert r.status_code == 200 and r.json()["cancelled"]["ti"] == 3, r.text
+    is_problem(c.delete(f"/v1/meters/{number}/key-change", headers=world.operator), 409, "no_pending_key")
+    history = c.get(f"/v1/meters/{number}/key-changes", headers=world.admin).json()
+    assert [e["status"] for e in history] == ["confirmed", "cancelled"]
+    assert c.get(f"/v1/meters/{number}", headers=world.admin).json()["ti"] == 2
 
 
 def test_key_change_refusals(world: World) -> None:

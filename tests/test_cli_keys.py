@@ -208,6 +208,11 @@ def test_change_and_confirm(db: Db) -> None:
     confirmed = db.json("keys", "confirm", number)
     assert confirmed["meter"] == number and confirmed["key"]["ti"] == 2
     db.refused("no_pending_key", "keys", "confirm", number)
+    db.json("keys", "change", number, "--ti", "3")
+    cancelled = db.json("keys", "cancel", number)
+    assert cancelled["cancelled"]["ti"] == 3
+    db.refused("no_pending_key", "keys", "cancel", number)
+    assert db.json("keys", "change", number, "--ti", "3")["tokens"]  # nothing pending: a new change is allowed
     stderr = db.refused("invalid_request", "keys", "change", db.meters[1], "--kt", "0")
     assert "KT 0" in stderr
     db.refused("invalid_request", "keys", "change", db.meters[1])

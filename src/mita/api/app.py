@@ -483,6 +483,12 @@ def request_key_change(drn: DrnPath, body: m.KeyChangeIn, caller: Who, svc: Svc)
     return _vend_json(svc.request_key_change(caller, drn, body.model_dump(exclude_none=True)), 201)
 
 
+@v1.delete("/meters/{drn}/key-change", tags=["key changes"], responses=responses(404, 409))
+def cancel_key_change(drn: DrnPath, caller: Who, svc: Svc) -> Any:
+    """Forget the meter's pending key change (admin, operator): only for tokens that were never entered."""
+    return svc.cancel_key_change(caller, drn)
+
+
 @v1.get(
     "/meters/{drn}/key-changes",
     response_model=list[m.KeyChangeEntryOut],

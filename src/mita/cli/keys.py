@@ -293,6 +293,16 @@ def confirm(
         _emit(VendingService(engine).confirm_key_change(registry.SYSTEM, drn, via="operator"))
 
 
+@keys_app.command("cancel")
+def cancel(
+    drn: Annotated[str, typer.Argument(help="Meter number with its check digit.")], database_url: UrlOpt = None
+) -> None:
+    """Forget a pending key change the meter never got (its tokens were not entered): it stays on its key."""
+    engine = _engine(database_url)
+    with _refusals():
+        _emit(VendingService(engine).cancel_key_change(registry.SYSTEM, drn))
+
+
 # ---------------------------------------------------------------------- campaigns
 
 
@@ -302,8 +312,8 @@ def plan(
     sgc: SgcOpt,
     krn: Annotated[int, typer.Option("--krn", help="The new key's KRN (a pending or active key).")],
     base_date: Annotated[int | None, typer.Option("--base-date", help="New base date; default the group's.")] = None,
-    ea: Annotated[int | None, typer.Option("--ea", help="New EA; default the group's.")] = None,
-    kt: Annotated[int | None, typer.Option("--kt", help="New key type; default the group's.")] = None,
+    ea: Annotated[int | None, typer.Option("--ea", help="New EA; default: each meter keeps its own.")] = None,
+    kt: Annotated[int | None, typer.Option("--kt", help="New key type; default: each meter keeps its own.")] = None,
     ken: Annotated[int | None, typer.Option("--ken", help="New KEN; default the key's.")] = None,
     select_krn: Annotated[int | None, typer.Option("--select-krn", help="Only meters on this KRN.")] = None,
     select_base_date: Annotated[
