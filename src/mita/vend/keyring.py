@@ -100,8 +100,15 @@ class KeyRing:
             return info, opened
         return info, cached[1]
 
-    def decoder_key(self, conn: Connection, cfg: Any, drn: str, iin: str) -> int:
-        _, key = self.get(conn, cfg.sgc, cfg.krn)
+    def decoder_key(self, conn: Connection, cfg: Any, drn: str, iin: str, fresh: bool = True) -> int:
+        """The meter's decoder key under ``cfg``.
+
+        ``fresh=False`` is for the vend's hot path, which has read the key's state with the meter
+        already: a key opened before is used without another query.
+        """
+        with self._lock:
+            cached = None if fresh else self._open.get((cfg.sgc, cfg.krn))
+        key = cached[1] if cached is not None else self.get(conn, cfg.sgc, cfg.krn)[1]
         return key.decoder_key(sts.MeterNumber(iin, drn), derivation(cfg))
 
 

@@ -150,8 +150,8 @@ class VendingService:
         """
         return KeyConfig(group.sgc, group.krn, meter.kt, meter.ti, meter.ea, group.base_date, group.ken)
 
-    def _decoder_key(self, conn: Connection, meter: Any, cfg: KeyConfig) -> int:
-        return self.keyring.decoder_key(conn, cfg, meter.drn, meter.iin)
+    def _decoder_key(self, conn: Connection, meter: Any, cfg: KeyConfig, fresh: bool = True) -> int:
+        return self.keyring.decoder_key(conn, cfg, meter.drn, meter.iin, fresh)
 
     def _tids(self, cfg: KeyConfig, count: int, at: dt.datetime, after: int) -> list[int]:
         """``count`` TIDs for the meter, increasing, never reused, within the key's life."""
@@ -290,8 +290,8 @@ class VendingService:
             vk, _ = self.keyring.get(conn, cfg.sgc, cfg.krn)
         else:
             vk = KeyInfo(meter.key_id, meter.key_dkga, meter.key_status, meter.key_until, meter.key_limit)
-        check_issuable(vk, at, cfg.sgc, cfg.krn)
-        decoder_key = self._decoder_key(conn, meter, cfg)
+        check_issuable(vk, at, cfg.sgc, cfg.krn)  # the key's state, read with the meter (or just now)
+        decoder_key = self._decoder_key(conn, meter, cfg, fresh=False)
         ea = sts.EA(cfg.ea)
         kind = {"electricity": sts.CreditKind.ELECTRICITY, "water": sts.CreditKind.WATER}.get(
             meter.utility, sts.CreditKind.GAS
