@@ -25,10 +25,11 @@ from sqlalchemy import Connection, Engine, func, insert, select, text, update
 
 from mita import sts
 from mita.sts import bulk
+from mita.vend.audit import write_audit
 from mita.vend.errors import VendError
 from mita.vend.keyring import KeyRing, derivation
 from mita.vend.schema import campaigns, customers, key_changes, meters, outbox, supply_groups, vending_keys
-from mita.vend.service import Caller, KeyConfig, VendingService, write_audit
+from mita.vend.service import Caller, KeyConfig, VendingService
 
 DELIVERIES = ("csv", "sms", "attach")
 SELECTORS = ("krn", "base_date", "ea", "manufacturer", "area")

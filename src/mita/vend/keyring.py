@@ -30,6 +30,7 @@ from mita.keys.master import KeyStoreError
 from mita.keys.software import SoftwareKeyStore
 from mita.keys.store import Derivation, KeyStore, StoredKey, VendingKey
 
+from .audit import write_audit
 from .errors import VendError
 from .schema import audit, supply_groups, vending_keys
 
@@ -372,8 +373,4 @@ def _group(conn: Connection, sgc: str) -> Any:
 
 
 def _audit(conn: Connection, caller: Any, at: dt.datetime, action: str, sgc: str, **detail: Any) -> None:
-    conn.execute(
-        audit.insert().values(
-            at=at, actor=caller.name, action=action, entity="vending_key", entity_id=sgc, detail=detail
-        )
-    )
+    write_audit(conn, caller, at, action, "vending_key", sgc, **detail)

@@ -22,6 +22,7 @@ from mita import sts
 from mita.keys.software import check_vending_key
 from mita.sts.identity import check_key_params
 
+from .audit import write_audit
 from .errors import VendError
 from .keyring import keystore
 from .schema import (
@@ -35,7 +36,7 @@ from .schema import (
     vending_keys,
     vendors,
 )
-from .service import ROLES, Caller, tariff_from_spec, write_audit
+from .service import ROLES, Caller, tariff_from_spec
 
 API_KEY_PREFIX = "mita_"
 SYSTEM = Caller(api_key_id=None, name="system", role="admin")

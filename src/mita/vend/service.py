@@ -30,10 +30,10 @@ from sqlalchemy.exc import DBAPIError
 from mita import sts
 
 from . import hotpath, pricing
+from .audit import write_audit
 from .errors import VendError
 from .keyring import KeyInfo, KeyRing, check_issuable, expiry_warnings
 from .schema import (
-    audit,
     customers,
     idempotency,
     key_changes,
@@ -840,17 +840,6 @@ def ledger_lines(caller: Caller, meter: Any, r: pricing.Receipt, carry: bool) ->
     ]
     assert sum(d for _, d, _ in lines) == sum(c for _, _, c in lines)  # double entry balances
     return lines
-
-
-def write_audit(
-    conn: Connection, caller: Caller, at: dt.datetime, action: str, entity: str, entity_id: object, **detail: Any
-) -> None:
-    """One entry in the append-only audit log (the vend's own entry goes with its other writes, in hotpath)."""
-    conn.execute(
-        insert(audit).values(
-            at=at, actor=caller.name, action=action, entity=entity, entity_id=str(entity_id), detail=detail
-        )
-    )
 
 
 def _last_tid(meter: Any, cfg: KeyConfig) -> int:
