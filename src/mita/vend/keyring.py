@@ -255,12 +255,7 @@ def activate_key(
     """KRN rotation: the supply group vends under this key from now; its meters need a key change first."""
     caller.require("admin")
     with engine.begin() as conn:
-        group = _group(conn, sgc)
-        row = conn.execute(
-            select(vending_keys).where(vending_keys.c.supply_group_id == group.id, vending_keys.c.krn == krn)
-        ).first()
-        if row is None:
-            raise VendError("not_found", f"supply group {sgc} has no key with KRN {krn}")
+        group, row = _key_row(conn, sgc, krn)
         if row.status not in ("pending", "active"):
             raise VendError("conflict", f"key {sgc}/{krn} is {row.status}")
         new_ea = group.ea if ea is None else int(sts.EA.parse(ea))
@@ -299,12 +294,7 @@ def retire_key(engine: Engine, caller: Any, *, sgc: str, krn: int, at: dt.dateti
     """Stop a key issuing credit; ``destroy`` also removes its material (no meter can then be moved off it)."""
     caller.require("admin")
     with engine.begin() as conn:
-        group = _group(conn, sgc)
-        row = conn.execute(
-            select(vending_keys).where(vending_keys.c.supply_group_id == group.id, vending_keys.c.krn == krn)
-        ).first()
-        if row is None:
-            raise VendError("not_found", f"supply group {sgc} has no key with KRN {krn}")
+        group, row = _key_row(conn, sgc, krn)
         if row.status == "destroyed":
             raise VendError("conflict", f"key {sgc}/{krn} is already destroyed")
         if krn == group.krn and not destroy:  # destroying it (a compromised key) stops the group's vends at once
@@ -363,6 +353,16 @@ def key_history(engine: Engine, sgc: str) -> list[dict[str, Any]]:
             select(audit).where(audit.c.entity == "vending_key", audit.c.entity_id == sgc).order_by(audit.c.id)
         ).all()
     return [{"at": r.at.isoformat(), "actor": r.actor, "action": r.action, **r.detail} for r in rows]
+
+
+def _key_row(conn: Connection, sgc: str, krn: int) -> tuple[Any, Any]:
+    group = _group(conn, sgc)
+    row = conn.execute(
+        select(vending_keys).where(vending_keys.c.supply_group_id == group.id, vending_keys.c.krn == krn)
+    ).first()
+    if row is None:
+        raise VendError("not_found", f"supply group {sgc} has no key with KRN {krn}")
+    return group, row
 
 
 def _group(conn: Connection, sgc: str) -> Any:
