@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+import leak_scan
 from mita.sts import EA, REGISTRY, CreditKind, CurrencyCredit, Token, TransferCredit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -200,3 +201,85 @@ def key_change_groups() -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+# ---------------------------------------------------------------- the key leak scan (see leak_scan.py)
+#
+# Every output of the whole run (log lines, HTTP responses, exception messages, CLI and subprocess output, SQLite
+# files and PostgreSQL databases, virtual meter files) is recorded, and scanned at the end for every vending key
+# the run used. A key found anywhere fails the session with a report naming where (keys shown by fingerprint).
+# tests/test_zz_no_key_leaks.py runs the same scan on what came before it, as a test.
+
+LEAK_REPORT = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "plants_key_leak(reason, channels=()): the test puts a vending key into an output on purpose (to show a "
+        "check of its own can fail); the key leak scan reports what it finds in those channels as planted",
+    )
+    if os.environ.get("MITA_LEAK_SCAN") == "0":  # only to measure what the scan costs
+        return
+    try:
+        vectors: Path | None = vectors_dir()
+    except VectorsMissingError:
+        vectors = None  # the vector tests fail, saying so
+    leak_scan.install(vectors)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    leak_scan.uninstall()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    marker = item.get_closest_marker("plants_key_leak")
+    if marker is not None:
+        reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
+        leak_scan.SESSION.plants(item.nodeid, reason, tuple(marker.kwargs.get("channels", ())))
+    leak_scan.set_current_test(item.nodeid)
+    try:
+        return (yield)
+    finally:
+        leak_scan.set_current_test("")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    if leak_scan.installed():
+        leak_scan.active().read_sqlite_files(only_dirty=True)  # before fixtures delete their databases
+    return (yield)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if leak_scan.installed():
+        leak_scan.record_report_sections(report)
+
+
+def pytest_warning_recorded(warning_message: Any, when: str, nodeid: str, location: Any) -> None:
+    if leak_scan.installed():
+        leak_scan.record_warning(warning_message, nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.option.collectonly or not leak_scan.installed():
+        return
+    recorder = leak_scan.SESSION
+    recorder.read_databases()
+    leaks, planted = recorder.scan()
+    lines = [recorder.summary(planted)]
+    if leaks:
+        lines.append(recorder.report(leaks))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    lines += [f"  note: {n}" for n in recorder.notes]
+    session.config.stash[LEAK_REPORT] = "\n".join(lines)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    report = config.stash.get(LEAK_REPORT, None)
+    if report is None:
+        return
+    if "key leak(s)" in report:
+        terminalreporter.write_sep("=", "KEY LEAK SCAN FAILED", red=True, bold=True)
+    terminalreporter.write_line(report)
