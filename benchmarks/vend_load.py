@@ -47,11 +47,12 @@ end
 function init(args)
   created = 0
   other = 0
+  first_other = ""
 end
 function request()
   counter = counter + 1
   local m = meters[((counter * 7919 + tid * 104729) % #meters) + 1]
-  local body = '{"meter":"' .. m .. '","amount":' .. (2000 + counter % 5000) .. '}'
+  local body = '{"meter":"' .. m .. '","amount":' .. (3000 + counter % 5000) .. '}'
   local headers = {}
   headers["Content-Type"] = "application/json"
   headers["Authorization"] = "Bearer " .. key
@@ -59,7 +60,12 @@ function request()
   return wrk.format("POST", "/v1/vends", headers, body)
 end
 function response(status, headers, body)
-  if status == 201 then created = created + 1 else other = other + 1 end
+  if status == 201 then
+    created = created + 1
+  else
+    other = other + 1
+    if first_other == "" then first_other = status .. " " .. string.sub(body, 1, 300) end
+  end
 end
 function done(summary, latency, requests)
   local c, o = 0, 0
@@ -69,6 +75,10 @@ function done(summary, latency, requests)
   end
   io.write(string.format('MITA {"created": %d, "other": %d, "p50_ms": %.2f, "p99_ms": %.2f, "seconds": %.3f}\n',
     c, o, latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.duration / 1e6))
+  for _, t in ipairs(threads) do
+    local f = t:get("first_other")
+    if f ~= "" then io.write("MITA-OTHER " .. f .. "\n") end
+  end
 end
 """
 
@@ -142,6 +152,7 @@ def main() -> None:
     if match is None:
         raise SystemExit(out)
     result = json.loads(match.group(1))
+    result["other_sample"] = re.findall(r"^MITA-OTHER (.*)$", out, re.M)[:2]
     with psycopg.connect(URL) as conn:
         vends = conn.execute("SELECT count(*) FROM vends WHERE api_key_id IS NOT NULL").fetchone()
         dup = conn.execute(
@@ -155,6 +166,7 @@ def main() -> None:
         "p99_ms": result["p99_ms"],
         "created": result["created"],
         "non_201": result["other"],
+        "non_201_sample": result["other_sample"],
         "vends_in_db_incl_warmup": vends[0] if vends else None,
         "duplicate_tids": dup[0] if dup else None,
         "synchronous_commit": sync[0] if sync else None,
