@@ -517,3 +517,73 @@ def test_lost_login_is_renewed(hsm: Pkcs11KeyStore) -> None:
         assert theirs.decoder_key(meter, d) == want  # no ping-pong of log-outs between the two
         assert mine.decoder_keys([meter], d).tolist() == [want]
         assert other._login.generation == generation + 1  # logged in again exactly once
+
+
+# ---------------------------------------------------------------- the HSM behind the vending service
+
+
+def test_vends_and_a_campaign_with_the_vending_keys_in_the_hsm(
+    hsm: Pkcs11KeyStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end with DKGA04 keys held by SoftHSM2: a vend the meter accepts, then a KRN rotation campaign."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from mita import campaign
+    from mita.meter.model import Meter
+    from mita.vend import database, keyring, registry
+    from mita.vend.schema import vending_keys
+    from mita.vend.service import VendingService
+
+    monkeypatch.setenv("MITA_HSM_MODULE", MODULE)
+    monkeypatch.setenv("MITA_HSM_TOKEN", TOKEN)
+    monkeypatch.setenv("MITA_HSM_PIN", PIN)
+    monkeypatch.setattr(keyring, "_stores", {})  # this test's keystores, from the environment above
+    url = f"sqlite:///{tmp_path / 'hsm.db'}"
+    database.upgrade(url)
+    engine = database.make_engine(url)
+    admin, sgc = registry.SYSTEM, "220020"
+    vk = secrets.token_bytes(20)
+    registry.create_supply_group(
+        engine, admin, sgc=sgc, name="HSM town", vending_key=vk.hex(), dkga=4, ea=11, kt=2, krn=1, base_date=2014,
+        keystore_name="pkcs11",
+    )  # fmt: skip
+    registry.create_tariff(
+        engine, admin, name="flat", currency="ZAR", spec={"blocks": [{"up_to": None, "price": "2.00"}]},
+        effective_from=dt.datetime(2020, 1, 1),
+    )  # fmt: skip
+    body = "0100000001"
+    drn = body + str(luhn_digit(body))
+    registry.create_meter(engine, admin, drn=drn, sgc=sgc, tariff="flat")
+    with engine.connect() as conn:
+        row = conn.execute(select(vending_keys)).one()
+    assert (row.keystore, row.sealed, row.kcv) == ("pkcs11", b"", key_check_value(4, vk))  # nothing to unseal
+
+    number = MeterNumber("600727", drn)
+    dk = sts.derive_decoder_key(4, vk, number, 2, sgc, 1, 1, BaseDate.Y2014, EA.MISTY1)  # the software reference
+    meter = Meter.create(drn=drn, ea=11, decoder_key=dk, sgc=sgc, ti=1, krn=1, kt=2, profile="edition2-ea11")
+    now = dt.datetime(2026, 11, 25, 10, 0)
+    clock = [now]
+    svc = VendingService(engine, clock=lambda: clock[0])
+    _, api_key = registry.create_api_key(engine, "till", "admin")
+    caller = registry.authenticate(engine, api_key)
+    _, sold = svc.vend(caller, "hsm-1", {"meter": drn, "amount": 1000})
+    assert [meter.enter(t["digits"], now).result.value for t in sold["tokens"]] == ["accept"]
+
+    keyring.add_key(engine, admin, sgc=sgc, krn=2, dkga=4, keystore_name="pkcs11", at=now)  # made by the token
+    keyring.activate_key(engine, admin, sgc=sgc, krn=2, at=now)
+    plan = campaign.plan(engine, admin, name="rotate in the HSM", sgc=sgc, target={"krn": 2}, at=now)
+    done = campaign.generate(engine, admin, plan["id"], at=now)
+    assert done["meters"]["issued"] == 1
+    (line,) = list(campaign.export_csv(engine, plan["id"]))[1:]
+    tokens = [t for t in line.strip().split(",")[8:] if t]
+    assert len(tokens) == 4  # a 128-bit key travels in four tokens
+    assert [meter.enter(t, now).result.value for t in tokens] == ["kct_pending"] * 3 + ["key_changed"]
+    campaign.mark(svc, caller, plan["id"], [drn], "confirmed", at=now)
+    clock[0] = now + dt.timedelta(minutes=5)
+    _, sold = svc.vend(caller, "hsm-2", {"meter": drn, "amount": 1000})
+    assert [t["kind"] for t in sold["tokens"]] == ["credit"]
+    assert [meter.enter(t["digits"], clock[0]).result.value for t in sold["tokens"]] == ["accept"]
+    assert meter.state.krn == 2
+    engine.dispose()
