@@ -720,9 +720,17 @@ def test_engineering_tokens(world: World) -> None:
 
 def test_key_change_then_confirm(world: World) -> None:
     c = world.client
-    number = world.add_meter(customer=False, base_date=1993)
+    sgc, key = "654399", "13579bdf2468ace0"  # a group of its own: this test rotates its key
+    body = {"sgc": sgc, "name": "Roll-over town", "vending_key": key}
+    r = c.post("/v1/supply-groups", json=body, headers=world.admin)
+    assert r.status_code == 201, r.text
+    number = world.add_meter(customer=False, sgc=sgc, base_date=1993)
     is_problem(world.vend(meter=number), 409, "key_change_required")
     is_problem(c.post(f"/v1/meters/{number}/confirm-key-change", headers=world.admin), 409, "no_pending_key")
+    # a roll-over (RO = 1) under the same key could be entered again and again: it needs a new KRN
+    is_problem(world.vend(meter=number, include_key_change=True), 422, "invalid_key_change")
+    assert c.post(f"/v1/supply-groups/{sgc}/keys", json={"krn": 2, "dkga": 2}, headers=world.admin).status_code == 201
+    assert c.post(f"/v1/supply-groups/{sgc}/keys/2/activate", headers=world.admin).status_code == 200
     r = world.vend(meter=number, include_key_change=True)
     assert r.status_code == 201, r.text
     vend = r.json()
@@ -730,16 +738,18 @@ def test_key_change_then_confirm(world: World) -> None:
     assert kinds[:2] == ["key_change", "key_change"] and kinds[2] == "credit"
     assert c.get(f"/v1/meters/{number}", headers=world.admin).json()["pending_key"]["base_date"] == 2014
     # the virtual meter takes the key change set, then the credit
-    meter = virtual_meter(number)
+    old = sts.dkga02(bytes.fromhex(key), sts.MeterNumber.parse(number), 2, sgc, 1, 1)
+    meter = Meter.create(drn=number, ea=7, decoder_key=old, sgc=sgc, ti=1, krn=1, kt=2, profile="legacy-ea07")
     now = dt.datetime.now()
     results = [meter.enter(t["digits"], now).result for t in vend["tokens"]]
-    assert results[-1] == "accept", results
+    assert results == ["kct_pending", "key_changed", "accept"], results
+    assert meter.state.krn == 2
     assert credit(meter) == vend["receipt"]["units"] + vend["receipt"]["fbe_units"]
     r = c.post(f"/v1/meters/{number}/confirm-key-change", headers=world.operator)
     assert r.status_code == 200, r.text
     assert r.json()["meter"] == number and r.json()["key"]["base_date"] == 2014
     after = c.get(f"/v1/meters/{number}", headers=world.admin).json()
-    assert after["pending_key"] is None and after["base_date"] == 2014
+    assert after["pending_key"] is None and after["base_date"] == 2014 and after["krn"] == 2
     assert [t["kind"] for t in world.vend(meter=number).json()["tokens"]] == ["credit"]
 
 

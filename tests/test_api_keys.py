@@ -348,7 +348,7 @@ def test_key_change_refusals(world: World) -> None:
     vend = world.vend(meter=number)
     assert vend.status_code == 201, vend.text
     is_problem(c.post(f"/v1/vends/{vend.json()['id']}/accepted", headers=world.admin), 409, "no_pending_key")
-    is_problem(c.post(f"/v1/vends/{uuid.uuid4()}/accepted", headers=world.admin), 409, "no_pending_key")
+    is_problem(c.post(f"/v1/vends/{uuid.uuid4()}/accepted", headers=world.admin), 404, "not_found")
     is_problem(c.post("/v1/vends/not-a-uuid!/accepted", headers=world.admin), 422, "invalid_request")
 
 

@@ -135,8 +135,8 @@ def fleet(engine: Engine) -> Fleet:  # noqa: F811 - the imported fixture
     registry.set_meter_status(engine, a, retired, "retired")
     registry.create_meter(engine, a, drn=under_way, sgc=SGC, tariff="domestic", manufacturer="Alpha")
     keyring.add_key(engine, a, sgc=SGC, krn=2, dkga=2, key_hex=SECOND_KEY_HEX, at=START)
-    w.svc.request_key_change(w.operator, under_way, {"krn": 2})  # an operator's change, not yet confirmed
     keyring.activate_key(engine, a, sgc=SGC, krn=2, at=START)
+    w.svc.request_key_change(w.operator, under_way, {"krn": 2})  # an operator's change, not yet confirmed
     return Fleet(w, fleet_meters, base, phones, on_target, retired, under_way)
 
 
@@ -411,7 +411,7 @@ def test_mark_delivered_and_confirmed(fleet: Fleet) -> None:
         f.w.advance(minutes=5)
         v = f.vend(drn)
         assert [t["kind"] for t in v["tokens"]] in (["credit"], ["credit", "fbe"])  # no key change tokens
-        assert v["key"] == {"sgc": SGC, "krn": 2, "kt": 2, "ti": 1, "ea": 7}
+        assert v["key"] == {"sgc": SGC, "krn": 2, "kt": 2, "ti": 1, "ea": 7, "base_date": 2014, "ken": 255}
         before = f.meters[drn].registers().get("electricity", 0)
         assert f.enter(drn, [t["digits"] for t in v["tokens"]]) == ["accept"] * len(v["tokens"])
         assert f.meters[drn].registers()["electricity"] == before + sum(t["units"] for t in v["tokens"])

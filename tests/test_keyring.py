@@ -24,6 +24,7 @@ from mita.vend.keyring import KeyRing, expiry_warnings, ken_expiry
 from mita.vend.schema import audit, vending_keys
 from test_vend_service import engine, pg_template, sqlite_template  # noqa: F401 - the per-database fixtures
 from vend_fixtures import (
+    BASE_DATE,
     DRN,
     SECOND_KEY,
     SECOND_KEY_HEX,
@@ -168,7 +169,7 @@ def test_activation_rotates_the_krn_and_meters_need_a_key_change(world: World) -
     v = w.vend(5000, include_key_change=True)
     kinds = [t["kind"] for t in v["tokens"]]
     assert kinds[:2] == ["key_change", "key_change"] and set(kinds[2:]) <= {"credit", "fbe"}
-    assert v["key"] == {"sgc": SGC, "krn": 2, "kt": 2, "ti": 1, "ea": 7}
+    assert v["key"] == {"sgc": SGC, "krn": 2, "kt": 2, "ti": 1, "ea": 7, "base_date": BASE_DATE, "ken": 255}
     # the key change tokens are encrypted under the meter's current (KRN 1) key, the credit under KRN 2's
     assert w.meter.state.decoder_key == decoder_key()
     # credit first: refused, the meter still holds KRN 1's key (SPEC.md §10: key change tokens go first)

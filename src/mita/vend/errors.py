@@ -20,6 +20,9 @@ STATUS = {
     "no_pending_key": 409,
     "reversed": 409,
     "not_reversible": 409,
+    "key_change_superseded": 409,
+    "key_expired": 409,
+    "key_credit_limit": 402,
 }
 
 

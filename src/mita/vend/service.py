@@ -34,6 +34,7 @@ from .audit import write_audit
 from .errors import VendError
 from .keyring import KeyInfo, KeyRing, check_issuable, expiry_warnings
 from .schema import (
+    campaigns,
     customers,
     idempotency,
     key_changes,
@@ -311,7 +312,7 @@ class VendingService:
         vend_id = str(uuid.uuid4())
         receipt_doc = receipt_json(receipt, meter)
         response = vend_response(vend_id, meter.drn, at, made, receipt_doc)
-        key_doc = {"sgc": cfg.sgc, "krn": cfg.krn, "kt": cfg.kt, "ti": cfg.ti, "ea": cfg.ea}
+        key_doc = cfg.as_dict()
         response["key"] = key_doc
         response["warnings"] = expiry_warnings(at, vk.issued_until, cfg.ken, cfg.base_date, cfg.kt)
         ids = {"vend_id": vend_id, "meter_id": meter.id, "at": at}
@@ -380,28 +381,44 @@ class VendingService:
         vend_id: str,
         at: dt.datetime,
     ) -> None:
-        """Track the key change a vend carried: its campaign's row if it has one, else a new row."""
+        """Track the key change a vend carried: its campaign's row if it is the same change, else a new row.
+
+        A planned campaign row for another target is cancelled: the meter now has this change pending,
+        and the campaign must not overwrite it.
+        """
         digits = [t["digits"] for t in made if t["kind"] == "key_change"]
-        done = conn.execute(
-            update(key_changes)
+        rows = conn.execute(
+            select(key_changes.c.id, key_changes.c.status, key_changes.c.to_key, campaigns.c.target)
+            .outerjoin(campaigns, campaigns.c.id == key_changes.c.campaign_id)
             .where(key_changes.c.meter_id == meter_id, key_changes.c.status.in_(("planned", "issued", "delivered")))
-            .values(
-                status="delivered",
-                vend_id=vend_id,  # the latest vend that carried the set: its acceptance confirms the change
-                delivered_at=func.coalesce(key_changes.c.delivered_at, at),
-                tokens=digits,
-                from_key=old.as_dict(),
-                to_key=new.as_dict(),
-                issued_at=func.coalesce(key_changes.c.issued_at, at),
-            )
-        ).rowcount
-        if not done:
+        ).all()
+        want = new.as_dict()
+        same = [r.id for r in rows if _same_key({k: v for k, v in (r.to_key or r.target or {}).items()
+                                                 if v is not None and k != "dkga"}, want)]  # fmt: skip
+        other = [r.id for r in rows if r.id not in same and r.status == "planned"]
+        if other:
+            conn.execute(update(key_changes).where(key_changes.c.id.in_(other)).values(status="cancelled"))
+        if same:
             conn.execute(
-                insert(key_changes).values(
-                    meter_id=meter_id, vend_id=vend_id, via="vend", from_key=old.as_dict(), to_key=new.as_dict(),
-                    tokens=digits, status="delivered", created_at=at, issued_at=at, delivered_at=at,
+                update(key_changes)
+                .where(key_changes.c.id.in_(same))
+                .values(
+                    status="delivered",
+                    vend_id=vend_id,  # the latest vend that carried the set
+                    delivered_at=func.coalesce(key_changes.c.delivered_at, at),
+                    tokens=digits,
+                    from_key=old.as_dict(),
+                    to_key=want,
+                    issued_at=func.coalesce(key_changes.c.issued_at, at),
                 )
-            )  # fmt: skip
+            )
+            return
+        conn.execute(
+            insert(key_changes).values(
+                meter_id=meter_id, vend_id=vend_id, via="vend", from_key=old.as_dict(), to_key=want,
+                tokens=digits, status="delivered", created_at=at, issued_at=at, delivered_at=at,
+            )
+        )  # fmt: skip
 
     def _tariff_version(self, conn: Connection, version_id: int | None, at: dt.datetime) -> pricing.Tariff:
         if version_id is None:
@@ -466,6 +483,8 @@ class VendingService:
         """The set that moves a meter from ``old`` to ``new``, encrypted under its old key (deterministic)."""
         old_key = self._decoder_key(conn, meter, old)
         new_key = self._decoder_key(conn, meter, new)
+        if new_key == old_key and new.base_date != old.base_date:
+            raise VendError("invalid_key_change", "a roll-over (RO = 1) must install a new decoder key")
         bits = 128 if new.ea == sts.EA.MISTY1 else 64
         sections = sts.key_change_set(
             new_key,
@@ -699,20 +718,33 @@ class VendingService:
         return {"meter": meter.drn, "key": {**new.as_dict(), "last_tid": last}}
 
     def vend_accepted(self, caller: Caller, vend_id: str) -> dict[str, Any]:
-        """The customer reports a vend's tokens accepted: the key change it carried is confirmed."""
+        """The customer reports a vend's tokens accepted: the key change it carried is confirmed.
+
+        Only that change: a late report about an older vend must not confirm a newer change the
+        meter has not seen, so the vend's target is compared with what is pending.
+        """
         caller.require("admin", "operator")
         with self.engine.connect() as conn:
-            drn = conn.execute(
-                select(meters.c.drn)
-                .join(tokens, tokens.c.meter_id == meters.c.id)
-                .where(tokens.c.vend_id == vend_id, tokens.c.kind == "key_change")
+            row = conn.execute(select(vends.c.receipt, vends.c.meter_id).where(vends.c.id == vend_id)).first()
+            if row is None:
+                raise VendError("not_found", f"no vend {vend_id}")
+            carried = conn.execute(
+                select(tokens.c.id).where(tokens.c.vend_id == vend_id, tokens.c.kind == "key_change")
             ).first()
-            if drn is None:
-                raise VendError("no_pending_key", f"vend {vend_id} carried no key change")
-            pending = conn.execute(select(meters.c.pending_key).where(meters.c.drn == drn[0])).scalar()
-        if not pending:
-            return {"meter": drn[0], "already_confirmed": True}
-        return self.confirm_key_change(caller, drn[0], via="vend")
+            meter = conn.execute(select(meters).where(meters.c.id == row.meter_id)).one()
+            group = self._group(conn, meter.supply_group_id)
+        if carried is None:
+            raise VendError("no_pending_key", f"vend {vend_id} carried no key change")
+        target = row.receipt.get("key") or row.receipt.get("key_change", {}).get("to") or {}
+        if not meter.pending_key:
+            if _same_key(target, self.current_config(meter, group).as_dict()):
+                return {"meter": meter.drn, "already_confirmed": True}
+            raise VendError("key_change_superseded", f"meter {meter.drn} is not on the key vend {vend_id} carried")
+        if not _same_key(target, meter.pending_key):
+            raise VendError(
+                "key_change_superseded", f"meter {meter.drn} has another key change pending than vend {vend_id}'s"
+            )
+        return self.confirm_key_change(caller, meter.drn, via="vend")
 
     KEY_FIELDS = ("sgc", "krn", "kt", "ti", "ea", "base_date", "ken")
 
@@ -742,15 +774,10 @@ class VendingService:
             sts.identity.check_key_params(new.kt, new.sgc, new.ti, new.krn)
             if not 0 <= new.ken <= 255:
                 raise sts.RangeError("KEN must be 0..255")
-            if new == old:
-                raise VendError("invalid_request", "the meter already has this key configuration")
-            if new.kt == 0 and old.kt != 0:
-                raise VendError("invalid_request", "a meter's key cannot be changed to KT 0 (DITK)")
             info, _ = self.keyring.get(conn, new.sgc, new.krn)
-            if info.status not in ("active", "pending"):
-                raise VendError("no_vending_key", f"vending key {new.sgc}/{new.krn} is {info.status}")
-            if new.ea == sts.EA.MISTY1 and info.dkga != 4:
-                raise VendError("invalid_dkga", "EA11 needs 128-bit keys: the new key must be DKGA04")
+            if info.status != "active":  # credit under the new key must be sellable at once
+                raise VendError("no_vending_key", f"vending key {new.sgc}/{new.krn} is {info.status}, not active")
+            check_key_change(old, new, info.dkga)
             made = self._key_change_tokens(conn, meter, old, new)
             # a campaign that planned this meter must not overwrite the change made here
             conn.execute(
@@ -840,6 +867,32 @@ def ledger_lines(caller: Caller, meter: Any, r: pricing.Receipt, carry: bool) ->
     ]
     assert sum(d for _, d, _ in lines) == sum(c for _, _, c in lines)  # double entry balances
     return lines
+
+
+def check_key_change(old: KeyConfig, new: KeyConfig, new_dkga: int) -> None:
+    """What a meter can follow: the rules for any key change, whoever asks for it.
+
+    A new base date sets RO = 1, which clears the meter's TID store; with the same decoder key the
+    set could be entered again and again, each time making every credit token new again. So a
+    roll-over needs a new key (KRN), as the standard's roll-over procedure does (SPEC.md §10).
+    Key change tokens do not carry the algorithm: the only move is EA07 to EA11 with the 4-token set.
+    """
+    if new == old:
+        raise VendError("invalid_request", "the meter already has this key configuration")
+    if new.kt == 0 and old.kt != 0:
+        raise VendError("invalid_request", "a meter's key cannot be changed to KT 0 (DITK)")
+    if new.base_date != old.base_date and (new.sgc, new.krn) == (old.sgc, old.krn):
+        raise VendError("invalid_key_change", "a new base date needs a new vending key (KRN) as well")
+    if new.ea != old.ea and (old.ea, new.ea) != (sts.EA.STA, sts.EA.MISTY1):
+        raise VendError("invalid_key_change", f"a meter cannot move from EA{old.ea:02d} to EA{new.ea:02d}")
+    if new.ea == sts.EA.MISTY1 and new_dkga != 4:
+        raise VendError("invalid_dkga", "EA11 needs 128-bit keys: the new key must be DKGA04")
+
+
+def _same_key(target: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Whether a key configuration (as stored with a vend) is ``config``, on the fields both name."""
+    fields = [k for k in KeyConfig.__dataclass_fields__ if k in target and k in config]
+    return bool(fields) and all(target[k] == config[k] for k in fields)
 
 
 def _last_tid(meter: Any, cfg: KeyConfig) -> int:
