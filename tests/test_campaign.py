@@ -523,3 +523,53 @@ def test_a_vend_after_the_change_was_marked_delivered_can_be_reported_accepted(f
     except VendError as exc:
         pytest.fail(f"vend_accepted for a vend that carried the key change was refused: {exc.code}: {exc}")
     assert counts(f, c["id"])["confirmed"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- the rules
+
+
+def test_a_roll_over_under_the_same_krn_is_refused(fleet: Fleet) -> None:
+    """RO = 1 under an unchanged key would let a customer re-enter the set and replay every credit token."""
+    f = fleet
+    refused("invalid_key_change", f.plan, target={"krn": 2, "base_date": 2035}, selection={"krn": 2})
+    refused("invalid_key_change", f.w.svc.request_key_change, f.w.operator, f.on_target, {"base_date": 2035})
+
+
+def test_an_ea_move_other_than_07_to_11_is_refused(fleet: Fleet) -> None:
+    f = fleet
+    refused("invalid_key_change", f.plan, target={"krn": 2, "ea": 9})
+    refused("invalid_key_change", f.w.svc.request_key_change, f.w.operator, make_drn(0), {"krn": 2, "ea": 9})
+
+
+def test_generation_waits_for_the_key_to_be_active(fleet: Fleet) -> None:
+    f = fleet
+    keyring.add_key(f.w.engine, f.w.admin, sgc=SGC, krn=3, dkga=2, at=START)
+    c = f.plan(target={"krn": 3})  # planning ahead is fine
+    refused("key_not_active", campaign.generate, f.w.engine, f.w.admin, c["id"], at=START)
+    assert counts(f, c["id"])["issued"] == 0 and f.meter_row(make_drn(0)).pending_key is None
+    keyring.activate_key(f.w.engine, f.w.admin, sgc=SGC, krn=3, at=START)
+    assert campaign.generate(f.w.engine, f.w.admin, c["id"], at=START)["status"] == "generated"
+
+
+def test_meters_whose_old_key_is_gone_are_cancelled_and_the_rest_generated(fleet: Fleet) -> None:
+    f = fleet
+    keyring.add_key(f.w.engine, f.w.admin, sgc=SGC, krn=3, dkga=2, at=START)
+    keyring.activate_key(f.w.engine, f.w.admin, sgc=SGC, krn=3, at=START)
+    on_two = f.on_target  # the one meter on KRN 2
+    keyring.retire_key(f.w.engine, f.w.admin, sgc=SGC, krn=1, at=START, destroy=True)
+    c = f.plan(target={"krn": 3}, batch_size=1000)
+    done = campaign.generate(f.w.engine, f.w.admin, c["id"], at=START)
+    assert done["status"] == "generated"
+    assert done["meters"]["issued"] == 1 and done["meters"]["cancelled"] == c["planned"] - 1
+    assert f.stored(c["id"])[on_two]["status"] == "issued"
+
+
+def test_acceptance_of_an_old_vend_does_not_confirm_a_newer_change(fleet: Fleet) -> None:
+    f = fleet
+    drn = make_drn(1)  # on KRN 1, base 2014 (SPECS)
+    assert f.base[drn] == 2014
+    first = f.vend(drn, include_key_change=True)  # carries KRN 1 -> 2
+    f.w.svc.cancel_key_change(f.w.operator, drn)
+    f.w.svc.request_key_change(f.w.operator, drn, {"krn": 2, "ken": 200})
+    refused("key_change_superseded", f.w.svc.vend_accepted, f.w.operator, first["id"])
+    assert f.meter_row(drn).krn == 1 and f.meter_row(drn).pending_key["ken"] == 200

@@ -275,6 +275,7 @@ def test_campaign_selection_and_sms(db: Db) -> None:
         conn.execute(update(meters).where(meters.c.drn == db.meters[2]).values(area="north"))
         conn.execute(update(meters).where(meters.c.drn == db.meters[1]).values(customer_id=customer["id"]))
     db.run("keys", "generate", "--sgc", SGC, "--krn", "2", "--dkga", "2")
+    db.run("keys", "activate", "--sgc", SGC, "--krn", "2")
     plan = ("keys", "campaign", "plan", "--name", "North", "--sgc", SGC, "--krn", "2", "--delivery", "sms")
     north = db.json(*plan, "--select-area", "north", "--select-manufacturer", "acme", "--select-krn", "1")
     assert north["planned"] == 2 and north["selection"] == {"krn": 1, "manufacturer": "acme", "area": "north"}

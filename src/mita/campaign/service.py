@@ -29,7 +29,7 @@ from mita.vend.audit import write_audit
 from mita.vend.errors import VendError
 from mita.vend.keyring import KeyRing, derivation
 from mita.vend.schema import campaigns, customers, key_changes, meters, outbox, supply_groups, vending_keys
-from mita.vend.service import Caller, KeyConfig, VendingService
+from mita.vend.service import Caller, KeyConfig, VendingService, check_key_change
 
 DELIVERIES = ("csv", "sms", "attach")
 SELECTORS = ("krn", "base_date", "ea", "manufacturer", "area")
@@ -105,20 +105,39 @@ def plan(
             ),
             params,
         ).rowcount
-        if goal["ea"] is None and goal["dkga"] == 2:  # meters keep their EA: EA11 ones need a DKGA04 key
-            ea11 = conn.execute(
-                select(func.count())
-                .select_from(key_changes.join(meters, meters.c.id == key_changes.c.meter_id))
-                .where(key_changes.c.campaign_id == cid, meters.c.ea == int(sts.EA.MISTY1))
-            ).scalar_one()
-            if ea11:
-                raise VendError(
-                    "invalid_dkga", f"{ea11} selected meters use EA11, which a DKGA02 key cannot serve: select ea 7"
-                )
+        _check_plan(conn, cid, goal)
         conn.execute(update(campaigns).where(campaigns.c.id == cid).values(planned=planned))
         _audit(conn, caller, at, "plan_campaign", cid, name=name, sgc=sgc, target=goal, selection=selection,
                planned=planned)  # fmt: skip
     return get_campaign(engine, cid)
+
+
+def _check_plan(conn: Connection, cid: int, goal: dict[str, Any]) -> None:
+    """The key change rules (``mita.vend.service.check_key_change``) over the whole selection at once."""
+    joined = key_changes.join(meters, meters.c.id == key_changes.c.meter_id)
+    m = meters.c
+    ea = m.ea if goal["ea"] is None else goal["ea"]
+    rules = [
+        (
+            m.ea.is_not(None) & (ea == int(sts.EA.MISTY1)) & (goal["dkga"] != 4),
+            "invalid_dkga", "selected meters use EA11, which only a DKGA04 key can serve: select ea 7",
+        ),
+        (
+            (m.base_date != goal["base_date"]) & (m.krn == goal["krn"]),
+            "invalid_key_change", "selected meters would change base date under their own KRN: a roll-over "
+            "needs a new key, or select by krn",
+        ),
+        (
+            (m.ea != ea) & ~((m.ea == int(sts.EA.STA)) & (ea == int(sts.EA.MISTY1))),
+            "invalid_key_change", "a meter can only move from EA07 to EA11: select by ea",
+        ),
+    ]  # fmt: skip
+    for condition, code, message in rules:
+        found = conn.execute(
+            select(func.count()).select_from(joined).where(key_changes.c.campaign_id == cid, condition)
+        ).scalar_one()
+        if found:
+            raise VendError(code, f"{found} {message}")
 
 
 def _target(conn: Connection, group: Any, target: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +228,15 @@ def generate(
     if info["status"] == "closed":
         raise VendError("conflict", f"campaign {campaign_id} is closed")
     with engine.begin() as conn:
+        status = conn.execute(
+            select(vending_keys.c.status)
+            .join(supply_groups, supply_groups.c.id == vending_keys.c.supply_group_id)
+            .where(supply_groups.c.sgc == info["target"]["sgc"], vending_keys.c.krn == info["target"]["krn"])
+        ).scalar()
+        if status != "active":  # the meters' pending key must be one they can buy credit under at once
+            raise VendError(
+                "key_not_active", f"activate KRN {info['target']['krn']} before generating (it is {status})"
+            )
         conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(status="generating"))
         batches = [
             b
@@ -263,20 +291,19 @@ def _generate_batch(
             elsewhere.append(r.kc_id)
             continue
         by_config[KeyConfig(r.sgc, r.krn, r.kt, r.ti, r.ea, r.base_date, r.ken)].append(r)
-    if elsewhere:
-        conn.execute(
-            update(key_changes)
-            .where(key_changes.c.id.in_(elsewhere), key_changes.c.status == "planned")
-            .values(status="cancelled")
-        )
     out: list[tuple[int, int, str, str, str, str]] = []
     for old, group in by_config.items():
         ea = old.ea if goal["ea"] is None else goal["ea"]
         kt = old.kt if goal["kt"] is None else goal["kt"]
         new = KeyConfig(goal["sgc"], goal["krn"], kt, old.ti, ea, goal["base_date"], goal["ken"])
         numbers = [sts.MeterNumber(r.iin, r.drn) for r in group]
-        _, old_key = keyring.get(conn, old.sgc, old.krn)
-        _, new_key = keyring.get(conn, new.sgc, new.krn)
+        try:
+            _, old_key = keyring.get(conn, old.sgc, old.krn)
+            info_new, new_key = keyring.get(conn, new.sgc, new.krn)
+            check_key_change(old, new, info_new.dkga)
+        except VendError:  # e.g. the old key was destroyed: these meters cannot be moved; the others can
+            elsewhere += [r.kc_id for r in group]
+            continue
         bits = 128 if new.ea == sts.EA.MISTY1 else 64
         sets = bulk.key_change_sets(
             new_key.decoder_keys(numbers, derivation(new)),
@@ -299,7 +326,14 @@ def _generate_batch(
             pending = {**new.as_dict(), "last_tid": -1, "attach": attach, "campaign": cid}
             out.append((r.kc_id, r.id, json.dumps(digits), from_doc, to_doc, json.dumps(pending)))
     _store(conn, out, at)
-    return len(out) + len(elsewhere)
+    # what is still planned in this batch cannot be done (another change pending, a key gone): cancelled,
+    # so that the campaign finishes and its counts say so
+    conn.execute(
+        update(key_changes)
+        .where(key_changes.c.id.in_([r.kc_id for r in rows]), key_changes.c.status == "planned")
+        .values(status="cancelled")
+    )
+    return len(rows)
 
 
 def _store(conn: Connection, rows: list[tuple[int, int, str, str, str, str]], at: dt.datetime) -> None:
@@ -317,10 +351,16 @@ def _store(conn: Connection, rows: list[tuple[int, int, str, str, str, str]], at
             with cur.copy("COPY campaign_out FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
+            # meters first, in id order, as every vend and key change locks them: no deadlock, and a meter
+            # that got another change meanwhile (its pending key set) is left alone
+            cur.execute(
+                "SELECT id FROM meters WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE", {"ids": [r[1] for r in rows]}
+            )
             cur.execute(
                 "WITH done AS (UPDATE key_changes kc SET tokens = o.tokens::json, from_key = o.from_key::json, "
                 "to_key = o.to_key::json, status = 'issued', issued_at = %(at)s FROM campaign_out o "
-                "WHERE kc.id = o.kc_id AND kc.status = 'planned' RETURNING o.meter_id, o.pending) "
+                "JOIN meters m ON m.id = o.meter_id WHERE kc.id = o.kc_id AND kc.status = 'planned' "
+                "AND (m.pending_key IS NULL OR m.pending_key::text = 'null') RETURNING o.meter_id, o.pending) "
                 "UPDATE meters m SET pending_key = done.pending::json FROM done WHERE m.id = done.meter_id",
                 {"at": at},
             )
