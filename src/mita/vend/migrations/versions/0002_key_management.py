@@ -71,9 +71,6 @@ def upgrade() -> None:
     with op.batch_alter_table("meters", schema=None) as batch_op:
         batch_op.add_column(sa.Column("area", sa.String(length=40), nullable=False, server_default=""))
 
-    with op.batch_alter_table("supply_groups", schema=None) as batch_op:
-        batch_op.drop_column("key_expiry")
-
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.alter_column("vend_id", existing_type=sa.String(length=36), nullable=True)
 
@@ -88,10 +85,33 @@ def upgrade() -> None:
         batch_op.create_check_constraint("status", "status in ('pending', 'active', 'retired', 'destroyed')")
         batch_op.create_check_constraint("credit", "credit_issued >= 0 and (credit_limit is null or credit_limit >= 0)")
 
+    # What 0001 knew about keys moves onto them: the group's KEN and issued-until date belong to its current
+    # key; keys of older KRNs are retired.
+    op.execute(
+        "UPDATE vending_keys SET "
+        "ken = COALESCE((SELECT g.ken FROM supply_groups g WHERE g.vending_key_id = vending_keys.id), 255), "
+        "issued_until = (SELECT g.key_expiry FROM supply_groups g WHERE g.vending_key_id = vending_keys.id), "
+        "status = CASE WHEN EXISTS (SELECT 1 FROM supply_groups g WHERE g.id = vending_keys.supply_group_id "
+        "AND g.krn = vending_keys.krn) THEN 'active' ELSE 'retired' END"
+    )
+    with op.batch_alter_table("supply_groups", schema=None) as batch_op:
+        batch_op.drop_column("key_expiry")
+
 
 def downgrade() -> None:
+    bind = op.get_bind()
+    if bind.execute(sa.text("SELECT count(*) FROM vending_keys WHERE keystore <> 'software'")).scalar():
+        raise RuntimeError("vending keys held in an HSM cannot be described by schema 0001: move them first")
+    op.execute("DELETE FROM outbox WHERE vend_id IS NULL")  # campaign SMS: 0001 has no place for them
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.alter_column("vend_id", existing_type=sa.String(length=36), nullable=False)
+
+    with op.batch_alter_table("supply_groups", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("key_expiry", sa.DateTime(), nullable=True))
+    op.execute(
+        "UPDATE supply_groups SET key_expiry = "
+        "(SELECT k.issued_until FROM vending_keys k WHERE k.id = supply_groups.vending_key_id)"
+    )
 
     # generated from mita.vend.schema, then checked by hand (defaults for existing rows, check constraints)
     with op.batch_alter_table("vending_keys", schema=None) as batch_op:
@@ -104,9 +124,6 @@ def downgrade() -> None:
         batch_op.drop_column("ken")
         batch_op.drop_column("handle")
         batch_op.drop_column("keystore")
-
-    with op.batch_alter_table("supply_groups", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("key_expiry", sa.DateTime(), nullable=True))
 
     with op.batch_alter_table("meters", schema=None) as batch_op:
         batch_op.drop_column("area")

@@ -1,0 +1,77 @@
+"""Migrations move what a database already holds: 0001 → 0002 keeps every key's expiry, and back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from alembic import command
+from sqlalchemy import Engine, text
+
+from mita.vend import database
+
+EXPIRY = dt.datetime(2026, 12, 31, 23, 59)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/m.db"
+        return
+    name = f"mita_migration_{secrets.token_hex(5)}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def populate_0001(engine: Engine) -> None:
+    """A supply group on KRN 2 (KEN 200, issued until EXPIRY) that kept its KRN 1 key, as 0001 stored them."""
+    now = dt.datetime(2026, 1, 1)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO supply_groups (id, sgc, name, krn, kt, ea, dkga, base_date, ken, key_expiry, created_at) "
+                "VALUES (1, '123456', 'Old town', 2, 2, 7, 2, 2014, 200, :exp, :now)"
+            ),
+            {"exp": EXPIRY, "now": now},
+        )
+        for kid, krn in ((1, 1), (2, 2)):
+            conn.execute(
+                text(
+                    "INSERT INTO vending_keys (id, supply_group_id, krn, dkga, sealed, kcv, created_at) "
+                    "VALUES (:id, 1, :krn, 2, :blob, 'abcdef', :now)"
+                ),
+                {"id": kid, "krn": krn, "blob": b"sealed", "now": now},
+            )
+        conn.execute(text("UPDATE supply_groups SET vending_key_id = 2"))
+
+
+def test_upgrade_keeps_expiry_and_ken_and_retires_old_krns(url: str) -> None:
+    cfg = database.alembic_config(database.normalise_url(url))
+    command.upgrade(cfg, "0001")
+    engine = database.make_engine(url)
+    populate_0001(engine)
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT krn, ken, issued_until, status FROM vending_keys ORDER BY krn")).all()
+    assert [(r.krn, r.ken, r.status) for r in rows] == [(1, 255, "retired"), (2, 200, "active")]
+    assert rows[0].issued_until is None and str(rows[1].issued_until)[:16] == str(EXPIRY)[:16]
+
+    with engine.begin() as conn:  # a campaign's SMS has no vend: 0001 cannot hold it
+        conn.execute(
+            text(
+                "INSERT INTO outbox (vend_id, channel, payload, status, created_at) VALUES (NULL, 'sms', '{}', 'p', :t)"
+            ),
+            {"t": EXPIRY},
+        )
+    command.downgrade(cfg, "0001")
+    with engine.connect() as conn:
+        back = conn.execute(text("SELECT key_expiry FROM supply_groups")).scalar()
+        left = conn.execute(text("SELECT count(*) FROM outbox")).scalar()
+    assert str(back)[:16] == str(EXPIRY)[:16] and left == 0
+    engine.dispose()
