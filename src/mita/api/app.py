@@ -387,14 +387,6 @@ SgcPath = Annotated[str, Path(max_length=6, pattern=m.PRINTABLE, description="su
 KrnPath = Annotated[int, Path(ge=1, le=9, description="key revision number")]
 
 
-def _key_entry(svc: VendingService, at: dt.datetime, sgc: str, krn: int) -> dict[str, Any]:
-    """One key's status, as ``GET /v1/supply-groups/{sgc}/keys`` lists it."""
-    for entry in keyring.key_status(svc.engine, at, sgc):
-        if entry["krn"] == krn:
-            return entry
-    raise VendError("not_found", f"supply group {sgc} has no key with KRN {krn}")
-
-
 @v1.get(
     "/supply-groups/{sgc}/keys", response_model=list[m.KeyStatusOut], tags=["vending keys"], responses=responses(404)
 )
@@ -437,7 +429,7 @@ def activate_vending_key(sgc: SgcPath, krn: KrnPath, caller: Who, svc: Svc, body
     at = svc.clock()
     changes = body.model_dump(exclude_none=True) if body is not None else {}
     keyring.activate_key(svc.engine, caller, sgc=sgc, krn=krn, at=at, **changes)
-    return _key_entry(svc, at, sgc, krn)
+    return keyring.key_entry(svc.engine, at, sgc, krn)
 
 
 @v1.post(
@@ -451,7 +443,7 @@ def retire_vending_key(sgc: SgcPath, krn: KrnPath, caller: Who, svc: Svc, body: 
     moved off it. Answers the key's status."""
     at = svc.clock()
     keyring.retire_key(svc.engine, caller, sgc=sgc, krn=krn, at=at, destroy=body is not None and body.destroy)
-    return _key_entry(svc, at, sgc, krn)
+    return keyring.key_entry(svc.engine, at, sgc, krn)
 
 
 @v1.get(

@@ -393,9 +393,6 @@ def _issued(conn: Connection, cid: int) -> Iterator[Any]:
                 key_changes.c.tokens,
                 key_changes.c.from_key,
                 key_changes.c.to_key,
-                meters.c.krn.label("meter_krn"),
-                meters.c.base_date.label("meter_base_date"),
-                meters.c.pending_key,
                 meters.c.drn,
                 meters.c.manufacturer,
                 meters.c.area,
@@ -430,8 +427,7 @@ def export_csv(engine: Engine, campaign_id: int) -> Iterable[str]:
             toks = list(r.tokens) + [""] * (4 - len(r.tokens))
             # a row a vend delivered before generation reached it had no from/to in older versions of the
             # vending service: the meter's record has them (its current and its pending configuration)
-            was = r.from_key or {"krn": r.meter_krn, "base_date": r.meter_base_date}
-            goes = r.to_key or r.pending_key or {"krn": "", "base_date": ""}
+            was, goes = r.from_key, r.to_key
             writer.writerow(
                 [
                     r.drn,

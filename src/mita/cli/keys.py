@@ -96,13 +96,6 @@ def _when(text: str | None, what: str) -> dt.datetime | None:
         raise VendError("invalid_request", f"{what} is a date and time, YYYY-MM-DDTHH:MM[:SS]") from None
 
 
-def _key_entry(engine: Engine, at: dt.datetime, sgc: str, krn: int) -> dict[str, Any]:
-    for entry in keyring.key_status(engine, at, sgc):
-        if entry["krn"] == krn:
-            return entry
-    raise VendError("not_found", f"supply group {sgc} has no key with KRN {krn}")
-
-
 # ---------------------------------------------------------------------- keys
 
 
@@ -223,7 +216,7 @@ def activate(
     at = local_now()
     with _refusals():
         keyring.activate_key(engine, registry.SYSTEM, sgc=sgc, krn=krn, at=at, base_date=base_date, ea=ea, kt=kt)
-        out = _key_entry(engine, at, sgc, krn)
+        out = keyring.key_entry(engine, at, sgc, krn)
     err.print(
         f"{sgc} vends under KRN {krn}: move its meters with `mita keys campaign plan` or `mita keys change`",
         markup=False,
@@ -245,7 +238,7 @@ def retire(
     at = local_now()
     with _refusals():
         keyring.retire_key(engine, registry.SYSTEM, sgc=sgc, krn=krn, at=at, destroy=destroy)
-        out = _key_entry(engine, at, sgc, krn)
+        out = keyring.key_entry(engine, at, sgc, krn)
     _emit(out)
 
 

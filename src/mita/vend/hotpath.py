@@ -47,9 +47,6 @@ SQL = {
     "%(token_class)s, %(subclass)s, %(digits)s, %(units)s, %(at)s)",
     "meter_tid": "UPDATE meters SET last_tid = %(tid)s WHERE id = %(id)s",
     "meter_pending": "UPDATE meters SET pending_key = %(pending)s WHERE id = %(id)s",
-    # Only for keys with a credit limit: the row is then a point every vend under the key passes.
-    "key_credit": "UPDATE vending_keys SET credit_issued = credit_issued + %(units)s WHERE id = %(id)s "
-    "RETURNING credit_issued, credit_limit",
     "ledger": "INSERT INTO ledger (vend_id, account, debit, credit, created_at) "
     "VALUES (%(vend_id)s, %(account)s, %(debit)s, %(credit)s, %(at)s)",
     "customer": "UPDATE customers SET debt = debt - %(debt)s, carried = carried - %(carried_in)s + %(carried_out)s, "

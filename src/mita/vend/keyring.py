@@ -79,7 +79,7 @@ class KeyRing:
     """Opened vending keys, per process: a key's material never changes once stored (unique per SGC and KRN)."""
 
     def __init__(self) -> None:
-        self._open: dict[tuple[str, int], tuple[KeyInfo, VendingKey]] = {}
+        self._open: dict[tuple[str, int], VendingKey] = {}
         self._lock = threading.Lock()
 
     def get(self, conn: Connection, sgc: str, krn: int) -> tuple[KeyInfo, VendingKey]:
@@ -93,13 +93,12 @@ class KeyRing:
             raise VendError("no_vending_key", f"supply group {sgc} has no vending key with KRN {krn}")
         info = KeyInfo(row.id, row.dkga, row.status, row.issued_until, row.credit_limit)
         with self._lock:
-            cached = self._open.get((sgc, krn))
-        if cached is None:
+            opened = self._open.get((sgc, krn))
+        if opened is None:
             opened = keystore(row.keystore).open(stored_key(row, sgc))
             with self._lock:
-                self._open[(sgc, krn)] = (info, opened)
-            return info, opened
-        return info, cached[1]
+                self._open[(sgc, krn)] = opened
+        return info, opened
 
     def decoder_key(self, conn: Connection, cfg: Any, drn: str, iin: str, fresh: bool = True) -> int:
         """The meter's decoder key under ``cfg``.
@@ -109,7 +108,7 @@ class KeyRing:
         """
         with self._lock:
             cached = None if fresh else self._open.get((cfg.sgc, cfg.krn))
-        key = cached[1] if cached is not None else self.get(conn, cfg.sgc, cfg.krn)[1]
+        key = cached if cached is not None else self.get(conn, cfg.sgc, cfg.krn)[1]
         return key.decoder_key(sts.MeterNumber(iin, drn), derivation(cfg))
 
 
@@ -287,7 +286,7 @@ def activate_key(
         )
         _audit(conn, caller, at, "activate_vending_key", sgc, krn=krn, previous_krn=old, base_date=new_base, ea=new_ea,
                kt=new_kt)  # fmt: skip
-    return next(k for k in key_status(engine, at, sgc) if k["krn"] == krn)
+    return key_entry(engine, at, sgc, krn)
 
 
 def retire_key(engine: Engine, caller: Any, *, sgc: str, krn: int, at: dt.datetime, destroy: bool = False) -> None:
@@ -343,6 +342,14 @@ def key_status(engine: Engine, at: dt.datetime, sgc: str | None = None) -> list[
             }
         )  # fmt: skip
     return out
+
+
+def key_entry(engine: Engine, at: dt.datetime, sgc: str, krn: int) -> dict[str, Any]:
+    """One key's entry of :func:`key_status`."""
+    for entry in key_status(engine, at, sgc):
+        if entry["krn"] == krn:
+            return entry
+    raise VendError("not_found", f"supply group {sgc} has no key with KRN {krn}")
 
 
 def key_history(engine: Engine, sgc: str) -> list[dict[str, Any]]:

@@ -222,14 +222,18 @@ def create_supply_group(
         )  # fmt: skip
         stored = store.put(sgc, krn, dkga, key)
         del key
-        kid = _insert(
-            conn, vending_keys, "vending key", supply_group_id=gid, krn=krn, dkga=dkga, keystore=stored.keystore,
-            handle=stored.handle, sealed=stored.sealed, kcv=stored.kcv, ken=ken, issued_until=key_expiry,
-            credit_limit=credit_limit, credit_issued=0, status="active", created_at=_now(),
-        )  # fmt: skip
-        conn.execute(update(supply_groups).where(supply_groups.c.id == gid).values(vending_key_id=kid))
-        _audit(conn, caller, "create_supply_group", "supply_group", sgc, krn=krn, kt=kt, ea=ea, dkga=dkga,
-               kcv=stored.kcv, keystore=stored.keystore)  # fmt: skip
+        try:
+            kid = _insert(
+                conn, vending_keys, "vending key", supply_group_id=gid, krn=krn, dkga=dkga, keystore=stored.keystore,
+                handle=stored.handle, sealed=stored.sealed, kcv=stored.kcv, ken=ken, issued_until=key_expiry,
+                credit_limit=credit_limit, credit_issued=0, status="active", created_at=_now(),
+            )  # fmt: skip
+            conn.execute(update(supply_groups).where(supply_groups.c.id == gid).values(vending_key_id=kid))
+            _audit(conn, caller, "create_supply_group", "supply_group", sgc, krn=krn, kt=kt, ea=ea, dkga=dkga,
+                   kcv=stored.kcv, keystore=stored.keystore)  # fmt: skip
+        except Exception:
+            store.remove(stored)  # an HSM object without its database row would block a retry
+            raise
     return get_supply_group(engine, sgc)
 
 
