@@ -283,12 +283,10 @@ def _generate_batch(
     goal = info["target"]
     attach = info["delivery"] == "attach"
     by_config: dict[KeyConfig, list[Any]] = defaultdict(list)
-    elsewhere: list[int] = []
     for r in rows:
         if r.pending_key not in (None, "null"):  # raw SQL: SQLite gives JSON as text
             # another change was issued since planning (an operator's): its tokens may be in the meter
             # already, so the campaign must not replace the pending configuration they install
-            elsewhere.append(r.kc_id)
             continue
         by_config[KeyConfig(r.sgc, r.krn, r.kt, r.ti, r.ea, r.base_date, r.ken)].append(r)
     out: list[tuple[int, int, str, str, str, str]] = []
@@ -302,7 +300,6 @@ def _generate_batch(
             info_new, new_key = keyring.get(conn, new.sgc, new.krn)
             check_key_change(old, new, info_new.dkga)
         except VendError:  # e.g. the old key was destroyed: these meters cannot be moved; the others can
-            elsewhere += [r.kc_id for r in group]
             continue
         bits = 128 if new.ea == sts.EA.MISTY1 else 64
         sets = bulk.key_change_sets(
@@ -330,7 +327,7 @@ def _generate_batch(
     # so that the campaign finishes and its counts say so
     conn.execute(
         update(key_changes)
-        .where(key_changes.c.id.in_([r.kc_id for r in rows]), key_changes.c.status == "planned")
+        .where(key_changes.c.campaign_id == cid, key_changes.c.batch == batch, key_changes.c.status == "planned")
         .values(status="cancelled")
     )
     return len(rows)
