@@ -26,7 +26,7 @@ from mita.vend import keyring, registry
 from mita.vend.errors import VendError
 from mita.vend.schema import campaigns, key_changes, meters, outbox
 from test_vend_service import engine, pg_template, sqlite_template  # noqa: F401 - the per-database fixtures
-from vend_fixtures import DRN, SECOND_KEY, SECOND_KEY_HEX, SGC, START, VENDING_KEY, World, build_world
+from vend_fixtures import DRN, SECOND_KEY, SECOND_KEY_HEX, SGC, START, VENDING_KEY, World, build_world, refused
 
 STA = sts.EA.STA
 #: (manufacturer, area, base date, phone) of the fleet's meters beside the world's own
@@ -142,12 +142,6 @@ def fleet(engine: Engine) -> Fleet:  # noqa: F811 - the imported fixture
 
 def counts(f: Fleet, cid: int) -> dict[str, int]:
     return campaign.get_campaign(f.w.engine, cid)["meters"]
-
-
-def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> None:
-    with pytest.raises(sts.StsError) as exc:
-        fn(*args, **kwargs)
-    assert exc.value.code == code, f"expected {code}, got {exc.value.code}: {exc.value}"
 
 
 # ---------------------------------------------------------------------------------------------- plan

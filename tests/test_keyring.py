@@ -36,6 +36,7 @@ from vend_fixtures import (
     build_world,
     decoder_key,
     find_secrets,
+    refused,
 )
 
 DKGA04_KEY_HEX = "abababababababab949494949494949401234567"  # the compliance suites' 160-bit vending key
@@ -48,13 +49,6 @@ KEY_FIELDS = {
 @pytest.fixture
 def world(engine: Engine) -> World:  # noqa: F811 - the imported fixture
     return build_world(engine)
-
-
-def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> sts.StsError:
-    with pytest.raises(sts.StsError) as exc:
-        fn(*args, **kwargs)
-    assert exc.value.code == code, f"expected {code}, got {exc.value.code}: {exc.value}"
-    return exc.value
 
 
 def status_of(w: World, krn: int, at: dt.datetime | None = None) -> dict[str, Any]:

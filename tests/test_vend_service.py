@@ -54,6 +54,7 @@ from vend_fixtures import (
     expected_receipt,
     find_secrets,
     ledger_sums,
+    refused,
     row_counts,
 )
 
@@ -127,13 +128,6 @@ def world(engine: Engine) -> World:
     return build_world(engine)
 
 
-def assert_refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> sts.StsError:
-    with pytest.raises(sts.StsError) as exc:
-        fn(*args, **kwargs)
-    assert exc.value.code == code, f"expected {code}, got {exc.value.code}: {exc.value}"
-    return exc.value
-
-
 def assert_nothing_written(w: World, before: dict[str, int], last_tid: int) -> None:
     assert row_counts(w.engine) == before
     assert w.meter_row().last_tid == last_tid
@@ -175,7 +169,7 @@ def test_quote_writes_nothing_and_matches_the_vend(world: World) -> None:
 
 def test_vends_need_an_api_key(world: World) -> None:
     before = row_counts(world.engine)
-    assert_refused("forbidden", world.svc.vend, registry.SYSTEM, "k", {"meter": DRN, "amount": 1000})
+    refused("forbidden", world.svc.vend, registry.SYSTEM, "k", {"meter": DRN, "amount": 1000})
     assert row_counts(world.engine) == before
 
 
@@ -203,7 +197,7 @@ def test_same_key_with_a_different_body_is_a_conflict(world: World) -> None:
     w.svc.vend(w.vendor, "k-1", {"meter": DRN, "amount": 10_000})
     counts, last_tid = row_counts(w.engine), w.meter_row().last_tid
     for body in ({"meter": DRN, "amount": 10_001}, {"meter": OTHER_DRN, "amount": 10_000}):
-        assert_refused("idempotency_conflict", w.svc.vend, w.vendor, "k-1", body)
+        refused("idempotency_conflict", w.svc.vend, w.vendor, "k-1", body)
     assert_nothing_written(w, counts, last_tid)
 
 
@@ -360,7 +354,7 @@ def test_reversal_after_the_window_is_refused(world: World) -> None:
     w.vend(5_000)
     w.advance(minutes=1)
     state, counts = w.state(), row_counts(w.engine)
-    assert_refused("reversal_window_closed", w.svc.reverse, w.operator, r["id"], "too late")
+    refused("reversal_window_closed", w.svc.reverse, w.operator, r["id"], "too late")
     assert (w.state(), row_counts(w.engine)) == (state, counts)
 
 
@@ -369,7 +363,7 @@ def test_second_reversal_is_refused(world: World) -> None:
     r = w.vend(10_000)
     w.svc.reverse(w.operator, r["id"], "once")
     state, counts = w.state(), row_counts(w.engine)
-    assert_refused("already_reversed", w.svc.reverse, w.admin, r["id"], "twice")
+    refused("already_reversed", w.svc.reverse, w.admin, r["id"], "twice")
     assert (w.state(), row_counts(w.engine)) == (state, counts)
 
 
@@ -377,7 +371,7 @@ def test_vendors_cannot_reverse(world: World) -> None:
     w = world
     r = w.vend(10_000)
     state, counts = w.state(), row_counts(w.engine)
-    assert_refused("forbidden", w.svc.reverse, w.vendor, r["id"], "my own sale")
+    refused("forbidden", w.svc.reverse, w.vendor, r["id"], "my own sale")
     assert (w.state(), row_counts(w.engine)) == (state, counts)
     assert w.svc.get_vend(w.vendor, r["id"])["status"] == "completed"
 
@@ -423,8 +417,8 @@ def test_vendor_credit_limit(engine: Engine) -> None:
     w.vend(10_000)
     w.vend(5_000)  # exactly at the limit
     counts, last_tid, state = row_counts(engine), w.meter_row().last_tid, w.state()
-    assert_refused("credit_limit", w.vend, 10_000)
-    assert_refused("credit_limit", w.vend, 100)
+    refused("credit_limit", w.vend, 10_000)
+    refused("credit_limit", w.vend, 100)
     assert_nothing_written(w, counts, last_tid)
     assert w.state() == state
     assert w.vendor_row().balance == 15_000
@@ -436,7 +430,7 @@ def test_blocked_meter(world: World, status: str) -> None:
     w = world
     registry.set_meter_status(w.engine, registry.SYSTEM, DRN, status)
     counts, last_tid = row_counts(w.engine), w.meter_row().last_tid
-    assert_refused("meter_blocked", w.vend, 10_000)
+    refused("meter_blocked", w.vend, 10_000)
     assert_nothing_written(w, counts, last_tid)
     registry.set_meter_status(w.engine, registry.SYSTEM, DRN, "active")
     assert w.enter(w.vend(10_000)) == ["accept", "accept"]
@@ -444,16 +438,16 @@ def test_blocked_meter(world: World, status: str) -> None:
 
 def test_unknown_meter(world: World) -> None:
     counts, last_tid = row_counts(world.engine), world.meter_row().last_tid
-    assert_refused("not_found", world.vend, 10_000, meter=OTHER_DRN)
-    assert_refused("not_found", world.svc.quote, world.vendor, OTHER_DRN, 10_000)
+    refused("not_found", world.vend, 10_000, meter=OTHER_DRN)
+    refused("not_found", world.svc.quote, world.vendor, OTHER_DRN, 10_000)
     assert_nothing_written(world, counts, last_tid)
 
 
 def test_wrong_check_digit(world: World) -> None:
     counts, last_tid = row_counts(world.engine), world.meter_row().last_tid
-    exc = assert_refused("check_digit_error", world.vend, 10_000, meter=BAD_CHECK_DIGIT)
+    exc = refused("check_digit_error", world.vend, 10_000, meter=BAD_CHECK_DIGIT)
     assert isinstance(exc, sts.CheckDigitError)
-    assert_refused("check_digit_error", world.svc.quote, world.vendor, BAD_CHECK_DIGIT, 10_000)
+    refused("check_digit_error", world.svc.quote, world.vendor, BAD_CHECK_DIGIT, 10_000)
     assert_nothing_written(world, counts, last_tid)
 
 
@@ -464,10 +458,10 @@ def test_absurd_amounts_are_refused_and_write_nothing(world: World) -> None:
     w = world
     counts, last_tid = row_counts(w.engine), w.meter_row().last_tid
     for amount in ABSURD:
-        assert_refused("invalid_amount", w.vend, amount)
+        refused("invalid_amount", w.vend, amount)
         if not isinstance(amount, list | dict):
-            assert_refused("invalid_amount", w.svc.quote, w.vendor, DRN, amount)
-    assert_refused("invalid_amount", w.svc.vend, w.vendor, "no-amount", {"meter": DRN})
+            refused("invalid_amount", w.svc.quote, w.vendor, DRN, amount)
+    refused("invalid_amount", w.svc.vend, w.vendor, "no-amount", {"meter": DRN})
     assert_nothing_written(w, counts, last_tid)
 
 
@@ -475,8 +469,8 @@ def test_tid_beyond_the_key_expiry_number_needs_a_key_change(engine: Engine) -> 
     w = build_world(engine, ken=0)  # KT 2; TIDs of 2026 on base 2014 have TID >> 16 = 96 > KEN 0
     assert sts.tid_from_datetime(START, BASE_DATE) >> 16 > 0
     counts, last_tid = row_counts(engine), w.meter_row().last_tid
-    assert_refused("key_change_required", w.vend, 10_000)
-    assert_refused("key_change_required", w.svc.engineering, w.operator, DRN, "clear_tamper")
+    refused("key_change_required", w.vend, 10_000)
+    refused("key_change_required", w.svc.engineering, w.operator, DRN, "clear_tamper")
     assert_nothing_written(w, counts, last_tid)
 
 
@@ -507,7 +501,7 @@ def test_key_change_flow(world: World) -> None:
     assert w.enter(w.vend(10_000)) == ["accept", "accept"]
     rotate_vending_key(w)
     counts, last_tid = row_counts(w.engine), w.meter_row().last_tid
-    assert_refused("key_change_required", w.vend, 10_000)
+    refused("key_change_required", w.vend, 10_000)
     assert_nothing_written(w, counts, last_tid)
 
     credit = w.credit()
@@ -522,14 +516,14 @@ def test_key_change_flow(world: World) -> None:
     assert row.krn == 1 and row.pending_key is not None
     assert (row.pending_key["krn"], row.pending_key["last_tid"]) == (2, r["tokens"][2]["tid"])
 
-    assert_refused("forbidden", w.svc.confirm_key_change, w.vendor, DRN)
+    refused("forbidden", w.svc.confirm_key_change, w.vendor, DRN)
     confirmed = w.svc.confirm_key_change(w.operator, DRN)
     assert confirmed["key"]["krn"] == 2
     row = w.meter_row()
     assert (row.krn, row.kt, row.ti, row.ea, row.base_date, row.ken) == (2, 2, 1, 7, BASE_DATE, 255)
     assert row.pending_key is None
     assert row.last_tid == r["tokens"][2]["tid"]
-    assert_refused("no_pending_key", w.svc.confirm_key_change, w.operator, DRN)
+    refused("no_pending_key", w.svc.confirm_key_change, w.operator, DRN)
     with w.engine.connect() as conn:
         assert conn.execute(select(audit).where(audit.c.action == "confirm_key_change")).first() is not None
 
@@ -582,8 +576,8 @@ def test_vendors_cannot_make_engineering_tokens(world: World) -> None:
     w = world
     counts, last_tid = row_counts(w.engine), w.meter_row().last_tid
     for kind in ("clear_tamper", "set_power_limit", "clear_credit", "test"):
-        assert_refused("forbidden", w.svc.engineering, w.vendor, DRN, kind, 1000)
-    assert_refused("invalid_kind", w.svc.engineering, w.operator, DRN, "free_money")
+        refused("forbidden", w.svc.engineering, w.vendor, DRN, kind, 1000)
+    refused("invalid_kind", w.svc.engineering, w.operator, DRN, "free_money")
     assert_nothing_written(w, counts, last_tid)
 
 
@@ -629,7 +623,7 @@ def _sqlite_engine(path: Path, journal: str, synchronous: str) -> Engine:
 def test_sqlite_without_wal_and_full_sync_is_refused(tmp_path: Path, journal: str, synchronous: str) -> None:
     eng = _sqlite_engine(tmp_path / "unsafe.db", journal, synchronous)
     try:
-        assert_refused("unsafe_database", database.check_durability, eng)
+        refused("unsafe_database", database.check_durability, eng)
     finally:
         eng.dispose()
 
@@ -645,7 +639,7 @@ def test_sqlite_make_engine_overridden_to_normal_is_refused(tmp_path: Path) -> N
         dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
     try:
-        assert_refused("unsafe_database", database.check_durability, eng)
+        refused("unsafe_database", database.check_durability, eng)
     finally:
         eng.dispose()
 
@@ -694,12 +688,12 @@ def test_a_replay_after_a_reversal_hands_out_no_tokens(world: World) -> None:
     w = world
     r = w.vend(10_000, key="once-only")
     w.svc.reverse(w.operator, r["id"], "refunded")
-    assert_refused("reversed", w.vend, 10_000, key="once-only")
-    assert_refused("reversed", w.svc.reprint, w.vendor, r["id"])
+    refused("reversed", w.vend, 10_000, key="once-only")
+    refused("reversed", w.svc.reprint, w.vendor, r["id"])
 
 
 def test_a_limit_token_needs_a_value(world: World) -> None:
     w = world
     counts = row_counts(w.engine)
-    assert_refused("invalid_request", w.svc.engineering, w.operator, DRN, "set_power_limit")
+    refused("invalid_request", w.svc.engineering, w.operator, DRN, "set_power_limit")
     assert row_counts(w.engine) == counts

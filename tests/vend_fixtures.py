@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, Row, func, inspect, select, text
 
 from mita import sts
 from mita.meter import Meter
-from mita.vend import pricing, registry
+from mita.vend import pricing, registry, sample
 from mita.vend.schema import customers, metadata, meter_months, meters, vendors
 from mita.vend.service import Caller, VendingService, receipt_json, tariff_from_spec
 
@@ -35,16 +36,7 @@ OTHER_DRN = "4750015024" + str(sts.luhn_digit("4750015024"))  # valid check digi
 BAD_CHECK_DIGIT = DRN[:-1] + str((int(DRN[-1]) + 1) % 10)
 BASE_DATE = 2014
 START = dt.datetime(2026, 3, 10, 9, 30)  # a TID on base 2014: TID >> 16 is 96
-TARIFF_SPEC: dict[str, Any] = {
-    "blocks": [
-        {"up_to": "50", "price": "1.10"},
-        {"up_to": "350", "price": "2.00"},
-        {"up_to": None, "price": "3.15"},
-    ],
-    "vat_rate": "0.15",
-    "fixed_monthly": 2000,
-    "fbe_kwh": "50",
-}
+TARIFF_SPEC: dict[str, Any] = sample.DOMESTIC_TARIFF
 TARIFF = tariff_from_spec(TARIFF_SPEC)
 DEBT = 5000
 DEBT_RATE = "0.2"
@@ -229,3 +221,11 @@ def account_totals(engine: Engine, vend_id: str | None = None) -> dict[str, int]
     with engine.connect() as conn:
         rows = conn.execute(text(q + " GROUP BY account"), params).all()
     return {r[0]: int(r[1]) for r in rows}
+
+
+def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> sts.StsError:
+    """``fn`` raises a typed error with this stable code (and changes nothing: the callers check that)."""
+    with pytest.raises(sts.StsError) as exc:
+        fn(*args, **kwargs)
+    assert exc.value.code == code, f"expected {code}, got {exc.value.code}: {exc.value}"
+    return exc.value

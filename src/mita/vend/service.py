@@ -125,6 +125,13 @@ class VendingService:
             raise VendError("not_found", f"no meter {number.drn}")
         return row
 
+    def _pending_meter(self, conn: Connection, drn: str) -> Row[Any]:
+        """The meter's row, locked, for confirming or cancelling the key change it must have pending."""
+        meter = self._meter(conn, drn, lock=True)
+        if not meter.pending_key:
+            raise VendError("no_pending_key", f"meter {meter.drn} has no key change pending")
+        return meter
+
     def _group(self, conn: Connection, group_id: int) -> Row[Any]:
         row = conn.execute(select(supply_groups).where(supply_groups.c.id == group_id)).first()
         assert row is not None  # a foreign key guarantees it
@@ -692,9 +699,7 @@ class VendingService:
         caller.require("admin", "operator")
         at = self.clock()
         with self.engine.begin() as conn:
-            meter = self._meter(conn, drn, lock=True)
-            if not meter.pending_key:
-                raise VendError("no_pending_key", f"meter {meter.drn} has no key change pending")
+            meter = self._pending_meter(conn, drn)
             p = meter.pending_key
             new = KeyConfig.from_pending(p)
             group_id = meter.supply_group_id
@@ -815,9 +820,7 @@ class VendingService:
         caller.require("admin", "operator")
         at = self.clock()
         with self.engine.begin() as conn:
-            meter = self._meter(conn, drn, lock=True)
-            if not meter.pending_key:
-                raise VendError("no_pending_key", f"meter {meter.drn} has no key change pending")
+            meter = self._pending_meter(conn, drn)
             conn.execute(update(meters).where(meters.c.id == meter.id).values(pending_key=None))
             conn.execute(
                 update(key_changes)
