@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -31,7 +32,8 @@ from mita import sts
 from mita.keys.software import key_check_value, open_vending_key, seal_vending_key
 from mita.vend import database, pricing, registry
 from mita.vend.errors import VendError
-from mita.vend.schema import audit, supply_groups, tokens, vending_keys, vends
+from mita.vend.schema import audit, meters, supply_groups, tokens, vending_keys, vends
+from mita.vend.service import KeyConfig
 from vend_fixtures import (
     BAD_CHECK_DIGIT,
     BASE_DATE,
@@ -697,3 +699,59 @@ def test_a_limit_token_needs_a_value(world: World) -> None:
     counts = row_counts(w.engine)
     refused("invalid_request", w.svc.engineering, w.operator, DRN, "set_power_limit")
     assert row_counts(w.engine) == counts
+
+
+# ---------------------------------------------------------------------------------------------- TIDs are never reused
+
+
+def test_a_cancelled_key_change_leaves_the_meter_sellable_at_once(world: World) -> None:
+    """Issue 9.1: the vend that carried a cancelled change used TIDs; the next sale, in the same minute, skips them."""
+    w = world
+    assert w.enter(w.vend(10_000)) == ["accept", "accept"]
+    rotate_vending_key(w)
+    carried = w.vend(10_000, include_key_change=True)  # never entered: the customer lost the receipt
+    used = {t["tid"] for t in carried["tokens"] if t["tid"] is not None}
+    w.svc.cancel_key_change(w.operator, DRN)
+    assert w.meter_row().last_tid >= max(used)
+
+    # the clock does not move: the sale needs TIDs above the cancelled ones, and the meter takes it
+    sale = w.vend(10_000, include_key_change=True)
+    assert {t["tid"] for t in sale["tokens"]}.isdisjoint(used)
+    assert w.enter(sale) == ["kct_pending", "key_changed", "accept"]
+    tamper = w.svc.engineering(w.operator, DRN, "clear_tamper")
+    assert tamper["tokens"][0]["tid"] not in used
+    assert str(w.meter.enter(tamper["tokens"][0]["digits"], w.now[0]).result) == "accept"
+
+
+def test_tids_on_another_base_date_come_from_every_token_ever_issued(world: World) -> None:
+    """A roll-over cancelled after its tokens were sold, then planned again, starts above those TIDs."""
+    w = world
+    w.vend(10_000)
+    row = w.meter_row()
+    group = SimpleNamespace(sgc=SGC)
+    with w.engine.begin() as conn:
+        vend_id = conn.execute(select(vends.c.id)).scalars().first()
+        conn.execute(
+            insert(tokens).values(
+                vend_id=vend_id, meter_id=row.id, seq=9, kind="credit", tid=777, base_date=2035, token_class=0,
+                subclass=0, digits="0" * 20, units=1, created_at=w.now[0],
+            )
+        )  # fmt: skip
+        cfg = KeyConfig(SGC, 2, row.kt, row.ti, row.ea, 2035, row.ken)
+        assert w.svc._tid_floor(conn, row, cfg) == 777
+        assert w.svc._tid_floor(conn, row, w.svc.current_config(row, group)) == row.last_tid
+
+
+def test_a_deterministic_database_refusal_is_its_own_error_not_retry(world: World) -> None:
+    """A unique-TID refusal fails the same way every time: a 500 ``database_refused``, never a 503 ``retry``."""
+    w = world
+    row = w.meter_row()
+    sale = w.vend(10_000)
+    with w.engine.begin() as conn:  # the meter's count forgets that sale: the next vend collides with its TID
+        conn.execute(update(meters).where(meters.c.id == row.id).values(last_tid=row.last_tid))
+    before = row_counts(w.engine)
+    err = refused("database_refused", w.vend, 10_000)
+    assert isinstance(err, VendError) and err.status == 500
+    assert "tokens" in err.message or "IntegrityError" in err.message or "UniqueViolation" in err.message
+    assert row_counts(w.engine) == before  # nothing of the refused vend was kept
+    assert sale["tokens"]

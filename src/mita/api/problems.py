@@ -13,16 +13,17 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mita.keys.master import KeyStoreError
 from mita.sts import StsError
-from mita.vend.errors import VendError
+from mita.vend.errors import VendError, database_failure
 
 log = logging.getLogger("mita.api")
 
@@ -153,14 +154,12 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DBAPIError)
+    """Transient failures are 503 (retry later), deterministic refusals 500 with their own code."""
     # str(exc) holds the parameters: log the driver's error class and the statement only
-    log.error("database error %s in: %.200s", type(exc.orig).__name__, exc.statement)
-    if isinstance(exc, OperationalError):
-        return problem(
-            503, "database_unavailable", "the database is not available; retry later", headers=_headers_for(503)
-        )
-    return problem(500, "database_error", "the database refused the operation")
+    statement = exc.statement if isinstance(exc, DBAPIError) else ""
+    failure = database_failure(exc)
+    log.error("database error %s (%s) in: %.200s", failure.code, failure.message, statement)
+    return problem(failure.status, failure.code, failure.message, headers=_headers_for(failure.status))
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -173,6 +172,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(psycopg.Error, _database_error)
     app.add_exception_handler(Exception, _unexpected)
     problem_openapi(app)
 

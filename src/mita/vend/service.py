@@ -31,7 +31,7 @@ from mita import sts
 
 from . import hotpath, pricing
 from .audit import write_audit
-from .errors import VendError
+from .errors import VendError, database_failure
 from .keyring import KeyInfo, KeyRing, check_issuable, expiry_warnings
 from .schema import (
     campaigns,
@@ -176,6 +176,23 @@ class VendingService:
             raise VendError("key_change_required", f"the meter's key expires (KEN {cfg.ken}) before this TID")
         return out
 
+    @staticmethod
+    def _tid_floor(conn: Connection, meter: Any, cfg: KeyConfig) -> int:
+        """The last TID ever issued to the meter on ``cfg``'s base date: the next must be above it.
+
+        On the meter's own base date its row keeps the count (with the pending key's, for tokens made
+        under a change not yet confirmed; a cancel folds that into the row). On another base date (a
+        roll-over under way) the tokens table is asked, as an earlier change to that base date may have
+        been cancelled after its tokens were sold: a TID once used is never used again.
+        """
+        last = _last_tid(meter, cfg)
+        if cfg.base_date != meter.base_date:
+            issued = conn.execute(
+                select(func.max(tokens.c.tid)).where(tokens.c.meter_id == meter.id, tokens.c.base_date == cfg.base_date)
+            ).scalar()
+            last = max(last, -1 if issued is None else int(issued))
+        return last
+
     def _audit(
         self, conn: Connection, caller: Caller, action: str, entity: str, entity_id: object, **detail: Any
     ) -> None:
@@ -247,10 +264,10 @@ class VendingService:
                     return self._answered(conn, caller, key, digest)
                 response = self._vend_locked(conn, caller, key, body, SimpleNamespace(**meter), at)
             return 201, response
-        except (DBAPIError, psycopg.Error) as exc:  # nothing was committed, or we cannot know: retry is safe
-            raise VendError(
-                "retry", f"the vend was not confirmed ({type(exc).__name__}); retry with the same Idempotency-Key"
-            ) from None
+        except (DBAPIError, psycopg.Error) as exc:
+            # a lost connection or a serialisation failure: nothing was committed, or we cannot know, and a
+            # retry with the same key is safe (503 retry); a refusal that would repeat is not worth retrying
+            raise database_failure(exc, "retry", "retry with the same Idempotency-Key") from None
 
     def _answered(self, conn: Connection, caller: Caller, key: str, digest: str) -> tuple[int, dict[str, Any]]:
         """The stored answer of a request whose key was claimed before (waiting if it was in flight)."""
@@ -305,7 +322,7 @@ class VendingService:
             meter.utility, sts.CreditKind.GAS
         )
         # TIDs under a pending key are counted apart: a new base date restarts them (RO clears the store)
-        after = _last_tid(meter, cfg)
+        after = self._tid_floor(conn, meter, cfg)
         credits = [("credit", receipt.units)] + ([("fbe", receipt.fbe_units)] if receipt.fbe_units else [])
         tids = self._tids(cfg, len(credits), at, after)
         for (what, units), tid in zip(credits, tids, strict=True):
@@ -655,7 +672,7 @@ class VendingService:
                 token: sts.Token = sts.MeterTest(control=value if value is not None else 1)
                 made.append(_token_row("engineering", token, sts.encode(token, sts.EA.STA, 0), 0))
             else:
-                (tid,) = self._tids(cfg, 1, at, _last_tid(meter, cfg))
+                (tid,) = self._tids(cfg, 1, at, self._tid_floor(conn, meter, cfg))
                 v = 0 if value is None else value
                 token = {
                     "clear_tamper": lambda: sts.ClearTamperCondition(tid, rnd=self.rnd()),
@@ -705,7 +722,7 @@ class VendingService:
             group_id = meter.supply_group_id
             if new.sgc != self._group(conn, group_id).sgc:  # an SGC change moves the meter to the other group
                 group_id = conn.execute(select(supply_groups.c.id).where(supply_groups.c.sgc == new.sgc)).scalar_one()
-            last = _last_tid(meter, new)
+            last = self._tid_floor(conn, meter, new)
             conn.execute(
                 update(meters)
                 .where(meters.c.id == meter.id)
@@ -821,7 +838,9 @@ class VendingService:
         at = self.clock()
         with self.engine.begin() as conn:
             meter = self._pending_meter(conn, drn)
-            conn.execute(update(meters).where(meters.c.id == meter.id).values(pending_key=None))
+            # TIDs sold under the cancelled key stay used: on the meter's base date its count keeps them
+            last = _last_tid(meter, self.current_config(meter, self._group(conn, meter.supply_group_id)))
+            conn.execute(update(meters).where(meters.c.id == meter.id).values(pending_key=None, last_tid=last))
             conn.execute(
                 update(key_changes)
                 .where(key_changes.c.meter_id == meter.id, key_changes.c.status.in_(("planned", "issued", "delivered")))
@@ -905,7 +924,8 @@ def _last_tid(meter: Any, cfg: KeyConfig) -> int:
     again (the key change's RO bit clears the meter's store), on the same base date they must stay
     above the ones already in the meter.
     """
-    under_new: int = (meter.pending_key or {}).get("last_tid", -1)
+    pending = meter.pending_key or {}
+    under_new: int = pending.get("last_tid", -1) if pending.get("base_date") == cfg.base_date else -1
     if cfg.base_date != meter.base_date:
         return under_new
     return max(under_new, meter.last_tid)
