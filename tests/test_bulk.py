@@ -1,6 +1,6 @@
 """The bulk (NumPy) token path must give exactly what the single-token engine gives.
 
-Two kinds of evidence: the conformance vectors in ../shared/sts/vectors (or $MITA_VECTORS; a missing
+Two kinds of evidence: the conformance vectors in tests/vectors (or $MITA_VECTORS; a missing
 folder fails, never skips), run through the bulk functions a whole file at a time; and Hypothesis
 comparisons, element by element, against ``mita.sts.encode``/``decode``, ``to_block``, ``sta`` and
 ``misty1`` on random inputs. Chunk sizes are shrunk in some tests so that chunk and glue boundaries,
@@ -9,11 +9,8 @@ padding of the last STA chunk and the tail of the last MISTY1 chunk are all exer
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import load_json
 from mita import sts
 from mita.sts import EA, BaseDate, CreditKind, MeterNumber, TransferCredit, bulk, misty1
 from mita.sts import ea as ea_mod
@@ -34,17 +32,6 @@ from mita.sts.tokens import REGISTRY, from_block, to_block, uses_crc_c
 
 M64 = (1 << 64) - 1
 FAST = settings(max_examples=40, deadline=None)
-
-
-def vectors(name: str) -> Any:
-    """One vectors file; the folder is $MITA_VECTORS or <repo>/../shared/sts/vectors, and must exist."""
-    env = os.environ.get("MITA_VECTORS")
-    folder = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "sts" / "vectors"
-    path = folder / name
-    if not path.is_file():
-        pytest.fail(f"STS vectors not found: {path} (set MITA_VECTORS to the vectors folder)", pytrace=False)
-    with path.open(encoding="utf-8") as f:
-        return json.load(f)
 
 
 def ea_of(vector: dict[str, Any]) -> EA | None:
@@ -77,7 +64,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def token_vectors() -> list[dict[str, Any]]:
-    data = vectors("tokens.json")
+    data = load_json("tokens.json")
     return [
         v
         for v in data["compliance_and_nectar_vectors"] + data["other_vectors"]
@@ -123,7 +110,7 @@ def test_class1_decodes_without_keys() -> None:
 
 
 def test_sta_vectors() -> None:
-    data = vectors("sta.json")
+    data = load_json("sta.json")
     vs = data["vectors"] + [data["same_input_real_tables"]]
     plain = np.array([int(v["plaintext_hex"], 16) for v in vs], dtype=np.uint64)
     cipher = np.array([int(v["ciphertext_hex"], 16) for v in vs], dtype=np.uint64)
@@ -136,7 +123,7 @@ def test_sta_vectors() -> None:
 
 def test_sta_worked_example_with_sample_tables() -> None:
     """The standard's worked example uses its printed sample tables; the circuit is derived from those too."""
-    ex = vectors("sta.json")["worked_example_sample_tables"]
+    ex = load_json("sta.json")["worked_example_sample_tables"]
     key, plain, cipher = (int(ex[k], 16) for k in ("key_hex", "plaintext_hex", "ciphertext_hex"))
     assert list(bulk.SAMPLE_STA.encrypt([plain], key)) == [cipher]
     assert list(bulk.SAMPLE_STA.decrypt([cipher], key)) == [plain]
@@ -148,7 +135,7 @@ def test_sta_worked_example_with_sample_tables() -> None:
 
 
 def test_misty1_vectors() -> None:
-    data = vectors("misty1.json")
+    data = load_json("misty1.json")
     vs = data["rfc2994_vectors"] + data["sts_token_block_vectors"]
     plain = np.array([int(v["plaintext_hex"], 16) for v in vs], dtype=np.uint64)
     cipher = np.array([int(v["ciphertext_hex"], 16) for v in vs], dtype=np.uint64)
@@ -160,7 +147,7 @@ def test_misty1_vectors() -> None:
 
 
 def test_des_vectors() -> None:
-    vs = vectors("ea09_des_unverified.json")["vectors"]
+    vs = load_json("ea09_des_unverified.json")["vectors"]
     plain = [int(v["plaintext_hex"], 16) for v in vs]
     keys = np.array([int(v["decoder_key_hex"], 16) for v in vs], dtype=np.uint64)
     assert list(bulk.encrypt_blocks(plain, keys, EA.DEA)) == [int(v["ciphertext_hex"], 16) for v in vs]
@@ -169,7 +156,7 @@ def test_des_vectors() -> None:
 
 def test_dkga02_vectors() -> None:
     by_key: dict[tuple[str, int, str, str, int], list[dict[str, Any]]] = {}
-    for v in vectors("dkga02.json")["vectors"]:
+    for v in load_json("dkga02.json")["vectors"]:
         by_key.setdefault((v["vending_key_hex"], v["key_type"], v["sgc"], v["ti"], v["krn"]), []).append(v)
     for (vk, kt, sgc, ti, krn), vs in by_key.items():
         meters = [MeterNumber(v["iin"], v["drn_iain"]) for v in vs]
@@ -184,7 +171,7 @@ def test_dkga02_vectors() -> None:
 
 def test_dkga04_vectors() -> None:
     base_by_code = {b.code: b for b in BaseDate}
-    for v in vectors("dkga04.json")["vectors"]:
+    for v in load_json("dkga04.json")["vectors"]:
         pan = v["meter_pan"]
         iin = "600727" if pan.startswith("600727") else "0000"
         meter = MeterNumber(iin, pan[len(iin) : -1])

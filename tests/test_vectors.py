@@ -1,6 +1,7 @@
-"""Every verified conformance vector in ../shared/sts/vectors, through the library.
+"""Every verified conformance vector in tests/vectors, through the library.
 
-Which entries count (shared/README.md): those whose ``verified`` says they were reproduced. In amount.json and
+tests/vectors is the repository's copy of the shared STS vectors; its README.md says where each file comes from.
+Which entries count (tests/vectors/README.md): those whose ``verified`` says they were reproduced. In amount.json and
 tid.json an entry with ``"agree": false`` marks a deviation of the Java implementation: the standard's
 round-up field and the TID the token encodes are the truth. ``nonconformant_outputs_do_not_use`` is only ever
 asserted as something we must NOT produce.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import json
 import random
 import re
 from pathlib import Path
@@ -18,6 +20,8 @@ from typing import Any
 import pytest
 
 from conftest import (
+    REPO_ROOT,
+    VECTORS_DIR,
     expected_fields,
     hexint,
     key_change_groups,
@@ -63,6 +67,45 @@ VECTOR_FILES = [
 def test_vectors_folder_has_every_file(vectors_path: Path) -> None:
     missing = [name for name in VECTOR_FILES if not (vectors_path / name).is_file()]
     assert not missing, f"vector files missing from {vectors_path}: {missing}"
+
+
+#: Where the shared data sits when it is beside the repository. Only the check below looks there: the tests
+#: themselves read tests/vectors (or $MITA_VECTORS), so a fresh clone passes without ../shared.
+SHARED_VECTORS = REPO_ROOT.parent / "shared" / "sts" / "vectors"
+
+
+def _files_the_loaders_name() -> set[str]:
+    """Every vector file a test module (conftest included) passes to ``load_json`` by name."""
+    named: set[str] = set()
+    for module in sorted((REPO_ROOT / "tests").glob("*.py")):
+        named |= set(re.findall(r'load_json\(\s*"([^"]+)"', module.read_text(encoding="utf-8")))
+    return named
+
+
+def test_repository_copy_of_the_vectors() -> None:
+    """tests/vectors holds every file the tests read, and, where ../shared/sts/vectors is beside the repository,
+    an identical copy of every file there (a vector added to the shared folder fails this until copied here)."""
+    named = _files_the_loaders_name()
+    assert {"tokens.json", "key_change.json", "dkga04.json"} <= named  # the scan does find the loaders' files
+    assert named <= set(VECTOR_FILES), f"files read by the tests but not in VECTOR_FILES: {named - set(VECTOR_FILES)}"
+    ours = {p.name: p for p in VECTORS_DIR.iterdir() if p.is_file()} if VECTORS_DIR.is_dir() else {}
+    missing = sorted(set(VECTOR_FILES) - ours.keys())
+    assert not missing, f"{VECTORS_DIR} lacks vector files the tests read: {missing}"
+    assert "README.md" in ours, f"{VECTORS_DIR} has no README.md saying where the vectors come from"
+    readme = ours["README.md"].read_text(encoding="utf-8")
+    for name, path in ours.items():
+        if name.endswith(".json"):
+            assert isinstance(json.loads(path.read_bytes()), dict), f"{path} is not a JSON object"
+            assert f"`{name}`" in readme, f"{VECTORS_DIR / 'README.md'} does not describe {name}"
+    if SHARED_VECTORS.is_dir():
+        theirs = sorted(p for p in SHARED_VECTORS.iterdir() if p.is_file())
+        assert theirs, f"{SHARED_VECTORS} is empty"
+        absent = [p.name for p in theirs if p.name not in ours]
+        differ = [p.name for p in theirs if p.name in ours and ours[p.name].read_bytes() != p.read_bytes()]
+        assert not absent and not differ, (
+            f"tests/vectors must be a byte-for-byte copy of {SHARED_VECTORS}: copy {absent + differ} from there "
+            f"(missing here: {absent}; different here: {differ}) and describe new files in tests/vectors/README.md"
+        )
 
 
 # (file, section, entries, of which verified as reproduced): a vector dropped by a filter would go unnoticed
