@@ -554,7 +554,7 @@ def test_engineering_tokens_are_accepted_and_audited(world: World) -> None:
     assert w.meter.state.tamper == ["cover"]
     made = []
     for kind, value in (("clear_tamper", None), ("set_power_limit", 5000), ("clear_credit", None), ("test", 1)):
-        r = w.svc.engineering(w.operator, DRN, kind, value)
+        _, r = w.svc.engineering(w.operator, DRN, kind, value)
         made.append(r)
         result = w.meter.enter(r["tokens"][0]["digits"], w.now[0])
         assert str(result.result) == "accept", (kind, result.detail)
@@ -718,7 +718,7 @@ def test_a_cancelled_key_change_leaves_the_meter_sellable_at_once(world: World) 
     sale = w.vend(10_000, include_key_change=True)
     assert {t["tid"] for t in sale["tokens"]}.isdisjoint(used)
     assert w.enter(sale) == ["kct_pending", "key_changed", "accept"]
-    tamper = w.svc.engineering(w.operator, DRN, "clear_tamper")
+    _, tamper = w.svc.engineering(w.operator, DRN, "clear_tamper")
     assert tamper["tokens"][0]["tid"] not in used
     assert str(w.meter.enter(tamper["tokens"][0]["digits"], w.now[0]).result) == "accept"
 

@@ -18,29 +18,31 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from mita import __version__, campaign, sts
 from mita.keys.master import KeyStoreError
-from mita.vend import keyring, registry
-from mita.vend.database import DEFAULT_URL, check_durability, make_engine
-from mita.vend.errors import VendError
+from mita.vend import keyring, limits, registry
+from mita.vend.database import DEFAULT_URL, check_durability, check_ready, make_engine
+from mita.vend.errors import VendError, is_transient
 from mita.vend.schema import audit, customers, meters, supply_groups, tariffs, vendors
 from mita.vend.service import Caller, VendingService, local_now
 
 from . import models as m
+from .gate import Gate, Readiness
 from .problems import install as install_problem_handlers
-from .problems import problem, responses
+from .problems import problem, refusal, responses
 
 log = logging.getLogger("mita.api")
 
+MAX_BODY = int(os.environ.get("MITA_MAX_BODY_BYTES", str(1024 * 1024)))  # request bodies, bytes
 THREADS = int(os.environ.get("MITA_THREADS", "4"))  # request threads (and database connections) per worker process
 READERS = ("admin", "operator")  # who may read the utility's set-up (customers, meters, tariffs, audit)
 
@@ -61,15 +63,11 @@ async def get_caller(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Caller:
-    """The API key's owner; 401 problem when the key is missing, unknown or revoked.
+    """The API key's owner, as the gate (:mod:`mita.api.gate`) authenticated it before the body was read.
 
-    Async, so that a recently seen key costs no trip to the thread pool; only a cache miss asks the database.
+    The two headers are declared here so that the OpenAPI document shows how to authenticate.
     """
-    engine: Engine = request.app.state.engine
-    key = bearer.credentials if bearer is not None else api_key
-    caller = registry.cached_caller(engine, key)
-    if caller is None:
-        caller = await run_in_threadpool(registry.authenticate, engine, key)
+    caller: Caller = request.state.caller
     return caller
 
 
@@ -79,7 +77,17 @@ Limit = Annotated[int, Query(ge=1, le=500, description="items per page")]
 ID_MAX = 2**63 - 1  # a BIGINT: larger ids are a 422, not a database error
 After = Annotated[int | None, Query(ge=0, le=ID_MAX, description="the `next` cursor of the previous page")]
 DrnPath = Annotated[
-    str, Path(max_length=32, pattern=m.PRINTABLE, description="meter number (DRN)", examples=["47500150231"])
+    str,
+    Path(max_length=limits.DRN_INPUT, pattern=m.PRINTABLE, description="meter number (DRN)", examples=["47500150231"]),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=limits.IDEMPOTENCY_KEY,
+        description="one per intended token: a retry with the same key and body answers the same token",
+    ),
 ]
 VendId = Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{1,36}$", description="the vend's UUID")]
 
@@ -109,6 +117,26 @@ def get_health(svc: Svc) -> Any:
     except Exception:
         return problem(503, "database_unavailable", "the database is not reachable")
     return {"status": "ok", "database": svc.engine.dialect.name}
+
+
+probes = APIRouter(tags=["health"])
+
+
+@probes.get("/healthz", response_model=m.Probe)
+def healthz() -> Any:
+    """Liveness: the process answers (it says nothing of the database)."""
+    return {"status": "alive"}
+
+
+@probes.get("/readyz", response_model=m.Probe, responses=responses(503))
+def readyz(request: Request) -> Any:
+    """Readiness: the database is reachable, durable and migrated; 503 with the reason while it is not."""
+    engine: Engine = request.app.state.engine
+    try:
+        check_ready(engine)
+    except VendError as exc:
+        return refusal(exc)
+    return {"status": "ready", "database": engine.dialect.name}
 
 
 # --- supply groups
@@ -186,7 +214,9 @@ def list_customers(caller: Who, svc: Svc, limit: Limit = 50, after: After = None
 
 
 @v1.get("/customers/{account}", response_model=m.CustomerOut, tags=["customers"], responses=responses(404))
-def get_customer(account: Annotated[str, Path(max_length=40, pattern=m.PRINTABLE)], caller: Who, svc: Svc) -> Any:
+def get_customer(
+    account: Annotated[str, Path(max_length=limits.ACCOUNT, pattern=m.PRINTABLE)], caller: Who, svc: Svc
+) -> Any:
     caller.require(*READERS)
     return registry.get_by(svc.engine, customers, customers.c.account, account, "customer")
 
@@ -220,7 +250,7 @@ def list_tariffs(caller: Who, svc: Svc, limit: Limit = 50, after: After = None) 
     return registry.page(svc.engine, tariffs, limit, after)
 
 
-TariffName = Annotated[str, Path(max_length=100, pattern=m.PRINTABLE)]
+TariffName = Annotated[str, Path(max_length=limits.NAME, pattern=m.PRINTABLE)]
 
 
 @v1.get(
@@ -275,7 +305,9 @@ def set_meter_status(drn: DrnPath, body: m.MeterStatusIn, caller: Who, svc: Svc)
     return registry.set_meter_status(svc.engine, caller, drn, body.status)
 
 
-@v1.post("/meters/{drn}/confirm-key-change", response_model=m.KeyChangeOut, tags=["meters"], responses=responses(404))
+@v1.post(
+    "/meters/{drn}/confirm-key-change", response_model=m.KeyChangeOut, tags=["meters"], responses=responses(404, 409)
+)
 def confirm_key_change(drn: DrnPath, caller: Who, svc: Svc) -> Any:
     """The meter took its key change tokens: its pending key configuration becomes current (admin, operator)."""
     return svc.confirm_key_change(caller, drn)
@@ -286,11 +318,21 @@ def confirm_key_change(drn: DrnPath, caller: Who, svc: Svc) -> Any:
     status_code=201,
     response_model=None,
     tags=["meters"],
-    responses={201: {"model": m.VendOut, "description": "the token"}, **responses(404, 409)},
+    responses={
+        201: {"model": m.VendOut, "description": "the token"},
+        200: {"model": m.VendOut, "description": "a replay: the token this Idempotency-Key made, unchanged"},
+        **responses(404, 409),
+    },
 )
-def engineering_token(drn: DrnPath, body: m.EngineeringIn, caller: Who, svc: Svc) -> JSONResponse:
-    """An engineering token (clear tamper, clear credit, power limits, meter test), audited (admin, operator)."""
-    return _vend_json(svc.engineering(caller, drn, body.kind, body.value), 201)
+def engineering_token(
+    drn: DrnPath, body: m.EngineeringIn, caller: Who, svc: Svc, key: IdempotencyKey = None
+) -> JSONResponse:
+    """An engineering token (clear tamper, clear credit, power limits, meter test), audited (admin, operator).
+
+    With an ``Idempotency-Key`` a retry answers 200 with the same token; without one each call makes a new token.
+    """
+    status, out = svc.engineering(caller, drn, body.kind, body.value, key)
+    return _vend_json(out, status)
 
 
 # --- quotes and vends
@@ -687,14 +729,24 @@ async def _keystore_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(database_url: str, *, check: bool = True) -> FastAPI:
-    """The API on ``database_url``; refuses a database whose settings could lose a confirmed vend."""
+    """The API on ``database_url``; refuses a database whose settings could lose a confirmed vend.
+
+    A database that cannot be reached yet does not stop the process: it starts, answers ``/readyz`` and every
+    ``/v1`` route with 503 until the database is there (and durable, and migrated), then serves.
+    """
     engine = make_engine(database_url, pool_size=THREADS)
     if check:
         try:
             check_durability(engine)
+        except DBAPIError as exc:
+            if not is_transient(exc):
+                engine.dispose()
+                raise
+            log.warning("database not reachable (%s); serving 503 until it is", type(exc.orig).__name__)
         except BaseException:
             engine.dispose()
             raise
+    readiness = Readiness(engine)
     hours = float(os.environ.get("MITA_REVERSAL_WINDOW_HOURS", "24"))
     service = VendingService(engine, reversal_window=dt.timedelta(hours=hours))
     generations = Generations()
@@ -715,13 +767,16 @@ def create_app(database_url: str, *, check: bool = True) -> FastAPI:
         description="STS prepayment vending: supply groups, tariffs, customers, meters, vends and their tokens.",
         openapi_url="/openapi.json",
         lifespan=lifespan,
+        max_body_size=MAX_BODY,  # a body sent without a length is counted as it is read
     )
+    app.add_middleware(Gate, engine=engine, readiness=readiness, max_body=MAX_BODY)
     app.state.engine = engine
     app.state.service = service
     app.state.generations = generations
     install_problem_handlers(app)
     app.add_exception_handler(KeyStoreError, _keystore_error)  # more specific than the StsError handler
     app.include_router(health)
+    app.include_router(probes)
     app.include_router(v1)
     default_openapi = app.openapi
 

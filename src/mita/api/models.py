@@ -12,17 +12,21 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, NaiveDatetime, SecretStr
 
+from mita.vend import limits
 from mita.vend.service import MAX_AMOUNT
 
 Amount = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT, description="minor units (cents)")]
 Money = Annotated[int, Field(strict=True, ge=0, le=10**15, description="minor units (cents)")]
 SmallInt = Annotated[int, Field(strict=True, ge=0, le=9999)]
 DecimalText = Annotated[str, Field(pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?$", examples=["1.10"])]
-Drn = Annotated[str, Field(min_length=1, max_length=32, examples=["47500150231"], description="meter number")]
+Drn = Annotated[
+    str, Field(min_length=1, max_length=limits.DRN_INPUT, examples=["47500150231"], description="meter number")
+]
 Sgc = Annotated[str, Field(pattern=r"^[0-9]{6}$", examples=["123456"], description="supply group code")]
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (PostgreSQL refuses NUL in text: a 500, otherwise)
-Name = Annotated[str, Field(min_length=1, max_length=100, pattern=PRINTABLE)]
-Account = Annotated[str, Field(min_length=1, max_length=40, pattern=PRINTABLE)]
+Name = Annotated[str, Field(min_length=1, max_length=limits.NAME, pattern=PRINTABLE)]
+Account = Annotated[str, Field(min_length=1, max_length=limits.ACCOUNT, pattern=PRINTABLE)]
+Label = Annotated[str, Field(max_length=limits.LABEL, pattern=PRINTABLE)]
 EngineeringKind = Literal["clear_tamper", "clear_credit", "set_power_limit", "set_phase_unbalance_limit", "test"]
 
 
@@ -55,8 +59,8 @@ class VendorIn(Body):
 
 class CustomerIn(Body):
     account: Account
-    name: Annotated[str, Field(min_length=1, max_length=200, pattern=PRINTABLE)]
-    phone: Annotated[str, Field(max_length=30, pattern=PRINTABLE)] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=limits.PERSON, pattern=PRINTABLE)]
+    phone: Annotated[str, Field(max_length=limits.PHONE, pattern=PRINTABLE)] | None = None
     fbe_eligible: bool = False
     debt: Money = 0
     debt_rate: DecimalText = Field(default="0", description="share of each purchase that repays debt, 0..1")
@@ -96,8 +100,8 @@ class MeterIn(Body):
     customer: Account | None = None
     tariff: Name | None = None
     utility: Literal["electricity", "water", "gas"] = "electricity"
-    manufacturer: Annotated[str, Field(max_length=40, pattern=PRINTABLE)] = ""
-    area: Annotated[str, Field(max_length=40, pattern=PRINTABLE, description="for selecting meters in campaigns")] = ""
+    manufacturer: Label = ""
+    area: Annotated[Label, Field(description="for selecting meters in campaigns")] = ""
     ti: SmallInt = 1
     krn: SmallInt | None = None
     kt: SmallInt | None = None
@@ -122,7 +126,7 @@ class QuoteIn(Body):
 
 
 class ReversalIn(Body):
-    reason: Annotated[str, Field(min_length=1, max_length=500, pattern=r"^[^\x00]*$")]
+    reason: Annotated[str, Field(min_length=1, max_length=limits.REASON, pattern=r"^[^\x00]*$")]
 
 
 class EngineeringIn(Body):
@@ -184,8 +188,8 @@ class CampaignSelectionIn(Body):
     krn: SmallInt | None = None
     base_date: SmallInt | None = None
     ea: SmallInt | None = None
-    manufacturer: Annotated[str, Field(max_length=40, pattern=PRINTABLE)] | None = None
-    area: Annotated[str, Field(max_length=40, pattern=PRINTABLE)] | None = None
+    manufacturer: Label | None = None
+    area: Label | None = None
 
 
 class CampaignIn(Body):
@@ -367,6 +371,11 @@ class QuoteOut(BaseModel):
 class Health(BaseModel):
     status: str
     database: str
+
+
+class Probe(BaseModel):
+    status: Literal["alive", "ready"]
+    database: str | None = Field(default=None, description="the database's kind (sqlite, postgresql) when ready")
 
 
 # --- vending keys, key changes and campaigns

@@ -16,10 +16,11 @@ from typing import Any
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from mita.keys.master import KeyStoreError
 from mita.sts import StsError
@@ -103,6 +104,11 @@ def _headers_for(status: int, code: str = "") -> dict[str, str] | None:
     return None
 
 
+def refusal(exc: VendError) -> JSONResponse:
+    """A service refusal as a problem, with the headers its status calls for."""
+    return problem(exc.status, exc.code, exc.message, headers=_headers_for(exc.status, exc.code))
+
+
 async def _sts_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StsError)
     if isinstance(exc, KeyStoreError):  # the server's key store, not the client's request
@@ -159,7 +165,13 @@ async def _database_error(_: Request, exc: Exception) -> JSONResponse:
     statement = exc.statement if isinstance(exc, DBAPIError) else ""
     failure = database_failure(exc)
     log.error("database error %s (%s) in: %.200s", failure.code, failure.message, statement)
-    return problem(failure.status, failure.code, failure.message, headers=_headers_for(failure.status))
+    return refusal(failure)
+
+
+async def _client_gone(request: Request, _: Exception) -> Response:
+    """The client hung up while sending its body: one line in the log, and nothing to answer."""
+    log.warning("client disconnected during the request body: %s %s", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -173,6 +185,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(psycopg.Error, _database_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
     problem_openapi(app)
 
@@ -182,19 +195,40 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": Problem, "description": HTTPStatus(s).phrase} for s in statuses}
 
 
+#: Answers every gated route can give (:mod:`mita.api.gate` and the database handlers), and those of a route
+#: that takes a body, with the codes they carry.
+GATED = {
+    500: "database_refused, internal_error",
+    503: "database_unavailable, schema_outdated, unsafe_database",
+}
+WITH_BODY = {
+    400: "invalid_json",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
 def problem_openapi(app: FastAPI) -> None:
-    """Document error answers as ``application/problem+json`` (FastAPI files every model under JSON)."""
+    """Document error answers as ``application/problem+json`` (FastAPI files every model under JSON), and add
+    the answers the gate and the error handlers give on every route (see ``GATED`` and ``WITH_BODY``)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
+            ref = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
             for ops in schema.get("paths", {}).values():
                 for op in ops.values():
-                    for status, answer in op.get("responses", {}).items():
+                    answers = op.setdefault("responses", {})
+                    for status, answer in answers.items():
                         content = answer.get("content", {})
                         if status[:1] in ("4", "5") and "application/json" in content:
                             content[PROBLEM_JSON] = content.pop("application/json")
+                    extra = {**GATED, **WITH_BODY} if "requestBody" in op else GATED
+                    for code, codes in extra.items():
+                        if op.get("security"):
+                            answers.setdefault(str(code), {"description": f"{HTTPStatus(code).phrase}: {codes}"})
+                            answers[str(code)].setdefault("content", ref)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -18,6 +18,7 @@ STATUS = {
     "retry": 503,
     "database_unavailable": 503,
     "unsafe_database": 503,
+    "schema_outdated": 503,
     "database_refused": 500,
     "credit_limit": 402,
     "reversal_window_closed": 409,

@@ -22,6 +22,7 @@ from mita import sts
 from mita.keys.software import check_vending_key
 from mita.sts.identity import check_key_params
 
+from . import limits
 from .audit import write_audit
 from .errors import VendError
 from .keyring import keystore
@@ -104,7 +105,7 @@ def create_api_key(engine: Engine, name: str, role: str, vendor_id: int | None =
         raise VendError("invalid_role", f"role must be one of {', '.join(ROLES)}")
     if role == "vendor" and vendor_id is None:
         raise VendError("invalid_role", "a vendor key belongs to a vendor")
-    _text(name, "name", 100)
+    _text(name, "name", limits.NAME)
     plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
     with engine.begin() as conn:
         key_id = _insert(
@@ -167,7 +168,7 @@ def get_vendor(engine: Engine, vendor_id: int) -> dict[str, Any]:
 
 def create_vendor(engine: Engine, caller: Caller, name: str, credit_limit: int | None = None) -> dict[str, Any]:
     caller.require("admin")
-    _text(name, "name", 100)
+    _text(name, "name", limits.NAME)
     if credit_limit is not None and credit_limit < 0:
         raise VendError("invalid_amount", "a credit limit cannot be negative")
     with engine.begin() as conn:
@@ -199,7 +200,7 @@ def create_supply_group(
 ) -> dict[str, Any]:
     """A supply group with its first vending key, active at once (``key_expiry``: the key's issued-until)."""
     caller.require("admin")
-    _text(name, "name", 100)
+    _text(name, "name", limits.NAME)
     check_key_params(kt, sgc, 1, krn)
     algorithm = sts.EA.parse(ea)
     sts.BaseDate.parse(base_date)
@@ -277,7 +278,7 @@ def create_tariff(
     carry_leftover: bool = True,
 ) -> dict[str, Any]:
     caller.require("admin")
-    _text(name, "name", 100)
+    _text(name, "name", limits.NAME)
     tariff_from_spec(spec)  # validates
     if len(currency) != 3 or not currency.isalpha():
         raise VendError("invalid_currency", "currency is a 3-letter ISO 4217 code")
@@ -335,9 +336,9 @@ def create_customer(
     debt_rate: str = "0",
 ) -> dict[str, Any]:
     caller.require("admin", "operator")
-    _text(account, "account", 40)
-    _text(name, "name", 200)
-    _text(phone, "phone", 30, required=False)
+    _text(account, "account", limits.ACCOUNT)
+    _text(name, "name", limits.PERSON)
+    _text(phone, "phone", limits.PHONE, required=False)
     try:
         rate = Decimal(debt_rate)
     except InvalidOperation:
@@ -373,8 +374,8 @@ def create_meter(
 ) -> dict[str, Any]:
     """A meter, by default on its supply group's current key configuration."""
     caller.require("admin", "operator")
-    _text(manufacturer, "manufacturer", 40, required=False)
-    _text(area, "area", 40, required=False)
+    _text(manufacturer, "manufacturer", limits.LABEL, required=False)
+    _text(area, "area", limits.LABEL, required=False)
     number = sts.MeterNumber.parse(drn)
     if utility not in ("electricity", "water", "gas"):
         raise VendError("invalid_utility", "utility is electricity, water or gas")

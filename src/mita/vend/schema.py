@@ -25,6 +25,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from . import limits
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",
@@ -50,7 +52,7 @@ api_keys = Table(
     "api_keys",
     metadata,
     _id(),
-    Column("name", String(100), nullable=False),
+    Column("name", String(limits.NAME), nullable=False),
     Column("role", String(20), nullable=False),
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("vendor_id", ForeignKey("vendors.id"), nullable=True),
@@ -63,7 +65,7 @@ vendors = Table(
     "vendors",
     metadata,
     _id(),
-    Column("name", String(100), nullable=False, unique=True),
+    Column("name", String(limits.NAME), nullable=False, unique=True),
     Column("credit_limit", BigInteger, nullable=True),  # minor units; NULL: no limit
     # owed to the utility, minor units; kept here for vendors on credit only (others: their ledger account)
     Column("balance", BigInteger, nullable=False, default=0),
@@ -98,7 +100,7 @@ supply_groups = Table(
     metadata,
     _id(),
     Column("sgc", String(6), nullable=False, unique=True),
-    Column("name", String(100), nullable=False),
+    Column("name", String(limits.NAME), nullable=False),
     Column("krn", Integer, nullable=False),
     Column("kt", Integer, nullable=False),
     Column("ea", Integer, nullable=False),
@@ -113,7 +115,7 @@ tariffs = Table(
     "tariffs",
     metadata,
     _id(),
-    Column("name", String(100), nullable=False, unique=True),
+    Column("name", String(limits.NAME), nullable=False, unique=True),
     Column("currency", String(3), nullable=False),
     Column("carry_leftover", Boolean, nullable=False, default=True),
     _created(),
@@ -134,9 +136,9 @@ customers = Table(
     "customers",
     metadata,
     _id(),
-    Column("account", String(40), nullable=False, unique=True),
-    Column("name", String(200), nullable=False),
-    Column("phone", String(30), nullable=True),
+    Column("account", String(limits.ACCOUNT), nullable=False, unique=True),
+    Column("name", String(limits.PERSON), nullable=False),
+    Column("phone", String(limits.PHONE), nullable=True),
     Column("fbe_eligible", Boolean, nullable=False, default=False),
     Column("debt", BigInteger, nullable=False, default=0),
     Column("debt_rate", String(12), nullable=False, default="0"),  # a Decimal fraction, e.g. "0.2"
@@ -150,10 +152,10 @@ meters = Table(
     "meters",
     metadata,
     _id(),
-    Column("drn", String(13), nullable=False, unique=True),
+    Column("drn", String(limits.DRN), nullable=False, unique=True),
     Column("iin", String(6), nullable=False),
-    Column("manufacturer", String(40), nullable=False, default=""),
-    Column("area", String(40), nullable=False, default=""),
+    Column("manufacturer", String(limits.LABEL), nullable=False, default=""),
+    Column("area", String(limits.LABEL), nullable=False, default=""),
     Column("supply_group_id", ForeignKey("supply_groups.id"), nullable=False),
     Column("customer_id", ForeignKey("customers.id"), nullable=True),
     Column("tariff_id", ForeignKey("tariffs.id"), nullable=True),
@@ -187,7 +189,7 @@ meter_months = Table(
 vends = Table(
     "vends",
     metadata,
-    Column("id", String(36), primary_key=True),
+    Column("id", String(limits.VEND_ID), primary_key=True),
     Column("vendor_id", ForeignKey("vendors.id"), nullable=True),
     Column("api_key_id", ForeignKey("api_keys.id"), nullable=True),  # NULL: done by the system itself
     Column("meter_id", ForeignKey("meters.id"), nullable=False),
@@ -227,7 +229,7 @@ idempotency = Table(
     "idempotency",
     metadata,
     Column("api_key_id", ForeignKey("api_keys.id"), primary_key=True),
-    Column("key", String(200), primary_key=True),
+    Column("key", String(limits.IDEMPOTENCY_KEY), primary_key=True),
     Column("request_hash", String(64), nullable=False),
     Column("status_code", Integer, nullable=False),
     Column("response", JSON, nullable=False),
@@ -253,10 +255,10 @@ audit = Table(
     metadata,
     _id(),
     Column("at", DateTime, nullable=False),
-    Column("actor", String(100), nullable=False),
+    Column("actor", String(limits.NAME), nullable=False),
     Column("action", String(40), nullable=False),
     Column("entity", String(40), nullable=False),
-    Column("entity_id", String(40), nullable=False),
+    Column("entity_id", String(limits.ENTITY_ID), nullable=False),
     Column("detail", JSON, nullable=False),
 )
 
@@ -275,7 +277,7 @@ campaigns = Table(
     "campaigns",
     metadata,
     _id(),
-    Column("name", String(100), nullable=False, unique=True),
+    Column("name", String(limits.NAME), nullable=False, unique=True),
     Column("supply_group_id", ForeignKey("supply_groups.id"), nullable=False),
     Column("selection", JSON, nullable=False),  # the filters the meters were chosen by
     Column("target", JSON, nullable=False),  # the key configuration the meters move to

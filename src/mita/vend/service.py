@@ -25,11 +25,12 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from mita import sts
 
-from . import hotpath, pricing
+from . import hotpath, limits, pricing
 from .audit import write_audit
 from .errors import VendError, database_failure
 from .keyring import KeyInfo, KeyRing, check_issuable, expiry_warnings
@@ -654,15 +655,25 @@ class VendingService:
 
     ENGINEERING = ("clear_tamper", "clear_credit", "set_power_limit", "set_phase_unbalance_limit", "test")
 
-    def engineering(self, caller: Caller, drn: str, kind: str, value: int | None = None) -> dict[str, Any]:
-        """Operator tokens, audited: they carry a TID like any class 2 token."""
+    def engineering(
+        self, caller: Caller, drn: str, kind: str, value: int | None = None, key: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Operator tokens, audited: they carry a TID like any class 2 token. Returns (HTTP status, response).
+
+        With an Idempotency-Key ``key`` a retry answers 200 with the token first made, as a vend's does:
+        each token is a new TID, and a second clear-credit token is one the meter would also take.
+        """
         caller.require("admin", "operator")
         if kind not in self.ENGINEERING:
             raise VendError("invalid_kind", f"kind must be one of {', '.join(self.ENGINEERING)}")
         if kind in ("set_power_limit", "set_phase_unbalance_limit") and value is None:
             raise VendError("invalid_request", f"{kind} needs a value in watts")
+        number = sts.MeterNumber.parse(drn)
+        digest = request_hash({"op": "engineering", "meter": number.drn, "kind": kind, "value": value})
         at = self.clock()
         with self.engine.begin() as conn:
+            if key is not None and not self._claim(conn, caller, key, digest, at):
+                return self._answered(conn, caller, key, digest)
             meter = self._meter(conn, drn, lock=True)
             group = self._group(conn, meter.supply_group_id)
             cfg = self.meter_config(meter, group)
@@ -680,8 +691,8 @@ class VendingService:
                     "set_power_limit": lambda: sts.SetMaximumPowerLimit(tid, v, self.rnd()),
                     "set_phase_unbalance_limit": lambda: sts.SetMaximumPhasePowerUnbalanceLimit(tid, v, self.rnd()),
                 }[kind]()
-                key = self._decoder_key(conn, meter, cfg)
-                made.append(_token_row("engineering", token, sts.encode(token, sts.EA(cfg.ea), key), 0))
+                decoder_key = self._decoder_key(conn, meter, cfg)
+                made.append(_token_row("engineering", token, sts.encode(token, sts.EA(cfg.ea), decoder_key), 0))
                 if meter.pending_key:
                     state = {**meter.pending_key, "last_tid": tid}
                     conn.execute(update(meters).where(meters.c.id == meter.id).values(pending_key=state))
@@ -705,7 +716,29 @@ class VendingService:
             )
             self._insert_tokens(conn, vend_id, meter.id, cfg.base_date, at, made)
             self._audit(conn, caller, "engineering_token", "meter", meter.drn, kind=kind, value=value, tid=tid)
-        return vend_response(vend_id, meter.drn, at, made, {"engineering": kind, "value": value})
+            response = vend_response(vend_id, meter.drn, at, made, {"engineering": kind, "value": value})
+            if key is not None:
+                conn.execute(
+                    update(idempotency)
+                    .where(idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key)
+                    .values(status_code=201, response=response, vend_id=vend_id)
+                )
+        return 201, response
+
+    @staticmethod
+    def _claim(conn: Connection, caller: Caller, key: str, digest: str, at: dt.datetime) -> bool:
+        """Claim an Idempotency-Key in the request's transaction; False if a request claimed it before.
+
+        A claim still in flight in another transaction makes this wait for it (the row's unique index).
+        """
+        if caller.api_key_id is None:
+            raise VendError("forbidden", "an Idempotency-Key belongs to an API key; this caller has none")
+        if not 1 <= len(key) <= limits.IDEMPOTENCY_KEY:
+            raise VendError("invalid_idempotency_key", "an Idempotency-Key header of 1..200 characters is required")
+        claim = dialect_insert(conn)(idempotency).values(
+            api_key_id=caller.api_key_id, key=key, request_hash=digest, status_code=0, response={}, created_at=at
+        )
+        return conn.execute(claim.on_conflict_do_nothing()).rowcount == 1
 
     def confirm_key_change(self, caller: Caller, drn: str, via: str = "operator") -> dict[str, Any]:
         """The meter accepted its key change: the pending configuration becomes current.
@@ -929,6 +962,11 @@ def _last_tid(meter: Any, cfg: KeyConfig) -> int:
     if cfg.base_date != meter.base_date:
         return under_new
     return max(under_new, meter.last_tid)
+
+
+def dialect_insert(conn: Connection) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (both PostgreSQL and SQLite have it)."""
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 def _reading(drn: str, at: dt.datetime, caller: Caller) -> dict[str, Any]:

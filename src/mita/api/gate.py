@@ -1,0 +1,126 @@
+"""What a request passes before any route reads its body: a ready database, an API key, a size, a media type.
+
+FastAPI reads a route's body before it resolves the route's dependencies, so a key checked in a
+dependency is checked after the whole body is in memory: an unauthenticated 300 MB POST was read whole
+before its 401. This ASGI middleware answers from the headers alone, in this order:
+
+| check | refused with |
+|---|---|
+| the database is reachable, durable and migrated (asked until it is, at most once a second) | 503 (see below) |
+| an API key (`Authorization: Bearer` or `X-API-Key`) that is valid | 401 `unauthorized` |
+| `Content-Length` at most the body limit | 413 `payload_too_large` |
+| a body on POST, PUT or PATCH is JSON (`application/json` or `application/*+json`) | 415 `unsupported_media_type` |
+
+The database's refusals are ``database_unavailable``, ``unsafe_database`` or ``schema_outdated``.
+A body sent without a length (chunked) is counted as it is read, by FastAPI's own limit
+(``FastAPI(max_body_size=...)``), which answers 413 too. Paths outside ``/v1`` (documentation,
+``/healthz``, ``/readyz``) and ``/v1/health`` pass without a key.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mita.vend import database, registry
+from mita.vend.errors import VendError, database_failure
+from mita.vend.service import Caller
+
+from .problems import problem, refusal
+
+OPEN_PATHS = frozenset({"/v1/health"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+RECHECK_S = 1.0  # a database that is not ready is asked again at most this often
+
+
+class Readiness:
+    """Whether the database may serve requests: checked until it is, then trusted (pre-ping does the rest)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.ready = False
+        self._lock = threading.Lock()
+        self._next_check = 0.0
+        self._last_error = VendError("database_unavailable", "the database has not been reached yet")
+
+    def check(self) -> None:
+        """Ask the database now (blocking); raises the typed error that keeps the server from serving."""
+        with self._lock:
+            if self.ready:
+                return
+            now = time.monotonic()
+            if now < self._next_check:
+                raise self._last_error
+            self._next_check = now + RECHECK_S
+            try:
+                database.check_ready(self.engine)
+            except VendError as exc:
+                self._last_error = exc
+                raise
+            self.ready = True
+
+
+def api_key(headers: Headers) -> str | None:
+    """The key from ``Authorization: Bearer <key>`` (any case of "Bearer") or ``X-API-Key``."""
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return headers.get("x-api-key") or None
+
+
+def is_json(content_type: str) -> bool:
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+class Gate:
+    def __init__(self, app: ASGIApp, *, engine: Engine, readiness: Readiness, max_body: int) -> None:
+        self.app = app
+        self.engine = engine
+        self.readiness = readiness
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/") or path in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            if not self.readiness.ready:
+                await run_in_threadpool(self.readiness.check)
+            caller = await self._caller(api_key(headers))
+        except VendError as exc:
+            await refusal(exc)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        refused = self._body_refusal(scope["method"], headers)
+        if refused is not None:
+            status, code, detail = refused
+            await problem(status, code, detail)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _caller(self, key: str | None) -> Caller:
+        caller = registry.cached_caller(self.engine, key)  # no thread, no database for a key seen recently
+        if caller is not None:
+            return caller
+        try:
+            return await run_in_threadpool(registry.authenticate, self.engine, key)
+        except DBAPIError as exc:
+            raise database_failure(exc) from None
+
+    def _body_refusal(self, method: str, headers: Headers) -> tuple[int, str, str] | None:
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return 413, "payload_too_large", f"request bodies are limited to {self.max_body} bytes"
+        has_body = (length is not None and length != "0") or "transfer-encoding" in headers
+        if method in BODY_METHODS and has_body and not is_json(headers.get("content-type", "")):
+            return 415, "unsupported_media_type", "the request body must be JSON (Content-Type: application/json)"
+        return None
