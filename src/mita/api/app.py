@@ -122,7 +122,7 @@ def get_health(svc: Svc) -> Any:
 probes = APIRouter(tags=["health"])
 
 
-@probes.get("/healthz", response_model=m.Probe)
+@probes.get("/healthz", response_model=m.Probe, response_model_exclude_none=True)
 def healthz() -> Any:
     """Liveness: the process answers (it says nothing of the database)."""
     return {"status": "alive"}
@@ -767,7 +767,6 @@ def create_app(database_url: str, *, check: bool = True) -> FastAPI:
         description="STS prepayment vending: supply groups, tariffs, customers, meters, vends and their tokens.",
         openapi_url="/openapi.json",
         lifespan=lifespan,
-        max_body_size=MAX_BODY,  # a body sent without a length is counted as it is read
     )
     app.add_middleware(Gate, engine=engine, readiness=readiness, max_body=MAX_BODY)
     app.state.engine = engine

@@ -12,8 +12,7 @@ before its 401. This ASGI middleware answers from the headers alone, in this ord
 | a body on POST, PUT or PATCH is JSON (`application/json` or `application/*+json`) | 415 `unsupported_media_type` |
 
 The database's refusals are ``database_unavailable``, ``unsafe_database`` or ``schema_outdated``.
-A body sent without a length (chunked) is counted as it is read, by FastAPI's own limit
-(``FastAPI(max_body_size=...)``), which answers 413 too. Paths outside ``/v1`` (documentation,
+A body sent without a length (chunked) is counted as it is read, and refused with 413 at the limit. Paths outside ``/v1`` (documentation,
 ``/healthz``, ``/readyz``) and ``/v1/health`` pass without a key.
 """
 
@@ -26,7 +25,8 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mita.vend import database, registry
 from mita.vend.errors import VendError, database_failure
@@ -105,7 +105,21 @@ class Gate:
             status, code, detail = refused
             await problem(status, code, detail)(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, self._counted(receive), send)
+
+    def _counted(self, receive: Receive) -> Receive:
+        """``receive``, refusing a body (sent without a length) once it passes the limit."""
+        total = 0
+
+        async def counted() -> Message:
+            nonlocal total
+            message = await receive()
+            total += len(message.get("body", b""))
+            if total > self.max_body:  # the route's exception handlers answer it as a problem
+                raise HTTPException(413, f"request bodies are limited to {self.max_body} bytes")
+            return message
+
+        return counted
 
     async def _caller(self, key: str | None) -> Caller:
         caller = registry.cached_caller(self.engine, key)  # no thread, no database for a key seen recently

@@ -10,15 +10,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from sqlalchemy.exc import DBAPIError
 
 from mita import sts
 from mita.vend import database, registry, sample
-from mita.vend.errors import VendError
+from mita.vend.errors import VendError, database_failure, is_transient
 
 console = Console(soft_wrap=True)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -85,13 +88,36 @@ def serve(
     import uvicorn
 
     url = _url(database_url)
-    database.upgrade(url)
     try:
+        database.upgrade(url)
         database.check_durability(database.make_engine(url))
     except VendError as exc:
         _fail(exc)
+    except DBAPIError as exc:
+        if not is_transient(exc):
+            _fail(database_failure(exc))
+        shown = database.make_engine(url).url.render_as_string(hide_password=True)
+        console.print(f"[yellow]database {shown} not reachable[/]: serving 503 (see /readyz) until it is")
+        threading.Thread(target=_migrate_when_reachable, args=(url,), name="mita-migrate", daemon=True).start()
     os.environ["MITA_DATABASE_URL"] = url
     uvicorn.run("mita.api.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
+
+
+def _migrate_when_reachable(url: str, first_wait: float = 1.0, longest_wait: float = 30.0) -> None:
+    """Migrate as soon as the database answers; the workers serve once the schema is current."""
+    wait = first_wait
+    while True:
+        time.sleep(wait)
+        try:
+            database.upgrade(url)
+        except DBAPIError as exc:
+            if is_transient(exc):
+                wait = min(wait * 2, longest_wait)
+                continue
+            console.print(f"[bold red]error[/] [{database_failure(exc).code}] the schema could not be migrated")
+            return
+        console.print("database reachable: schema up to date")
+        return
 
 
 DEMO_METERS = (  # (DRN body without its check digit, virtual meter profile, utility, customer)

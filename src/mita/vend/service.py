@@ -738,7 +738,7 @@ class VendingService:
         claim = dialect_insert(conn)(idempotency).values(
             api_key_id=caller.api_key_id, key=key, request_hash=digest, status_code=0, response={}, created_at=at
         )
-        return conn.execute(claim.on_conflict_do_nothing()).rowcount == 1
+        return conn.execute(claim.on_conflict_do_nothing().returning(idempotency.c.key)).first() is not None
 
     def confirm_key_change(self, caller: Caller, drn: str, via: str = "operator") -> dict[str, Any]:
         """The meter accepted its key change: the pending configuration becomes current.
