@@ -5,6 +5,10 @@ public contract for scripts). A rejected token is a result, not an error: the
 command succeeds and says ``"result": "used"``. Set-up errors print
 ``{"error": {"code", "message"}}`` and exit with status 1. The wall clock is
 read here, in the shell, and only when ``--at`` is not given.
+
+The decoder key of ``new`` comes from ``--decoder-key-file FILE`` (``-``: standard input) or
+``--decoder-key-env VAR``, never from the command line, where anyone on the machine could read it in ``ps``
+(see :mod:`mita.cli.secrets`); ``--decoder-key`` is refused with that reason.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from mita.meter import PROFILES, Meter, storage
 from mita.meter.model import EntryResult
 from mita.sts.tid import parse_issue_time
 
+from . import secrets
+
 meter_app = typer.Typer(no_args_is_help=True, help="Run a virtual STS meter.")
 
 StateArg = Annotated[str, typer.Argument(help="The meter's state file (JSON).")]
@@ -36,6 +42,12 @@ def _emit(data: dict[str, Any]) -> None:
 def _fail(exc: sts.StsError) -> NoReturn:
     _emit({"error": exc.as_dict()})
     raise typer.Exit(1)
+
+
+def _refuse_on_command_line(param: typer.CallbackParam, value: str | None) -> None:
+    """A key given as an option value: refused while the options are parsed, the value never looked at."""
+    if value is not None:
+        _fail(secrets.on_command_line((param.opts[0] if param.opts else str(param.name)).lstrip("-")))
 
 
 def _time(at: str | None, fallback: dt.datetime | None = None) -> dt.datetime:
@@ -71,8 +83,19 @@ def new(
     state_file: StateArg,
     drn: Annotated[str, typer.Option(help="Meter number with its check digit.")],
     ea: Annotated[str, typer.Option(help="07, 09 or 11.")],
-    decoder_key: Annotated[str, typer.Option(help="The meter's decoder key, hex.")],
     sgc: Annotated[str, typer.Option(help="Supply group code, 6 digits.")],
+    decoder_key_file: Annotated[
+        str | None,
+        typer.Option(
+            "--decoder-key-file",
+            metavar="FILE",
+            help="File holding the meter's decoder key, hex (16 digits; 32 for EA11); - reads standard input.",
+        ),
+    ] = None,
+    decoder_key_env: Annotated[
+        str | None,
+        typer.Option("--decoder-key-env", metavar="NAME", help="Environment variable holding the decoder key."),
+    ] = None,
     ti: Annotated[int, typer.Option(help="Tariff index.")] = 1,
     krn: Annotated[int, typer.Option(help="Key revision number.")] = 1,
     kt: Annotated[int, typer.Option(help="Key type.")] = 2,
@@ -81,20 +104,29 @@ def new(
     profile: Annotated[str, typer.Option(help=", ".join(PROFILES))] = "edition2-ea11",
     mfr_code: Annotated[int | None, typer.Option(help="Manufacturer code (from the DRN if left out).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing state file.")] = False,
+    decoder_key: Annotated[
+        str | None,
+        typer.Option("--decoder-key", hidden=True, callback=_refuse_on_command_line, help="Refused: use a key file."),
+    ] = None,
 ) -> None:
     """Make a new meter and save it."""
     from pathlib import Path
 
     if Path(state_file).exists() and not force:
         _fail(sts.FormatError(f"{state_file} exists; use --force to replace it"))
+    source = secrets.KeySource("decoder-key", decoder_key_file, decoder_key_env)
     try:
-        key = int(decoder_key, 16)
+        key_hex = secrets.read_key(source, what="the meter's decoder key", digits=secrets.decoder_key_digits(ea))
+    except secrets.SecretError as exc:
+        _fail(exc)
+    assert key_hex is not None  # required
+    try:
         meter = Meter.create(
-            drn=drn, ea=int(ea), decoder_key=key, sgc=sgc, ti=ti, krn=krn, kt=kt, ken=ken,
+            drn=drn, ea=int(ea), decoder_key=int(key_hex, 16), sgc=sgc, ti=ti, krn=krn, kt=kt, ken=ken,
             iin=iin, profile=profile, mfr_code=mfr_code,
         )  # fmt: skip
     except ValueError:
-        _fail(sts.FormatError("--ea must be a number and --decoder-key hexadecimal"))
+        _fail(sts.FormatError("--ea must be a number: 07, 09 or 11"))
     except sts.StsError as exc:
         _fail(exc)
     storage.save(meter, state_file)
