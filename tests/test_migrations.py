@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from alembic import command
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DataError
 
 from mita.vend import database
 
@@ -74,4 +75,29 @@ def test_upgrade_keeps_expiry_and_ken_and_retires_old_krns(url: str) -> None:
         back = conn.execute(text("SELECT key_expiry FROM supply_groups")).scalar()
         left = conn.execute(text("SELECT count(*) FROM outbox")).scalar()
     assert str(back)[:16] == str(EXPIRY)[:16] and left == 0
+    engine.dispose()
+
+
+def test_0003_widens_audit_entity_ids_and_keeps_the_log_append_only(url: str) -> None:
+    cfg = database.alembic_config(database.normalise_url(url))
+    command.upgrade(cfg, "0002")
+    engine = database.make_engine(url)
+    entry = (
+        "INSERT INTO audit (at, actor, action, entity, entity_id, detail) VALUES (:t, 'a', 'x', 'tariff', :id, '{}')"
+    )
+    with engine.begin() as conn:
+        conn.execute(text(entry), {"t": EXPIRY, "id": "short"})
+    command.upgrade(cfg, "0003")
+    with engine.begin() as conn:  # a 100-character tariff name is an entity id now (PostgreSQL refused it)
+        conn.execute(text(entry), {"t": EXPIRY, "id": "T" * 100})
+    with engine.connect() as conn:
+        assert sorted(conn.execute(text("SELECT entity_id FROM audit")).scalars()) == ["T" * 100, "short"]
+    for change in ("UPDATE audit SET actor = 'b'", "DELETE FROM audit"):
+        with pytest.raises(Exception, match="append-only"), engine.begin() as conn:
+            conn.execute(text(change))
+    if engine.dialect.name == "postgresql":  # going back refuses while a longer id is kept: nothing is cut short
+        with pytest.raises(DataError):
+            command.downgrade(cfg, "0002")
+    else:
+        command.downgrade(cfg, "0002")
     engine.dispose()
