@@ -321,4 +321,14 @@ def test_campaign_refusals(db: Db) -> None:
 def test_an_unreachable_database_is_a_clean_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["keys", "list", "--database-url", f"sqlite:///{tmp_path}/no/such/folder/mita.db"])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "[database_error]" in result.stderr
+    assert "[database_unavailable]" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["keys", "list"], ["db", "upgrade"], ["serve"], ["admin", "create-key", "--role", "admin"]]
+)
+def test_a_password_in_the_database_url_option_is_refused(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--database-url", "postgresql://mita:s3cr3t-pw@127.0.0.1:5432/mita"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "[secret_on_command_line]" in result.stderr and "MITA_DATABASE_URL" in result.stderr
+    assert "s3cr3t-pw" not in result.output

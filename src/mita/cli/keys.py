@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from mita import campaign, sts
 from mita.vend import database, keyring, registry
-from mita.vend.errors import VendError
+from mita.vend.errors import VendError, database_failure
 from mita.vend.service import VendingService, local_now
 
 from .server import UrlOpt, _url
@@ -69,7 +69,8 @@ def _refusals() -> Iterator[None]:
     except sts.StsError as exc:
         _fail(exc.code, exc.message)
     except DBAPIError as exc:  # its text holds the statement's parameters: name the driver's error only
-        _fail("database_error", f"the database refused or is unreachable ({type(exc.orig).__name__})")
+        failure = database_failure(exc)
+        _fail(failure.code, failure.message)
     except SQLAlchemyError as exc:  # a malformed --database-url, a missing driver
         _fail("database_error", f"cannot use the database ({type(exc).__name__})")
 

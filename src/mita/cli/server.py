@@ -13,11 +13,13 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from sqlalchemy.exc import DBAPIError
+from rich.markup import escape
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from mita import sts
 from mita.vend import database, registry, sample
@@ -33,11 +35,30 @@ UrlOpt = Annotated[
 
 
 def _url(url: str | None, default: str = database.DEFAULT_URL) -> str:
+    """The database URL: ``--database-url`` (never with a password in it), ``MITA_DATABASE_URL``, or ``default``."""
+    if url and _has_password(url):
+        _fail(
+            VendError(
+                "secret_on_command_line",
+                "--database-url holds a password, which every local user sees in ps and shell history: set "
+                "MITA_DATABASE_URL instead, or keep the password in ~/.pgpass or PGPASSFILE (PostgreSQL reads them)",
+            )
+        )
     return url or os.environ.get("MITA_DATABASE_URL") or default
 
 
-def _fail(exc: sts.StsError) -> None:
-    console.print(f"[bold red]error[/] [{exc.code}] {exc.message}")
+def _has_password(url: str) -> bool:
+    try:
+        return make_url(database.normalise_url(url)).password is not None
+    except ArgumentError:
+        return False  # not a URL at all: the database layer says so, with its own error
+
+
+def _fail(exc: sts.StsError) -> NoReturn:
+    """A typed error as one line on standard error, exit status 1."""
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]error[/] {escape(f'[{exc.code}]')} {escape(exc.message)}", highlight=False
+    )
     raise typer.Exit(1)
 
 
