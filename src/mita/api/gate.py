@@ -12,8 +12,8 @@ before its 401. This ASGI middleware answers from the headers alone, in this ord
 | a body on POST, PUT or PATCH is JSON (`application/json` or `application/*+json`) | 415 `unsupported_media_type` |
 
 The database's refusals are ``database_unavailable``, ``unsafe_database`` or ``schema_outdated``.
-A body sent without a length (chunked) is counted as it is read, and refused with 413 at the limit. Paths outside ``/v1`` (documentation,
-``/healthz``, ``/readyz``) and ``/v1/health`` pass without a key.
+A body sent without a length (chunked) is counted as it is read, and refused with 413 at the limit.
+Paths outside ``/v1`` (documentation, ``/healthz``, ``/readyz``) and ``/v1/health`` pass without a key.
 """
 
 from __future__ import annotations
