@@ -70,6 +70,28 @@ def db_upgrade(database_url: UrlOpt = None) -> None:
     console.print(f"schema up to date on {database.make_engine(url).url.render_as_string(hide_password=True)}")
 
 
+@db_app.command("check")
+def db_check(database_url: UrlOpt = None) -> None:
+    """Compare the migrated database with the models; exit 1 and list every difference if they disagree."""
+    url = _url(database_url)
+    engine = database.make_engine(url)
+    try:
+        database.check_ready(engine)
+        drift = database.schema_drift(engine)
+    except VendError as exc:
+        _fail(exc)
+    except DBAPIError as exc:
+        _fail(database_failure(exc))
+    finally:
+        engine.dispose()
+    shown = engine.url.render_as_string(hide_password=True)
+    if drift:
+        for line in drift:
+            Console(stderr=True, soft_wrap=True).print(f"  {escape(line)}", highlight=False)
+        _fail(VendError("schema_drift", f"{len(drift)} differences between the models and {shown}"))
+    console.print(f"schema matches the models on {shown}")
+
+
 @admin_app.command("create-key")
 def create_key(
     role: Annotated[str, typer.Option(help="admin, operator or vendor.")],

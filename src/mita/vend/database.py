@@ -17,7 +17,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import CheckConstraint, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from .errors import VendError, database_failure
@@ -100,6 +100,38 @@ def check_ready(engine: Engine) -> None:
             f"the database schema is at {current or 'nothing'}, not {schema_head()}: run mita db upgrade",
         )
     check_durability(engine)
+
+
+def schema_drift(engine: Engine) -> list[str]:
+    """How the migrated database differs from the models (``mita db check``); empty when they agree.
+
+    Alembic's comparison (tables, columns, types, nullability, keys, indexes, foreign keys) plus the CHECK
+    constraints by name, which Alembic does not compare: the statuses and kinds the code relies on.
+    """
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from .schema import metadata
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        found = [_describe(diff) for diff in compare_metadata(context, metadata)]
+        inspector = inspect(conn)
+        for table in metadata.sorted_tables:
+            want = {str(c.name) for c in table.constraints if isinstance(c, CheckConstraint) and c.name}
+            have = {str(c["name"]) for c in inspector.get_check_constraints(table.name) if c.get("name")}
+            found += [f"missing check constraint {name} on {table.name}" for name in sorted(want - have)]
+            found += [f"unexpected check constraint {name} on {table.name}" for name in sorted(have - want)]
+    return found
+
+
+def _describe(diff: Any) -> str:
+    """One line for an Alembic difference (a tuple, or a list of them for column changes)."""
+    if isinstance(diff, list):
+        return "; ".join(_describe(d) for d in diff)
+    what, *args = diff
+    named = [getattr(a, "name", None) or getattr(getattr(a, "table", None), "name", None) or a for a in args]
+    return f"{what}: " + ", ".join(str(x) for x in named if x is not None)
 
 
 @functools.cache

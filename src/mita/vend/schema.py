@@ -8,6 +8,8 @@ triggers keep append-only.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -26,6 +28,22 @@ from sqlalchemy import (
 )
 
 from . import limits
+from .lifecycles import (
+    CampaignStatus,
+    Delivery,
+    KeyChangeStatus,
+    KeyStatus,
+    Keystore,
+    MeterStatus,
+    OutboxStatus,
+    Role,
+    TokenKind,
+    Utility,
+    VendKind,
+    VendStatus,
+    Via,
+    sql_in,
+)
 
 metadata = MetaData(
     naming_convention={
@@ -44,6 +62,11 @@ def _id() -> Column[int]:
     return Column("id", Id, primary_key=True, autoincrement=True)
 
 
+def one_of(column: str, values: type[StrEnum]) -> CheckConstraint:
+    """The column holds one of the enumeration's values (the same definition the code uses)."""
+    return CheckConstraint(f"{column} in {sql_in(values)}", name=column)
+
+
 def _created() -> Column[object]:
     return Column("created_at", DateTime, nullable=False)
 
@@ -58,7 +81,7 @@ api_keys = Table(
     Column("vendor_id", ForeignKey("vendors.id"), nullable=True),
     _created(),
     Column("revoked_at", DateTime, nullable=True),
-    CheckConstraint("role in ('admin', 'operator', 'vendor')", name="role"),
+    one_of("role", Role),
 )
 
 vendors = Table(
@@ -80,7 +103,7 @@ vending_keys = Table(
     Column("supply_group_id", ForeignKey("supply_groups.id"), nullable=True),
     Column("krn", Integer, nullable=False),
     Column("dkga", Integer, nullable=False),
-    Column("keystore", String(16), nullable=False, default="software"),  # software or pkcs11
+    Column("keystore", String(16), nullable=False, default=Keystore.SOFTWARE),
     Column("handle", String(100), nullable=False, default=""),  # the keystore's name for it (HSM object label)
     Column("sealed", LargeBinary, nullable=False),  # software keystore: AES-256-GCM under the master key
     Column("kcv", String(16), nullable=False),  # key check value: verify a key without seeing it
@@ -91,7 +114,8 @@ vending_keys = Table(
     Column("status", String(10), nullable=False, default="active"),
     _created(),
     UniqueConstraint("supply_group_id", "krn"),
-    CheckConstraint("status in ('pending', 'active', 'retired', 'destroyed')", name="status"),
+    one_of("status", KeyStatus),
+    one_of("keystore", Keystore),
     CheckConstraint("credit_issued >= 0 and (credit_limit is null or credit_limit >= 0)", name="credit"),
 )
 
@@ -170,8 +194,8 @@ meters = Table(
     Column("last_tid", BigInteger, nullable=False, default=-1),
     Column("pending_key", JSON, nullable=True),  # a key configuration not yet confirmed on the meter
     _created(),
-    CheckConstraint("status in ('active', 'blocked', 'retired')", name="status"),
-    CheckConstraint("utility in ('electricity', 'water', 'gas')", name="utility"),
+    one_of("status", MeterStatus),
+    one_of("utility", Utility),
 )
 
 meter_months = Table(
@@ -194,7 +218,7 @@ vends = Table(
     Column("api_key_id", ForeignKey("api_keys.id"), nullable=True),  # NULL: done by the system itself
     Column("meter_id", ForeignKey("meters.id"), nullable=False),
     Column("customer_id", ForeignKey("customers.id"), nullable=True),
-    Column("kind", String(12), nullable=False, default="purchase"),  # purchase or engineering
+    Column("kind", String(12), nullable=False, default=VendKind.PURCHASE),
     Column("amount", BigInteger, nullable=False),
     Column("units", BigInteger, nullable=False),
     Column("receipt", JSON, nullable=False),
@@ -202,7 +226,8 @@ vends = Table(
     Column("reversed_at", DateTime, nullable=True),
     _created(),
     CheckConstraint("amount >= 0 and units >= 0", name="amounts"),
-    CheckConstraint("status in ('completed', 'reversed')", name="status"),
+    one_of("status", VendStatus),
+    one_of("kind", VendKind),
     Index("ix_vends_meter_created", "meter_id", "created_at"),
 )
 
@@ -213,7 +238,7 @@ tokens = Table(
     Column("vend_id", ForeignKey("vends.id"), nullable=False),
     Column("meter_id", ForeignKey("meters.id"), nullable=False),
     Column("seq", Integer, nullable=False),  # entry order within the vend
-    Column("kind", String(16), nullable=False),  # credit, fbe, key_change, engineering
+    Column("kind", String(16), nullable=False),
     Column("tid", BigInteger, nullable=True),  # key change tokens carry none
     Column("base_date", Integer, nullable=False),  # a TID counts minutes from this base
     Column("token_class", Integer, nullable=False),
@@ -223,6 +248,7 @@ tokens = Table(
     _created(),
     UniqueConstraint("meter_id", "base_date", "tid", name="uq_tokens_meter_tid"),
     CheckConstraint("units >= 0", name="units"),
+    one_of("kind", TokenKind),
 )
 
 idempotency = Table(
@@ -269,8 +295,9 @@ outbox = Table(
     Column("vend_id", ForeignKey("vends.id"), nullable=True),  # NULL: not a vend's (a campaign's SMS)
     Column("channel", String(20), nullable=False),
     Column("payload", JSON, nullable=False),
-    Column("status", String(10), nullable=False, default="pending"),
+    Column("status", String(10), nullable=False, default=OutboxStatus.PENDING),
     _created(),
+    one_of("status", OutboxStatus),
 )
 
 campaigns = Table(
@@ -286,8 +313,8 @@ campaigns = Table(
     Column("planned", Integer, nullable=False, default=0),
     Column("status", String(12), nullable=False, default="planned"),
     _created(),
-    CheckConstraint("delivery in ('csv', 'sms', 'attach')", name="delivery"),
-    CheckConstraint("status in ('planned', 'generating', 'generated', 'closed')", name="status"),
+    one_of("delivery", Delivery),
+    one_of("status", CampaignStatus),
 )
 
 #: Every key change a meter is sent: by a campaign, with a vend, or on an operator's order; its
@@ -300,7 +327,7 @@ key_changes = Table(
     Column("campaign_id", ForeignKey("campaigns.id"), nullable=True),
     Column("vend_id", ForeignKey("vends.id"), nullable=True),  # the vend that carried the tokens
     Column("batch", Integer, nullable=True),
-    Column("via", String(10), nullable=False),  # campaign, vend or operator
+    Column("via", String(10), nullable=False),
     Column("from_key", JSON, nullable=True),
     Column("to_key", JSON, nullable=True),
     Column("tokens", JSON, nullable=True),  # the set's digits in entry order
@@ -309,7 +336,8 @@ key_changes = Table(
     Column("issued_at", DateTime, nullable=True),
     Column("delivered_at", DateTime, nullable=True),
     Column("confirmed_at", DateTime, nullable=True),
-    CheckConstraint("status in ('planned', 'issued', 'delivered', 'confirmed', 'cancelled')", name="status"),
+    one_of("status", KeyChangeStatus),
+    one_of("via", Via),
     Index("ix_key_changes_campaign", "campaign_id", "status", "batch"),
     Index("ix_key_changes_meter", "meter_id", "status"),
 )

@@ -1,0 +1,178 @@
+"""Every status and kind the vending database stores, and which moves between statuses are allowed.
+
+One place says it, in the manner of h11's state tables: the schema's CHECK constraints are built from these
+enumerations (so the database refuses what the code would never write), and the services ask
+:meth:`Lifecycle.check` before they move a row (so a refused move is a typed error, not a silent overwrite).
+
+The tables at the end of this module are the lifecycles: for each state, where a row may go next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+from .errors import VendError
+
+
+class KeyStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    RETIRED = "retired"
+    DESTROYED = "destroyed"
+
+
+class MeterStatus(StrEnum):
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+    RETIRED = "retired"
+
+
+class VendStatus(StrEnum):
+    COMPLETED = "completed"
+    REVERSED = "reversed"
+
+
+class KeyChangeStatus(StrEnum):
+    PLANNED = "planned"
+    ISSUED = "issued"
+    DELIVERED = "delivered"
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"
+
+
+class CampaignStatus(StrEnum):
+    PLANNED = "planned"
+    GENERATING = "generating"
+    GENERATED = "generated"
+    CLOSED = "closed"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+class VendKind(StrEnum):
+    PURCHASE = "purchase"
+    ENGINEERING = "engineering"
+    KEY_CHANGE = "key_change"
+
+
+class TokenKind(StrEnum):
+    CREDIT = "credit"
+    FBE = "fbe"  # free basic electricity
+    KEY_CHANGE = "key_change"
+    ENGINEERING = "engineering"
+
+
+class Delivery(StrEnum):
+    """How a campaign's key change tokens reach the meters."""
+
+    CSV = "csv"  # field teams
+    SMS = "sms"
+    ATTACH = "attach"  # before the credit of the customer's next purchase
+
+
+class Via(StrEnum):
+    """Who sent a meter its key change."""
+
+    CAMPAIGN = "campaign"
+    VEND = "vend"
+    OPERATOR = "operator"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    VENDOR = "vendor"
+
+
+class Utility(StrEnum):
+    ELECTRICITY = "electricity"
+    WATER = "water"
+    GAS = "gas"
+
+
+class Keystore(StrEnum):
+    SOFTWARE = "software"
+    PKCS11 = "pkcs11"
+
+
+def sql_in(values: Iterable[str]) -> str:
+    """``('a', 'b')``: a list of values for SQL text (CHECK constraints, fixed statements)."""
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+S = TypeVar("S", bound=StrEnum)
+
+
+@dataclass(frozen=True)
+class Lifecycle(Generic[S]):
+    """The allowed moves of one kind of row: ``moves[state]`` is where it may go next."""
+
+    name: str
+    moves: Mapping[S, frozenset[S]]
+
+    def check(self, current: str, new: str) -> None:
+        """Refuse a move the table does not allow, with a typed error naming both states."""
+        allowed: frozenset[str] = next((after for state, after in self.moves.items() if state == current), frozenset())
+        if new not in allowed:
+            raise VendError("invalid_transition", f"a {self.name} cannot go from {current} to {new}")
+
+    @property
+    def open(self) -> tuple[S, ...]:
+        """The states a row can still leave (the others are final), in declaration order."""
+        return tuple(s for s, after in self.moves.items() if after)
+
+
+K, M, V, C, P, Q = KeyStatus, MeterStatus, VendStatus, KeyChangeStatus, CampaignStatus, OutboxStatus
+
+VENDING_KEY = Lifecycle[KeyStatus](
+    "vending key",
+    {
+        K.PENDING: frozenset({K.ACTIVE, K.RETIRED, K.DESTROYED}),
+        K.ACTIVE: frozenset({K.RETIRED, K.DESTROYED}),
+        K.RETIRED: frozenset({K.DESTROYED}),
+        K.DESTROYED: frozenset(),
+    },
+)
+METER = Lifecycle[MeterStatus](
+    "meter",
+    {
+        M.ACTIVE: frozenset({M.BLOCKED, M.RETIRED}),
+        M.BLOCKED: frozenset({M.ACTIVE, M.RETIRED}),
+        M.RETIRED: frozenset({M.ACTIVE}),  # re-commissioned
+    },
+)
+VEND = Lifecycle[VendStatus]("vend", {V.COMPLETED: frozenset({V.REVERSED}), V.REVERSED: frozenset()})
+KEY_CHANGE = Lifecycle[KeyChangeStatus](
+    "key change",
+    {
+        C.PLANNED: frozenset({C.ISSUED, C.DELIVERED, C.CONFIRMED, C.CANCELLED}),
+        C.ISSUED: frozenset({C.DELIVERED, C.CONFIRMED, C.CANCELLED}),
+        C.DELIVERED: frozenset({C.DELIVERED, C.CONFIRMED, C.CANCELLED}),  # delivered again: a later vend
+        C.CONFIRMED: frozenset(),
+        C.CANCELLED: frozenset(),
+    },
+)
+CAMPAIGN = Lifecycle[CampaignStatus](
+    "campaign",
+    {
+        P.PLANNED: frozenset({P.GENERATING, P.CLOSED}),
+        P.GENERATING: frozenset({P.GENERATING, P.GENERATED, P.CLOSED}),
+        P.GENERATED: frozenset({P.GENERATING, P.CLOSED}),  # generating again: a run resumed
+        P.CLOSED: frozenset(),
+    },
+)
+OUTBOX = Lifecycle[OutboxStatus](
+    "outbox row",
+    {
+        Q.PENDING: frozenset({Q.SENT, Q.PENDING, Q.DEAD}),  # pending again: a failed try, retried later
+        Q.SENT: frozenset(),
+        Q.DEAD: frozenset({Q.PENDING}),  # an operator's requeue
+    },
+)
