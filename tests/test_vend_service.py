@@ -30,10 +30,10 @@ from sqlalchemy.pool import NullPool
 
 from mita import sts
 from mita.keys.software import key_check_value, open_vending_key, seal_vending_key
+from mita.sts.recipes import KeyConfig
 from mita.vend import database, pricing, registry
 from mita.vend.errors import VendError
 from mita.vend.schema import audit, meters, supply_groups, tokens, vending_keys, vends
-from mita.vend.service import KeyConfig
 from vend_fixtures import (
     BAD_CHECK_DIGIT,
     BASE_DATE,

@@ -18,18 +18,19 @@ import io
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, func, insert, literal, select, text, update
 
 from mita import sts
-from mita.sts import bulk
+from mita.sts.recipes import KEY_CHANGE_RULES, KeyConfig, RecipeError, check_key_change, key_change_sets
 from mita.vend.audit import write_audit
 from mita.vend.errors import VendError
 from mita.vend.keyring import KeyRing, derivation
 from mita.vend.schema import campaigns, customers, key_changes, meters, outbox, supply_groups, vending_keys
-from mita.vend.service import Caller, KeyConfig, VendingService, check_key_change
+from mita.vend.service import Caller, VendingService
 
 DELIVERIES = ("csv", "sms", "attach")
 SELECTORS = ("krn", "base_date", "ea", "manufacturer", "area")
@@ -113,31 +114,24 @@ def plan(
 
 
 def _check_plan(conn: Connection, cid: int, goal: dict[str, Any]) -> None:
-    """The key change rules (``mita.vend.service.check_key_change``) over the whole selection at once."""
-    joined = key_changes.join(meters, meters.c.id == key_changes.c.meter_id)
+    """The key change rules (:data:`mita.sts.recipes.KEY_CHANGE_RULES`) over the whole selection at once: each
+    rule, read over the meters' columns, selects the planned meters that would break it."""
     m = meters.c
-    ea = m.ea if goal["ea"] is None else goal["ea"]
-    rules = [
-        (
-            m.ea.is_not(None) & (ea == int(sts.EA.MISTY1)) & (goal["dkga"] != 4),
-            "invalid_dkga", "selected meters use EA11, which only a DKGA04 key can serve: select ea 7",
-        ),
-        (
-            (m.base_date != goal["base_date"]) & (m.krn == goal["krn"]),
-            "invalid_key_change", "selected meters would change base date under their own KRN: a roll-over "
-            "needs a new key, or select by krn",
-        ),
-        (
-            (m.ea != ea) & ~((m.ea == int(sts.EA.STA)) & (ea == int(sts.EA.MISTY1))),
-            "invalid_key_change", "a meter can only move from EA07 to EA11: select by ea",
-        ),
-    ]  # fmt: skip
-    for condition, code, message in rules:
+    sgc, krn, base_date, ken = (literal(goal[k]) for k in ("sgc", "krn", "base_date", "ken"))  # SQL on both sides
+    old = SimpleNamespace(sgc=sgc, krn=m.krn, kt=m.kt, ti=m.ti, ea=m.ea, base_date=m.base_date, ken=m.ken)
+    new = SimpleNamespace(
+        sgc=sgc, krn=krn, kt=m.kt if goal["kt"] is None else literal(goal["kt"]), ti=m.ti,
+        ea=m.ea if goal["ea"] is None else literal(goal["ea"]), base_date=base_date, ken=ken,
+    )  # fmt: skip
+    joined = key_changes.join(meters, meters.c.id == key_changes.c.meter_id)
+    for rule in KEY_CHANGE_RULES:
         found = conn.execute(
-            select(func.count()).select_from(joined).where(key_changes.c.campaign_id == cid, condition)
+            select(func.count())
+            .select_from(joined)
+            .where(key_changes.c.campaign_id == cid, rule.broken(old, new, goal["dkga"]))
         ).scalar_one()
         if found:
-            raise VendError(code, f"{found} {message}")
+            raise VendError(rule.code, f"{found} selected meters: {rule.message} (narrow the selection)")
 
 
 def _target(conn: Connection, group: Any, target: dict[str, Any]) -> dict[str, Any]:
@@ -164,8 +158,6 @@ def _target(conn: Connection, group: Any, target: dict[str, Any]) -> dict[str, A
     sts.identity.check_key_params(2 if goal["kt"] is None else goal["kt"], group.sgc, 1, goal["krn"])
     if not 0 <= goal["ken"] <= 255:
         raise sts.RangeError("KEN must be 0..255")
-    if goal["ea"] == sts.EA.MISTY1 and key.dkga != 4:
-        raise VendError("invalid_dkga", "EA11 needs 128-bit keys: the target key must be DKGA04")
     return goal
 
 
@@ -299,24 +291,15 @@ def _generate_batch(
             _, old_key = keyring.get(conn, old.sgc, old.krn)
             info_new, new_key = keyring.get(conn, new.sgc, new.krn)
             check_key_change(old, new, info_new.dkga)
-        except VendError:  # e.g. the old key was destroyed: these meters cannot be moved; the others can
+        except (VendError, RecipeError):  # e.g. the old key was destroyed: these meters cannot be moved; the others can
             continue
-        bits = 128 if new.ea == sts.EA.MISTY1 else 64
-        sets = bulk.key_change_sets(
-            new_key.decoder_keys(numbers, derivation(new)),
+        sets = key_change_sets(
+            old,
+            new,
             old_key.decoder_keys(numbers, derivation(old)),
-            old.ea,
+            new_key.decoder_keys(numbers, derivation(new)),
             len(group),
-            key_bits=bits,
-            ken=new.ken,
-            krn=new.krn,
-            kt=new.kt,
-            ti=old.ti,
-            ro=int(new.base_date != old.base_date),
-            sgc=new.sgc,
         )
-        if bits == 128 and old.ea != sts.EA.MISTY1:
-            sets = sets[:, [2, 3, 0, 1]]  # a 64-bit meter learns of the 4-token set first
         from_doc, to_doc = json.dumps(old.as_dict()), json.dumps(new.as_dict())
         tokens = np.char.decode(sets, "ascii").tolist()
         for r, digits in zip(group, tokens, strict=True):

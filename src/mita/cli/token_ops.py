@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mita import sts
+from mita.sts import recipes
 from mita.sts.tid import parse_issue_time
 from mita.sts.tokens import REGISTRY, CurrencyCredit, Token, TransferCredit
 
@@ -151,7 +152,8 @@ def key_change(req: Request) -> Answer:
         ro=_get(req, "ro", int, 0),
         sgc=str(req["sgc"]) if "sgc" in req else None,
     )
-    return {"tokens": [sts.encode(s, ea, old) for s in sections]}
+    order = recipes.entry_order(ea, new_bits)  # a 64-bit meter takes a 4-token set's 3rd and 4th sections first
+    return {"tokens": [sts.encode(sections[i], ea, old) for i in order]}
 
 
 def tid(req: Request) -> Answer:

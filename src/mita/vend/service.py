@@ -29,6 +29,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from mita import sts
+from mita.sts import recipes
+from mita.sts.recipes import KeyConfig, check_key_change
 
 from . import hotpath, limits, pricing
 from .audit import write_audit
@@ -64,27 +66,6 @@ class Caller:
     def require(self, *roles: str) -> None:
         if self.role not in roles:
             raise VendError("forbidden", f"this needs the role {' or '.join(roles)}; the key has {self.role}")
-
-
-@dataclass(frozen=True)
-class KeyConfig:
-    """What decides a meter's decoder key and its TIDs."""
-
-    sgc: str
-    krn: int
-    kt: int
-    ti: int
-    ea: int
-    base_date: int
-    ken: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_pending(cls, doc: dict[str, Any]) -> KeyConfig:
-        """The configuration in a meter's ``pending_key`` (which also holds its TID count and delivery)."""
-        return cls(**{k: doc[k] for k in ("sgc", "krn", "kt", "ti", "ea", "base_date", "ken")})
 
 
 def request_hash(body: dict[str, Any]) -> str:
@@ -147,7 +128,7 @@ class VendingService:
     def meter_config(cls, meter: Any, group: Any) -> KeyConfig:
         """The configuration tokens are made under: the pending one once its key change was issued."""
         if meter.pending_key:
-            return KeyConfig.from_pending(meter.pending_key)
+            return KeyConfig.from_mapping(meter.pending_key)
         return cls.current_config(meter, group)
 
     @staticmethod
@@ -302,7 +283,7 @@ class VendingService:
         )  # fmt: skip
 
         current = self.current_config(meter, group)
-        cfg = KeyConfig.from_pending(meter.pending_key) if meter.pending_key else self.group_config(meter, group)
+        cfg = KeyConfig.from_mapping(meter.pending_key) if meter.pending_key else self.group_config(meter, group)
         made: list[dict[str, Any]] = []
         pending = current != cfg
         if pending:
@@ -319,15 +300,12 @@ class VendingService:
         check_issuable(vk, at, cfg.sgc, cfg.krn)  # the key's state, read with the meter (or just now)
         decoder_key = self._decoder_key(conn, meter, cfg, fresh=False)
         ea = sts.EA(cfg.ea)
-        kind = {"electricity": sts.CreditKind.ELECTRICITY, "water": sts.CreditKind.WATER}.get(
-            meter.utility, sts.CreditKind.GAS
-        )
         # TIDs under a pending key are counted apart: a new base date restarts them (RO clears the store)
         after = self._tid_floor(conn, meter, cfg)
         credits = [("credit", receipt.units)] + ([("fbe", receipt.fbe_units)] if receipt.fbe_units else [])
         tids = self._tids(cfg, len(credits), at, after)
         for (what, units), tid in zip(credits, tids, strict=True):
-            token = sts.TransferCredit(tid, units, self.rnd(), kind)
+            token = recipes.credit_token(meter.utility, tid, units, self.rnd())
             made.append(_token_row(what, token, sts.encode(token, ea, decoder_key), units))
 
         if meter.credit_limit is not None:  # a vendor on credit: its row is locked and its limit holds
@@ -508,22 +486,10 @@ class VendingService:
         """The set that moves a meter from ``old`` to ``new``, encrypted under its old key (deterministic)."""
         old_key = self._decoder_key(conn, meter, old)
         new_key = self._decoder_key(conn, meter, new)
-        if new_key == old_key and new.base_date != old.base_date:
-            raise VendError("invalid_key_change", "a roll-over (RO = 1) must install a new decoder key")
-        bits = 128 if new.ea == sts.EA.MISTY1 else 64
-        sections = sts.key_change_set(
-            new_key,
-            key_bits=bits,
-            ken=new.ken,
-            krn=new.krn,
-            kt=new.kt,
-            ti=new.ti,
-            ro=int(new.base_date != old.base_date),
-            sgc=new.sgc,
-        )
-        if bits == 128 and old.ea != sts.EA.MISTY1:
-            sections = sections[2:] + sections[:2]  # a 64-bit meter learns of the 4-token set first
-        return [_token_row("key_change", s, sts.encode(s, sts.EA(old.ea), old_key), 0) for s in sections]
+        return [
+            _token_row("key_change", s, digits, 0)
+            for s, digits in recipes.key_change_tokens(old, new, old_key, new_key)
+        ]
 
     # ------------------------------------------------------------------ reads, reprint, reversal
 
@@ -653,7 +619,7 @@ class VendingService:
 
     # ------------------------------------------------------------------ engineering tokens
 
-    ENGINEERING = ("clear_tamper", "clear_credit", "set_power_limit", "set_phase_unbalance_limit", "test")
+    ENGINEERING = tuple(recipes.ENGINEERING)
 
     def engineering(
         self, caller: Caller, drn: str, kind: str, value: int | None = None, key: str | None = None
@@ -664,10 +630,7 @@ class VendingService:
         each token is a new TID, and a second clear-credit token is one the meter would also take.
         """
         caller.require("admin", "operator")
-        if kind not in self.ENGINEERING:
-            raise VendError("invalid_kind", f"kind must be one of {', '.join(self.ENGINEERING)}")
-        if kind in ("set_power_limit", "set_phase_unbalance_limit") and value is None:
-            raise VendError("invalid_request", f"{kind} needs a value in watts")
+        recipes.engineering_token(kind, 0, value, 0)  # an unknown kind or a missing value, before any work
         number = sts.MeterNumber.parse(drn)
         digest = request_hash({"op": "engineering", "meter": number.drn, "kind": kind, "value": value})
         at = self.clock()
@@ -677,27 +640,20 @@ class VendingService:
             meter = self._meter(conn, drn, lock=True)
             group = self._group(conn, meter.supply_group_id)
             cfg = self.meter_config(meter, group)
-            made: list[dict[str, Any]] = []
             tid: int | None = None
-            if kind == "test":
-                token: sts.Token = sts.MeterTest(control=value if value is not None else 1)
-                made.append(_token_row("engineering", token, sts.encode(token, sts.EA.STA, 0), 0))
-            else:
+            if recipes.engineering_needs_tid(kind):
                 (tid,) = self._tids(cfg, 1, at, self._tid_floor(conn, meter, cfg))
-                v = 0 if value is None else value
-                token = {
-                    "clear_tamper": lambda: sts.ClearTamperCondition(tid, rnd=self.rnd()),
-                    "clear_credit": lambda: sts.ClearCredit(tid, sts.ALL_REGISTERS if value is None else v, self.rnd()),
-                    "set_power_limit": lambda: sts.SetMaximumPowerLimit(tid, v, self.rnd()),
-                    "set_phase_unbalance_limit": lambda: sts.SetMaximumPhasePowerUnbalanceLimit(tid, v, self.rnd()),
-                }[kind]()
-                decoder_key = self._decoder_key(conn, meter, cfg)
-                made.append(_token_row("engineering", token, sts.encode(token, sts.EA(cfg.ea), decoder_key), 0))
+                token = recipes.engineering_token(kind, tid, value, self.rnd())
+                digits = sts.encode(token, sts.EA(cfg.ea), self._decoder_key(conn, meter, cfg))
                 if meter.pending_key:
                     state = {**meter.pending_key, "last_tid": tid}
                     conn.execute(update(meters).where(meters.c.id == meter.id).values(pending_key=state))
                 else:
                     conn.execute(update(meters).where(meters.c.id == meter.id).values(last_tid=tid))
+            else:  # class 1: sent in clear, no TID
+                token = recipes.engineering_token(kind, 0, value, 0)
+                digits = sts.encode(token, sts.EA.STA, 0)
+            made = [_token_row("engineering", token, digits, 0)]
             vend_id = str(uuid.uuid4())
             conn.execute(
                 insert(vends).values(
@@ -751,7 +707,7 @@ class VendingService:
         with self.engine.begin() as conn:
             meter = self._pending_meter(conn, drn)
             p = meter.pending_key
-            new = KeyConfig.from_pending(p)
+            new = KeyConfig.from_mapping(p)
             group_id = meter.supply_group_id
             if new.sgc != self._group(conn, group_id).sgc:  # an SGC change moves the meter to the other group
                 group_id = conn.execute(select(supply_groups.c.id).where(supply_groups.c.sgc == new.sgc)).scalar_one()
@@ -880,7 +836,7 @@ class VendingService:
                 .values(status="cancelled")
             )
             self._audit(conn, caller, "cancel_key_change", "meter", meter.drn, **meter.pending_key)
-        cancelled = KeyConfig.from_pending(meter.pending_key).as_dict()
+        cancelled = KeyConfig.from_mapping(meter.pending_key).as_dict()
         return {"meter": meter.drn, "cancelled": cancelled, "at": at.isoformat()}
 
     def key_change_history(self, caller: Caller, drn: str) -> list[dict[str, Any]]:
@@ -922,26 +878,6 @@ def ledger_lines(caller: Caller, meter: Any, r: pricing.Receipt, carry: bool) ->
     ]
     assert sum(d for _, d, _ in lines) == sum(c for _, _, c in lines)  # double entry balances
     return lines
-
-
-def check_key_change(old: KeyConfig, new: KeyConfig, new_dkga: int) -> None:
-    """What a meter can follow: the rules for any key change, whoever asks for it.
-
-    A new base date sets RO = 1, which clears the meter's TID store; with the same decoder key the
-    set could be entered again and again, each time making every credit token new again. So a
-    roll-over needs a new key (KRN), as the standard's roll-over procedure does (SPEC.md §10).
-    Key change tokens do not carry the algorithm: the only move is EA07 to EA11 with the 4-token set.
-    """
-    if new == old:
-        raise VendError("invalid_request", "the meter already has this key configuration")
-    if new.kt == 0 and old.kt != 0:
-        raise VendError("invalid_request", "a meter's key cannot be changed to KT 0 (DITK)")
-    if new.base_date != old.base_date and (new.sgc, new.krn) == (old.sgc, old.krn):
-        raise VendError("invalid_key_change", "a new base date needs a new vending key (KRN) as well")
-    if new.ea != old.ea and (old.ea, new.ea) != (sts.EA.STA, sts.EA.MISTY1):
-        raise VendError("invalid_key_change", f"a meter cannot move from EA{old.ea:02d} to EA{new.ea:02d}")
-    if new.ea == sts.EA.MISTY1 and new_dkga != 4:
-        raise VendError("invalid_dkga", "EA11 needs 128-bit keys: the new key must be DKGA04")
 
 
 def _same_key(target: dict[str, Any], config: dict[str, Any]) -> bool:
