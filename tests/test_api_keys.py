@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 
 import test_api
 from mita import campaign, sts
-from mita.api.app import Generations
+from mita.api.routes.campaigns import Generations
 from mita.keys.software import key_check_value
 from mita.meter import Meter
 from mita.vend import keyring

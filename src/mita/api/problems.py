@@ -179,8 +179,30 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
 
 
+_HSM_DOWN = {
+    "hsm_unavailable": "the HSM is not available; retry later",
+    "hsm_not_configured": "this server has no HSM configured (the pkcs11 keystore)",
+}
+_KEYSTORE_REQUEST = {"invalid_dkga", "keystore_unsupported", "unknown_keystore"}  # about the request, not the server
+
+
+async def _keystore_error(_: Request, exc: Exception) -> JSONResponse:
+    """Key store refusals: the request's (422), an HSM away (503), or the server's key store broken (500)."""
+    assert isinstance(exc, KeyStoreError)
+    if exc.code in _KEYSTORE_REQUEST:
+        return problem(422, exc.code, exc.message)
+    if exc.code == "key_exists":
+        return problem(409, exc.code, "the keystore already holds a key for this supply group and KRN")
+    log.error("key store unusable: %s", exc.code)
+    if exc.code in _HSM_DOWN:
+        headers = {"Retry-After": "5"} if exc.code == "hsm_unavailable" else None
+        return problem(503, exc.code, _HSM_DOWN[exc.code], headers=headers)
+    return problem(500, exc.code, "the server's key store is not usable; the operator must fix it")
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(StsError, _sts_error)
+    app.add_exception_handler(KeyStoreError, _keystore_error)  # more specific than the StsError handler
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
