@@ -24,35 +24,14 @@ from starlette.requests import ClientDisconnect
 
 from mita.keys.master import KeyStoreError
 from mita.sts import StsError
-from mita.vend.errors import VendError, database_failure
+from mita.vend.errors import database_failure
+
+from .codes import BY_STATUS, answer
 
 log = logging.getLogger("mita.api")
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:mita:problem:"
-
-_TITLES = {
-    "unauthorized": "API key missing or not valid",
-    "forbidden": "Not allowed for this API key's role",
-    "not_found": "Not found",
-    "invalid_request": "The request is not valid",
-    "invalid_json": "The request body is not valid JSON",
-    "idempotency_conflict": "Idempotency-Key reused with a different request",
-    "invalid_idempotency_key": "Idempotency-Key header missing or not valid",
-    "check_digit_error": "Meter number check digit is wrong",
-    "internal_error": "Internal error",
-}
-
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-}
 
 
 class FieldError(BaseModel):
@@ -73,7 +52,7 @@ class Problem(BaseModel):
 
 
 def title_for(code: str) -> str:
-    return _TITLES.get(code) or code.replace("_", " ").capitalize()
+    return answer(code).title
 
 
 def problem(
@@ -104,18 +83,15 @@ def _headers_for(status: int, code: str = "") -> dict[str, str] | None:
     return None
 
 
-def refusal(exc: VendError) -> JSONResponse:
-    """A service refusal as a problem, with the headers its status calls for."""
-    return problem(exc.status, exc.code, exc.message, headers=_headers_for(exc.status, exc.code))
+def refusal(exc: StsError) -> JSONResponse:
+    """A typed refusal as a problem: its status from the code table, and the headers that status calls for."""
+    status = answer(exc.code).status
+    return problem(status, exc.code, exc.message, headers=_headers_for(status, exc.code))
 
 
 async def _sts_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StsError)
-    if isinstance(exc, KeyStoreError):  # the server's key store, not the client's request
-        log.error("key store unusable: %s", exc.code)
-        return problem(500, exc.code, "the server's key store is not usable; the operator must fix it")
-    status = exc.status if isinstance(exc, VendError) else 422
-    return problem(status, exc.code, exc.message, headers=_headers_for(status, exc.code))
+    return refusal(exc)
 
 
 def _field_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
@@ -150,7 +126,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
-    code = _HTTP_CODES.get(status, "http_error")
+    code = BY_STATUS.get(status, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
     if detail == "There was an error parsing the body":
         code = "invalid_json"
@@ -179,25 +155,25 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return problem(500, "internal_error", "an unexpected error occurred; it has been logged")
 
 
-_HSM_DOWN = {
+_KEYSTORE_DETAIL = {  # what a client is told; the keystore's own message (labels, slots) stays in the log
     "hsm_unavailable": "the HSM is not available; retry later",
     "hsm_not_configured": "this server has no HSM configured (the pkcs11 keystore)",
+    "key_exists": "the keystore already holds a key for this supply group and KRN",
 }
-_KEYSTORE_REQUEST = {"invalid_dkga", "keystore_unsupported", "unknown_keystore"}  # about the request, not the server
 
 
 async def _keystore_error(_: Request, exc: Exception) -> JSONResponse:
-    """Key store refusals: the request's (422), an HSM away (503), or the server's key store broken (500)."""
+    """Key store refusals: the request's (422), a key there already (409), an HSM away (503), or the server's
+    key store broken (500, logged)."""
     assert isinstance(exc, KeyStoreError)
-    if exc.code in _KEYSTORE_REQUEST:
-        return problem(422, exc.code, exc.message)
-    if exc.code == "key_exists":
-        return problem(409, exc.code, "the keystore already holds a key for this supply group and KRN")
-    log.error("key store unusable: %s", exc.code)
-    if exc.code in _HSM_DOWN:
-        headers = {"Retry-After": "5"} if exc.code == "hsm_unavailable" else None
-        return problem(503, exc.code, _HSM_DOWN[exc.code], headers=headers)
-    return problem(500, exc.code, "the server's key store is not usable; the operator must fix it")
+    status = answer(exc.code).status
+    if status < 500 and exc.code not in _KEYSTORE_DETAIL:
+        return problem(status, exc.code, exc.message)
+    if status >= 500:
+        log.error("key store unusable: %s", exc.code)
+    detail = _KEYSTORE_DETAIL.get(exc.code, "the server's key store is not usable; the operator must fix it")
+    headers = {"Retry-After": "5"} if exc.code == "hsm_unavailable" else None
+    return problem(status, exc.code, detail, headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -1,4 +1,4 @@
-"""Errors of the vending service: a stable code, a message, and the HTTP status it maps to."""
+"""Errors of the vending service: a stable code and a message; and which database failures are worth a retry."""
 
 from __future__ import annotations
 
@@ -7,39 +7,14 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from mita.sts import StsError
 
-STATUS = {
-    "not_found": 404,
-    "conflict": 409,
-    "in_progress": 409,
-    "idempotency_conflict": 422,
-    "key_change_required": 409,
-    "forbidden": 403,
-    "unauthorized": 401,
-    "retry": 503,
-    "database_unavailable": 503,
-    "unsafe_database": 503,
-    "schema_outdated": 503,
-    "database_refused": 500,
-    "credit_limit": 402,
-    "reversal_window_closed": 409,
-    "already_reversed": 409,
-    "meter_blocked": 409,
-    "no_pending_key": 409,
-    "reversed": 409,
-    "not_reversible": 409,
-    "key_change_superseded": 409,
-    "key_expired": 409,
-    "key_credit_limit": 402,
-}
-
 
 class VendError(StsError):
-    """A refused request. Nothing was changed when this is raised."""
+    """A refused request, with a stable code (the HTTP shell maps codes to statuses: ``mita.api.codes``).
+    Nothing was changed when this is raised."""
 
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-        self.status = status or STATUS.get(code, 422)
 
 
 def is_transient(exc: BaseException) -> bool:
