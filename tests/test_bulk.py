@@ -25,6 +25,7 @@ from mita.sts import EA, BaseDate, CreditKind, MeterNumber, TransferCredit, bulk
 from mita.sts import ea as ea_mod
 from mita.sts import sta as sta_mod
 from mita.sts.amount import MAX_UNITS, OFFSETS, encode_amount
+from mita.sts.bulk import chunks
 from mita.sts.crc import crc_field
 from mita.sts.errors import CrcError, FormatError, RangeError, UnsupportedError
 from mita.sts.identity import control_block
@@ -52,11 +53,15 @@ def as_s20(tokens: list[str]) -> npt.NDArray[np.bytes_]:
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Tiny chunks, so a few hundred tokens cross many chunk and glue boundaries."""
-    monkeypatch.setattr(bulk, "STA_CHUNK", 128)
-    monkeypatch.setattr(bulk, "MISTY1_CHUNK", 100)
-    monkeypatch.setattr(bulk, "DES_CHUNK", 96)
-    monkeypatch.setattr(bulk, "GLUE", 48)
+    """Tiny chunks, so a few hundred tokens cross many chunk and glue boundaries.
+
+    Every stage reads its chunk size from :mod:`mita.sts.bulk.chunks` at call time, so that is the
+    one place to shrink them.
+    """
+    monkeypatch.setattr(chunks, "STA_CHUNK", 128)
+    monkeypatch.setattr(chunks, "MISTY1_CHUNK", 100)
+    monkeypatch.setattr(chunks, "DES_CHUNK", 96)
+    monkeypatch.setattr(chunks, "GLUE", 48)
     yield
 
 

@@ -198,7 +198,7 @@ def test_a_four_token_set_needs_a_six_digit_sgc(sgc: str | None) -> None:
 def test_non_ascii_digits_are_no_sgc() -> None:
     """``str.isdigit`` takes these; the single path (``identity.is_digits``) refuses them with a FormatError.
 
-    BUG (src/mita/sts/bulk.py, key_change_sets): it checks ``sgc.isdigit()``, so Arabic-Indic or full-width
+    BUG (src/mita/sts/bulk/keys.py, key_change_sets): it checks ``sgc.isdigit()``, so Arabic-Indic or full-width
     digits pass and are silently read by ``int()`` as SGC 123456, and "12345²" escapes as a ValueError.
     """
     wrong = {}
@@ -217,7 +217,7 @@ def test_non_ascii_digits_are_no_sgc() -> None:
 def test_fields_the_single_path_refuses_are_refused_in_bulk() -> None:
     """KRN is 1..9 and TI 0..99 (SPEC.md §1.3, check_key_params); they fit their 4 and 8 bits beyond that.
 
-    BUG (src/mita/sts/bulk.py, key_change_sets): only the bit widths are checked, so a set the single path
+    BUG (src/mita/sts/bulk/keys.py, key_change_sets): only the bit widths are checked, so a set the single path
     refuses (KRN 0 or 10..15, TI 100..255) is made in bulk.
     """
     made = []
@@ -236,7 +236,7 @@ def test_a_new_64_bit_key_too_wide_is_refused(bits: int, new: int) -> None:
 
 
 def test_a_new_128_bit_key_too_wide_is_refused() -> None:
-    """BUG (src/mita/sts/bulk.py, _key_words): a 128-bit key out of range escapes as OverflowError."""
+    """BUG (src/mita/sts/bulk/keys.py, _key_words): a 128-bit key out of range escapes as OverflowError."""
     untyped = {}
     for new in (1 << 128, -1):
         assert single_error(128, new=new) is RangeError
@@ -261,7 +261,7 @@ def test_keys_and_meters_must_agree_in_number() -> None:
 
 
 def test_per_meter_arrays_of_the_wrong_length_are_a_format_error() -> None:
-    """BUG (src/mita/sts/bulk.py, layout_data and _key_words): a per-meter TI array, or a list of 128-bit
+    """BUG (src/mita/sts/bulk, layout_data and _key_words): a per-meter TI array, or a list of 128-bit
     new keys, of the wrong length escapes as NumPy's ValueError instead of a FormatError (as the old keys do)."""
     untyped = []
     for bits, new, ti in ((64, [1, 2, 3], [1, 2]), (128, [1, 2, 3], [1, 2]), (128, [1, 2], 1)):
@@ -326,7 +326,7 @@ def test_layout_data_takes_integer_fields_only() -> None:
 def test_layout_data_refuses_a_field_its_type_does_not_have() -> None:
     """A misspelt field (``nkh0=`` for ``nkho=``) must not silently become zero bits.
 
-    BUG (src/mita/sts/bulk.py, layout_data): names not in the LAYOUT are ignored, so a typo in a caller
+    BUG (src/mita/sts/bulk/layout.py, layout_data): names not in the LAYOUT are ignored, so a typo in a caller
     yields tokens that install a wrong key, with no error anywhere.
     """
     ignored = []
