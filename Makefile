@@ -18,7 +18,8 @@ run: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/mypy --strict src/mita/sts src/mita/meter
+	$(BIN)/mypy --strict src/mita
+	$(BIN)/lint-imports --no-cache
 
 # The PKCS#11 keystore's tests run against a real SoftHSM2 (Debian's package; we run as root).
 softhsm:

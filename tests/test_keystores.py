@@ -27,10 +27,10 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from conftest import hexint, load_json, reproduced, vector_params
 from mita import sts
-from mita.keys.master import KeyStoreError
 from mita.keys.pkcs11 import DEFAULT_MODULE, Pkcs11KeyStore, attribute_mapper, key_label
 from mita.keys.software import SoftwareKeyStore, key_check_value
 from mita.keys.store import Derivation, KeyStore, StoredKey
+from mita.sealing import KeyStoreError
 from mita.sts import EA, BaseDate, FormatError, MeterNumber, UnsupportedError, bulk
 from mita.sts.identity import luhn_digit
 

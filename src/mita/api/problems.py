@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from mita.keys.master import KeyStoreError
+from mita.sealing import KeyStoreError
 from mita.sts import StsError
 from mita.vend.errors import database_failure
 

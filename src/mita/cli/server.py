@@ -24,6 +24,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from mita import sts
 from mita.vend import database, registry, sample
 from mita.vend.errors import VendError, database_failure, is_transient
+from mita.vend.schema import vendors
 
 console = Console(soft_wrap=True)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -110,9 +111,7 @@ def create_key(
         vendor_id = None
         if vendor:
             try:
-                vendor_id = int(
-                    registry.get_by(engine, registry.vendors, registry.vendors.c.name, vendor, "vendor")["id"]
-                )
+                vendor_id = int(registry.get_by(engine, vendors, vendors.c.name, vendor, "vendor")["id"])
             except VendError:
                 vendor_id = int(registry.create_vendor(engine, registry.SYSTEM, vendor, credit_limit)["id"])
         key_id, key = registry.create_api_key(engine, name or f"{role} key", role, vendor_id)
@@ -205,7 +204,7 @@ def demo(
     try:
         vendor_id = int(registry.create_vendor(engine, admin, "Demo shop", 10_000_000)["id"])
     except VendError:
-        vendor_id = int(registry.get_by(engine, registry.vendors, registry.vendors.c.name, "Demo shop", "vendor")["id"])
+        vendor_id = int(registry.get_by(engine, vendors, vendors.c.name, "Demo shop", "vendor")["id"])
     keys["vendor"] = registry.create_api_key(engine, "demo shop till", "vendor", vendor_id)[1]
 
     folder = Path("demo-meters")

@@ -45,11 +45,11 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.attributes import AttributeMapper
 from pkcs11.types import Object, Session, SignMixin, Token
 
+from mita.sealing import KeyStoreError
 from mita.sts import EA, MeterNumber, UnsupportedError
 from mita.sts.dkga import dkga04_input
 from mita.sts.identity import check_key_params
 
-from .master import KeyStoreError
 from .store import KEY_BYTES, Derivation, StoredKey, check_key
 
 _T = TypeVar("_T")

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy.typing as npt
 
+from mita.sealing import seal, unseal
 from mita.sts import MeterNumber, bulk, control_block, derive_decoder_key
 from mita.sts.ea import des_encrypt
 
-from .master import seal, unseal
 from .store import KEY_BYTES, Derivation, StoredKey, check_key
 
 

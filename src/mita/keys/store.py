@@ -18,9 +18,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from mita.sealing import KeyStoreError
 from mita.sts import EA, BaseDate, FormatError, MeterNumber
-
-from .master import KeyStoreError
 
 #: The key lengths each DKGA takes, in bytes (DKGA02: single DES; DKGA04: 160 bits, as every vector).
 KEY_BYTES = {2: 8, 4: 20}

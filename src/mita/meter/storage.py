@@ -4,7 +4,7 @@ This is the meter package's only I/O, used by the shells, never by the model.
 A save writes a temporary file in the same folder, flushes and fsyncs it, then
 renames it over the old one, so a crash mid-write leaves the old state or the
 new one, never half of each. The decoder key is sealed under the master key
-(:mod:`mita.keys.master`): decoder keys never sit on disk in plaintext.
+(:mod:`mita.sealing`, below the meter as below the keystores): decoder keys never sit on disk in plaintext.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mita.keys.master import KeyStoreError, seal, unseal
+from mita.sealing import KeyStoreError, seal, unseal
 
 from .errors import MeterError
 from .model import Meter

@@ -26,9 +26,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select, update
 
 from mita import sts
-from mita.keys.master import KeyStoreError
 from mita.keys.software import SoftwareKeyStore
 from mita.keys.store import Derivation, KeyStore, StoredKey, VendingKey
+from mita.sealing import KeyStoreError
 
 from .audit import write_audit
 from .errors import VendError

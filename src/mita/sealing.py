@@ -1,0 +1,71 @@
+"""The master key, and sealing secrets under it with AES-256-GCM: below both the meter model's storage and the
+keystores, which each seal what they keep.
+
+Decoder and vending keys never sit on disk or in a database column in
+plaintext: they are sealed under a 256-bit master key, taken from
+``MITA_MASTER_KEY`` (64 hex digits) or from the file named by
+``MITA_MASTER_KEY_FILE`` (default ``~/.config/mita/master.key``, created with
+mode 0600 on first use). The associated data binds a sealed value to what it
+belongs to (a meter number, a supply group), so a sealed key copied onto
+another record does not open.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from mita.sts import StsError
+
+DEFAULT_FILE = "~/.config/mita/master.key"
+
+
+class KeyStoreError(StsError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def master_key() -> bytes:
+    text = os.environ.get("MITA_MASTER_KEY")
+    if text:
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise KeyStoreError("bad_master_key", "MITA_MASTER_KEY must be 64 hex digits (256 bits)")
+        return key
+    path = Path(os.environ.get("MITA_MASTER_KEY_FILE", DEFAULT_FILE)).expanduser()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise KeyStoreError("bad_master_key", f"{path} must hold 64 hex digits (256 bits)")
+    return key
+
+
+def seal(secret: bytes, context: str, key: bytes | None = None) -> bytes:
+    nonce = secrets.token_bytes(12)
+    return nonce + AESGCM(key or master_key()).encrypt(nonce, secret, context.encode())
+
+
+def unseal(sealed: bytes, context: str, key: bytes | None = None) -> bytes:
+    try:
+        return AESGCM(key or master_key()).decrypt(sealed[:12], sealed[12:], context.encode())
+    except (InvalidTag, ValueError):
+        raise KeyStoreError("key_unreadable", "a sealed key does not open with this master key") from None
