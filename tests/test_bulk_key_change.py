@@ -318,9 +318,33 @@ def test_layout_data_range_checks_each_field(token_type: type[sts.Token]) -> Non
                 bulk.layout_data(token_type, 2, **{name: [0, bad]})
 
 
-def test_layout_data_takes_integer_fields_only() -> None:
-    with pytest.raises(UnsupportedError):
-        bulk.layout_data(sts.TransferCredit, 1, amount=[10])
+def test_layout_data_encodes_amount_and_currency_fields_as_the_single_path() -> None:
+    """Every codec of the layout table, class 0 credit included: amounts are base units, rounded up."""
+    amounts = [0, 1, 16383, 16384, 180215, 180224, sts.amount.MAX_UNITS]
+    got = bulk.layout_data(sts.TransferCredit, len(amounts), tid=7, amount=amounts, rnd=3)
+    assert [int(x) for x in got] == [sts.TransferCredit(7, a, 3).data_bits() for a in amounts]
+    got = bulk.layout_data(sts.SetMaximumPowerLimit, len(amounts), mpl=amounts)
+    assert [int(x) for x in got] == [sts.SetMaximumPowerLimit(0, a).data_bits() for a in amounts]
+    currency = [0, 1, 16383, 16384, 10**9 + 1, 10**15, M64]
+    for negative in (0, 1):
+        got = bulk.layout_data(sts.CurrencyCredit, len(currency), tid=9, amount=currency, negative=negative)
+        assert [int(x) for x in got] == [sts.CurrencyCredit(9, a, bool(negative)).data_bits() for a in currency]
+
+
+@pytest.mark.parametrize(
+    ("token_type", "field", "bad"),
+    [
+        (sts.TransferCredit, "amount", -1),
+        (sts.TransferCredit, "amount", sts.amount.MAX_UNITS + 1),
+        (sts.SetMaximumPhasePowerUnbalanceLimit, "mppul", sts.amount.MAX_UNITS + 1),
+        (sts.CurrencyCredit, "amount", -1),
+        (sts.CurrencyCredit, "amount", 1 << 64),  # the single path takes it; the 64-bit arrays cannot
+        (sts.CurrencyCredit, "negative", 2),
+    ],
+)
+def test_layout_data_range_checks_amount_fields(token_type: type[sts.Token], field: str, bad: int) -> None:
+    with pytest.raises(RangeError, match=field):
+        bulk.layout_data(token_type, 2, **{field: [0, bad]})
 
 
 def test_layout_data_refuses_a_field_its_type_does_not_have() -> None:

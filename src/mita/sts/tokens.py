@@ -9,7 +9,7 @@ so the table below *is* the format:
 class  subclass  fields (high to low)
 =====  ========  ==========================================================
 0      0..3      rnd(4) tid(24) amount(16, exponent/mantissa)
-0      4..7      sign+exponent(4) tid(24) amount(16)       (CRC_C)
+0      4..7      negative(1) tid(24) amount(3+16, currency) (CRC_C)
 1      0         control(36) mfr_code(8)                   (not encrypted)
 1      1         control(28) mfr_code(16)                  (not encrypted)
 2      0         rnd tid mpl(16, exponent/mantissa, watts)
@@ -62,8 +62,13 @@ class CreditKind(IntEnum):
 ALL_REGISTERS = 0xFFFF
 
 # (name, lowest bit in D, width, codec); codec "amount" is the 16-bit
-# exponent/mantissa form with rounding up, "int" a plain unsigned field.
+# exponent/mantissa form with rounding up, "int" a plain unsigned field,
+# "currency" the 16-bit field of the currency subclasses (6.3.22), whose
+# 5-bit exponent also takes the three bits at CURRENCY_EXPONENT_BIT.
 Bits = tuple[tuple[str, int, int, str], ...]
+#: Lowest bit in D of the top three exponent bits of a "currency" field (the
+#: sign and exponent nibble less its sign bit, which is the field "negative").
+CURRENCY_EXPONENT_BIT = 56
 _RND_TID: Bits = (("rnd", 56, 4, "int"), ("tid", 32, 24, "int"))
 
 
@@ -82,6 +87,9 @@ class Token:
             value = getattr(self, name)
             if codec == "amount":
                 value = encode_amount(value)
+            elif codec == "currency":
+                high, value = encode_currency(value)  # the sign is a field of its own
+                data |= high << (CURRENCY_EXPONENT_BIT - 16)
             elif not 0 <= value < 1 << width:
                 raise RangeError(f"{name} must fit in {width} bits (0..{(1 << width) - 1}), got {value}")
             data |= value << (shift - 16)
@@ -92,7 +100,11 @@ class Token:
         values: dict[str, Any] = {}
         for name, shift, width, codec in cls.LAYOUT:
             value = data >> (shift - 16) & ((1 << width) - 1)
-            values[name] = decode_amount(value) if codec == "amount" else value
+            if codec == "amount":
+                value = decode_amount(value)
+            elif codec == "currency":
+                value = decode_currency(data >> (CURRENCY_EXPONENT_BIT - 16) & 7, value)[0]
+            values[name] = value
         return cls(**values)
 
     def fields(self) -> dict[str, Any]:
@@ -144,12 +156,14 @@ class CurrencyCredit(Token):
     negative: bool = False
     kind: CreditKind = CreditKind.ELECTRICITY_CURRENCY
     token_class: ClassVar[int] = 0
+    LAYOUT: ClassVar[Bits] = (("negative", 59, 1, "int"), ("tid", 32, 24, "int"), ("amount", 16, 16, "currency"))
 
     @property
     def subclass(self) -> int:  # type: ignore[override]
         return int(self.kind)
 
     def data_bits(self) -> int:
+        # The table walk, written out (with the sign and exponent nibble as one value).
         if not 0 <= self.tid < 1 << 24:
             raise RangeError(f"tid must fit in 24 bits, got {self.tid}")
         se, amount = encode_currency(self.amount, self.negative)
@@ -364,6 +378,7 @@ def from_block(token_class: int, block: int) -> Token:
 
 __all__ = [
     "ALL_REGISTERS",
+    "CURRENCY_EXPONENT_BIT",
     "KEY_CHANGE_TYPES",
     "REGISTRY",
     "ClearCredit",

@@ -14,13 +14,13 @@ import numpy.typing as npt
 
 from ..ea import EA
 from ..errors import RangeError, UnsupportedError
-from ..tokens import REGISTRY
+from ..tokens import REGISTRY, TransferCredit
 from . import chunks
-from .amounts import _amount_fields, _check_amounts
-from .arrays import U64, Keys, Tokens, _blocks, _broadcast, _check_range, _ea, _int_array
+from .arrays import U64, Keys, Tokens, _blocks, _broadcast, _ea, _int_array
 from .ciphers import _Cipher
 from .crc import _crc_field, _crc_fields
 from .digits import _KEEP, _class_insert, _digits_into, _parse_groups, _token_groups
+from .layout import _check_field, _layout_bits
 
 _M44: Final = (1 << 44) - 1
 
@@ -72,6 +72,10 @@ def encode_blocks(token_class: int, blocks: npt.ArrayLike, keys: Keys | None, ea
     return _pipeline(len(b), lambda sl: b[sl], token_class, cipher)
 
 
+#: (width, codec) of each TransferCredit field, for the range checks of :func:`encode_credit`.
+_CREDIT: Final = {name: (width, codec) for name, _, width, codec in TransferCredit.LAYOUT}
+
+
 def encode_credit(
     tids: npt.ArrayLike,
     amounts: npt.ArrayLike,
@@ -86,26 +90,27 @@ def encode_credit(
     :func:`mita.sts.encode_amount` does; any TID, amount or RND out of range raises a
     RangeError naming the first bad index before any work is done. A scalar argument is
     used for every token. Same digits as ``encode(TransferCredit(tid, amount, rnd, kind), ea, key)``.
-    Currency credit (subclasses 4..7) is not here: build its blocks with :func:`data_blocks`.
+    Currency credit (subclasses 4..7) is not here: build its blocks with :func:`layout_data` and
+    :func:`data_blocks`. The fields go where TransferCredit's LAYOUT table puts them.
     """
     if not 0 <= subclass <= 3:
         raise UnsupportedError(f"encode_credit makes subclass 0..3 tokens (got {subclass}); use data_blocks")
     t_a = _int_array(tids, "tids")
     a_a = _int_array(amounts, "amounts")
     r_a = _int_array(rnds, "rnds")
-    _check_range(t_a, "tids", 24)
-    _check_amounts(np.atleast_1d(a_a))
-    _check_range(r_a, "rnds", 4)
+    _check_field(t_a, "tids", *_CREDIT["tid"])
+    _check_field(a_a, "amounts", *_CREDIT["amount"])
+    _check_field(r_a, "rnds", *_CREDIT["rnd"])
     t_b, a_b, r_b = _broadcast(t_a, a_a, r_a)
+    columns = {"tid": t_b, "amount": a_b, "rnd": r_b}
     ea_ = _ea(ea)
     n = len(t_b)
     cipher = _Cipher(ea_, keys, n, decrypt=False)
     sub = np.uint64(subclass)
 
     def make(sl: slice) -> U64:
-        data = r_b[sl].astype(np.uint64) << np.uint64(40)
-        data |= t_b[sl].astype(np.uint64) << np.uint64(16)
-        data |= _amount_fields(a_b[sl].astype(np.int64))
+        data = _layout_bits(TransferCredit.LAYOUT, columns, sl)
+        assert data is not None  # every field has a column
         crc = _crc_field(data | sub << np.uint64(44), currency=False)
         data <<= np.uint64(16)
         data |= crc
