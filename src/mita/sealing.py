@@ -19,9 +19,10 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from mita.settings import MasterKeySettings
 from mita.sts import StsError
 
-DEFAULT_FILE = "~/.config/mita/master.key"
+DEFAULT_FILE = MasterKeySettings.model_fields["master_key_file"].default
 
 
 class KeyStoreError(StsError):
@@ -30,17 +31,18 @@ class KeyStoreError(StsError):
         self.code = code
 
 
-def master_key() -> bytes:
-    text = os.environ.get("MITA_MASTER_KEY")
-    if text:
+def master_key(settings: MasterKeySettings | None = None) -> bytes:
+    """The master key: ``MITA_MASTER_KEY``, or the file ``MITA_MASTER_KEY_FILE`` (made on first use)."""
+    settings = settings or MasterKeySettings()
+    if settings.master_key is not None and settings.master_key.get_secret_value():
         try:
-            key = bytes.fromhex(text)
+            key = bytes.fromhex(settings.master_key.get_secret_value())
         except ValueError:
             key = b""
         if len(key) != 32:
             raise KeyStoreError("bad_master_key", "MITA_MASTER_KEY must be 64 hex digits (256 bits)")
         return key
-    path = Path(os.environ.get("MITA_MASTER_KEY_FILE", DEFAULT_FILE)).expanduser()
+    path = Path(settings.master_key_file).expanduser()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:

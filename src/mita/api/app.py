@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,7 +21,8 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import DBAPIError
 
 from mita import __version__
-from mita.vend.database import DEFAULT_URL, check_durability, make_engine
+from mita.settings import Settings
+from mita.vend.database import check_durability, make_engine
 from mita.vend.errors import is_transient
 from mita.vend.service import VendingService
 
@@ -34,17 +34,18 @@ from .routes.campaigns import Generations
 
 log = logging.getLogger("mita.api")
 
-MAX_BODY = int(os.environ.get("MITA_MAX_BODY_BYTES", str(1024 * 1024)))  # request bodies, bytes
-THREADS = int(os.environ.get("MITA_THREADS", "4"))  # request threads (and database connections) per worker process
+MAX_BODY = Settings.model_fields["max_body_bytes"].default
 
 
-def create_app(database_url: str, *, check: bool = True) -> FastAPI:
-    """The API on ``database_url``; refuses a database whose settings could lose a confirmed vend.
+def create_app(database_url: str | None = None, *, settings: Settings | None = None, check: bool = True) -> FastAPI:
+    """The API on ``database_url`` (default: the settings'); refuses a database whose settings could lose a
+    confirmed vend.
 
     A database that cannot be reached yet does not stop the process: it starts, answers ``/readyz`` and every
     ``/v1`` route with 503 until the database is there (and durable, and migrated), then serves.
     """
-    engine = make_engine(database_url, pool_size=THREADS)
+    settings = settings or Settings()
+    engine = make_engine(database_url or settings.database_url, pool_size=settings.threads)
     if check:
         try:
             check_durability(engine)
@@ -57,8 +58,11 @@ def create_app(database_url: str, *, check: bool = True) -> FastAPI:
             engine.dispose()
             raise
     readiness = Readiness(engine)
-    hours = float(os.environ.get("MITA_REVERSAL_WINDOW_HOURS", "24"))
-    service = VendingService(engine, reversal_window=dt.timedelta(hours=hours))
+    service = VendingService(
+        engine,
+        reversal_window=dt.timedelta(hours=settings.reversal_window_hours),
+        warn_days=settings.key_warn_days,
+    )
     generations = Generations()
 
     @asynccontextmanager
@@ -66,7 +70,7 @@ def create_app(database_url: str, *, check: bool = True) -> FastAPI:
         # Few threads per process: a vend mostly waits on the database, and dozens of threads
         # fighting for one interpreter lock cost more CPU than the vends themselves. Scale with
         # worker processes instead (``mita serve --workers``).
-        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         yield
         await run_in_threadpool(generations.stop)  # campaign runs end after their current batch
         engine.dispose()
@@ -78,7 +82,7 @@ def create_app(database_url: str, *, check: bool = True) -> FastAPI:
         openapi_url="/openapi.json",
         lifespan=lifespan,
     )
-    app.add_middleware(Gate, engine=engine, readiness=readiness, max_body=MAX_BODY)
+    app.add_middleware(Gate, engine=engine, readiness=readiness, max_body=settings.max_body_bytes)
     app.state.engine = engine
     app.state.service = service
     app.state.generations = generations
@@ -100,5 +104,5 @@ def create_app(database_url: str, *, check: bool = True) -> FastAPI:
 
 
 def app_from_env() -> FastAPI:
-    """For ``uvicorn --factory mita.api.app:app_from_env``: the URL from ``MITA_DATABASE_URL``."""
-    return create_app(os.environ.get("MITA_DATABASE_URL") or DEFAULT_URL)
+    """For ``uvicorn --factory mita.api.app:app_from_env``: everything from the settings (``MITA_*``)."""
+    return create_app(settings=Settings())

@@ -22,6 +22,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from mita import sts
+from mita.settings import Settings
 from mita.vend import database, registry, sample
 from mita.vend.errors import VendError, database_failure, is_transient
 from mita.vend.schema import vendors
@@ -45,7 +46,10 @@ def _url(url: str | None, default: str = database.DEFAULT_URL) -> str:
                 "MITA_DATABASE_URL instead, or keep the password in ~/.pgpass or PGPASSFILE (PostgreSQL reads them)",
             )
         )
-    return url or os.environ.get("MITA_DATABASE_URL") or default
+    if url:
+        return url
+    settings = Settings()
+    return settings.database_url if "database_url" in settings.model_fields_set else default
 
 
 def _has_password(url: str) -> bool:
@@ -141,7 +145,7 @@ def serve(
         shown = database.make_engine(url).url.render_as_string(hide_password=True)
         console.print(f"[yellow]database {shown} not reachable[/]: serving 503 (see /readyz) until it is")
         threading.Thread(target=_migrate_when_reachable, args=(url,), name="mita-migrate", daemon=True).start()
-    os.environ["MITA_DATABASE_URL"] = url
+    os.environ["MITA_DATABASE_URL"] = url  # how the workers uvicorn starts learn it (their Settings read it)
     uvicorn.run("mita.api.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
 
 

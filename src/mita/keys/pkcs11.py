@@ -46,6 +46,7 @@ from pkcs11.attributes import AttributeMapper
 from pkcs11.types import Object, Session, SignMixin, Token
 
 from mita.sealing import KeyStoreError
+from mita.settings import HsmSettings
 from mita.sts import EA, MeterNumber, UnsupportedError
 from mita.sts.dkga import dkga04_input
 from mita.sts.identity import check_key_params
@@ -337,6 +338,14 @@ class Pkcs11KeyStore:
         except BaseException:
             self._login.release()
             raise
+
+    @classmethod
+    def from_settings(cls, hsm: HsmSettings) -> Self:
+        """The keystore the settings name (``MITA_HSM_*``)."""
+        pin = hsm.hsm_pin.get_secret_value() if hsm.hsm_pin is not None else ""
+        env = {"MITA_HSM_MODULE": hsm.hsm_module, "MITA_HSM_TOKEN": hsm.hsm_token, "MITA_HSM_PIN": pin,
+               "MITA_HSM_PIN_FILE": hsm.hsm_pin_file}  # fmt: skip
+        return cls.from_env(env)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:

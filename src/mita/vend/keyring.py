@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -29,13 +28,14 @@ from mita import sts
 from mita.keys.software import SoftwareKeyStore
 from mita.keys.store import Derivation, KeyStore, StoredKey, VendingKey
 from mita.sealing import KeyStoreError
+from mita.settings import HsmSettings, Settings
 
 from .audit import write_audit
 from .errors import VendError
 from .schema import audit, supply_groups, vending_keys
 
 IMPORT_FORMAT = "mita.vending-key.v1"
-WARN_DAYS = int(os.environ.get("MITA_KEY_WARN_DAYS", "30"))
+WARN_DAYS = Settings.model_fields["key_warn_days"].default  # MITA_KEY_WARN_DAYS, given by the composition root
 
 _stores: dict[str, KeyStore] = {}
 _stores_lock = threading.Lock()
@@ -49,11 +49,12 @@ def keystore(name: str) -> KeyStore:
             if name == "software":
                 found = SoftwareKeyStore()
             elif name == "pkcs11":
-                if not os.environ.get("MITA_HSM_TOKEN"):
+                hsm = HsmSettings()
+                if not hsm.hsm_token:
                     raise KeyStoreError("hsm_not_configured", "set MITA_HSM_TOKEN (and MITA_HSM_PIN) to use an HSM")
                 from mita.keys.pkcs11 import Pkcs11KeyStore  # loads the PKCS#11 module only when asked
 
-                found = Pkcs11KeyStore.from_env()
+                found = Pkcs11KeyStore.from_settings(hsm)
             else:
                 raise KeyStoreError("unknown_keystore", "keystore is software or pkcs11")
             _stores[name] = found
@@ -124,11 +125,11 @@ def ken_expiry(ken: int, base_date: int) -> dt.datetime | None:
 
 
 def expiry_warnings(
-    at: dt.datetime, issued_until: dt.datetime | None, ken: int, base_date: int, kt: int
+    at: dt.datetime, issued_until: dt.datetime | None, ken: int, base_date: int, kt: int, warn_days: int = WARN_DAYS
 ) -> list[dict[str, str]]:
-    """Warnings for a key that stops within WARN_DAYS of ``at``."""
+    """Warnings for a key that stops within ``warn_days`` of ``at``."""
     out = []
-    soon = at + dt.timedelta(days=WARN_DAYS)
+    soon = at + dt.timedelta(days=warn_days)
     if issued_until is not None and issued_until <= soon:
         out.append(
             {"code": "key_expiring", "detail": f"the vending key issues no credit after {issued_until.isoformat()}"}
@@ -308,7 +309,9 @@ def retire_key(engine: Engine, caller: Any, *, sgc: str, krn: int, at: dt.dateti
         _audit(conn, caller, at, "destroy_vending_key" if destroy else "retire_vending_key", sgc, krn=krn)
 
 
-def key_status(engine: Engine, at: dt.datetime, sgc: str | None = None) -> list[dict[str, Any]]:
+def key_status(
+    engine: Engine, at: dt.datetime, sgc: str | None = None, warn_days: int = WARN_DAYS
+) -> list[dict[str, Any]]:
     """Every key (of one supply group) with its expiry, credit used and warnings; never the key."""
     q = (
         select(
@@ -327,7 +330,8 @@ def key_status(engine: Engine, at: dt.datetime, sgc: str | None = None) -> list[
         rows = conn.execute(q).all()
     out = []
     for r in rows:
-        warnings = expiry_warnings(at, r.issued_until, r.ken, r.base_date, r.kt) if r.status == "active" else []
+        active = r.status == "active"
+        warnings = expiry_warnings(at, r.issued_until, r.ken, r.base_date, r.kt, warn_days) if active else []
         if r.issued_until is not None and at > r.issued_until and r.status == "active":
             warnings.insert(0, {"code": "key_expired", "detail": "no credit is issued under this key"})
         live = r.status in ("pending", "active")  # a retired key's dates counted from a base date since replaced
@@ -344,9 +348,9 @@ def key_status(engine: Engine, at: dt.datetime, sgc: str | None = None) -> list[
     return out
 
 
-def key_entry(engine: Engine, at: dt.datetime, sgc: str, krn: int) -> dict[str, Any]:
+def key_entry(engine: Engine, at: dt.datetime, sgc: str, krn: int, warn_days: int = WARN_DAYS) -> dict[str, Any]:
     """One key's entry of :func:`key_status`."""
-    for entry in key_status(engine, at, sgc):
+    for entry in key_status(engine, at, sgc, warn_days):
         if entry["krn"] == krn:
             return entry
     raise VendError("not_found", f"supply group {sgc} has no key with KRN {krn}")

@@ -35,7 +35,7 @@ from mita.sts.recipes import KeyConfig, check_key_change
 from . import hotpath, limits, pricing
 from .audit import write_audit
 from .errors import VendError, database_failure
-from .keyring import KeyInfo, KeyRing, check_issuable, expiry_warnings
+from .keyring import WARN_DAYS, KeyInfo, KeyRing, check_issuable, expiry_warnings
 from .schema import (
     campaigns,
     customers,
@@ -84,11 +84,13 @@ class VendingService:
         clock: Callable[[], dt.datetime] = local_now,
         rnd: Callable[[], int] = lambda: secrets.randbelow(16),
         reversal_window: dt.timedelta = dt.timedelta(hours=24),
+        warn_days: int = WARN_DAYS,
     ) -> None:
         self.engine = engine
         self.clock = clock
         self.rnd = rnd
         self.reversal_window = reversal_window
+        self.warn_days = warn_days
         self._for_update = engine.dialect.name != "sqlite"  # SQLite's BEGIN IMMEDIATE already serialises
         # A vending key's material never changes once stored (unique per group and KRN), and a tariff
         # version never changes once effective: both are safe to keep for the process's life.
@@ -317,7 +319,7 @@ class VendingService:
         response = vend_response(vend_id, meter.drn, at, made, receipt_doc)
         key_doc = cfg.as_dict()
         response["key"] = key_doc
-        response["warnings"] = expiry_warnings(at, vk.issued_until, cfg.ken, cfg.base_date, cfg.kt)
+        response["warnings"] = expiry_warnings(at, vk.issued_until, cfg.ken, cfg.base_date, cfg.kt, self.warn_days)
         ids = {"vend_id": vend_id, "meter_id": meter.id, "at": at}
         vend_row = {
             "id": vend_id,

@@ -31,7 +31,7 @@ router = v1_router("vending keys")
 def list_vending_keys(sgc: SgcPath, caller: Who, svc: Svc) -> Any:
     """The supply group's keys, newest KRN first, with expiry, credit used and warnings (admin, operator)."""
     caller.require(*READERS)
-    out = keyring.key_status(svc.engine, svc.clock(), sgc)
+    out = keyring.key_status(svc.engine, svc.clock(), sgc, svc.warn_days)
     if not out:
         registry.get_supply_group(svc.engine, sgc)  # an unknown group is a 404, not an empty list
     return out
@@ -65,7 +65,7 @@ def activate_vending_key(sgc: SgcPath, krn: KrnPath, caller: Who, svc: Svc, body
     at = svc.clock()
     changes = body.model_dump(exclude_none=True) if body is not None else {}
     keyring.activate_key(svc.engine, caller, sgc=sgc, krn=krn, at=at, **changes)
-    return keyring.key_entry(svc.engine, at, sgc, krn)
+    return keyring.key_entry(svc.engine, at, sgc, krn, svc.warn_days)
 
 
 @router.post(
@@ -78,7 +78,7 @@ def retire_vending_key(sgc: SgcPath, krn: KrnPath, caller: Who, svc: Svc, body: 
     moved off it. Answers the key's status."""
     at = svc.clock()
     keyring.retire_key(svc.engine, caller, sgc=sgc, krn=krn, at=at, destroy=body is not None and body.destroy)
-    return keyring.key_entry(svc.engine, at, sgc, krn)
+    return keyring.key_entry(svc.engine, at, sgc, krn, svc.warn_days)
 
 
 @router.get(

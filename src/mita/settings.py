@@ -1,0 +1,71 @@
+"""Every setting Mita reads from its environment, in one place, read once per process.
+
+A process (``mita serve``, its workers, ``mita worker``, a CLI command) builds one :class:`Settings` at start and
+hands it to the composition root (:mod:`mita.compose`); nothing below that reads the environment for its own
+configuration. The README's settings table is made from this class (``python -m mita.settings``), and a test
+keeps the two equal.
+
+Secrets (the master key, the HSM PIN, the webhook secret) are ``SecretStr``: they do not show in a ``repr``,
+a log line or an error. Each can come from a file instead (``..._FILE``), which keeps it out of the process
+environment as well as out of ``ps``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MITA_", extra="ignore", frozen=True)
+
+
+class MasterKeySettings(_Base):
+    """What sealing needs (read on its own, so that another setting's typo cannot stop a key from opening)."""
+
+    master_key: SecretStr | None = Field(default=None, description="the 256-bit master key, 64 hex digits")
+    master_key_file: str = Field(
+        default="~/.config/mita/master.key", description="file holding the master key (made, mode 0600, if missing)"
+    )
+
+
+class HsmSettings(_Base):
+    """The PKCS#11 keystore."""
+
+    hsm_module: str = Field(default="/usr/lib/softhsm/libsofthsm2.so", description="the PKCS#11 module of the HSM")
+    hsm_token: str = Field(default="", description="label of the HSM token holding the vending keys (empty: no HSM)")
+    hsm_pin: SecretStr | None = Field(default=None, description="the HSM token's user PIN")
+    hsm_pin_file: str = Field(default="", description="file holding the HSM PIN instead")
+
+
+class Settings(MasterKeySettings, HsmSettings):
+    """Everything, for a process's composition root."""
+
+    database_url: str = Field(
+        default="sqlite:///mita.db",
+        description="SQLAlchemy URL of the database (a password here, not on a command line)",
+    )
+    threads: int = Field(
+        default=4, ge=1, le=64, description="request threads, and database connections, per API worker"
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="largest request body the API reads, in bytes"
+    )
+    reversal_window_hours: float = Field(
+        default=24, ge=0, description="how long after a vend an operator may reverse it"
+    )
+    key_warn_days: int = Field(default=30, ge=0, description="days before a key's end that vends answer a warning")
+
+
+def table() -> str:
+    """The settings as a Markdown table: environment variable, default, meaning."""
+    rows = ["| variable | default | what it sets |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "(none)" if default in (None, "") else f"`{default}`"
+        rows.append(f"| `MITA_{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table())
