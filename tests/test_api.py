@@ -28,6 +28,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
+import contract
 from mita import sts
 from mita.api import app as api_app
 from mita.api import app_from_env, create_app
@@ -187,7 +188,7 @@ def world(database_url: str, master_key: str) -> Iterator[World]:
             assert secret.lower() not in body, f"a key appears in the response to {response.request.url}"
 
     with TestClient(app) as client:
-        client.event_hooks["response"] = [no_secrets]
+        client.event_hooks["response"] = [no_secrets, contract.checker(app)]
         yield World(
             client, engine, database_url, bearer(admin_key), bearer(operator_key), {"X-API-Key": vendor_key},
             vendor["id"], hidden,

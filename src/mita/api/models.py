@@ -352,12 +352,33 @@ class Receipt(BaseModel):
     fbe_units: int
 
 
+class KeyWarning(BaseModel):
+    code: str = Field(examples=["key_expiring"], description="key_expiring, ken_expiring, tid_rollover, key_expired")
+    detail: str
+
+
+class KeyConfigOut(BaseModel):
+    """The key configuration tokens were made under (a purchase's, or a key change's target)."""
+
+    sgc: str
+    krn: int
+    kt: int
+    ti: int
+    ea: int = Field(description="encryption algorithm: 7 (STA) or 11 (MISTY1)")
+    base_date: int = Field(description="1993, 2014 or 2035: TIDs count minutes from it")
+    ken: int = Field(description="key expiry number: meters refuse tokens with TID >> 16 above it")
+
+
 class VendOut(BaseModel):
     id: str
     meter: str
     created_at: str
     tokens: list[TokenOut]
     receipt: dict[str, Any] = Field(description="a Receipt for purchases; {engineering, value} otherwise")
+    key: KeyConfigOut | None = Field(default=None, description="purchases: the key the credit was made under")
+    warnings: list[KeyWarning] | None = Field(
+        default=None, description="purchases: the vending key, its KEN or its base date end soon"
+    )
     status: str | None = Field(default=None, description="completed or reversed (reads only)")
     reprint: bool | None = None
 
@@ -379,11 +400,6 @@ class Probe(BaseModel):
 
 
 # --- vending keys, key changes and campaigns
-
-
-class KeyWarning(BaseModel):
-    code: str = Field(examples=["key_expiring"], description="key_expiring, ken_expiring, tid_rollover, key_expired")
-    detail: str
 
 
 class VendingKeyCreated(BaseModel):
