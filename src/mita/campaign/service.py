@@ -25,11 +25,12 @@ import numpy as np
 from sqlalchemy import Connection, Engine, func, insert, literal, select, text, update
 
 from mita import sts
+from mita.outbox import Outgoing, enqueue_many
 from mita.sts.recipes import KEY_CHANGE_RULES, KeyConfig, RecipeError, check_key_change, key_change_sets
 from mita.vend.audit import write_audit
 from mita.vend.errors import VendError
 from mita.vend.keyring import KeyRing, derivation
-from mita.vend.schema import campaigns, customers, key_changes, meters, outbox, supply_groups, vending_keys
+from mita.vend.schema import campaigns, customers, key_changes, meters, supply_groups, vending_keys
 from mita.vend.service import Caller, VendingService
 
 DELIVERIES = ("csv", "sms", "attach")
@@ -425,28 +426,21 @@ def export_csv(engine: Engine, campaign_id: int) -> Iterable[str]:
 
 
 def queue_sms(engine: Engine, caller: Caller, campaign_id: int, *, at: dt.datetime) -> int:
-    """Put one SMS per issued meter with a phone number in the outbox (channel ``sms``); returns how many."""
+    """Put one SMS per issued meter with a phone number in the outbox (channel ``sms``, to the phone, dedupe key
+    ``sms:campaign:<campaign>:kc:<key change>``: a meter's SMS is queued once); returns how many were new."""
     caller.require("admin", "operator")
     get_campaign(engine, campaign_id)
     with engine.begin() as conn:
-        queued = {
-            p["key_change_id"]
-            for (p,) in conn.execute(
-                select(outbox.c.payload).where(outbox.c.channel == "sms", outbox.c.vend_id.is_(None))
-            )
-            if isinstance(p, dict) and p.get("campaign") == campaign_id
-        }
-        rows = [
-            {"vend_id": None, "channel": "sms", "status": "pending", "created_at": at,
-             "payload": {"campaign": campaign_id, "key_change_id": r.id, "meter": r.drn, "phone": r.phone,
-                         "text": f"Meter {r.drn}: enter these key change tokens in order: " + " ".join(r.tokens)}}
+        messages = [
+            Outgoing("sms", r.phone, f"sms:campaign:{campaign_id}:kc:{r.id}", at=at, payload={
+                "campaign": campaign_id, "key_change_id": r.id, "meter": r.drn, "phone": r.phone,
+                "text": f"Meter {r.drn}: enter these key change tokens in order: " + " ".join(r.tokens)})
             for r in _issued(conn, campaign_id)
-            if r.phone and r.status == "issued" and r.id not in queued
+            if r.phone and r.status == "issued"
         ]  # fmt: skip
-        if rows:
-            conn.execute(insert(outbox), rows)
-        _audit(conn, caller, at, "queue_campaign_sms", campaign_id, queued=len(rows))
-    return len(rows)
+        queued = enqueue_many(conn, messages)
+        _audit(conn, caller, at, "queue_campaign_sms", campaign_id, queued=queued)
+    return queued
 
 
 def mark(

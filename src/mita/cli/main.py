@@ -9,6 +9,7 @@ from .meter import meter_app
 from .server import admin_app, db_app, demo, serve
 from .token import token_app
 from .tour import tour
+from .worker import worker
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Mita: STS prepayment metering.")
 app.add_typer(token_app, name="token")
@@ -18,6 +19,7 @@ app.add_typer(admin_app, name="admin")
 app.add_typer(keys_app, name="keys")
 app.command()(serve)
 app.command()(demo)
+app.command()(worker)
 token_app.command()(tour)
 
 if __name__ == "__main__":

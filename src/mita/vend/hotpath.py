@@ -58,8 +58,9 @@ SQL = {
     "fixed_charged = meter_months.fixed_charged OR excluded.fixed_charged",
     "audit": "INSERT INTO audit (at, actor, action, entity, entity_id, detail) "
     "VALUES (%(at)s, %(actor)s, 'vend', 'vend', %(vend_id)s, %(detail)s)",
-    "outbox": "INSERT INTO outbox (vend_id, channel, payload, status, created_at) "
-    "VALUES (%(vend_id)s, 'receipt', %(payload)s, 'pending', %(at)s)",
+    "outbox": "INSERT INTO outbox (vend_id, channel, recipient, dedupe_key, payload, status, attempts, "
+    "next_attempt_at, created_at) VALUES (%(vend_id)s, 'receipt', %(recipient)s, %(dedupe_key)s, %(payload)s, "
+    "'pending', 0, %(at)s, %(at)s) ON CONFLICT (dedupe_key) DO NOTHING",
     "answer": "UPDATE idempotency SET status_code = 201, response = %(response)s, vend_id = %(vend_id)s "
     "WHERE api_key_id = %(api_key_id)s AND key = %(key)s",
 }
@@ -86,8 +87,9 @@ PG_VEND = (
     "fixed_charged = meter_months.fixed_charged OR excluded.fixed_charged), "
     "a AS (INSERT INTO audit (at, actor, action, entity, entity_id, detail) "
     "VALUES (%(at)s, %(actor)s, 'vend', 'vend', %(vend_id)s, %(detail)s::json)), "
-    "o AS (INSERT INTO outbox (vend_id, channel, payload, status, created_at) "
-    "VALUES (%(vend_id)s, 'receipt', %(payload)s::json, 'pending', %(at)s)), "
+    "o AS (INSERT INTO outbox (vend_id, channel, recipient, dedupe_key, payload, status, attempts, "
+    "next_attempt_at, created_at) VALUES (%(vend_id)s, 'receipt', %(o_recipient)s, %(o_dedupe)s, %(payload)s::json, "
+    "'pending', 0, %(at)s, %(at)s) ON CONFLICT (dedupe_key) DO NOTHING), "
     "c AS (UPDATE customers SET debt = debt - %(c_debt)s, carried = carried - %(c_in)s + %(c_out)s, "
     "refund_balance = refund_balance + %(c_refund)s WHERE id = %(c_id)s) "
     "UPDATE idempotency SET status_code = 201, response = %(response)s::json, vend_id = %(vend_id)s "
@@ -124,6 +126,8 @@ def _pg_params(writes: list[Write]) -> dict[str, Any]:
         "actor": w["audit"]["actor"],
         "detail": w["audit"]["detail"],
         "payload": w["outbox"]["payload"],
+        "o_recipient": w["outbox"]["recipient"],
+        "o_dedupe": w["outbox"]["dedupe_key"],
         "c_id": customer["id"],
         "c_debt": customer["debt"],
         "c_in": customer["carried_in"],

@@ -288,16 +288,27 @@ audit = Table(
     Column("detail", JSON, nullable=False),
 )
 
+#: The queue of what goes out (receipts, SMS, webhooks, background jobs), dispatched by ``mita worker``
+#: (:mod:`mita.outbox`). A row is due when pending and ``next_attempt_at`` has passed; a worker's claim moves
+#: ``next_attempt_at`` to the end of its lease and counts the attempt, so a worker that dies loses nothing.
 outbox = Table(
     "outbox",
     metadata,
     _id(),
     Column("vend_id", ForeignKey("vends.id"), nullable=True),  # NULL: not a vend's (a campaign's SMS)
-    Column("channel", String(20), nullable=False),
+    Column("channel", String(20), nullable=False),  # the transport: receipt, sms, webhook, campaign.generate...
+    Column("recipient", String(200), nullable=False, default=""),  # a phone number, a webhook's name, a meter
+    Column("dedupe_key", String(200), nullable=False),  # one logical message, queued once, sent with its key
     Column("payload", JSON, nullable=False),
     Column("status", String(10), nullable=False, default=OutboxStatus.PENDING),
+    Column("attempts", Integer, nullable=False, default=0),  # claims so far (a claim counts as a try)
+    Column("next_attempt_at", DateTime, nullable=False),  # due from then; while claimed, the lease's end
+    Column("last_error", String(200), nullable=True),  # short, never a secret (an HTTP status, an error class)
+    Column("sent_at", DateTime, nullable=True),
     _created(),
+    UniqueConstraint("dedupe_key"),
     one_of("status", OutboxStatus),
+    Index("ix_outbox_dispatch", "status", "next_attempt_at"),
 )
 
 campaigns = Table(

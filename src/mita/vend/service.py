@@ -356,7 +356,10 @@ class VendingService:
                 },
             ),
             ("audit", {**ids, "actor": caller.name, "detail": json.dumps(summary)}),
-            ("outbox", {**ids, "payload": json.dumps(delivery)}),
+            (
+                "outbox",
+                {**ids, "recipient": meter.drn, "dedupe_key": f"receipt:{vend_id}", "payload": json.dumps(delivery)},
+            ),
             (
                 "answer",
                 {"response": json.dumps(response), "vend_id": vend_id, "api_key_id": caller.api_key_id, "key": key},

@@ -1,0 +1,198 @@
+"""The outbox table as a queue: enqueue (once per dedupe key), claim under a lease, settle, and its depth.
+
+A row is *due* when it is ``pending`` and its ``next_attempt_at`` has passed. A claim takes due rows (on
+PostgreSQL with ``FOR UPDATE SKIP LOCKED``, so workers never wait for each other; on SQLite ``BEGIN IMMEDIATE``
+serialises claims), counts the attempt and moves ``next_attempt_at`` to the end of a lease, and commits at once:
+no row lock is held while a row is sent. A worker that dies leaves its rows to come due again when their lease
+ends, and another worker takes them.
+
+The attempt number a claim wrote is the claim's fencing token: every later write about the row (sent, retry,
+dead, released, lease renewed) matches ``status = 'pending' AND attempts = <that number>``. A worker whose lease
+ran out and was taken over by another therefore changes nothing, and no row is ever marked sent twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, bindparam, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mita.vend.errors import VendError
+from mita.vend.lifecycles import OutboxStatus
+from mita.vend.schema import outbox
+
+PENDING, SENT, DEAD = OutboxStatus.PENDING.value, OutboxStatus.SENT.value, OutboxStatus.DEAD.value
+#: The sizes of the outbox's text columns (``mita.vend.schema.outbox``).
+CHANNEL_MAX, TEXT_MAX = 20, 200
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to queue: the transport (``channel``), to whom, its dedupe key, and what it says."""
+
+    channel: str
+    recipient: str
+    dedupe_key: str
+    payload: Any
+    at: dt.datetime  # written at, and due from (unless ``due`` says later)
+    vend_id: str | None = None
+    due: dt.datetime | None = None
+
+    def row(self) -> dict[str, Any]:
+        for name, value, most in (
+            ("channel", self.channel, CHANNEL_MAX),
+            ("recipient", self.recipient, TEXT_MAX),
+            ("dedupe_key", self.dedupe_key, TEXT_MAX),
+        ):
+            if not isinstance(value, str) or len(value) > most or (name != "recipient" and not value):
+                raise VendError("invalid_request", f"an outbox {name} is text of at most {most} characters")
+        return {
+            "vend_id": self.vend_id,
+            "channel": self.channel,
+            "recipient": self.recipient,
+            "dedupe_key": self.dedupe_key,
+            "payload": self.payload,
+            "status": PENDING,
+            "attempts": 0,
+            "next_attempt_at": self.due or self.at,
+            "created_at": self.at,
+        }
+
+
+def _insert(conn: Connection) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(outbox).on_conflict_do_nothing(index_elements=[outbox.c.dedupe_key])
+
+
+def enqueue(
+    conn: Connection,
+    channel: str,
+    recipient: str,
+    dedupe_key: str,
+    payload: Any,
+    at: dt.datetime,
+    *,
+    vend_id: str | None = None,
+    due: dt.datetime | None = None,
+) -> bool:
+    """Queue one message in the caller's transaction; False if its dedupe key is queued already (then nothing
+    is written: the same logical message never goes out twice)."""
+    return enqueue_many(conn, [Outgoing(channel, recipient, dedupe_key, payload, at, vend_id, due)]) == 1
+
+
+def enqueue_many(conn: Connection, messages: Iterable[Outgoing]) -> int:
+    """:func:`enqueue` for many messages in one statement; how many were new."""
+    rows = [m.row() for m in messages]
+    if not rows:
+        return 0
+    return len(conn.execute(_insert(conn).returning(outbox.c.id), rows).all())
+
+
+# ---------------------------------------------------------------------- claiming and settling
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A row a worker holds under lease; ``attempts`` (this try's number) is the claim's fencing token."""
+
+    id: int
+    channel: str
+    recipient: str
+    dedupe_key: str
+    payload: Any
+    attempts: int
+    created_at: dt.datetime
+    vend_id: str | None
+
+    @property
+    def token(self) -> dict[str, int]:
+        return {"k_id": self.id, "k_attempts": self.attempts}
+
+
+def claim(
+    engine: Engine, channels: Collection[str], limit: int, now: dt.datetime, lease_until: dt.datetime
+) -> list[Claimed]:
+    """Take up to ``limit`` due rows of ``channels``, oldest due first, leased until ``lease_until`` (committed)."""
+    if not channels or limit < 1:
+        return []
+    o = outbox.c
+    due = (
+        select(o.id)
+        .where(o.status == PENDING, o.next_attempt_at <= now, o.channel.in_(sorted(channels)))
+        .order_by(o.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders none (BEGIN IMMEDIATE serialises)
+    )
+    stmt = (
+        update(outbox)
+        .where(o.id.in_(due.scalar_subquery()))
+        .values(attempts=o.attempts + 1, next_attempt_at=lease_until)
+        .returning(o.id, o.channel, o.recipient, o.dedupe_key, o.payload, o.attempts, o.created_at, o.vend_id)
+    )
+    with engine.begin() as conn:
+        rows = conn.execute(stmt).all()
+    found = [Claimed(*r) for r in rows]
+    found.sort(key=lambda c: c.id)  # RETURNING has no order; in id order, as written
+    return found
+
+
+_FENCE = and_(
+    outbox.c.id == bindparam("k_id"), outbox.c.attempts == bindparam("k_attempts"), outbox.c.status == PENDING
+)
+_SENT = update(outbox).where(_FENCE).values(status=SENT, sent_at=bindparam("k_at"))
+_RETRY = update(outbox).where(_FENCE).values(next_attempt_at=bindparam("k_next"), last_error=bindparam("k_error"))
+_DEAD = update(outbox).where(_FENCE).values(status=DEAD, last_error=bindparam("k_error"))
+# a try that never happened (the worker stops, a long job is interrupted): due at once, and not counted
+_RELEASE = update(outbox).where(_FENCE).values(next_attempt_at=bindparam("k_next"), attempts=outbox.c.attempts - 1)
+_RENEW = update(outbox).where(_FENCE).values(next_attempt_at=bindparam("k_next"))
+
+STATEMENTS = {"sent": _SENT, "retry": _RETRY, "dead": _DEAD, "release": _RELEASE, "renew": _RENEW}
+
+
+def settle(engine: Engine, changes: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, int]:
+    """Apply fenced changes in one transaction (``changes[kind]``: parameter rows for :data:`STATEMENTS`);
+    how many rows each kind changed (fewer than asked: those leases were lost to another worker)."""
+    done: dict[str, int] = {}
+    with engine.begin() as conn:
+        for kind, rows in changes.items():
+            if rows:
+                done[kind] = int(conn.execute(STATEMENTS[kind], list(rows)).rowcount)
+    return done
+
+
+# ---------------------------------------------------------------------- depth
+
+
+def depth(engine: Engine, now: dt.datetime) -> dict[str, Any]:
+    """The queue's depth: pending (of which due now, and waiting: in backoff or leased), sent, dead; per channel
+    too, and how long the oldest due row has waited."""
+    o = outbox.c
+    is_due = case((and_(o.status == PENDING, o.next_attempt_at <= now), 1), else_=0)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(o.channel, o.status, func.count(), func.sum(is_due))
+            .group_by(o.channel, o.status)
+            .order_by(o.channel, o.status)
+        ).all()
+        oldest = conn.execute(
+            select(func.min(o.next_attempt_at)).where(o.status == PENDING, o.next_attempt_at <= now)
+        ).scalar()
+    channels: dict[str, dict[str, int]] = {}
+    totals = {"pending": 0, "due": 0, "waiting": 0, "sent": 0, "dead": 0}
+    for channel, status, count, due in rows:
+        entry = channels.setdefault(channel, {"pending": 0, "due": 0, "waiting": 0, "sent": 0, "dead": 0})
+        entry[status] += int(count)
+        totals[status] += int(count)
+        if status == PENDING:
+            entry["due"] += int(due or 0)
+            entry["waiting"] += int(count) - int(due or 0)
+            totals["due"] += int(due or 0)
+            totals["waiting"] += int(count) - int(due or 0)
+    if isinstance(oldest, str):  # SQLite hands an aggregate's datetime back as text
+        oldest = dt.datetime.fromisoformat(oldest)
+    waited = round((now - oldest).total_seconds(), 3) if oldest is not None else None
+    return {**totals, "oldest_due_s": waited, "channels": channels}
