@@ -12,8 +12,6 @@ import csv
 import datetime as dt
 import io
 import itertools
-import threading
-import time
 import uuid
 from typing import Any
 
@@ -21,12 +19,10 @@ import pytest
 from sqlalchemy import func, select, update
 
 import test_api
-from mita import campaign, sts
-from mita.api.routes.campaigns import Generations
+from mita import campaign, outbox, sts
 from mita.keys.software import key_check_value
 from mita.meter import Meter
 from mita.vend import keyring
-from mita.vend.errors import VendError
 from mita.vend.schema import audit, meters
 from test_api import DRN, OTHER_VENDING_KEY, SGC, World, is_problem, new_drn, virtual_meter
 
@@ -77,14 +73,17 @@ def group_meter(number: str, sgc: str, key: str = OTHER_VENDING_KEY, krn: int = 
     return Meter.create(drn=number, ea=7, decoder_key=decoder, sgc=sgc, ti=1, krn=krn, kt=2, profile="legacy-ea07")
 
 
-def wait_generated(world: World, cid: int, timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body: dict[str, Any] = world.client.get(f"/v1/campaigns/{cid}", headers=world.operator).json()
-        if body["status"] == "generated":
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.05)
+def run_jobs(world: World) -> dict[str, int]:
+    """What ``mita worker --once`` does: run the queued jobs (campaign generation) and send what is due."""
+    jobs = {outbox.CAMPAIGN_GENERATE: outbox.CampaignGenerator(world.engine, campaign.generate)}
+    return outbox.Worker(world.engine, jobs).run(once=True).as_dict()
+
+
+def wait_generated(world: World, cid: int) -> dict[str, Any]:
+    run_jobs(world)
+    body: dict[str, Any] = world.client.get(f"/v1/campaigns/{cid}", headers=world.operator).json()
+    assert body["status"] == "generated", body
+    return body
 
 
 def audit_count(world: World, action: str) -> int:
@@ -382,23 +381,20 @@ def test_campaign_end_to_end(world: World, monkeypatch: pytest.MonkeyPatch) -> N
     export = c.get(f"/v1/campaigns/{cid}/export.csv", headers=world.operator)
     assert export.status_code == 200 and len(export.text.splitlines()) == 1  # nothing issued yet
 
-    # generation runs in the background; asking again while it runs starts no second run
-    release = threading.Event()
+    # generation is a job the worker runs; asking again while one is queued queues no second one
     runs: list[int] = []
     real = campaign.generate
 
-    def held(*args: Any, **kwargs: Any) -> Any:
+    def counted(*args: Any, **kwargs: Any) -> Any:
         runs.append(args[2])
-        assert release.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(campaign, "generate", held)
+    monkeypatch.setattr(campaign, "generate", counted)
     r = c.post(f"/v1/campaigns/{cid}/generate", headers=world.admin)
     assert r.status_code == 202, r.text
     assert r.json()["id"] == cid and r.headers["location"] == f"/v1/campaigns/{cid}"
     again = c.post(f"/v1/campaigns/{cid}/generate", headers=world.admin)
     assert again.status_code == 202, again.text
-    release.set()
     done = wait_generated(world, cid)
     assert runs == [cid]
     assert done["meters"]["issued"] == 5 and done["meters"]["planned"] == 0
@@ -504,42 +500,3 @@ def test_campaign_refusals(world: World) -> None:
     # planned, not issued: nothing to mark yet
     r = c.post(url, json={"meters": numbers, "status": "delivered"}, headers=world.admin)
     assert r.json() == {"marked": 0, "not_in_campaign": 1}, r.text
-
-
-# ---------------------------------------------------------------------- background generation
-
-
-def test_generation_stops_at_shutdown_and_frees_its_slot(caplog: pytest.LogCaptureFixture) -> None:
-    runs = Generations()
-    started = threading.Event()
-
-    def endless(progress: Any) -> None:
-        started.set()
-        done = 0
-        while True:  # like campaign.generate: progress after each committed batch
-            progress(done, 10**9)
-            done += 1
-            time.sleep(0.005)
-
-    assert runs.start(1, endless)
-    assert started.wait(10)
-    assert runs.running(1) and not runs.start(1, endless)  # one run per campaign
-    runs.stop(10)
-    assert not runs.running(1)
-    assert not runs.start(2, endless)  # shutting down: nothing new starts
-    assert "generate again to resume" in caplog.text
-
-
-def test_a_failed_generation_is_logged_and_frees_its_slot(caplog: pytest.LogCaptureFixture) -> None:
-    runs = Generations()
-
-    def refused(progress: Any) -> None:
-        raise VendError("conflict", "refused: detail-for-people-only")
-
-    assert runs.start(7, refused)
-    deadline = time.monotonic() + 10
-    while runs.running(7):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    assert "campaign 7: generation refused: conflict" in caplog.text
-    assert "detail-for-people-only" not in caplog.text  # the code is logged, not the message

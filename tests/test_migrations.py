@@ -66,8 +66,8 @@ def test_upgrade_keeps_expiry_and_ken_and_retires_old_krns(url: str) -> None:
     with engine.begin() as conn:  # a campaign's SMS has no vend: 0001 cannot hold it
         conn.execute(
             text(
-                "INSERT INTO outbox (vend_id, channel, payload, status, created_at) "
-                "VALUES (NULL, 'sms', '{}', 'pending', :t)"
+                "INSERT INTO outbox (vend_id, channel, recipient, dedupe_key, payload, status, attempts, "
+                "next_attempt_at, created_at) VALUES (NULL, 'sms', '', 'sms:test', '{}', 'pending', 0, :t, :t)"
             ),
             {"t": EXPIRY},
         )

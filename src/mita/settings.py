@@ -38,7 +38,32 @@ class HsmSettings(_Base):
     hsm_pin_file: str = Field(default="", description="file holding the HSM PIN instead")
 
 
-class Settings(MasterKeySettings, HsmSettings):
+class OutboxSettings(_Base):
+    """The outbox worker's senders."""
+
+    outbox_senders: str = Field(
+        default="",
+        description="channel=sender pairs over the defaults `receipt=log,sms=log,campaign.generate=campaign` "
+        "(senders: log, webhook, null, campaign, off)",
+    )
+    webhook_url: str = Field(default="", description="where the webhook sender posts")
+    webhook_urls: str = Field(default="", description="`name=url` pairs: a recipient's own webhook URL")
+    webhook_secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key signing webhook bodies")
+    webhook_secret_file: str = Field(default="", description="file holding the webhook secret instead")
+    webhook_timeout: float = Field(default=10, gt=0, le=300, description="seconds a webhook may take to answer")
+
+    def sender_env(self) -> dict[str, str]:
+        """The senders' configuration as the ``MITA_*`` mapping :mod:`mita.outbox.senders` reads."""
+        secret = self.webhook_secret.get_secret_value() if self.webhook_secret is not None else ""
+        values = {
+            "outbox_senders": self.outbox_senders, "webhook_url": self.webhook_url, "webhook_urls": self.webhook_urls,
+            "webhook_secret": secret, "webhook_secret_file": self.webhook_secret_file,
+            "webhook_timeout": str(self.webhook_timeout),
+        }  # fmt: skip
+        return {f"MITA_{k.upper()}": v for k, v in values.items() if v}
+
+
+class Settings(MasterKeySettings, HsmSettings, OutboxSettings):
     """Everything, for a process's composition root."""
 
     database_url: str = Field(

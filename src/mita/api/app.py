@@ -17,7 +17,6 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import DBAPIError
 
 from mita import __version__
@@ -30,7 +29,6 @@ from . import models as m
 from .gate import Gate, Readiness
 from .problems import install as install_problem_handlers
 from .routes import ROUTERS
-from .routes.campaigns import Generations
 
 log = logging.getLogger("mita.api")
 
@@ -63,7 +61,6 @@ def create_app(database_url: str | None = None, *, settings: Settings | None = N
         reversal_window=dt.timedelta(hours=settings.reversal_window_hours),
         warn_days=settings.key_warn_days,
     )
-    generations = Generations()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -72,7 +69,6 @@ def create_app(database_url: str | None = None, *, settings: Settings | None = N
         # worker processes instead (``mita serve --workers``).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
         yield
-        await run_in_threadpool(generations.stop)  # campaign runs end after their current batch
         engine.dispose()
 
     app = FastAPI(
@@ -85,7 +81,6 @@ def create_app(database_url: str | None = None, *, settings: Settings | None = N
     app.add_middleware(Gate, engine=engine, readiness=readiness, max_body=settings.max_body_bytes)
     app.state.engine = engine
     app.state.service = service
-    app.state.generations = generations
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -10,6 +10,7 @@ planned, issued, delivered and confirmed in ``key_changes``.
 
 from .service import (
     DELIVERIES,
+    check_generatable,
     export_csv,
     generate,
     get_campaign,
@@ -18,4 +19,4 @@ from .service import (
     queue_sms,
 )
 
-__all__ = ["DELIVERIES", "export_csv", "generate", "get_campaign", "mark", "plan", "queue_sms"]
+__all__ = ["DELIVERIES", "check_generatable", "export_csv", "generate", "get_campaign", "mark", "plan", "queue_sms"]

@@ -204,6 +204,26 @@ def get_campaign(engine: Engine, campaign_id: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------- generation
 
 
+def check_generatable(engine: Engine, campaign_id: int) -> dict[str, Any]:
+    """The campaign, if its generation can start now (not closed, its target key active); else a typed error."""
+    info = get_campaign(engine, campaign_id)
+    with engine.connect() as conn:
+        _check_generatable(conn, info)
+    return info
+
+
+def _check_generatable(conn: Connection, info: dict[str, Any]) -> None:
+    if info["status"] == "closed":
+        raise VendError("conflict", f"campaign {info['id']} is closed")
+    status = conn.execute(
+        select(vending_keys.c.status)
+        .join(supply_groups, supply_groups.c.id == vending_keys.c.supply_group_id)
+        .where(supply_groups.c.sgc == info["target"]["sgc"], vending_keys.c.krn == info["target"]["krn"])
+    ).scalar()
+    if status != "active":  # the meters' pending key must be one they can buy credit under at once
+        raise VendError("key_not_active", f"activate KRN {info['target']['krn']} before generating (it is {status})")
+
+
 def generate(
     engine: Engine,
     caller: Caller,
@@ -218,18 +238,8 @@ def generate(
     caller.require("admin")
     keyring = keyring or KeyRing()
     info = get_campaign(engine, campaign_id)
-    if info["status"] == "closed":
-        raise VendError("conflict", f"campaign {campaign_id} is closed")
     with engine.begin() as conn:
-        status = conn.execute(
-            select(vending_keys.c.status)
-            .join(supply_groups, supply_groups.c.id == vending_keys.c.supply_group_id)
-            .where(supply_groups.c.sgc == info["target"]["sgc"], vending_keys.c.krn == info["target"]["krn"])
-        ).scalar()
-        if status != "active":  # the meters' pending key must be one they can buy credit under at once
-            raise VendError(
-                "key_not_active", f"activate KRN {info['target']['krn']} before generating (it is {status})"
-            )
+        _check_generatable(conn, info)
         conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(status="generating"))
         batches = [
             b

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -34,6 +33,7 @@ from mita.outbox import (
     register_kind,
 )
 from mita.outbox.worker import local_now
+from mita.settings import OutboxSettings
 from mita.vend import database
 from mita.vend.errors import VendError, database_failure
 
@@ -88,7 +88,8 @@ def _dispatch(
     backoff_base: float,
     backoff_max: float,
 ) -> None:
-    routes = parse_routes(os.environ.get("MITA_OUTBOX_SENDERS"))
+    settings = OutboxSettings()
+    routes = parse_routes(settings.outbox_senders or None)
     if channels is not None:
         wanted = [c for c in (part.strip() for part in channels.split(",")) if c]
         missing = [c for c in wanted if c not in routes]
@@ -104,7 +105,7 @@ def _dispatch(
     except ValueError as exc:
         raise VendError("invalid_request", str(exc)) from None
     stopping = threading.Event()
-    senders = build_senders(routes, SenderContext(engine, stopping, dict(os.environ)))
+    senders = build_senders(routes, SenderContext(engine, stopping, settings.sender_env()))
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -212,4 +212,4 @@ def run(conn: Connection, writes: list[Write]) -> None:
         if isinstance(params, dict):
             conn.exec_driver_sql(_SQLITE[name], _sqlite_params(params))
         else:
-            conn.exec_driver_sql(_SQLITE[name], [_sqlite_params(p) for p in params])  # type: ignore[arg-type]
+            conn.exec_driver_sql(_SQLITE[name], [_sqlite_params(p) for p in params])

@@ -610,7 +610,7 @@ class VendingService:
         carry = rec["leftover_policy"] == "carry"
         carried = cust.carried + rec["carried_in"] - (rec["leftover"] if carry else 0)
         refund = cust.refund_balance - (0 if carry else rec["leftover"])
-        shortfall = max(0, -carried) + max(0, -refund)
+        shortfall = int(max(0, -carried) + max(0, -refund))
         conn.execute(
             update(customers)
             .where(customers.c.id == customer_id)
@@ -902,7 +902,7 @@ def _last_tid(meter: Any, cfg: KeyConfig) -> int:
     under_new: int = pending.get("last_tid", -1) if pending.get("base_date") == cfg.base_date else -1
     if cfg.base_date != meter.base_date:
         return under_new
-    return max(under_new, meter.last_tid)
+    return max(under_new, int(meter.last_tid))
 
 
 def dialect_insert(conn: Connection) -> Any:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
-from mita import campaign, sts
+from mita import campaign, outbox, sts
 from mita.vend.errors import VendError
 
 from .. import models as m
@@ -31,61 +29,6 @@ router = v1_router("campaigns")
 
 
 # --- key change campaigns
-
-
-class _Stopped(Exception):
-    """The server is shutting down: generation stops after its last committed batch (a later run resumes)."""
-
-
-class Generations:
-    """Campaign generations running in this process, at most one per campaign, each in its own thread (a long run
-    must not hold one of the few request threads)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: dict[int, threading.Thread] = {}
-        self._stopping = threading.Event()
-
-    def start(self, campaign_id: int, work: Callable[[Callable[[int, int], None]], Any]) -> bool:
-        """Run ``work(progress)`` unless this campaign's generation runs already; True if it was started."""
-        with self._lock:
-            if campaign_id in self._running or self._stopping.is_set():
-                return False
-            thread = threading.Thread(
-                target=self._run, args=(campaign_id, work), name=f"mita-campaign-{campaign_id}", daemon=True
-            )
-            self._running[campaign_id] = thread
-            thread.start()
-        return True
-
-    def running(self, campaign_id: int) -> bool:
-        with self._lock:
-            return campaign_id in self._running
-
-    def _progress(self, _done: int, _planned: int) -> None:
-        if self._stopping.is_set():
-            raise _Stopped
-
-    def _run(self, campaign_id: int, work: Callable[[Callable[[int, int], None]], Any]) -> None:
-        try:
-            work(self._progress)
-        except _Stopped:
-            log.warning("campaign %s: generation stopped by shutdown; generate again to resume", campaign_id)
-        except sts.StsError as exc:
-            log.error("campaign %s: generation refused: %s", campaign_id, exc.code)
-        except Exception as exc:  # a thread's failure is logged, never lost (and never with its arguments)
-            log.error("campaign %s: generation failed: %s", campaign_id, type(exc).__name__)
-        finally:
-            with self._lock:
-                self._running.pop(campaign_id, None)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Let every run finish its current batch, and wait for them."""
-        self._stopping.set()
-        with self._lock:
-            threads = list(self._running.values())
-        for thread in threads:
-            thread.join(timeout)
 
 
 @router.post("/campaigns", status_code=201, response_model=m.CampaignOut, responses=responses(404, 409))
@@ -116,23 +59,17 @@ def get_campaign(campaign_id: CampaignId, caller: Who, svc: Svc) -> Any:
     response_model=m.CampaignOut,
     responses=responses(404, 409),
 )
-def generate_campaign(campaign_id: CampaignId, request: Request, caller: Who, svc: Svc, response: Response) -> Any:
-    """Make the key change tokens of every planned meter, in the background, batch by batch (admin).
+def generate_campaign(campaign_id: CampaignId, caller: Who, svc: Svc, response: Response) -> Any:
+    """Make the key change tokens of every planned meter, batch by batch, in the background (admin).
 
-    Answers at once; ``GET /v1/campaigns/{id}`` shows the progress in its counts. A run that stopped resumes
-    where it stopped; asking again while a run is going starts no second one.
+    Answers at once: the generation is a job in the outbox, which ``mita worker`` runs (a run that stopped
+    resumes where it stopped; asking again while one is queued or running queues no second one).
+    ``GET /v1/campaigns/{id}`` shows the progress in its counts.
     """
     caller.require("admin")
-    info = campaign.get_campaign(svc.engine, campaign_id)
-    if info["status"] == "closed":
-        raise VendError("conflict", f"campaign {campaign_id} is closed")
-    at = svc.clock()
-
-    def work(progress: Callable[[int, int], None]) -> Any:
-        return campaign.generate(svc.engine, caller, campaign_id, at=at, keyring=svc.keyring, progress=progress)
-
-    generations: Generations = request.app.state.generations
-    generations.start(campaign_id, work)
+    campaign.check_generatable(svc.engine, campaign_id)  # closed, or its key not active: refused now, not later
+    with svc.engine.begin() as conn:
+        outbox.enqueue_campaign_generation(conn, campaign_id, svc.clock(), caller.name, api_key_id=caller.api_key_id)
     response.headers["Location"] = f"/v1/campaigns/{campaign_id}"
     return campaign.get_campaign(svc.engine, campaign_id)
 
