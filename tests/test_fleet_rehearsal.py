@@ -80,9 +80,9 @@ class Rehearsal:
     keys: Any = field(default_factory=lambda: iter(range(10**9)))
 
     def vend(self, drn: str, amount: int = 1000, **extra: Any) -> dict[str, Any]:
-        status, out = self.svc.vend(self.operator, f"v{next(self.keys)}", {"meter": drn, "amount": amount, **extra})
-        assert status == 201
-        return out
+        issued = self.svc.vend(self.operator, f"v{next(self.keys)}", {"meter": drn, "amount": amount, **extra})
+        assert not issued.replayed
+        return issued.body
 
     def of(self, group: str) -> list[FieldMeter]:
         return [m for m in self.fleet if m.group == group]

@@ -568,7 +568,7 @@ def test_vends_and_a_campaign_with_the_vending_keys_in_the_hsm(
     svc = VendingService(engine, clock=lambda: clock[0])
     _, api_key = registry.create_api_key(engine, "till", "admin")
     caller = registry.authenticate(engine, api_key)
-    _, sold = svc.vend(caller, "hsm-1", {"meter": drn, "amount": 1000})
+    sold = svc.vend(caller, "hsm-1", {"meter": drn, "amount": 1000}).body
     assert [meter.enter(t["digits"], now).result.value for t in sold["tokens"]] == ["accept"]
 
     keyring.add_key(engine, admin, sgc=sgc, krn=2, dkga=4, keystore_name="pkcs11", at=now)  # made by the token
@@ -582,7 +582,7 @@ def test_vends_and_a_campaign_with_the_vending_keys_in_the_hsm(
     assert [meter.enter(t, now).result.value for t in tokens] == ["kct_pending"] * 3 + ["key_changed"]
     campaign.mark(svc, caller, plan["id"], [drn], "confirmed", at=now)
     clock[0] = now + dt.timedelta(minutes=5)
-    _, sold = svc.vend(caller, "hsm-2", {"meter": drn, "amount": 1000})
+    sold = svc.vend(caller, "hsm-2", {"meter": drn, "amount": 1000}).body
     assert [t["kind"] for t in sold["tokens"]] == ["credit"]
     assert [meter.enter(t["digits"], clock[0]).result.value for t in sold["tokens"]] == ["accept"]
     assert meter.state.krn == 2

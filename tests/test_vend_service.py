@@ -181,14 +181,15 @@ def test_vends_need_an_api_key(world: World) -> None:
 def test_same_key_and_body_returns_the_same_response_and_writes_nothing(world: World) -> None:
     w = world
     body = {"meter": DRN, "amount": 10_000}
-    status, first = w.svc.vend(w.vendor, "till-1/0001", body)
-    assert status == 201
+    issued = w.svc.vend(w.vendor, "till-1/0001", body)
+    first = issued.body
+    assert not issued.replayed
     counts, last_tid = row_counts(w.engine), w.meter_row().last_tid
     w.advance(minutes=3)  # a retry a little later must still find the stored answer
     for _ in range(2):
-        status, again = w.svc.vend(w.vendor, "till-1/0001", dict(body))
-        assert status in (200, 201)
-        assert again == first
+        replay = w.svc.vend(w.vendor, "till-1/0001", dict(body))
+        assert replay.replayed
+        assert replay.body == first
     assert row_counts(w.engine) == counts
     assert w.meter_row().last_tid == last_tid
     assert w.enter(first) == ["accept", "accept"]  # the one vend's tokens, once
@@ -205,8 +206,8 @@ def test_same_key_with_a_different_body_is_a_conflict(world: World) -> None:
 
 def test_idempotency_keys_belong_to_one_api_key(world: World) -> None:
     w = world
-    _, a = w.svc.vend(w.vendor, "same", {"meter": DRN, "amount": 10_000})
-    _, b = w.svc.vend(w.operator, "same", {"meter": DRN, "amount": 10_000})
+    a = w.svc.vend(w.vendor, "same", {"meter": DRN, "amount": 10_000}).body
+    b = w.svc.vend(w.operator, "same", {"meter": DRN, "amount": 10_000}).body
     assert a["id"] != b["id"]
     assert row_counts(w.engine)["vends"] == 2
 
@@ -424,7 +425,7 @@ def test_vendor_credit_limit(engine: Engine) -> None:
     assert_nothing_written(w, counts, last_tid)
     assert w.state() == state
     assert w.vendor_row().balance == 15_000
-    assert w.svc.vend(w.operator, "direct", {"meter": DRN, "amount": 10_000})[0] == 201  # not the vendor's limit
+    assert not w.svc.vend(w.operator, "direct", {"meter": DRN, "amount": 10_000}).replayed  # not the vendor's limit
 
 
 @pytest.mark.parametrize("status", ["blocked", "retired"])
@@ -554,7 +555,7 @@ def test_engineering_tokens_are_accepted_and_audited(world: World) -> None:
     assert w.meter.state.tamper == ["cover"]
     made = []
     for kind, value in (("clear_tamper", None), ("set_power_limit", 5000), ("clear_credit", None), ("test", 1)):
-        _, r = w.svc.engineering(w.operator, DRN, kind, value)
+        r = w.svc.engineering(w.operator, DRN, kind, value).body
         made.append(r)
         result = w.meter.enter(r["tokens"][0]["digits"], w.now[0])
         assert str(result.result) == "accept", (kind, result.detail)
@@ -718,7 +719,7 @@ def test_a_cancelled_key_change_leaves_the_meter_sellable_at_once(world: World) 
     sale = w.vend(10_000, include_key_change=True)
     assert {t["tid"] for t in sale["tokens"]}.isdisjoint(used)
     assert w.enter(sale) == ["kct_pending", "key_changed", "accept"]
-    _, tamper = w.svc.engineering(w.operator, DRN, "clear_tamper")
+    tamper = w.svc.engineering(w.operator, DRN, "clear_tamper").body
     assert tamper["tokens"][0]["tid"] not in used
     assert str(w.meter.enter(tamper["tokens"][0]["digits"], w.now[0]).result) == "accept"
 

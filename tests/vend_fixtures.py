@@ -68,9 +68,9 @@ class World:
         self, amount: Any, *, key: str | None = None, caller: Caller | None = None, **extra: Any
     ) -> dict[str, Any]:
         body = {"meter": extra.pop("meter", DRN), "amount": amount, **extra}
-        status, response = self.svc.vend(caller or self.vendor, key or f"vend-{next(self._keys)}", body)
-        assert status == 201
-        return response
+        issued = self.svc.vend(caller or self.vendor, key or f"vend-{next(self._keys)}", body)
+        assert not issued.replayed
+        return issued.body
 
     def enter(self, response: dict[str, Any]) -> list[str]:
         """Key every token of a response into the virtual meter, in order; the meter's answers."""

@@ -30,6 +30,7 @@ from mita.sts.recipes import KEY_CHANGE_RULES, KeyConfig, RecipeError, check_key
 from mita.vend.audit import write_audit
 from mita.vend.errors import VendError
 from mita.vend.keyring import KeyRing, derivation
+from mita.vend.lifecycles import KEY_CHANGE, KeyChangeStatus, sql_in
 from mita.vend.schema import campaigns, customers, key_changes, meters, supply_groups, vending_keys
 from mita.vend.service import Caller, VendingService
 
@@ -103,7 +104,7 @@ def plan(
                 "AND m.ea = COALESCE(CAST(:t_ea AS INTEGER), m.ea) AND m.kt = COALESCE(CAST(:t_kt AS INTEGER), m.kt) "
                 "AND m.ken = :t_ken) "
                 "AND NOT EXISTS (SELECT 1 FROM key_changes o WHERE o.meter_id = m.id "
-                "AND o.status IN ('planned', 'issued', 'delivered'))"
+                f"AND o.status IN {sql_in(KEY_CHANGE.open)})"
             ),
             params,
         ).rowcount
@@ -197,7 +198,7 @@ def get_campaign(engine: Engine, campaign_id: int) -> dict[str, Any]:
         "planned": row.planned,
         "status": row.status,
         "created_at": row.created_at.isoformat(),
-        "meters": {s: int(counts.get(s, 0)) for s in ("planned", "issued", "delivered", "confirmed", "cancelled")},
+        "meters": {s.value: int(counts.get(s, 0)) for s in KeyChangeStatus},
     }
 
 

@@ -32,6 +32,7 @@ from mita.settings import HsmSettings, Settings
 
 from .audit import write_audit
 from .errors import VendError
+from .lifecycles import VENDING_KEY, KeyStatus
 from .schema import audit, supply_groups, vending_keys
 
 IMPORT_FORMAT = "mita.vending-key.v1"
@@ -256,8 +257,8 @@ def activate_key(
     caller.require("admin")
     with engine.begin() as conn:
         group, row = _key_row(conn, sgc, krn)
-        if row.status not in ("pending", "active"):
-            raise VendError("conflict", f"key {sgc}/{krn} is {row.status}")
+        if row.status != KeyStatus.ACTIVE:  # activating the active key again changes nothing
+            VENDING_KEY.check(row.status, KeyStatus.ACTIVE, code="conflict")
         new_ea = group.ea if ea is None else int(sts.EA.parse(ea))
         new_base = group.base_date if base_date is None else int(sts.BaseDate.parse(base_date))
         new_kt = group.kt if kt is None else kt
@@ -295,8 +296,8 @@ def retire_key(engine: Engine, caller: Any, *, sgc: str, krn: int, at: dt.dateti
     caller.require("admin")
     with engine.begin() as conn:
         group, row = _key_row(conn, sgc, krn)
-        if row.status == "destroyed":
-            raise VendError("conflict", f"key {sgc}/{krn} is already destroyed")
+        if destroy or row.status != KeyStatus.RETIRED:  # retiring a retired key again changes nothing
+            VENDING_KEY.check(row.status, KeyStatus.DESTROYED if destroy else KeyStatus.RETIRED, code="conflict")
         if krn == group.krn and not destroy:  # destroying it (a compromised key) stops the group's vends at once
             raise VendError("conflict", "the supply group vends under this key: activate another KRN first")
         conn.execute(

@@ -117,11 +117,14 @@ class Lifecycle(Generic[S]):
     name: str
     moves: Mapping[S, frozenset[S]]
 
-    def check(self, current: str, new: str) -> None:
+    def allows(self, current: str, new: str) -> bool:
+        after: frozenset[str] = next((moves for state, moves in self.moves.items() if state == current), frozenset())
+        return new in after
+
+    def check(self, current: str, new: str, code: str = "invalid_transition") -> None:
         """Refuse a move the table does not allow, with a typed error naming both states."""
-        allowed: frozenset[str] = next((after for state, after in self.moves.items() if state == current), frozenset())
-        if new not in allowed:
-            raise VendError("invalid_transition", f"a {self.name} cannot go from {current} to {new}")
+        if not self.allows(current, new):
+            raise VendError(code, f"a {self.name} cannot go from {current} to {new}")
 
     @property
     def open(self) -> tuple[S, ...]:

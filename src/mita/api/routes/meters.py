@@ -81,5 +81,5 @@ def engineering_token(
 
     With an ``Idempotency-Key`` a retry answers 200 with the same token; without one each call makes a new token.
     """
-    status, out = svc.engineering(caller, drn, body.kind, body.value, key)
-    return vend_json(out, status)
+    issued = svc.engineering(caller, drn, body.kind, body.value, key)
+    return vend_json(issued.body, 200 if issued.replayed else 201)

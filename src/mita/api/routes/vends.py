@@ -91,8 +91,8 @@ async def create_vend(request: Request, caller: Who, svc: Svc) -> Response:
             errors += [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_input=False)]
     if errors or body is None:
         raise RequestValidationError(errors)
-    status, out = await run_in_threadpool(svc.vend, caller, key, body.model_dump())
-    return vend_json(out, status)
+    issued = await run_in_threadpool(svc.vend, caller, key, body.model_dump())
+    return vend_json(issued.body, 200 if issued.replayed else 201)
 
 
 @router.get("/vends/{vend_id}", response_model=None, responses={**_VEND_DOC, **responses(404)})

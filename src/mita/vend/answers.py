@@ -1,0 +1,158 @@
+"""The vending service's plain functions: ledger lines, receipts and answers, checks that need no database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Row
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mita import sts
+from mita.sts.recipes import KeyConfig
+
+from . import pricing
+from .callers import Caller
+from .errors import VendError
+
+MAX_AMOUNT = 10**11  # minor units: a billion in currency units is absurd for one vend
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def ledger_lines(caller: Caller, meter: Any, r: pricing.Receipt, carry: bool) -> list[tuple[str, int, int]]:
+    """(account, debit, credit) for one purchase: money in on the left, where it went on the right."""
+    cust = f"customer:{meter.customer_id}" if meter.customer_id is not None else f"meter:{meter.id}"
+    lines = [
+        (f"vendor:{caller.vendor_id or 'direct'}", r.paid, 0),
+        (f"{cust}:carried", r.carried_in, 0),
+        (f"{cust}:debt", 0, r.debt_recovered),
+        ("revenue:fixed_charge", 0, r.fixed_charge),
+        ("tax:vat", 0, r.fixed_vat + r.energy_vat),
+        ("revenue:energy", 0, r.energy_charge),
+        (f"{cust}:{'carried' if carry else 'refund'}", 0, r.leftover),
+    ]
+    assert sum(d for _, d, _ in lines) == sum(c for _, _, c in lines)  # double entry balances
+    return lines
+
+
+def same_key(target: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Whether a key configuration (as stored with a vend) is ``config``, on the fields both name."""
+    fields = [k for k in KeyConfig.__dataclass_fields__ if k in target and k in config]
+    return bool(fields) and all(target[k] == config[k] for k in fields)
+
+
+def last_tid(meter: Any, cfg: KeyConfig) -> int:
+    """The last TID the meter has seen or will see before the next token under ``cfg``.
+
+    TIDs issued under a pending key are counted on the pending record; on a new base date they start
+    again (the key change's RO bit clears the meter's store), on the same base date they must stay
+    above the ones already in the meter.
+    """
+    pending = meter.pending_key or {}
+    under_new: int = pending.get("last_tid", -1) if pending.get("base_date") == cfg.base_date else -1
+    if cfg.base_date != meter.base_date:
+        return under_new
+    return max(under_new, int(meter.last_tid))
+
+
+def dialect_insert(conn: Connection) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (both PostgreSQL and SQLite have it)."""
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def reading(drn: str, at: dt.datetime, caller: Caller) -> dict[str, Any]:
+    return {"drn": drn, "month": f"{at:%Y-%m}", "at": at, "vendor_id": caller.vendor_id}
+
+
+def same_seller(caller: Caller, row: Row[Any]) -> bool:
+    """A vendor's tills see each other's sales; nobody else's."""
+    if caller.vendor_id is not None:
+        return bool(row.vendor_id == caller.vendor_id)
+    return bool(row.api_key_id == caller.api_key_id)
+
+
+def check_amount(amount: object) -> None:
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise VendError("invalid_amount", "amount must be an integer number of minor units (cents)")
+    if not 0 < amount <= MAX_AMOUNT:
+        raise VendError("invalid_amount", f"amount must be between 1 and {MAX_AMOUNT} minor units")
+
+
+def token_row(kind: str, token: sts.Token, digits: str, units: int) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "tid": getattr(token, "tid", None),
+        "token_class": token.token_class,
+        "subclass": token.subclass,
+        "digits": digits,
+        "units": units,
+    }
+
+
+def vend_response(
+    vend_id: str, drn: str, at: dt.datetime, made: list[dict[str, Any]], receipt: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "id": vend_id,
+        "meter": drn,
+        "created_at": at.isoformat(),
+        "tokens": [
+            {
+                "seq": i,
+                "kind": t["kind"],
+                "digits": t["digits"],
+                "tid": t["tid"],
+                "class": t.get("token_class", t.get("class")),
+                "subclass": t["subclass"],
+                "units": t["units"],
+            }
+            for i, t in enumerate(made)
+        ],
+        "receipt": receipt,
+    }
+
+
+def tariff_from_spec(spec: dict[str, Any]) -> pricing.Tariff:
+    try:
+        return pricing.Tariff(
+            blocks=tuple(
+                pricing.Block(None if b.get("up_to") is None else Decimal(str(b["up_to"])), Decimal(str(b["price"])))
+                for b in spec["blocks"]
+            ),
+            vat_rate=Decimal(str(spec.get("vat_rate", "0"))),
+            fixed_monthly=int(spec.get("fixed_monthly", 0)),
+            fbe_kwh=Decimal(str(spec.get("fbe_kwh", "0"))),
+            minor_units=int(spec.get("minor_units", 100)),
+        )
+    except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+        raise VendError("invalid_tariff", f"tariff specification is not valid: {exc}") from None
+
+
+def receipt_json(r: pricing.Receipt, head: Any) -> dict[str, Any]:
+    """The itemised receipt: money in minor units, energy in base units (0.1 kWh) and kWh."""
+    return {
+        "currency": head.currency,
+        "paid": r.paid,
+        "carried_in": r.carried_in,
+        "debt_recovered": r.debt_recovered,
+        "fixed_charge": r.fixed_charge,
+        "fixed_vat": r.fixed_vat,
+        "blocks": [
+            {"units": b.units, "kwh": str(Decimal(b.units) / 10), "price": str(b.price), "charge": b.charge}
+            for b in r.blocks
+        ],
+        "energy_charge": r.energy_charge,
+        "energy_vat": r.energy_vat,
+        "vat": r.fixed_vat + r.energy_vat,
+        "leftover": r.leftover,
+        "leftover_policy": "carry" if head.carry_leftover else "refund",
+        "units": r.units,
+        "kwh": str(Decimal(r.units) / 10),
+        "fbe_units": r.fbe_units,
+    }
