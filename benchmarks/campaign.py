@@ -47,10 +47,17 @@ def setup(n: int, dkga: int) -> tuple[str, bytes]:
     database.upgrade(URL)
     engine = database.make_engine(URL)
     vk = secrets.token_bytes(8 if dkga == 2 else 20)
-    registry.create_supply_group(
-        engine, registry.SYSTEM, sgc=SGC, name="Bench", vending_key=vk.hex(), dkga=dkga, ea=7, kt=2, krn=1,
+    registry.Registry(engine).create_supply_group(
+        registry.SYSTEM,
+        sgc=SGC,
+        name="Bench",
+        vending_key=vk.hex(),
+        dkga=dkga,
+        ea=7,
+        kt=2,
+        krn=1,
         base_date=1993,
-    )  # fmt: skip
+    )
     engine.dispose()
     now = dt.datetime(2024, 10, 1)
     with psycopg.connect(URL) as conn, conn.cursor() as cur:
@@ -61,9 +68,24 @@ def setup(n: int, dkga: int) -> tuple[str, bytes]:
         ) as copy:
             for i in range(n):
                 copy.write_row(
-                    (drn(i), "600727", f"M{i % 7}", f"A{i % 50}", gid, "electricity", 1, 2, 1, 7, 1993, 255, "active",
-                     16_000_000, now)
-                )  # fmt: skip
+                    (
+                        drn(i),
+                        "600727",
+                        f"M{i % 7}",
+                        f"A{i % 50}",
+                        gid,
+                        "electricity",
+                        1,
+                        2,
+                        1,
+                        7,
+                        1993,
+                        255,
+                        "active",
+                        16_000_000,
+                        now,
+                    )
+                )
         cur.execute("ANALYZE meters")
     return URL, vk
 
@@ -92,9 +114,15 @@ def main() -> None:
 
     t = time.perf_counter()
     plan = campaign.plan(
-        engine, admin, name="TID rollover", sgc=SGC, target={"krn": 2, "base_date": 2014}, delivery="attach",
-        batch_size=args.batch_size, at=at,
-    )  # fmt: skip
+        engine,
+        admin,
+        name="TID rollover",
+        sgc=SGC,
+        target={"krn": 2, "base_date": 2014},
+        delivery="attach",
+        batch_size=args.batch_size,
+        at=at,
+    )
     phases["plan"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -94,12 +94,12 @@ def setup_database(n_meters: int) -> tuple[str, list[str]]:
     drns = []
     for i in range(n_meters):
         drn = sample.meter_number(f"47{i:08d}")
-        registry.create_customer(engine, admin, account=f"B{i}", name=f"Bench {i}", fbe_eligible=i % 3 == 0,
+        registry.Registry(engine).create_customer(admin, account=f"B{i}", name=f"Bench {i}", fbe_eligible=i % 3 == 0,
                                  debt=100_000, debt_rate="0.1")  # fmt: skip
-        registry.create_meter(engine, admin, drn=drn, sgc=sample.SGC, customer=f"B{i}", tariff="domestic")
+        registry.Registry(engine).create_meter(admin, drn=drn, sgc=sample.SGC, customer=f"B{i}", tariff="domestic")
         drns.append(drn)
-    vendor = registry.create_vendor(engine, admin, "bench shop")
-    _, key = registry.create_api_key(engine, "bench till", "vendor", int(vendor["id"]))
+    vendor = registry.Registry(engine).create_vendor(admin, "bench shop")
+    _, key = registry.Registry(engine).create_api_key("bench till", "vendor", int(vendor["id"]))
     engine.dispose()
     return key, drns
 

@@ -88,8 +88,10 @@ class World:
 
     def credit_vendor(self, limit: int = 10**9) -> tuple[int, dict[str, str]]:
         """A vendor selling on credit (its balance is kept on its row), and its key's headers."""
-        vendor = registry.create_vendor(self.engine, registry.SYSTEM, f"On credit {uuid.uuid4().hex[:6]}", limit)
-        _, key = registry.create_api_key(self.engine, "credit till", "vendor", vendor["id"])
+        vendor = registry.Registry(self.engine).create_vendor(
+            registry.SYSTEM, f"On credit {uuid.uuid4().hex[:6]}", limit
+        )
+        _, key = registry.Registry(self.engine).create_api_key("credit till", "vendor", vendor["id"])
         self.secrets.append(key)
         return int(vendor["id"]), bearer(key)
 
@@ -169,16 +171,18 @@ def world(database_url: str, master_key: str) -> Iterator[World]:
     app = create_app(database_url)
     engine: Engine = app.state.engine
     system = registry.SYSTEM
-    vendor = registry.create_vendor(engine, system, "Corner shop")
-    _, admin_key = registry.create_api_key(engine, "head office", "admin")
-    _, operator_key = registry.create_api_key(engine, "control room", "operator")
-    _, vendor_key = registry.create_api_key(engine, "shop till", "vendor", vendor["id"])
-    registry.create_supply_group(engine, system, sgc=SGC, name="Test utility", vending_key=VENDING_KEY, base_date=2014)
-    registry.create_tariff(
-        engine, system, name="domestic", currency="ZAR", spec=SPEC, effective_from=dt.datetime(2020, 1, 1)
+    vendor = registry.Registry(engine).create_vendor(system, "Corner shop")
+    _, admin_key = registry.Registry(engine).create_api_key("head office", "admin")
+    _, operator_key = registry.Registry(engine).create_api_key("control room", "operator")
+    _, vendor_key = registry.Registry(engine).create_api_key("shop till", "vendor", vendor["id"])
+    registry.Registry(engine).create_supply_group(
+        system, sgc=SGC, name="Test utility", vending_key=VENDING_KEY, base_date=2014
     )
-    registry.create_customer(engine, system, account="ACC-1", name="Thandi Nkosi", fbe_eligible=True)
-    registry.create_meter(engine, system, drn=DRN, sgc=SGC, customer="ACC-1", tariff="domestic")
+    registry.Registry(engine).create_tariff(
+        system, name="domestic", currency="ZAR", spec=SPEC, effective_from=dt.datetime(2020, 1, 1)
+    )
+    registry.Registry(engine).create_customer(system, account="ACC-1", name="Thandi Nkosi", fbe_eligible=True)
+    registry.Registry(engine).create_meter(system, drn=DRN, sgc=SGC, customer="ACC-1", tariff="domestic")
     hidden = [VENDING_KEY, OTHER_VENDING_KEY, master_key, admin_key, operator_key, vendor_key]
 
     def no_secrets(response: httpx.Response) -> None:
@@ -190,9 +194,15 @@ def world(database_url: str, master_key: str) -> Iterator[World]:
     with TestClient(app) as client:
         client.event_hooks["response"] = [no_secrets, contract.checker(app)]
         yield World(
-            client, engine, database_url, bearer(admin_key), bearer(operator_key), {"X-API-Key": vendor_key},
-            vendor["id"], hidden,
-        )  # fmt: skip
+            client,
+            engine,
+            database_url,
+            bearer(admin_key),
+            bearer(operator_key),
+            {"X-API-Key": vendor_key},
+            vendor["id"],
+            hidden,
+        )
 
 
 # ---------------------------------------------------------------------- health, OpenAPI, errors in general
@@ -639,8 +649,8 @@ def test_get_vend_and_reprint(world: World) -> None:
     assert reprint["receipt"] == vend["receipt"]
     assert c.get(f"/v1/vends/{vend['id']}", headers=world.operator).status_code == 200
     # another vendor does not see it
-    other = registry.create_vendor(world.engine, registry.SYSTEM, f"Other {uuid.uuid4().hex[:6]}")
-    _, key = registry.create_api_key(world.engine, "other till", "vendor", other["id"])
+    other = registry.Registry(world.engine).create_vendor(registry.SYSTEM, f"Other {uuid.uuid4().hex[:6]}")
+    _, key = registry.Registry(world.engine).create_api_key("other till", "vendor", other["id"])
     world.secrets.append(key)
     is_problem(c.get(f"/v1/vends/{vend['id']}", headers=bearer(key)), 404, "not_found")
     is_problem(c.post(f"/v1/vends/{vend['id']}/reprint", headers=bearer(key)), 404, "not_found")

@@ -275,7 +275,7 @@ def test_a_worker_starts_without_its_database_and_serves_once_it_is_there(missin
             conn.execute(f'CREATE DATABASE "{url.rsplit("/", 1)[1]}"')
         is_problem(client.get("/readyz"), 503, "schema_outdated")
         database.upgrade(url)
-        _, key = registry.create_api_key(app.state.engine, "ops", "admin")
+        _, key = registry.Registry(app.state.engine).create_api_key("ops", "admin")
         assert client.get("/readyz").json() == {"status": "ready", "database": "postgresql"}
         time.sleep(1.1)  # the gate asks a database that was not ready at most once a second
         r = client.get("/v1/meters", headers={"X-API-Key": key})

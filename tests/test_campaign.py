@@ -81,9 +81,10 @@ class Fleet:
         """DRN -> the campaign's key_changes row."""
         with self.w.engine.connect() as conn:
             rows = conn.execute(
-                select(meters.c.drn, key_changes).join(meters, meters.c.id == key_changes.c.meter_id)
+                select(meters.c.drn, key_changes)
+                .join(meters, meters.c.id == key_changes.c.meter_id)
                 .where(key_changes.c.campaign_id == cid)
-            ).all()  # fmt: skip
+            ).all()
         return {r.drn: r._asdict() for r in rows}
 
     def meter_row(self, drn: str) -> Any:
@@ -118,22 +119,30 @@ def fleet(engine: Engine) -> Fleet:  # noqa: F811 - the imported fixture
         customer = None
         if phone:
             customer = f"P-{i}"
-            registry.create_customer(engine, a, account=customer, name=f"Customer {i}", phone=f"+2782000{i:04d}")
+            registry.Registry(engine).create_customer(
+                a, account=customer, name=f"Customer {i}", phone=f"+2782000{i:04d}"
+            )
             phones.add(drn)
-        registry.create_meter(
-            engine, a, drn=drn, sgc=SGC, tariff="domestic", manufacturer=mfr, area=area, base_date=base_date,
+        registry.Registry(engine).create_meter(
+            a,
+            drn=drn,
+            sgc=SGC,
+            tariff="domestic",
+            manufacturer=mfr,
+            area=area,
+            base_date=base_date,
             customer=customer,
-        )  # fmt: skip
+        )
         fleet_meters[drn] = Meter.create(
             drn=drn, ea=7, decoder_key=old_key(drn), sgc=SGC, ti=1, krn=1, kt=2, profile="legacy-ea07"
         )
         base[drn] = base_date
     # meters no campaign may pick
     on_target, retired, under_way = make_drn(50), make_drn(51), make_drn(52)
-    registry.create_meter(engine, a, drn=on_target, sgc=SGC, tariff="domestic", manufacturer="Alpha", krn=2)
-    registry.create_meter(engine, a, drn=retired, sgc=SGC, tariff="domestic", manufacturer="Alpha")
-    registry.set_meter_status(engine, a, retired, "retired")
-    registry.create_meter(engine, a, drn=under_way, sgc=SGC, tariff="domestic", manufacturer="Alpha")
+    registry.Registry(engine).create_meter(a, drn=on_target, sgc=SGC, tariff="domestic", manufacturer="Alpha", krn=2)
+    registry.Registry(engine).create_meter(a, drn=retired, sgc=SGC, tariff="domestic", manufacturer="Alpha")
+    registry.Registry(engine).set_meter_status(a, retired, "retired")
+    registry.Registry(engine).create_meter(a, drn=under_way, sgc=SGC, tariff="domestic", manufacturer="Alpha")
     keyring.add_key(engine, a, sgc=SGC, krn=2, dkga=2, key_hex=SECOND_KEY_HEX, at=START)
     keyring.activate_key(engine, a, sgc=SGC, krn=2, at=START)
     w.svc.request_key_change(w.operator, under_way, {"krn": 2})  # an operator's change, not yet confirmed
@@ -184,9 +193,10 @@ def test_plan_splits_into_batches_in_meter_order(fleet: Fleet) -> None:
     assert c["planned"] == len(f.meters) == 11 and c["batches"] == 4
     with f.w.engine.connect() as conn:
         rows = conn.execute(
-            select(key_changes.c.batch, key_changes.c.meter_id).where(key_changes.c.campaign_id == c["id"])
+            select(key_changes.c.batch, key_changes.c.meter_id)
+            .where(key_changes.c.campaign_id == c["id"])
             .order_by(key_changes.c.meter_id)
-        ).all()  # fmt: skip
+        ).all()
     assert [r.batch for r in rows] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3]
 
 
@@ -348,8 +358,11 @@ def test_export_csv_lists_the_meters_still_to_confirm(fleet: Fleet) -> None:
         assert (r["manufacturer"], r["area"]) == (mfr, area)
         assert r["account"] == (f"P-{i}" if phone else "")
         assert (r["from_krn"], r["from_base_date"], r["to_krn"], r["to_base_date"]) == (
-            "1", str(base_date), "2", "2014",
-        )  # fmt: skip
+            "1",
+            str(base_date),
+            "2",
+            "2014",
+        )
         assert [r["token_1"], r["token_2"]] == expected_set(r["meter"], base_date)
         assert r["token_3"] == r["token_4"] == ""
     # a confirmed meter leaves the list

@@ -79,8 +79,8 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Db:
     sample.create_group_and_tariff(out.engine, "Test town")
     for n in range(4):
         number = sample.meter_number(f"475002{n:04d}")
-        registry.create_meter(
-            out.engine, registry.SYSTEM, drn=number, sgc=SGC, tariff="domestic", manufacturer="acme" if n else "bolt"
+        registry.Registry(out.engine).create_meter(
+            registry.SYSTEM, drn=number, sgc=SGC, tariff="domestic", manufacturer="acme" if n else "bolt"
         )
         out.meters.append(number)
     return out
@@ -154,23 +154,33 @@ def test_generate_key(db: Db) -> None:
         ("[1, 2]", "invalid_key_file"),
         ('{"format": "other", "sgc": "123456", "krn": 2, "dkga": 2, "key": "00"}', "invalid_key_file"),
         ('{"format": "mita.vending-key.v1", "sgc": "123456", "krn": 2, "dkga": 2}', "invalid_key_file"),
-        (f'{{"format": "mita.vending-key.v1", "sgc": "123456", "krn": "2", "dkga": 2, "key": "{NEW_KEY}"}}',
-         "invalid_key_file"),
-        (f'{{"format": "mita.vending-key.v1", "sgc": 123456, "krn": 2, "dkga": 2, "key": "{NEW_KEY}"}}',
-         "invalid_key_file"),
-        (f'{{"format": "mita.vending-key.v1", "sgc": "123456", "krn": 2, "dkga": 2, "key": "{NEW_KEY}", '
-         '"kcv": "000000"}', "kcv_mismatch"),
-        (f'{{"format": "mita.vending-key.v1", "sgc": "123456", "krn": 1, "dkga": 2, "key": "{NEW_KEY}"}}',
-         "conflict"),
-        (f'{{"format": "mita.vending-key.v1", "sgc": "999990", "krn": 2, "dkga": 2, "key": "{NEW_KEY}"}}',
-         "not_found"),
+        (
+            f'{{"format": "mita.vending-key.v1", "sgc": "123456", "krn": "2", "dkga": 2, "key": "{NEW_KEY}"}}',
+            "invalid_key_file",
+        ),
+        (
+            f'{{"format": "mita.vending-key.v1", "sgc": 123456, "krn": 2, "dkga": 2, "key": "{NEW_KEY}"}}',
+            "invalid_key_file",
+        ),
+        (
+            f'{{"format": "mita.vending-key.v1", "sgc": "123456", "krn": 2, "dkga": 2, "key": "{NEW_KEY}", '
+            '"kcv": "000000"}',
+            "kcv_mismatch",
+        ),
+        (f'{{"format": "mita.vending-key.v1", "sgc": "123456", "krn": 1, "dkga": 2, "key": "{NEW_KEY}"}}', "conflict"),
+        (f'{{"format": "mita.vending-key.v1", "sgc": "999990", "krn": 2, "dkga": 2, "key": "{NEW_KEY}"}}', "not_found"),
         ('{"format": "mita.vending-key.v1", "sgc": "123456", "krn": 2, "dkga": 2, "key": "zz"}', "format_error"),
-        (f'{{"format": "mita.vending-key.v1", "sgc": "123456", "krn": 2, "dkga": 4, "key": "{NEW_KEY}"}}',
-         "format_error"),
-        (f'{{"format": "mita.vending-key.v1", "sgc": "123456", "krn": 2, "dkga": 2, "key": "{NEW_KEY}", '
-         '"issued_until": "soon"}', "invalid_request"),
+        (
+            f'{{"format": "mita.vending-key.v1", "sgc": "123456", "krn": 2, "dkga": 4, "key": "{NEW_KEY}"}}',
+            "format_error",
+        ),
+        (
+            f'{{"format": "mita.vending-key.v1", "sgc": "123456", "krn": 2, "dkga": 2, "key": "{NEW_KEY}", '
+            '"issued_until": "soon"}',
+            "invalid_request",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_key_file_is_refused(db: Db, content: str, code: str) -> None:
     path = db.folder / "bad.json"
     path.write_text(content)
@@ -227,9 +237,20 @@ def test_campaign_plan_generate_export_mark(db: Db) -> None:
     db.run("keys", "import", str(db.key_file()), "--delete")
     db.run("keys", "activate", "--sgc", SGC, "--krn", "2")
     result = db.run(
-        "keys", "campaign", "plan", "--name", "KRN 2", "--sgc", SGC, "--krn", "2", "--delivery", "csv",
-        "--batch-size", "3",
-    )  # fmt: skip
+        "keys",
+        "campaign",
+        "plan",
+        "--name",
+        "KRN 2",
+        "--sgc",
+        SGC,
+        "--krn",
+        "2",
+        "--delivery",
+        "csv",
+        "--batch-size",
+        "3",
+    )
     planned = json.loads(result.stdout)
     cid = str(planned["id"])
     assert planned["planned"] == 4 and planned["batches"] == 2 and planned["status"] == "planned"
@@ -269,7 +290,9 @@ def test_campaign_plan_generate_export_mark(db: Db) -> None:
 
 
 def test_campaign_selection_and_sms(db: Db) -> None:
-    customer = registry.create_customer(db.engine, registry.SYSTEM, account="C-1", name="T", phone="+27820000001")
+    customer = registry.Registry(db.engine).create_customer(
+        registry.SYSTEM, account="C-1", name="T", phone="+27820000001"
+    )
     with db.engine.begin() as conn:
         conn.execute(update(meters).where(meters.c.drn == db.meters[1]).values(area="north"))
         conn.execute(update(meters).where(meters.c.drn == db.meters[2]).values(area="north"))

@@ -101,14 +101,14 @@ def derive(dkga: int, vk: str, number: str, sgc: str, krn: int, base: int, ea: E
 def build(engine: Engine, n_a: int, n_b07: int, n_b11: int) -> Rehearsal:  # noqa: F811 - not the fixture
     """The two supply groups on base 1993, the tariff, the meters (one bulk INSERT) and their twins in the field."""
     admin = registry.SYSTEM
-    registry.create_supply_group(
-        engine, admin, sgc=SGC_A, name="Group A", vending_key=OLD_KEY_A, dkga=2, ea=7, kt=2, krn=1, base_date=1993
+    registry.Registry(engine).create_supply_group(
+        admin, sgc=SGC_A, name="Group A", vending_key=OLD_KEY_A, dkga=2, ea=7, kt=2, krn=1, base_date=1993
     )
-    registry.create_supply_group(
-        engine, admin, sgc=SGC_B, name="Group B", vending_key=OLD_KEY_B, dkga=4, ea=7, kt=2, krn=1, base_date=1993
+    registry.Registry(engine).create_supply_group(
+        admin, sgc=SGC_B, name="Group B", vending_key=OLD_KEY_B, dkga=4, ea=7, kt=2, krn=1, base_date=1993
     )
-    registry.create_tariff(
-        engine, admin, name="flat", currency="ZAR", spec=PRICE, effective_from=dt.datetime(2020, 1, 1)
+    registry.Registry(engine).create_tariff(
+        admin, name="flat", currency="ZAR", spec=PRICE, effective_from=dt.datetime(2020, 1, 1)
     )
     with engine.connect() as conn:
         gid = dict(conn.execute(select(supply_groups.c.sgc, supply_groups.c.id)).all())  # type: ignore[arg-type]
@@ -121,12 +121,24 @@ def build(engine: Engine, n_a: int, n_b07: int, n_b11: int) -> Rehearsal:  # noq
         number = drn(prefix, 10_000_000 + i)
         rows.append(
             {
-                "drn": number, "iin": "600727", "manufacturer": "Acme" if group == "A" else "Edison",
-                "area": f"area-{i % 7}", "supply_group_id": gid[sgc], "tariff_id": tariff_id,
-                "utility": "electricity", "ti": 1, "kt": 2, "krn": 1, "ea": int(ea), "base_date": 1993, "ken": 255,
-                "status": "active", "last_tid": -1, "created_at": dt.datetime(2024, 11, 1),
+                "drn": number,
+                "iin": "600727",
+                "manufacturer": "Acme" if group == "A" else "Edison",
+                "area": f"area-{i % 7}",
+                "supply_group_id": gid[sgc],
+                "tariff_id": tariff_id,
+                "utility": "electricity",
+                "ti": 1,
+                "kt": 2,
+                "krn": 1,
+                "ea": int(ea),
+                "base_date": 1993,
+                "ken": 255,
+                "status": "active",
+                "last_tid": -1,
+                "created_at": dt.datetime(2024, 11, 1),
             }
-        )  # fmt: skip
+        )
         if group == "A":
             old = derive(2, OLD_KEY_A, number, sgc, 1, 1993, ea)
             new = derive(2, NEW_KEY_A, number, sgc, 2, 2014, EA.STA)
@@ -138,7 +150,7 @@ def build(engine: Engine, n_a: int, n_b07: int, n_b11: int) -> Rehearsal:  # noq
         fleet.append(FieldMeter(number, group, ea, meter, old, new))
     with engine.begin() as conn:
         conn.execute(insert(meters), rows)
-    _, plaintext = registry.create_api_key(engine, "field office", "operator")
+    _, plaintext = registry.Registry(engine).create_api_key("field office", "operator")
     clock = [T_OLD_CREDIT]
     svc = VendingService(engine, clock=lambda: clock[0], rnd=lambda: 5)
     return Rehearsal(engine, svc, clock, registry.authenticate(engine, plaintext), fleet)
@@ -228,13 +240,25 @@ def test_fleet_rehearsal_of_the_tid_rollover(engine: Engine) -> None:  # noqa: F
 
     # ---- 3. one campaign per group; group A's generation stops after two batches and is resumed
     ca = campaign.plan(
-        r.engine, r.admin, name="rollover A", sgc=SGC_A, target={"krn": 2, "base_date": 2014}, delivery="csv",
-        batch_size=500, at=T_ACTIVATE,
-    )  # fmt: skip
+        r.engine,
+        r.admin,
+        name="rollover A",
+        sgc=SGC_A,
+        target={"krn": 2, "base_date": 2014},
+        delivery="csv",
+        batch_size=500,
+        at=T_ACTIVATE,
+    )
     cb = campaign.plan(
-        r.engine, r.admin, name="rollover B", sgc=SGC_B, target={"krn": 2, "base_date": 2014, "ea": 11},
-        delivery="sms", batch_size=500, at=T_ACTIVATE,
-    )  # fmt: skip
+        r.engine,
+        r.admin,
+        name="rollover B",
+        sgc=SGC_B,
+        target={"krn": 2, "base_date": 2014, "ea": 11},
+        delivery="sms",
+        batch_size=500,
+        at=T_ACTIVATE,
+    )
     assert (ca["planned"], ca["batches"], cb["planned"], cb["batches"]) == (N_A, 4, N_B07 + N_B11, 2)
     want = {"sgc": SGC_B, "krn": 2, "base_date": 2014, "ea": 11, "kt": None, "ken": NEW_KEN_B, "dkga": 4}
     assert cb["target"] == want
@@ -307,7 +331,7 @@ def test_fleet_rehearsal_of_the_tid_rollover(engine: Engine) -> None:  # noqa: F
     crossed = Counter(
         (m.group, str(m.meter.enter(d, t + dt.timedelta(minutes=1)).result))
         for m, d in zip(r.fleet, encode_credits(r.fleet, late_tid, 10, "new"), strict=True)
-    )  # fmt: skip
+    )
     assert late_tid >> 16 == 255 > NEW_KEN_B
     assert crossed == {("A", "accept"): N_A, ("B", "key_expired"): N_B07 + N_B11}
     # and a 2014 credit token keyed in twice is used

@@ -545,17 +545,28 @@ def test_vends_and_a_campaign_with_the_vending_keys_in_the_hsm(
     engine = database.make_engine(url)
     admin, sgc = registry.SYSTEM, "220020"
     vk = secrets.token_bytes(20)
-    registry.create_supply_group(
-        engine, admin, sgc=sgc, name="HSM town", vending_key=vk.hex(), dkga=4, ea=11, kt=2, krn=1, base_date=2014,
+    registry.Registry(engine).create_supply_group(
+        admin,
+        sgc=sgc,
+        name="HSM town",
+        vending_key=vk.hex(),
+        dkga=4,
+        ea=11,
+        kt=2,
+        krn=1,
+        base_date=2014,
         keystore_name="pkcs11",
-    )  # fmt: skip
-    registry.create_tariff(
-        engine, admin, name="flat", currency="ZAR", spec={"blocks": [{"up_to": None, "price": "2.00"}]},
+    )
+    registry.Registry(engine).create_tariff(
+        admin,
+        name="flat",
+        currency="ZAR",
+        spec={"blocks": [{"up_to": None, "price": "2.00"}]},
         effective_from=dt.datetime(2020, 1, 1),
-    )  # fmt: skip
+    )
     body = "0100000001"
     drn = body + str(luhn_digit(body))
-    registry.create_meter(engine, admin, drn=drn, sgc=sgc, tariff="flat")
+    registry.Registry(engine).create_meter(admin, drn=drn, sgc=sgc, tariff="flat")
     with engine.connect() as conn:
         row = conn.execute(select(vending_keys)).one()
     assert (row.keystore, row.sealed, row.kcv) == ("pkcs11", b"", key_check_value(4, vk))  # nothing to unseal
@@ -566,7 +577,7 @@ def test_vends_and_a_campaign_with_the_vending_keys_in_the_hsm(
     now = dt.datetime(2026, 11, 25, 10, 0)
     clock = [now]
     svc = VendingService(engine, clock=lambda: clock[0])
-    _, api_key = registry.create_api_key(engine, "till", "admin")
+    _, api_key = registry.Registry(engine).create_api_key("till", "admin")
     caller = registry.authenticate(engine, api_key)
     sold = svc.vend(caller, "hsm-1", {"meter": drn, "amount": 1000}).body
     assert [meter.enter(t["digits"], now).result.value for t in sold["tokens"]] == ["accept"]

@@ -64,19 +64,21 @@ def _setup(url: str) -> tuple[str, list[str]]:
     database.upgrade(url)
     engine = database.make_engine(url)
     admin = registry.SYSTEM
-    registry.create_supply_group(
-        engine, admin, sgc="123456", name="Conc", vending_key="abababababababab", base_date=2014
+    registry.Registry(engine).create_supply_group(
+        admin, sgc="123456", name="Conc", vending_key="abababababababab", base_date=2014
     )
-    registry.create_tariff(engine, admin, name="t", currency="ZAR", spec=SPEC, effective_from=dt.datetime(2020, 1, 1))
+    registry.Registry(engine).create_tariff(
+        admin, name="t", currency="ZAR", spec=SPEC, effective_from=dt.datetime(2020, 1, 1)
+    )
     drns = []
     for i in range(METERS):
         body = f"47{i:08d}"
         drn = body + str(sts.luhn_digit(body))
-        registry.create_customer(engine, admin, account=f"K{i}", name="k", debt=DEBT, debt_rate="0.1")
-        registry.create_meter(engine, admin, drn=drn, sgc="123456", customer=f"K{i}", tariff="t")
+        registry.Registry(engine).create_customer(admin, account=f"K{i}", name="k", debt=DEBT, debt_rate="0.1")
+        registry.Registry(engine).create_meter(admin, drn=drn, sgc="123456", customer=f"K{i}", tariff="t")
         drns.append(drn)
-    vendor = registry.create_vendor(engine, admin, "conc shop")
-    _, key = registry.create_api_key(engine, "till", "vendor", int(vendor["id"]))
+    vendor = registry.Registry(engine).create_vendor(admin, "conc shop")
+    _, key = registry.Registry(engine).create_api_key("till", "vendor", int(vendor["id"]))
     engine.dispose()
     return key, drns
 

@@ -431,11 +431,11 @@ def test_vendor_credit_limit(engine: Engine) -> None:
 @pytest.mark.parametrize("status", ["blocked", "retired"])
 def test_blocked_meter(world: World, status: str) -> None:
     w = world
-    registry.set_meter_status(w.engine, registry.SYSTEM, DRN, status)
+    registry.Registry(w.engine).set_meter_status(registry.SYSTEM, DRN, status)
     counts, last_tid = row_counts(w.engine), w.meter_row().last_tid
     refused("meter_blocked", w.vend, 10_000)
     assert_nothing_written(w, counts, last_tid)
-    registry.set_meter_status(w.engine, registry.SYSTEM, DRN, "active")
+    registry.Registry(w.engine).set_meter_status(registry.SYSTEM, DRN, "active")
     assert w.enter(w.vend(10_000)) == ["accept", "accept"]
 
 

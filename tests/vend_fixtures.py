@@ -128,22 +128,34 @@ def build_world(
 ) -> World:
     """The utility of these tests, set up the way an operator would, through the registry."""
     admin = registry.SYSTEM
-    registry.create_supply_group(
-        engine, admin, sgc=SGC, name="Test town", vending_key=VENDING_KEY_HEX, dkga=2, ea=7, kt=2, krn=1,
-        base_date=BASE_DATE, ken=ken,
-    )  # fmt: skip
-    registry.create_tariff(
-        engine, admin, name="domestic", currency="ZAR", spec=TARIFF_SPEC, effective_from=dt.datetime(2020, 1, 1),
-        carry_leftover=carry_leftover,
-    )  # fmt: skip
-    registry.create_customer(
-        engine, admin, account="C-001", name="A customer", fbe_eligible=True, debt=DEBT, debt_rate=DEBT_RATE
+    registry.Registry(engine).create_supply_group(
+        admin,
+        sgc=SGC,
+        name="Test town",
+        vending_key=VENDING_KEY_HEX,
+        dkga=2,
+        ea=7,
+        kt=2,
+        krn=1,
+        base_date=BASE_DATE,
+        ken=ken,
     )
-    registry.create_meter(engine, admin, drn=DRN, sgc=SGC, customer="C-001", tariff="domestic")
-    vendor_id = int(registry.create_vendor(engine, admin, "Corner shop", credit_limit)["id"])
+    registry.Registry(engine).create_tariff(
+        admin,
+        name="domestic",
+        currency="ZAR",
+        spec=TARIFF_SPEC,
+        effective_from=dt.datetime(2020, 1, 1),
+        carry_leftover=carry_leftover,
+    )
+    registry.Registry(engine).create_customer(
+        admin, account="C-001", name="A customer", fbe_eligible=True, debt=DEBT, debt_rate=DEBT_RATE
+    )
+    registry.Registry(engine).create_meter(admin, drn=DRN, sgc=SGC, customer="C-001", tariff="domestic")
+    vendor_id = int(registry.Registry(engine).create_vendor(admin, "Corner shop", credit_limit)["id"])
     callers = {}
     for role, vid in (("admin", None), ("operator", None), ("vendor", vendor_id)):
-        _, plaintext = registry.create_api_key(engine, f"test {role}", role, vid)
+        _, plaintext = registry.Registry(engine).create_api_key(f"test {role}", role, vid)
         callers[role] = registry.authenticate(engine, plaintext)
     assert callers["vendor"].vendor_id == vendor_id
     clock = [now]

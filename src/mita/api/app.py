@@ -9,7 +9,6 @@ its thread pool. Vend answers go out as the service built them, without a second
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,11 +18,10 @@ import anyio.to_thread
 from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 
-from mita import __version__
+from mita import __version__, compose
 from mita.settings import Settings
-from mita.vend.database import check_durability, make_engine
+from mita.vend.database import check_durability
 from mita.vend.errors import is_transient
-from mita.vend.service import VendingService
 
 from . import models as m
 from .gate import Gate, Readiness
@@ -42,8 +40,8 @@ def create_app(database_url: str | None = None, *, settings: Settings | None = N
     A database that cannot be reached yet does not stop the process: it starts, answers ``/readyz`` and every
     ``/v1`` route with 503 until the database is there (and durable, and migrated), then serves.
     """
-    settings = settings or Settings()
-    engine = make_engine(database_url or settings.database_url, pool_size=settings.threads)
+    runtime = compose.build(settings, database_url=database_url)
+    settings, engine, service = runtime.settings, runtime.engine, runtime.services
     if check:
         try:
             check_durability(engine)
@@ -56,11 +54,6 @@ def create_app(database_url: str | None = None, *, settings: Settings | None = N
             engine.dispose()
             raise
     readiness = Readiness(engine)
-    service = VendingService(
-        engine,
-        reversal_window=dt.timedelta(hours=settings.reversal_window_hours),
-        warn_days=settings.key_warn_days,
-    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -117,8 +117,8 @@ def create_key(
             try:
                 vendor_id = int(registry.get_by(engine, vendors, vendors.c.name, vendor, "vendor")["id"])
             except VendError:
-                vendor_id = int(registry.create_vendor(engine, registry.SYSTEM, vendor, credit_limit)["id"])
-        key_id, key = registry.create_api_key(engine, name or f"{role} key", role, vendor_id)
+                vendor_id = int(registry.Registry(engine).create_vendor(registry.SYSTEM, vendor, credit_limit)["id"])
+        key_id, key = registry.Registry(engine).create_api_key(name or f"{role} key", role, vendor_id)
     except sts.StsError as exc:
         _fail(exc)
     typer.echo(json.dumps({"id": key_id, "role": role, "vendor_id": vendor_id, "api_key": key}))
@@ -194,22 +194,31 @@ def demo(
         sample.create_group_and_tariff(engine, "Demo town")
         start = dt.datetime(2020, 1, 1)
         flat = {"blocks": [{"up_to": None, "price": "28.50"}], "vat_rate": "0.15"}
-        registry.create_tariff(engine, admin, name="water", currency="ZAR", spec=flat, effective_from=start)
+        registry.Registry(engine).create_tariff(admin, name="water", currency="ZAR", spec=flat, effective_from=start)
         for body, profile, utility, account in DEMO_METERS:
-            registry.create_customer(
-                engine, admin, account=account, name=f"Demo customer {account[-1]}", fbe_eligible=account == "DEMO-001",
-                debt=5000 if account == "DEMO-002" else 0, debt_rate="0.2",
-            )  # fmt: skip
-            registry.create_meter(
-                engine, admin, drn=sample.meter_number(body), sgc=sample.SGC, customer=account,
-                manufacturer=profile, utility=utility, tariff="water" if utility == "water" else "domestic",
-            )  # fmt: skip
-    keys = {role: registry.create_api_key(engine, f"demo {role}", role)[1] for role in ("admin", "operator")}
+            registry.Registry(engine).create_customer(
+                admin,
+                account=account,
+                name=f"Demo customer {account[-1]}",
+                fbe_eligible=account == "DEMO-001",
+                debt=5000 if account == "DEMO-002" else 0,
+                debt_rate="0.2",
+            )
+            registry.Registry(engine).create_meter(
+                admin,
+                drn=sample.meter_number(body),
+                sgc=sample.SGC,
+                customer=account,
+                manufacturer=profile,
+                utility=utility,
+                tariff="water" if utility == "water" else "domestic",
+            )
+    keys = {role: registry.Registry(engine).create_api_key(f"demo {role}", role)[1] for role in ("admin", "operator")}
     try:
-        vendor_id = int(registry.create_vendor(engine, admin, "Demo shop", 10_000_000)["id"])
+        vendor_id = int(registry.Registry(engine).create_vendor(admin, "Demo shop", 10_000_000)["id"])
     except VendError:
         vendor_id = int(registry.get_by(engine, vendors, vendors.c.name, "Demo shop", "vendor")["id"])
-    keys["vendor"] = registry.create_api_key(engine, "demo shop till", "vendor", vendor_id)[1]
+    keys["vendor"] = registry.Registry(engine).create_api_key("demo shop till", "vendor", vendor_id)[1]
 
     folder = Path("demo-meters")
     folder.mkdir(exist_ok=True)
@@ -234,10 +243,14 @@ def demo(
         f"Virtual meters in {folder}/ (one per profile): {', '.join(p.name for p in sorted(folder.glob('*.json')))}"
     )
     console.print("\nTry:")
-    console.print(f"  curl -s {base}/quotes -H 'Authorization: Bearer {keys['vendor']}' "
-                  f"-H 'Content-Type: application/json' -d '{{\"meter\":\"{first}\",\"amount\":10000}}'")  # fmt: skip
-    console.print(f"  curl -s {base}/vends -H 'Authorization: Bearer {keys['vendor']}' -H 'Idempotency-Key: try-1' "
-                  f"-H 'Content-Type: application/json' -d '{{\"meter\":\"{first}\",\"amount\":10000}}'")  # fmt: skip
+    console.print(
+        f"  curl -s {base}/quotes -H 'Authorization: Bearer {keys['vendor']}' "
+        f'-H \'Content-Type: application/json\' -d \'{{"meter":"{first}","amount":10000}}\''
+    )
+    console.print(
+        f"  curl -s {base}/vends -H 'Authorization: Bearer {keys['vendor']}' -H 'Idempotency-Key: try-1' "
+        f'-H \'Content-Type: application/json\' -d \'{{"meter":"{first}","amount":10000}}\''
+    )
     console.print(f"  .venv/bin/mita meter enter {folder}/{first}.json <a token from the vend>")
     console.print(f"  open http://{host}:{port}/docs for the API, Ctrl-C to stop")
     if not no_serve:

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -23,7 +24,9 @@ from mita.keys.software import check_vending_key
 from mita.sts.identity import check_key_params
 
 from . import limits
+from .answers import tariff_from_spec
 from .audit import write_audit
+from .callers import ROLES, Caller, local_now
 from .errors import VendError
 from .keyring import keystore
 from .schema import (
@@ -37,9 +40,10 @@ from .schema import (
     vending_keys,
     vendors,
 )
-from .service import ROLES, Caller, tariff_from_spec
 
 API_KEY_PREFIX = "mita_"
+
+
 SYSTEM = Caller(api_key_id=None, name="system", role="admin")
 
 
@@ -56,14 +60,6 @@ def _text(value: str | None, field: str, longest: int, required: bool = True) ->
         return
     if len(value) > longest or not value.isprintable():
         raise VendError("invalid_request", f"{field} must be printable text of at most {longest} characters")
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now().replace(microsecond=0)
-
-
-def _audit(conn: Connection, caller: Caller, action: str, entity: str, entity_id: object, **detail: Any) -> None:
-    write_audit(conn, caller, _now(), action, entity, entity_id, **detail)
 
 
 def _row(row: Any, hide: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -99,26 +95,15 @@ def page(engine: Engine, table: Table, limit: int = 50, after: int | str | None 
 # ---------------------------------------------------------------------- API keys and vendors
 
 
-def create_api_key(engine: Engine, name: str, role: str, vendor_id: int | None = None) -> tuple[int, str]:
-    """A new key; its plaintext is returned once and stored only hashed."""
-    if role not in ROLES:
-        raise VendError("invalid_role", f"role must be one of {', '.join(ROLES)}")
-    if role == "vendor" and vendor_id is None:
-        raise VendError("invalid_role", "a vendor key belongs to a vendor")
-    _text(name, "name", limits.NAME)
-    plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    with engine.begin() as conn:
-        key_id = _insert(
-            conn, api_keys, "API key", name=name, role=role, key_hash=hash_key(plaintext), vendor_id=vendor_id,
-            created_at=_now(),
-        )  # fmt: skip
-        _audit(conn, SYSTEM, "create_api_key", "api_key", key_id, name=name, role=role, vendor_id=vendor_id)
-    return key_id, plaintext
-
-
 #: (engine, key hash) -> (valid until, caller). Every request is authenticated; a database round trip each
+
+
 #: time would cost as much as the vend's own work. A revoked key therefore works for at most AUTH_TTL more.
+
+
 AUTH_TTL = 30.0
+
+
 _auth_cache: dict[tuple[str, str], tuple[float, Caller]] = {}
 
 
@@ -166,76 +151,7 @@ def get_vendor(engine: Engine, vendor_id: int) -> dict[str, Any]:
     return out
 
 
-def create_vendor(engine: Engine, caller: Caller, name: str, credit_limit: int | None = None) -> dict[str, Any]:
-    caller.require("admin")
-    _text(name, "name", limits.NAME)
-    if credit_limit is not None and credit_limit < 0:
-        raise VendError("invalid_amount", "a credit limit cannot be negative")
-    with engine.begin() as conn:
-        vid = _insert(conn, vendors, f"vendor {name}", name=name, credit_limit=credit_limit, balance=0,
-                      created_at=_now())  # fmt: skip
-        _audit(conn, caller, "create_vendor", "vendor", vid, name=name, credit_limit=credit_limit)
-        return _row(conn.execute(select(vendors).where(vendors.c.id == vid)).one())
-
-
 # ---------------------------------------------------------------------- supply groups
-
-
-def create_supply_group(
-    engine: Engine,
-    caller: Caller,
-    *,
-    sgc: str,
-    name: str,
-    vending_key: str,
-    krn: int = 1,
-    kt: int = 2,
-    ea: int = 7,
-    dkga: int = 2,
-    base_date: int = 2014,
-    ken: int = 255,
-    key_expiry: dt.datetime | None = None,
-    credit_limit: int | None = None,
-    keystore_name: str = "software",
-) -> dict[str, Any]:
-    """A supply group with its first vending key, active at once (``key_expiry``: the key's issued-until)."""
-    caller.require("admin")
-    _text(name, "name", limits.NAME)
-    check_key_params(kt, sgc, 1, krn)
-    algorithm = sts.EA.parse(ea)
-    sts.BaseDate.parse(base_date)
-    if dkga not in (2, 4):
-        raise VendError("invalid_dkga", "DKGA must be 2 or 4 (DKGA01 is not public)")
-    if dkga == 2 and algorithm is sts.EA.MISTY1:
-        raise VendError("invalid_dkga", "EA11 needs 128-bit keys: use DKGA04")
-    if not 0 <= ken <= 255:
-        raise sts.RangeError("KEN must be 0..255")
-    try:
-        key = bytes.fromhex(vending_key)
-    except ValueError:
-        raise sts.FormatError("the vending key must be hexadecimal") from None
-    check_vending_key(dkga, key)
-    store = keystore(keystore_name)
-    with engine.begin() as conn:
-        gid = _insert(
-            conn, supply_groups, f"supply group {sgc}", sgc=sgc, name=name, krn=krn, kt=kt, ea=int(algorithm),
-            dkga=dkga, base_date=base_date, ken=ken, created_at=_now(),
-        )  # fmt: skip
-        stored = store.put(sgc, krn, dkga, key)
-        del key
-        try:
-            kid = _insert(
-                conn, vending_keys, "vending key", supply_group_id=gid, krn=krn, dkga=dkga, keystore=stored.keystore,
-                handle=stored.handle, sealed=stored.sealed, kcv=stored.kcv, ken=ken, issued_until=key_expiry,
-                credit_limit=credit_limit, credit_issued=0, status="active", created_at=_now(),
-            )  # fmt: skip
-            conn.execute(update(supply_groups).where(supply_groups.c.id == gid).values(vending_key_id=kid))
-            _audit(conn, caller, "create_supply_group", "supply_group", sgc, krn=krn, kt=kt, ea=ea, dkga=dkga,
-                   kcv=stored.kcv, keystore=stored.keystore)  # fmt: skip
-        except Exception:
-            store.remove(stored)  # an HSM object without its database row would block a retry
-            raise
-    return get_supply_group(engine, sgc)
 
 
 def get_supply_group(engine: Engine, sgc: str) -> dict[str, Any]:
@@ -267,45 +183,6 @@ def get_supply_group(engine: Engine, sgc: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------- tariffs
 
 
-def create_tariff(
-    engine: Engine,
-    caller: Caller,
-    *,
-    name: str,
-    currency: str,
-    spec: dict[str, Any],
-    effective_from: dt.datetime,
-    carry_leftover: bool = True,
-) -> dict[str, Any]:
-    caller.require("admin")
-    _text(name, "name", limits.NAME)
-    tariff_from_spec(spec)  # validates
-    if len(currency) != 3 or not currency.isalpha():
-        raise VendError("invalid_currency", "currency is a 3-letter ISO 4217 code")
-    with engine.begin() as conn:
-        tid = _insert(conn, tariffs, f"tariff {name}", name=name, currency=currency.upper(),
-                      carry_leftover=carry_leftover, created_at=_now())  # fmt: skip
-        _insert(conn, tariff_versions, "tariff version", tariff_id=tid, effective_from=effective_from, spec=spec,
-                created_at=_now())  # fmt: skip
-        _audit(conn, caller, "create_tariff", "tariff", name, currency=currency, spec=spec)
-    return get_tariff(engine, name)
-
-
-def add_tariff_version(
-    engine: Engine, caller: Caller, name: str, spec: dict[str, Any], effective_from: dt.datetime
-) -> dict[str, Any]:
-    caller.require("admin")
-    tariff_from_spec(spec)
-    with engine.begin() as conn:
-        tid = conn.execute(select(tariffs.c.id).where(tariffs.c.name == name)).scalar()
-        if tid is None:
-            raise VendError("not_found", f"no tariff {name}")
-        _insert(conn, tariff_versions, "a version with that date", tariff_id=tid, effective_from=effective_from,
-                spec=spec, created_at=_now())  # fmt: skip
-        _audit(conn, caller, "add_tariff_version", "tariff", name, effective_from=effective_from.isoformat(), spec=spec)
-    return get_tariff(engine, name)
-
-
 def get_tariff(engine: Engine, name: str) -> dict[str, Any]:
     with engine.connect() as conn:
         row = conn.execute(select(tariffs).where(tariffs.c.name == name)).first()
@@ -322,88 +199,6 @@ def get_tariff(engine: Engine, name: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- customers and meters
-
-
-def create_customer(
-    engine: Engine,
-    caller: Caller,
-    *,
-    account: str,
-    name: str,
-    phone: str | None = None,
-    fbe_eligible: bool = False,
-    debt: int = 0,
-    debt_rate: str = "0",
-) -> dict[str, Any]:
-    caller.require("admin", "operator")
-    _text(account, "account", limits.ACCOUNT)
-    _text(name, "name", limits.PERSON)
-    _text(phone, "phone", limits.PHONE, required=False)
-    try:
-        rate = Decimal(debt_rate)
-    except InvalidOperation:
-        raise VendError("invalid_debt_rate", "debt_rate is a decimal fraction such as 0.25") from None
-    if not 0 <= rate <= 1 or debt < 0:
-        raise VendError("invalid_debt_rate", "debt_rate must be between 0 and 1, and debt not negative")
-    with engine.begin() as conn:
-        cid = _insert(
-            conn, customers, f"customer {account}", account=account, name=name, phone=phone,
-            fbe_eligible=fbe_eligible, debt=debt, debt_rate=str(rate), carried=0, refund_balance=0, created_at=_now(),
-        )  # fmt: skip
-        _audit(conn, caller, "create_customer", "customer", account, fbe_eligible=fbe_eligible, debt=debt)
-        return _row(conn.execute(select(customers).where(customers.c.id == cid)).one())
-
-
-def create_meter(
-    engine: Engine,
-    caller: Caller,
-    *,
-    drn: str,
-    sgc: str,
-    customer: str | None = None,
-    tariff: str | None = None,
-    utility: str = "electricity",
-    manufacturer: str = "",
-    area: str = "",
-    ti: int = 1,
-    krn: int | None = None,
-    kt: int | None = None,
-    ea: int | None = None,
-    base_date: int | None = None,
-    ken: int | None = None,
-) -> dict[str, Any]:
-    """A meter, by default on its supply group's current key configuration."""
-    caller.require("admin", "operator")
-    _text(manufacturer, "manufacturer", limits.LABEL, required=False)
-    _text(area, "area", limits.LABEL, required=False)
-    number = sts.MeterNumber.parse(drn)
-    if utility not in ("electricity", "water", "gas"):
-        raise VendError("invalid_utility", "utility is electricity, water or gas")
-    with engine.begin() as conn:
-        group = conn.execute(select(supply_groups).where(supply_groups.c.sgc == sgc)).first()
-        if group is None:
-            raise VendError("not_found", f"no supply group {sgc}")
-        cust_id = _lookup(conn, customers, customers.c.account, customer, "customer")
-        tariff_id = _lookup(conn, tariffs, tariffs.c.name, tariff, "tariff")
-        values = dict(
-            krn=group.krn if krn is None else krn,
-            kt=group.kt if kt is None else kt,
-            ea=group.ea if ea is None else int(sts.EA.parse(ea)),
-            base_date=group.base_date if base_date is None else int(sts.BaseDate.parse(base_date)),
-            ken=group.ken if ken is None else ken,
-        )
-        check_key_params(values["kt"], sgc, ti, values["krn"])
-        if not 0 <= values["ken"] <= 255:
-            raise sts.RangeError("KEN must be 0..255")
-        if values["ea"] == sts.EA.MISTY1 and group.dkga != 4:
-            raise VendError("invalid_dkga", "an EA11 meter needs a 128-bit key: its supply group must use DKGA04")
-        mid = _insert(
-            conn, meters, f"meter {number.drn}", drn=number.drn, iin=number.iin, manufacturer=manufacturer, area=area,
-            supply_group_id=group.id, customer_id=cust_id, tariff_id=tariff_id, utility=utility, ti=ti,
-            status="active", last_tid=-1, created_at=_now(), **values,
-        )  # fmt: skip
-        _audit(conn, caller, "create_meter", "meter", number.drn, sgc=sgc, customer=customer, tariff=tariff, **values)
-        return _row(conn.execute(select(meters).where(meters.c.id == mid)).one())
 
 
 def _lookup(conn: Connection, table: Table, column: Any, value: str | None, what: str) -> int | None:
@@ -423,14 +218,321 @@ def get_by(engine: Engine, table: Table, column: Any, value: str | int, what: st
     return _row(row, ("key_hash", "sealed"))
 
 
-def set_meter_status(engine: Engine, caller: Caller, drn: str, status: str) -> dict[str, Any]:
-    caller.require("admin", "operator")
-    if status not in ("active", "blocked", "retired"):
-        raise VendError("invalid_status", "status is active, blocked or retired")
-    number = sts.MeterNumber.parse(drn)
-    with engine.begin() as conn:
-        done = conn.execute(update(meters).where(meters.c.drn == number.drn).values(status=status)).rowcount
-        if not done:
-            raise VendError("not_found", f"no meter {number.drn}")
-        _audit(conn, caller, "set_meter_status", "meter", number.drn, status=status)
-    return get_by(engine, meters, meters.c.drn, number.drn, "meter")
+class Registry:
+    """Setting a utility up, on the clock it is given (the composition root's; tests give a fixed one)."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], dt.datetime] = local_now) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def _audit(
+        self, conn: Connection, caller: Caller, action: str, entity: str, entity_id: object, **detail: Any
+    ) -> None:
+        write_audit(conn, caller, self.clock(), action, entity, entity_id, **detail)
+
+    def create_api_key(self, name: str, role: str, vendor_id: int | None = None) -> tuple[int, str]:
+        """A new key; its plaintext is returned once and stored only hashed."""
+        if role not in ROLES:
+            raise VendError("invalid_role", f"role must be one of {', '.join(ROLES)}")
+        if role == "vendor" and vendor_id is None:
+            raise VendError("invalid_role", "a vendor key belongs to a vendor")
+        _text(name, "name", limits.NAME)
+        plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            key_id = _insert(
+                conn,
+                api_keys,
+                "API key",
+                name=name,
+                role=role,
+                key_hash=hash_key(plaintext),
+                vendor_id=vendor_id,
+                created_at=self.clock(),
+            )
+            self._audit(conn, SYSTEM, "create_api_key", "api_key", key_id, name=name, role=role, vendor_id=vendor_id)
+        return key_id, plaintext
+
+    def create_vendor(self, caller: Caller, name: str, credit_limit: int | None = None) -> dict[str, Any]:
+        caller.require("admin")
+        _text(name, "name", limits.NAME)
+        if credit_limit is not None and credit_limit < 0:
+            raise VendError("invalid_amount", "a credit limit cannot be negative")
+        with self.engine.begin() as conn:
+            vid = _insert(
+                conn,
+                vendors,
+                f"vendor {name}",
+                name=name,
+                credit_limit=credit_limit,
+                balance=0,
+                created_at=self.clock(),
+            )
+            self._audit(conn, caller, "create_vendor", "vendor", vid, name=name, credit_limit=credit_limit)
+            return _row(conn.execute(select(vendors).where(vendors.c.id == vid)).one())
+
+    def create_supply_group(
+        self,
+        caller: Caller,
+        *,
+        sgc: str,
+        name: str,
+        vending_key: str,
+        krn: int = 1,
+        kt: int = 2,
+        ea: int = 7,
+        dkga: int = 2,
+        base_date: int = 2014,
+        ken: int = 255,
+        key_expiry: dt.datetime | None = None,
+        credit_limit: int | None = None,
+        keystore_name: str = "software",
+    ) -> dict[str, Any]:
+        """A supply group with its first vending key, active at once (``key_expiry``: the key's issued-until)."""
+        caller.require("admin")
+        _text(name, "name", limits.NAME)
+        check_key_params(kt, sgc, 1, krn)
+        algorithm = sts.EA.parse(ea)
+        sts.BaseDate.parse(base_date)
+        if dkga not in (2, 4):
+            raise VendError("invalid_dkga", "DKGA must be 2 or 4 (DKGA01 is not public)")
+        if dkga == 2 and algorithm is sts.EA.MISTY1:
+            raise VendError("invalid_dkga", "EA11 needs 128-bit keys: use DKGA04")
+        if not 0 <= ken <= 255:
+            raise sts.RangeError("KEN must be 0..255")
+        try:
+            key = bytes.fromhex(vending_key)
+        except ValueError:
+            raise sts.FormatError("the vending key must be hexadecimal") from None
+        check_vending_key(dkga, key)
+        store = keystore(keystore_name)
+        with self.engine.begin() as conn:
+            gid = _insert(
+                conn,
+                supply_groups,
+                f"supply group {sgc}",
+                sgc=sgc,
+                name=name,
+                krn=krn,
+                kt=kt,
+                ea=int(algorithm),
+                dkga=dkga,
+                base_date=base_date,
+                ken=ken,
+                created_at=self.clock(),
+            )
+            stored = store.put(sgc, krn, dkga, key)
+            del key
+            try:
+                kid = _insert(
+                    conn,
+                    vending_keys,
+                    "vending key",
+                    supply_group_id=gid,
+                    krn=krn,
+                    dkga=dkga,
+                    keystore=stored.keystore,
+                    handle=stored.handle,
+                    sealed=stored.sealed,
+                    kcv=stored.kcv,
+                    ken=ken,
+                    issued_until=key_expiry,
+                    credit_limit=credit_limit,
+                    credit_issued=0,
+                    status="active",
+                    created_at=self.clock(),
+                )
+                conn.execute(update(supply_groups).where(supply_groups.c.id == gid).values(vending_key_id=kid))
+                self._audit(
+                    conn,
+                    caller,
+                    "create_supply_group",
+                    "supply_group",
+                    sgc,
+                    krn=krn,
+                    kt=kt,
+                    ea=ea,
+                    dkga=dkga,
+                    kcv=stored.kcv,
+                    keystore=stored.keystore,
+                )
+            except Exception:
+                store.remove(stored)  # an HSM object without its database row would block a retry
+                raise
+        return get_supply_group(self.engine, sgc)
+
+    def create_tariff(
+        self,
+        caller: Caller,
+        *,
+        name: str,
+        currency: str,
+        spec: dict[str, Any],
+        effective_from: dt.datetime,
+        carry_leftover: bool = True,
+    ) -> dict[str, Any]:
+        caller.require("admin")
+        _text(name, "name", limits.NAME)
+        tariff_from_spec(spec)  # validates
+        if len(currency) != 3 or not currency.isalpha():
+            raise VendError("invalid_currency", "currency is a 3-letter ISO 4217 code")
+        with self.engine.begin() as conn:
+            tid = _insert(
+                conn,
+                tariffs,
+                f"tariff {name}",
+                name=name,
+                currency=currency.upper(),
+                carry_leftover=carry_leftover,
+                created_at=self.clock(),
+            )
+            _insert(
+                conn,
+                tariff_versions,
+                "tariff version",
+                tariff_id=tid,
+                effective_from=effective_from,
+                spec=spec,
+                created_at=self.clock(),
+            )
+            self._audit(conn, caller, "create_tariff", "tariff", name, currency=currency, spec=spec)
+        return get_tariff(self.engine, name)
+
+    def add_tariff_version(
+        self, caller: Caller, name: str, spec: dict[str, Any], effective_from: dt.datetime
+    ) -> dict[str, Any]:
+        caller.require("admin")
+        tariff_from_spec(spec)
+        with self.engine.begin() as conn:
+            tid = conn.execute(select(tariffs.c.id).where(tariffs.c.name == name)).scalar()
+            if tid is None:
+                raise VendError("not_found", f"no tariff {name}")
+            _insert(
+                conn,
+                tariff_versions,
+                "a version with that date",
+                tariff_id=tid,
+                effective_from=effective_from,
+                spec=spec,
+                created_at=self.clock(),
+            )
+            self._audit(
+                conn, caller, "add_tariff_version", "tariff", name, effective_from=effective_from.isoformat(), spec=spec
+            )
+        return get_tariff(self.engine, name)
+
+    def create_customer(
+        self,
+        caller: Caller,
+        *,
+        account: str,
+        name: str,
+        phone: str | None = None,
+        fbe_eligible: bool = False,
+        debt: int = 0,
+        debt_rate: str = "0",
+    ) -> dict[str, Any]:
+        caller.require("admin", "operator")
+        _text(account, "account", limits.ACCOUNT)
+        _text(name, "name", limits.PERSON)
+        _text(phone, "phone", limits.PHONE, required=False)
+        try:
+            rate = Decimal(debt_rate)
+        except InvalidOperation:
+            raise VendError("invalid_debt_rate", "debt_rate is a decimal fraction such as 0.25") from None
+        if not 0 <= rate <= 1 or debt < 0:
+            raise VendError("invalid_debt_rate", "debt_rate must be between 0 and 1, and debt not negative")
+        with self.engine.begin() as conn:
+            cid = _insert(
+                conn,
+                customers,
+                f"customer {account}",
+                account=account,
+                name=name,
+                phone=phone,
+                fbe_eligible=fbe_eligible,
+                debt=debt,
+                debt_rate=str(rate),
+                carried=0,
+                refund_balance=0,
+                created_at=self.clock(),
+            )
+            self._audit(conn, caller, "create_customer", "customer", account, fbe_eligible=fbe_eligible, debt=debt)
+            return _row(conn.execute(select(customers).where(customers.c.id == cid)).one())
+
+    def create_meter(
+        self,
+        caller: Caller,
+        *,
+        drn: str,
+        sgc: str,
+        customer: str | None = None,
+        tariff: str | None = None,
+        utility: str = "electricity",
+        manufacturer: str = "",
+        area: str = "",
+        ti: int = 1,
+        krn: int | None = None,
+        kt: int | None = None,
+        ea: int | None = None,
+        base_date: int | None = None,
+        ken: int | None = None,
+    ) -> dict[str, Any]:
+        """A meter, by default on its supply group's current key configuration."""
+        caller.require("admin", "operator")
+        _text(manufacturer, "manufacturer", limits.LABEL, required=False)
+        _text(area, "area", limits.LABEL, required=False)
+        number = sts.MeterNumber.parse(drn)
+        if utility not in ("electricity", "water", "gas"):
+            raise VendError("invalid_utility", "utility is electricity, water or gas")
+        with self.engine.begin() as conn:
+            group = conn.execute(select(supply_groups).where(supply_groups.c.sgc == sgc)).first()
+            if group is None:
+                raise VendError("not_found", f"no supply group {sgc}")
+            cust_id = _lookup(conn, customers, customers.c.account, customer, "customer")
+            tariff_id = _lookup(conn, tariffs, tariffs.c.name, tariff, "tariff")
+            values = dict(
+                krn=group.krn if krn is None else krn,
+                kt=group.kt if kt is None else kt,
+                ea=group.ea if ea is None else int(sts.EA.parse(ea)),
+                base_date=group.base_date if base_date is None else int(sts.BaseDate.parse(base_date)),
+                ken=group.ken if ken is None else ken,
+            )
+            check_key_params(values["kt"], sgc, ti, values["krn"])
+            if not 0 <= values["ken"] <= 255:
+                raise sts.RangeError("KEN must be 0..255")
+            if values["ea"] == sts.EA.MISTY1 and group.dkga != 4:
+                raise VendError("invalid_dkga", "an EA11 meter needs a 128-bit key: its supply group must use DKGA04")
+            mid = _insert(
+                conn,
+                meters,
+                f"meter {number.drn}",
+                drn=number.drn,
+                iin=number.iin,
+                manufacturer=manufacturer,
+                area=area,
+                supply_group_id=group.id,
+                customer_id=cust_id,
+                tariff_id=tariff_id,
+                utility=utility,
+                ti=ti,
+                status="active",
+                last_tid=-1,
+                created_at=self.clock(),
+                **values,
+            )
+            self._audit(
+                conn, caller, "create_meter", "meter", number.drn, sgc=sgc, customer=customer, tariff=tariff, **values
+            )
+            return _row(conn.execute(select(meters).where(meters.c.id == mid)).one())
+
+    def set_meter_status(self, caller: Caller, drn: str, status: str) -> dict[str, Any]:
+        caller.require("admin", "operator")
+        if status not in ("active", "blocked", "retired"):
+            raise VendError("invalid_status", "status is active, blocked or retired")
+        number = sts.MeterNumber.parse(drn)
+        with self.engine.begin() as conn:
+            done = conn.execute(update(meters).where(meters.c.drn == number.drn).values(status=status)).rowcount
+            if not done:
+                raise VendError("not_found", f"no meter {number.drn}")
+            self._audit(conn, caller, "set_meter_status", "meter", number.drn, status=status)
+        return get_by(self.engine, meters, meters.c.drn, number.drn, "meter")

@@ -35,11 +35,10 @@ def meter_number(body: str) -> str:
 
 def create_group_and_tariff(engine: Engine, name: str) -> None:
     """Supply group ``SGC`` (DKGA02, EA07, base date 2014) and the tariff ``domestic``."""
-    registry.create_supply_group(
-        engine, registry.SYSTEM, sgc=SGC, name=name, vending_key=TEST_VENDING_KEY, base_date=2014
+    registry.Registry(engine).create_supply_group(
+        registry.SYSTEM, sgc=SGC, name=name, vending_key=TEST_VENDING_KEY, base_date=2014
     )
-    registry.create_tariff(
-        engine,
+    registry.Registry(engine).create_tariff(
         registry.SYSTEM,
         name="domestic",
         currency="ZAR",

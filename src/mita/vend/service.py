@@ -6,6 +6,7 @@
 | receipts | :mod:`.reversal` | reading a vend, reprints, reversals |
 | engineering tokens | :mod:`.engineering` | an operator's clear tamper, clear credit, power limits, meter tests |
 | key changes | :mod:`.keychanges` | one meter's key change: request, cancel, confirm, history |
+| registry | :mod:`.registry` | setting the utility up: API keys, vendors, supply groups, tariffs, customers, meters |
 
 They share a :class:`~.desk.VendContext` (database, clock, random source, policy, caches) and speak in results
 and typed errors (:class:`~.errors.VendError`, with a stable code), never in HTTP statuses: the shells map codes
@@ -38,6 +39,7 @@ from .engineering import EngineeringTokens
 from .keychanges import KeyChanges
 from .keyring import WARN_DAYS, KeyRing
 from .purchase import Purchases
+from .registry import Registry
 from .reversal import Receipts
 
 __all__ = [
@@ -79,6 +81,7 @@ class VendingService:
         self.receipts = Receipts(self.ctx)
         self.engineering_tokens = EngineeringTokens(self.ctx)
         self.key_changes = KeyChanges(self.ctx)
+        self.registry = Registry(engine, clock)
         # the jobs' methods, under the names the shells and scripts have always called
         self.quote = self.purchases.quote
         self.vend = self.purchases.vend

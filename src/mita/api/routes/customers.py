@@ -32,7 +32,7 @@ router = v1_router("customers")
 
 @router.post("/customers", status_code=201, response_model=m.CustomerOut, responses=responses(409))
 def create_customer(body: m.CustomerIn, caller: Who, svc: Svc) -> Any:
-    return registry.create_customer(svc.engine, caller, **body.model_dump())
+    return svc.registry.create_customer(caller, **body.model_dump())
 
 
 @router.get("/customers", response_model=m.Page[m.CustomerOut])

@@ -36,7 +36,7 @@ router = v1_router("meters")
 
 @router.post("/meters", status_code=201, response_model=m.MeterOut, responses=responses(404, 409))
 def create_meter(body: m.MeterIn, caller: Who, svc: Svc) -> Any:
-    return registry.create_meter(svc.engine, caller, **body.model_dump())
+    return svc.registry.create_meter(caller, **body.model_dump())
 
 
 @router.get("/meters", response_model=m.Page[m.MeterOut])
@@ -55,7 +55,7 @@ def get_meter(drn: DrnPath, caller: Who, svc: Svc) -> Any:
 @router.patch("/meters/{drn}", response_model=m.MeterOut, responses=responses(404))
 def set_meter_status(drn: DrnPath, body: m.MeterStatusIn, caller: Who, svc: Svc) -> Any:
     """Block, retire or re-activate a meter (admin, operator)."""
-    return registry.set_meter_status(svc.engine, caller, drn, body.status)
+    return svc.registry.set_meter_status(caller, drn, body.status)
 
 
 @router.post("/meters/{drn}/confirm-key-change", response_model=m.KeyChangeOut, responses=responses(404, 409))

@@ -40,7 +40,7 @@ router = v1_router("supply groups")
 def create_supply_group(body: m.SupplyGroupIn, caller: Who, svc: Svc) -> Any:
     """A supply group and its vending key (admin). The key is sealed at once and never returned: only its KCV."""
     values = body.model_dump(exclude={"vending_key"})
-    return registry.create_supply_group(svc.engine, caller, vending_key=body.vending_key.get_secret_value(), **values)
+    return svc.registry.create_supply_group(caller, vending_key=body.vending_key.get_secret_value(), **values)
 
 
 @router.get("/supply-groups", response_model=m.Page[m.SupplyGroupOut], response_model_exclude_unset=True)

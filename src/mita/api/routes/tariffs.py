@@ -7,7 +7,6 @@ from typing import Any
 
 from mita.vend import registry
 from mita.vend.schema import tariffs
-from mita.vend.service import local_now
 
 from .. import models as m
 from ..deps import (
@@ -38,13 +37,12 @@ router = v1_router("tariffs")
     responses=responses(409),
 )
 def create_tariff(body: m.TariffIn, caller: Who, svc: Svc) -> Any:
-    return registry.create_tariff(
-        svc.engine,
+    return svc.registry.create_tariff(
         caller,
         name=body.name,
         currency=body.currency,
         spec=body.spec.model_dump(),
-        effective_from=body.effective_from or local_now(),
+        effective_from=body.effective_from or svc.clock(),
         carry_leftover=body.carry_leftover,
     )
 
@@ -75,4 +73,4 @@ def get_tariff(name: TariffName, caller: Who, svc: Svc) -> Any:
 )
 def add_tariff_version(name: TariffName, body: m.TariffVersionIn, caller: Who, svc: Svc) -> Any:
     """A new version of the tariff's prices, in force from ``effective_from`` (admin)."""
-    return registry.add_tariff_version(svc.engine, caller, name, body.spec.model_dump(), body.effective_from)
+    return svc.registry.add_tariff_version(caller, name, body.spec.model_dump(), body.effective_from)

@@ -34,7 +34,7 @@ router = v1_router("vendors")
 @router.post("/vendors", status_code=201, response_model=m.VendorOut, responses=responses(409))
 def create_vendor(body: m.VendorIn, caller: Who, svc: Svc) -> Any:
     """A vendor (admin). Its API keys are made with ``mita admin create-key``."""
-    return registry.create_vendor(svc.engine, caller, body.name, body.credit_limit)
+    return svc.registry.create_vendor(caller, body.name, body.credit_limit)
 
 
 @router.get("/vendors", response_model=m.Page[m.VendorOut])

@@ -1,0 +1,52 @@
+"""The composition root: one place builds what a process runs on — its settings, its database engine, its
+clock and its services — for the API, the command line and the workers alike.
+
+Nothing below this reads the environment or the wall clock for itself: the settings are read here (once), the
+clock is handed to every service, and the keystores are opened by the keyring the services share.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from mita.settings import Settings
+from mita.vend.callers import local_now
+from mita.vend.database import make_engine
+from mita.vend.service import VendingService
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    engine: Engine
+    services: VendingService
+
+    @property
+    def clock(self) -> Callable[[], dt.datetime]:
+        return self.services.clock
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build(
+    settings: Settings | None = None,
+    *,
+    database_url: str | None = None,
+    clock: Callable[[], dt.datetime] = local_now,
+    pool_size: int | None = None,
+) -> Runtime:
+    """A process's runtime: the database named by ``database_url`` (a command's option) or the settings."""
+    settings = settings or Settings()
+    engine = make_engine(database_url or settings.database_url, pool_size=pool_size or settings.threads)
+    services = VendingService(
+        engine,
+        clock=clock,
+        reversal_window=dt.timedelta(hours=settings.reversal_window_hours),
+        warn_days=settings.key_warn_days,
+    )
+    return Runtime(settings, engine, services)
