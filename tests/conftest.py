@@ -287,3 +287,34 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if "key leak(s)" in report:
         terminalreporter.write_sep("=", "KEY LEAK SCAN FAILED", red=True, bold=True)
     terminalreporter.write_line(report)
+
+
+# ---------------------------------------------------------------- markers and order
+
+PG_FIXTURES = {"pg_template", "missing_pg_database", "pg_url"}
+SLOW_MODULES = {"test_fleet_rehearsal", "test_vend_concurrency", "test_architecture", "test_outbox"}
+SLOW_WORDS = ("serve", "server", "sigkill", "worker", "subprocess")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what needs PostgreSQL, SoftHSM2 or seconds (``-m "not postgres"`` runs without a server), and run the
+    leak tests last: they assert on what every test before them produced."""
+    for item in items:
+        ids = item.nodeid.lower()
+        fixtures = set(getattr(item, "fixturenames", ()))
+        source = getattr(item.module, "__file__", "") or ""
+        if "postgresql" in ids or fixtures & PG_FIXTURES or ("sqlite" not in ids and "PG_" in _module_text(source)):
+            item.add_marker(pytest.mark.postgres)
+        if "pkcs11" in ids or "hsm" in ids or "softhsm" in fixtures:
+            item.add_marker(pytest.mark.hsm)
+        if item.module.__name__ in SLOW_MODULES or any(w in item.name.lower() for w in SLOW_WORDS):
+            item.add_marker(pytest.mark.slow)
+    items.sort(key=lambda item: item.module.__name__ == "test_zz_no_key_leaks")
+
+
+@functools.cache
+def _module_text(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return ""

@@ -273,11 +273,11 @@ class Finding:
 #: made only by these tests, are reported as planted (counted in the summary), not as leaks. Test ids without their
 #: parameters. New tests can say so themselves: ``@pytest.mark.plants_key_leak("why", channels=(...))``.
 PLANTED_BY_TESTS: dict[str, tuple[tuple[str, ...], str]] = {
-    "tests/test_vend_service.py::test_no_vending_key_in_any_column_of_any_table": (
+    "tests/vend/test_vend_service.py::test_no_vending_key_in_any_column_of_any_table": (
         ("database",),
         "writes the test key into vends.receipt to show its own column scan finds it",
     ),
-    "tests/test_properties.py::test_batch_handle_never_raises": (
+    "tests/sts/test_properties.py::test_batch_handle_never_raises": (
         ("exception", "cli"),
         "fuzzes every field, op and sgc included, with a vector key's hex; errors quote such fields' values "
         "('op must be one of ... (got ...)'): input given in a field that is not a key, echoed back",

@@ -16,15 +16,15 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
-
 import test_api
+from sqlalchemy import func, select, update
+from test_api import DRN, OTHER_VENDING_KEY, SGC, World, is_problem, new_drn, virtual_meter
+
 from mita import campaign, outbox, sts
 from mita.keys.software import key_check_value
 from mita.meter import Meter
 from mita.vend import keyring
 from mita.vend.schema import audit, meters
-from test_api import DRN, OTHER_VENDING_KEY, SGC, World, is_problem, new_drn, virtual_meter
 
 # test_api's fixtures: one database per backend (SQLite, PostgreSQL), the utility and the client that checks secrets
 database_url = test_api.database_url

@@ -77,7 +77,7 @@ SHARED_VECTORS = REPO_ROOT.parent / "shared" / "sts" / "vectors"
 def _files_the_loaders_name() -> set[str]:
     """Every vector file a test module (conftest included) passes to ``load_json`` by name."""
     named: set[str] = set()
-    for module in sorted((REPO_ROOT / "tests").glob("*.py")):
+    for module in sorted((REPO_ROOT / "tests").rglob("*.py")):
         named |= set(re.findall(r'load_json\(\s*"([^"]+)"', module.read_text(encoding="utf-8")))
     return named
 

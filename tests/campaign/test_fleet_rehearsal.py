@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sqlalchemy import Engine, insert, select
+from test_vend_service import engine, pg_template, sqlite_template  # noqa: F401 - the per-database fixtures
 
 from mita import campaign, sts
 from mita.keys.software import key_check_value
@@ -40,7 +41,6 @@ from mita.vend import keyring, registry
 from mita.vend.errors import VendError
 from mita.vend.schema import key_changes, meters, supply_groups, tariffs
 from mita.vend.service import Caller, VendingService
-from test_vend_service import engine, pg_template, sqlite_template  # noqa: F401 - the per-database fixtures
 
 SGC_A, SGC_B = "600100", "600200"
 OLD_KEY_A, NEW_KEY_A = "0123456789abcdef", "fedcba9876543210"  # DKGA02 vending keys (KRN 1, KRN 2)

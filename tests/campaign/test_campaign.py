@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, update
+from test_vend_service import engine, pg_template, sqlite_template  # noqa: F401 - the per-database fixtures
 
 from mita import campaign, sts
 from mita.campaign import service as campaign_service
@@ -25,7 +26,6 @@ from mita.meter import Meter
 from mita.vend import keyring, registry
 from mita.vend.errors import VendError
 from mita.vend.schema import campaigns, key_changes, meters, outbox
-from test_vend_service import engine, pg_template, sqlite_template  # noqa: F401 - the per-database fixtures
 from vend_fixtures import DRN, SECOND_KEY, SECOND_KEY_HEX, SGC, START, VENDING_KEY, World, build_world, refused
 
 STA = sts.EA.STA

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
+from test_vend_service import engine, pg_template, sqlite_template  # noqa: F401 - the per-database fixtures
 
 from mita import sts
 from mita.keys.software import key_check_value
@@ -22,7 +23,6 @@ from mita.vend import keyring
 from mita.vend.errors import VendError
 from mita.vend.keyring import KeyRing, expiry_warnings, ken_expiry
 from mita.vend.schema import audit, vending_keys
-from test_vend_service import engine, pg_template, sqlite_template  # noqa: F401 - the per-database fixtures
 from vend_fixtures import (
     BASE_DATE,
     DRN,

@@ -30,6 +30,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, func, select, text, update
+from test_campaign import Fleet, expected_set, fleet  # noqa: F401 - the fleet fixture
+from test_vend_service import engine, pg_template, sqlite_template, world  # noqa: F401 - the per-database fixtures
 from typer.testing import CliRunner
 
 from mita import campaign, outbox
@@ -37,8 +39,6 @@ from mita.cli.main import app
 from mita.outbox import Message, Policy, SendError, WebhookSender, Worker
 from mita.vend.schema import campaigns
 from mita.vend.schema import outbox as outbox_table
-from test_campaign import Fleet, expected_set, fleet  # noqa: F401 - the fleet fixture
-from test_vend_service import engine, pg_template, sqlite_template, world  # noqa: F401 - the per-database fixtures
 from vend_fixtures import DRN, START, World, build_world, refused
 
 SECRET = "a-test-webhook-secret-0123456789"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mita.api.codes import CODES, answer
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "mita"
+SRC = Path(__file__).resolve().parents[2] / "src" / "mita"
 RAISED = re.compile(r'(?:VendError|RecipeError|KeyStoreError|BatchError)\(\s*"([a-z_]+)"|^\s+code = "([a-z_]+)"', re.M)
 
 
