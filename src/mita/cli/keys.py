@@ -27,10 +27,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
-from mita import campaign, sts
+from mita import campaign, compose, sts
 from mita.vend import database, keyring, registry
 from mita.vend.errors import VendError, database_failure
-from mita.vend.service import VendingService, local_now
+from mita.vend.service import local_now
 
 from .server import UrlOpt, _url
 
@@ -75,11 +75,16 @@ def _refusals() -> Iterator[None]:
         _fail("database_error", f"cannot use the database ({type(exc).__name__})")
 
 
-def _engine(database_url: str | None) -> Engine:
+def _runtime(database_url: str | None) -> compose.Runtime:
+    """The command's runtime (the composition root's), on a database migrated first."""
     url = _url(database_url)
     with _refusals():
         database.upgrade(url)  # a fresh database gets its schema first
-    return database.make_engine(url)
+    return compose.build(database_url=url, pool_size=2)
+
+
+def _engine(database_url: str | None) -> Engine:
+    return _runtime(database_url).engine
 
 
 def _keystore(name: str) -> str:
@@ -268,9 +273,9 @@ def change(
 ) -> None:
     """Key change tokens for one meter; its new key stays pending until `mita keys confirm`."""
     changes = {"sgc": sgc, "krn": krn, "kt": kt, "ti": ti, "ea": ea, "base_date": base_date, "ken": ken}
-    engine = _engine(database_url)
+    runtime = _runtime(database_url)
     with _refusals():
-        out = VendingService(engine).request_key_change(
+        out = runtime.services.request_key_change(
             registry.SYSTEM, drn, {k: v for k, v in changes.items() if v is not None}
         )
     err.print("enter the tokens in order, then confirm with `mita keys confirm`")
@@ -282,9 +287,9 @@ def confirm(
     drn: Annotated[str, typer.Argument(help="Meter number with its check digit.")], database_url: UrlOpt = None
 ) -> None:
     """The meter accepted its key change: its pending key configuration becomes current."""
-    engine = _engine(database_url)
+    runtime = _runtime(database_url)
     with _refusals():
-        _emit(VendingService(engine).confirm_key_change(registry.SYSTEM, drn, via="operator"))
+        _emit(runtime.services.confirm_key_change(registry.SYSTEM, drn, via="operator"))
 
 
 @keys_app.command("cancel")
@@ -292,9 +297,9 @@ def cancel(
     drn: Annotated[str, typer.Argument(help="Meter number with its check digit.")], database_url: UrlOpt = None
 ) -> None:
     """Forget a pending key change the meter never got (its tokens were not entered): it stays on its key."""
-    engine = _engine(database_url)
+    runtime = _runtime(database_url)
     with _refusals():
-        _emit(VendingService(engine).cancel_key_change(registry.SYSTEM, drn))
+        _emit(runtime.services.cancel_key_change(registry.SYSTEM, drn))
 
 
 # ---------------------------------------------------------------------- campaigns
@@ -436,11 +441,12 @@ def mark(
     numbers = list(drns or []) + (_meters_file(meters) if meters is not None else [])
     if not numbers:
         _fail("invalid_request", f"{meters} names no meter")
-    engine = _engine(database_url)
+    runtime = _runtime(database_url)
+    engine = runtime.engine
     with _refusals():
         if status not in ("delivered", "confirmed"):
             raise VendError("invalid_request", "a meter is marked delivered or confirmed")
         parsed = [sts.MeterNumber.parse(n).drn for n in numbers]  # every check digit before any change
         campaign.get_campaign(engine, campaign_id)
-        svc = VendingService(engine)
+        svc = runtime.services
         _emit(campaign.mark(svc, registry.SYSTEM, campaign_id, parsed, status, at=local_now()))

@@ -21,7 +21,7 @@ import typer
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from mita import campaign
+from mita import campaign, compose
 from mita.outbox import (
     CampaignGenerator,
     Policy,
@@ -62,7 +62,7 @@ def worker(
     backoff_max: Annotated[float, typer.Option(min=0.001, help="Longest wait between tries, seconds.")] = 3600.0,
 ) -> None:
     """Dispatch the outbox: claim due rows, send each through its channel's sender, retry with backoff."""
-    engine = database.make_engine(_url(database_url), pool_size=2)
+    engine = compose.build(database_url=_url(database_url), pool_size=2).engine
     try:
         database.check_ready(engine)
         if status:
