@@ -145,3 +145,21 @@ def test_a_lifecycle_refuses_a_move_its_table_does_not_allow() -> None:
     assert err.value.code == "invalid_transition"
     assert lifecycles.KEY_CHANGE.open == ("planned", "issued", "delivered")
     assert lifecycles.CAMPAIGN.open == ("planned", "generating", "generated")
+
+
+def test_a_meter_moves_only_as_its_lifecycle_allows(url: str) -> None:
+    from mita.vend import registry, sample
+
+    database.upgrade(url)
+    engine = database.make_engine(url)
+    sample.create_group_and_tariff(engine, "Lifecycle town")
+    reg = registry.Registry(engine)
+    drn = sample.meter_number("4750099001")
+    reg.create_meter(registry.SYSTEM, drn=drn, sgc=sample.SGC)
+    assert reg.set_meter_status(registry.SYSTEM, drn, "blocked")["status"] == "blocked"
+    assert reg.set_meter_status(registry.SYSTEM, drn, "retired")["status"] == "retired"
+    with pytest.raises(lifecycles.VendError) as err:
+        reg.set_meter_status(registry.SYSTEM, drn, "blocked")  # a retired meter is re-commissioned, not blocked
+    assert err.value.code == "conflict"
+    assert reg.set_meter_status(registry.SYSTEM, drn, "active")["status"] == "active"
+    engine.dispose()

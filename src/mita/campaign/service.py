@@ -30,7 +30,7 @@ from mita.sts.recipes import KEY_CHANGE_RULES, KeyConfig, RecipeError, check_key
 from mita.vend.audit import write_audit
 from mita.vend.errors import VendError
 from mita.vend.keyring import KeyRing, derivation
-from mita.vend.lifecycles import KEY_CHANGE, KeyChangeStatus, sql_in
+from mita.vend.lifecycles import CAMPAIGN, KEY_CHANGE, CampaignStatus, KeyChangeStatus, sql_in
 from mita.vend.schema import campaigns, customers, key_changes, meters, supply_groups, vending_keys
 from mita.vend.service import Caller, VendingService
 
@@ -241,7 +241,8 @@ def generate(
     info = get_campaign(engine, campaign_id)
     with engine.begin() as conn:
         _check_generatable(conn, info)
-        conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(status="generating"))
+        CAMPAIGN.check(info["status"], CampaignStatus.GENERATING, code="conflict")
+        conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(status=CampaignStatus.GENERATING))
         batches = [
             b
             for (b,) in conn.execute(
@@ -267,7 +268,8 @@ def generate(
             select(func.count()).where(key_changes.c.campaign_id == campaign_id, key_changes.c.status == "planned")
         ).scalar_one()
         if not left:
-            conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(status="generated"))
+            CAMPAIGN.check(CampaignStatus.GENERATING, CampaignStatus.GENERATED)
+            conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(status=CampaignStatus.GENERATED))
         _audit(conn, caller, at, "generate_campaign", campaign_id, generated=done, left=left)
     return get_campaign(engine, campaign_id)
 

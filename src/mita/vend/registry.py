@@ -29,6 +29,7 @@ from .audit import write_audit
 from .callers import ROLES, Caller, local_now
 from .errors import VendError
 from .keyring import keystore
+from .lifecycles import METER, MeterStatus
 from .schema import (
     api_keys,
     customers,
@@ -527,12 +528,16 @@ class Registry:
 
     def set_meter_status(self, caller: Caller, drn: str, status: str) -> dict[str, Any]:
         caller.require("admin", "operator")
-        if status not in ("active", "blocked", "retired"):
-            raise VendError("invalid_status", "status is active, blocked or retired")
+        if status not in tuple(MeterStatus):
+            raise VendError("invalid_status", f"status is {', '.join(MeterStatus)}")
         number = sts.MeterNumber.parse(drn)
         with self.engine.begin() as conn:
-            done = conn.execute(update(meters).where(meters.c.drn == number.drn).values(status=status)).rowcount
-            if not done:
+            q = select(meters.c.status).where(meters.c.drn == number.drn)
+            current = conn.execute(q.with_for_update() if conn.dialect.name != "sqlite" else q).scalar()
+            if current is None:
                 raise VendError("not_found", f"no meter {number.drn}")
+            if current != status:  # setting the status it has changes nothing
+                METER.check(current, status, code="conflict")
+            conn.execute(update(meters).where(meters.c.drn == number.drn).values(status=status))
             self._audit(conn, caller, "set_meter_status", "meter", number.drn, status=status)
         return get_by(self.engine, meters, meters.c.drn, number.drn, "meter")
