@@ -303,6 +303,7 @@ def test_pooled_connections_cut_by_a_restart_are_replaced_before_use(world: Worl
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", (name,)
             ).fetchone()
         assert cut is not None and cut[0] >= 1
+        time.sleep(database.PING_AFTER_IDLE_S + 0.1)  # a restart takes longer: the idle connections are pinged
     else:  # SQLite has no server to restart: the pool is emptied as a process restart would
         world.engine.pool.dispose()
     for _ in range(3):
