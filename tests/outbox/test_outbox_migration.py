@@ -4,12 +4,7 @@ get the dedupe key their writer uses now; going back removes the new columns and
 from __future__ import annotations
 
 import datetime as dt
-import secrets
-from collections.abc import Iterator
-from pathlib import Path
 
-import psycopg
-import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
@@ -19,19 +14,6 @@ from mita.vend import database
 PG = "postgresql://postgres@127.0.0.1:5432"
 AT = dt.datetime(2026, 11, 30, 8, 15)
 NEW = {"recipient", "dedupe_key", "attempts", "next_attempt_at", "last_error", "sent_at"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/outbox.db"
-        return
-    name = f"mita_outbox_mig_{secrets.token_hex(5)}"
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG}/{name}"
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_0005_keys_queued_rows_as_their_writers_do_and_goes_back(url: str) -> None:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import secrets
-from collections.abc import Iterator
 
-import psycopg
 import pytest
 from alembic import command
 from sqlalchemy import Engine, text
@@ -15,19 +12,6 @@ from sqlalchemy.exc import DataError
 from mita.vend import database
 
 EXPIRY = dt.datetime(2026, 12, 31, 23, 59)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: object) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/m.db"
-        return
-    name = f"mita_migration_{secrets.token_hex(5)}"
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def populate_0001(engine: Engine) -> None:

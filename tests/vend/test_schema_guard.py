@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -24,19 +22,6 @@ from mita.vend.schema import one_of
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 runner = CliRunner()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/guard.db"
-        return
-    name = f"mita_guard_{secrets.token_hex(5)}"
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG}/{name}"
-    with psycopg.connect(f"{PG}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def check(url: str) -> tuple[int, str, str]:
