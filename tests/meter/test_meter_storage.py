@@ -4,7 +4,7 @@ The master key lives in a file under pytest's tmp_path (``MITA_MASTER_KEY_FILE``
 removed from the environment so that no test reads or creates anything outside its own folder.
 
 Errors are checked by their stable ``code``: a state that cannot be read is a :class:`MeterError`; a bad master
-key is reported by the key store (``mita.keys.master``), also an :class:`~mita.sts.StsError` with a code.
+key is reported by the key store (``mita.sealing``), also an :class:`~mita.sts.StsError` with a code.
 """
 
 from __future__ import annotations
