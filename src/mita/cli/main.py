@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from mita import __version__
 
 from .keys import keys_app
 from .meter import meter_app
@@ -12,6 +16,23 @@ from .tour import tour
 from .worker import worker
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Mita: STS prepayment metering.")
+
+
+def _version(show: bool) -> None:
+    if show:
+        typer.echo(f"mita {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Mita: STS prepayment metering."""
+
+
 app.add_typer(token_app, name="token")
 app.add_typer(meter_app, name="meter")
 app.add_typer(db_app, name="db")

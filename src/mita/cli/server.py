@@ -166,6 +166,8 @@ def _migrate_when_reachable(url: str, first_wait: float = 1.0, longest_wait: flo
         return
 
 
+DEMO_URL = "sqlite:///mita-demo.db"
+
 DEMO_METERS = (  # (DRN body without its check digit, virtual meter profile, utility, customer)
     ("4750015023", "legacy-ea07", "electricity", "DEMO-001"),
     ("4750015024", "edition2-ea11", "electricity", "DEMO-002"),
@@ -184,7 +186,7 @@ def demo(
     """Set up a demo utility on SQLite (supply group, tariffs, customers, meters, keys) and serve it."""
     from mita.meter import Meter, storage
 
-    url = _url(database_url, "sqlite:///mita-demo.db")
+    url = database_url or DEMO_URL  # never MITA_DATABASE_URL: the demo's public test key stays out of a real one
     database.upgrade(url)
     engine = database.make_engine(url)
     admin = registry.SYSTEM
@@ -235,7 +237,7 @@ def demo(
 
     base = f"http://{host}:{port}/v1"
     first = sample.meter_number(DEMO_METERS[0][0])
-    console.print(f"[bold]Mita demo utility[/] on {url}")
+    console.print(f"[bold]Mita demo utility[/] on {url} (its own database: MITA_DATABASE_URL is not used)")
     console.print("API keys (printed once, stored hashed):")
     for role, key in keys.items():
         console.print(f"  {role:<9} {key}")

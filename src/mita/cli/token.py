@@ -13,6 +13,7 @@ its keys inside the JSON lines on standard input, as before.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Collection
@@ -24,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mita import sts
+from mita.sts.tid import parse_issue_time
 
 from . import secrets, token_ops
 
@@ -70,7 +72,10 @@ KeyEnvOpt = Annotated[
 OldKeyOpt = Annotated[str | None, _hidden_key_option("key")]
 TidOpt = Annotated[int | None, typer.Option("--tid", help="Token identifier; or give --at.")]
 AtOpt = Annotated[str | None, typer.Option("--at", help="Issue time YYYY-MM-DDTHH:MM; the TID is computed.")]
-BaseOpt = Annotated[int, typer.Option("--base-date", help="1993, 2014 or 2035.")]
+BaseOpt = Annotated[
+    int | None,
+    typer.Option("--base-date", help="1993, 2014 or 2035; default: the one in use at the issue time (2014 today)."),
+]
 
 
 def _run(req: dict[str, Any]) -> dict[str, Any]:
@@ -87,12 +92,23 @@ def _decoder_key(ea: int, key_file: str | None, key_env: str | None, required: b
     return _key(source, "the meter's decoder key", secrets.decoder_key_digits(ea), required)
 
 
-def _tid(tid: int | None, at: str | None, base_date: int) -> int:
+def _base(base_date: int | None, at: str | None = None) -> int:
+    """The base date asked for, or the one in use at ``at`` (now, when there is no issue time)."""
+    if base_date is not None:
+        return base_date
+    try:
+        issued = parse_issue_time(at) if at else dt.datetime.now()
+    except sts.StsError as exc:
+        _fail(exc)
+    return int(sts.tid.base_date_in_use(issued))
+
+
+def _tid(tid: int | None, at: str | None, base_date: int | None) -> int:
     if tid is not None:
         return tid
     if at is None:
         _fail(token_ops.RequestError("missing_field", "give --tid or --at"))
-    return int(_run({"op": "tid", "issued": at, "base_date": base_date})["tid"])
+    return int(_run({"op": "tid", "issued": at, "base_date": _base(base_date, at)})["tid"])
 
 
 def _show(title: str, fields: dict[str, Any]) -> None:
@@ -122,7 +138,7 @@ def derive_key(
     kt: Annotated[int, typer.Option(help="Key type 0..3.")] = 2,
     ti: Annotated[int, typer.Option(help="Tariff index 0..99.")] = 1,
     krn: Annotated[int, typer.Option(help="Key revision number 1..9.")] = 1,
-    base_date: BaseOpt = 1993,
+    base_date: BaseOpt = None,
     ea: EaOpt = 7,
     iin: Annotated[str | None, typer.Option(help="600727 or 0000; taken from the DRN length if left out.")] = None,
     vending_key: Annotated[str | None, _hidden_key_option("vending-key")] = None,
@@ -131,7 +147,7 @@ def derive_key(
     source = secrets.KeySource("vending-key", vending_key_file, vending_key_env)
     vk = _key(source, "the vending key", {2: (16,), 4: (40,)}.get(dkga, ()))
     req = {"op": "derive_key", "dkga": dkga, "vending_key": vk, "drn": drn, "kt": kt, "sgc": sgc}
-    req |= {"ti": ti, "krn": krn, "base_date": base_date, "ea": ea}
+    req |= {"ti": ti, "krn": krn, "base_date": _base(base_date), "ea": ea}
     if iin:
         req["iin"] = iin
     console.print(_run(req)["decoder_key"])
@@ -146,7 +162,7 @@ def credit(
     subclass: Annotated[int, typer.Option(help="0 electricity, 1 water, 2 gas, 3 time, 4..7 currency.")] = 0,
     tid: TidOpt = None,
     at: AtOpt = None,
-    base_date: BaseOpt = 1993,
+    base_date: BaseOpt = None,
     key: OldKeyOpt = None,
 ) -> None:
     """Issue a credit token (class 0)."""
@@ -175,7 +191,7 @@ def management(
     value: Annotated[int, typer.Option(help="Watts for limits; register (65535 = all); raw 16-bit otherwise.")] = 0,
     tid: TidOpt = None,
     at: AtOpt = None,
-    base_date: BaseOpt = 1993,
+    base_date: BaseOpt = None,
     key: OldKeyOpt = None,
 ) -> None:
     """Issue a management token (class 2)."""
@@ -266,9 +282,9 @@ def decode(
 
 
 @token_app.command()
-def tid(at: Annotated[str, typer.Option(help="YYYY-MM-DDTHH:MM")], base_date: BaseOpt = 1993) -> None:
+def tid(at: Annotated[str, typer.Option(help="YYYY-MM-DDTHH:MM")], base_date: BaseOpt = None) -> None:
     """The TID of an issue time."""
-    console.print(_run({"op": "tid", "issued": at, "base_date": base_date})["tid"])
+    console.print(_run({"op": "tid", "issued": at, "base_date": _base(base_date, at)})["tid"])
 
 
 @token_app.command()

@@ -50,6 +50,13 @@ class BaseDate(IntEnum):
             raise FormatError(f"base date must be 1993, 2014 or 2035 (got {value!r})") from None
 
 
+def base_date_in_use(issued: dt.datetime) -> BaseDate:
+    """The base date a token issued at ``issued`` counts from unless told otherwise: the oldest one not rolled
+    over yet (1993 until 2024-11-24, then 2014 until 2045-11-24, then 2035)."""
+    issued = issued.replace(tzinfo=None)
+    return next((base for base in BaseDate if issued < base.rollover), BaseDate.Y2035)
+
+
 def tid_from_datetime(issued: dt.datetime, base: BaseDate | int = BaseDate.Y1993) -> int:
     """Whole minutes from the base date to ``issued``; refused outside 24 bits."""
     base = BaseDate.parse(base)
