@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import secrets
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -344,7 +345,21 @@ def test_campaign_refusals(db: Db) -> None:
 def test_an_unreachable_database_is_a_clean_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["keys", "list", "--database-url", f"sqlite:///{tmp_path}/no/such/folder/mita.db"])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "[database_unavailable]" in result.stderr
+    assert "[database_missing]" in result.stderr and "mita db upgrade" in result.stderr
+    assert not (tmp_path / "no").exists()  # nothing was made
+
+
+def test_a_database_that_is_not_there_or_not_migrated_is_refused_not_made(tmp_path: Path) -> None:
+    missing = f"sqlite:///{tmp_path}/forgotten.db"
+    result = runner.invoke(app, ["keys", "list", "--database-url", missing])
+    assert result.exit_code == 1 and "[database_missing]" in result.stderr and "forgotten.db" in result.stderr
+    assert not (tmp_path / "forgotten.db").exists()
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    result = runner.invoke(app, ["keys", "list", "--database-url", f"sqlite:///{empty}"])
+    assert result.exit_code == 1 and "[schema_outdated]" in result.stderr and "empty.db" in result.stderr
+    assert runner.invoke(app, ["db", "upgrade", "--database-url", missing]).exit_code == 0
+    assert runner.invoke(app, ["keys", "list", "--database-url", missing]).stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(

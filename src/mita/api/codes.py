@@ -84,6 +84,7 @@ CODES: dict[str, Answer] = {
     "database_unavailable": Answer(503, "Database not available"),
     "unsafe_database": Answer(503, "Database settings could lose a confirmed vend"),
     "schema_outdated": Answer(503, "Database schema not migrated"),
+    "database_missing": Answer(503, "No database there"),
     "schema_drift": Answer(500, "Database schema differs from the models"),
     "database_refused": Answer(500, "Database refused the operation"),
     "database_error": Answer(500, "Database error"),

@@ -76,11 +76,13 @@ def _refusals() -> Iterator[None]:
 
 
 def _runtime(database_url: str | None) -> compose.Runtime:
-    """The command's runtime (the composition root's), on a database migrated first."""
+    """The command's runtime (the composition root's), on a database that exists and is migrated: a forgotten
+    ``--database-url`` is an error naming the URL tried, not a new, empty ``./mita.db``."""
     url = _url(database_url)
+    runtime = compose.build(database_url=url, pool_size=2)
     with _refusals():
-        database.upgrade(url)  # a fresh database gets its schema first
-    return compose.build(database_url=url, pool_size=2)
+        database.check_existing(runtime.engine)
+    return runtime
 
 
 def _engine(database_url: str | None) -> Engine:

@@ -105,6 +105,19 @@ def check_durability(engine: Engine) -> None:
             raise VendError("unsafe_database", f"unsupported database {engine.dialect.name}")
 
 
+def check_existing(engine: Engine) -> None:
+    """A database a command may read: there already (SQLite makes a missing file on connect, so that is asked
+    first) and migrated; only ``mita db upgrade`` and ``mita demo`` make one."""
+    shown = engine.url.render_as_string(hide_password=True)
+    path = engine.url.database
+    if engine.dialect.name == "sqlite" and path and path != ":memory:" and not Path(path).exists():
+        raise VendError("database_missing", f"there is no database at {shown}: run mita db upgrade to make one")
+    try:
+        check_ready(engine)
+    except VendError as exc:
+        raise VendError(exc.code, f"{exc.message} (database {shown})") from None
+
+
 def check_ready(engine: Engine) -> None:
     """Reachable, durable and migrated to the newest schema, or a typed error saying which is not so."""
     try:
@@ -116,7 +129,7 @@ def check_ready(engine: Engine) -> None:
     if current != schema_head():
         raise VendError(
             "schema_outdated",
-            f"the database schema is at {current or 'nothing'}, not {schema_head()}: run mita db upgrade",
+            f"the database schema is at {current or 'no revision'} (newest {schema_head()}): run mita db upgrade",
         )
     check_durability(engine)
 
