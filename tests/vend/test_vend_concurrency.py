@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import secrets
 import socket
 import subprocess
@@ -18,20 +17,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
 from mita import sts
 from mita.vend import database, pricing, registry, service
 
-PG_ADMIN = os.environ.get("MITA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 METERS = 3
 REQUESTS = 60  # distinct purchases; a third of them are also retried at once through the other server
 DEBT = 50_000
@@ -43,21 +39,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'conc.db'}"
-        return
-    name = f"mita_conc_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:  # unreachable PostgreSQL fails the test
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _setup(url: str) -> tuple[str, list[str]]:
@@ -122,13 +103,11 @@ def _vend(port: int, key: str, idem: str, body: dict[str, Any]) -> tuple[int, di
     raise AssertionError(f"request {idem} never got a final answer")
 
 
-def test_concurrent_servers_never_repeat_a_tid_and_lose_nothing(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_concurrent_servers_never_repeat_a_tid_and_lose_nothing(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MITA_MASTER_KEY", secrets.token_hex(32))  # the servers inherit it
-    key, drns = _setup(database_url)
+    key, drns = _setup(url)
     ports = [_free_port(), _free_port()]
-    servers = [_serve(database_url, p) for p in ports]
+    servers = [_serve(url, p) for p in ports]
     try:
         for port, proc in zip(ports, servers, strict=True):
             _wait(port, proc)
@@ -163,7 +142,7 @@ def test_concurrent_servers_never_repeat_a_tid_and_lose_nothing(
     vends = {a[0][1]["id"]: a[0][1] for a in answers.values()}
     assert len(vends) == REQUESTS
 
-    engine = create_engine(database.normalise_url(database_url))
+    engine = create_engine(database.normalise_url(url))
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM vends")).scalar_one() == created
         dup = conn.execute(

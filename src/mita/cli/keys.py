@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -25,14 +23,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
 from mita import campaign, compose, sts
 from mita.vend import database, keyring, registry
-from mita.vend.errors import VendError, database_failure
+from mita.vend.errors import VendError
 from mita.vend.service import local_now
 
-from .server import UrlOpt, _url
+from . import dbshell
+from .dbshell import UrlOpt, _url, refusals
 
 keys_app = typer.Typer(no_args_is_help=True, help="Vending keys: import, generate, rotate, retire; key changes.")
 campaign_app = typer.Typer(no_args_is_help=True, help="Key change campaigns: move a fleet of meters to a new key.")
@@ -57,22 +56,7 @@ def _emit(data: Any) -> None:
 
 
 def _fail(code: str, message: str) -> NoReturn:
-    err.print(f"[bold red]error[/] {escape(f'[{code}]')} {escape(message)}", highlight=False)
-    raise typer.Exit(1)
-
-
-@contextmanager
-def _refusals() -> Iterator[None]:
-    """Typed errors as one line on standard error and exit status 1; never a traceback."""
-    try:
-        yield
-    except sts.StsError as exc:
-        _fail(exc.code, exc.message)
-    except DBAPIError as exc:  # its text holds the statement's parameters: name the driver's error only
-        failure = database_failure(exc)
-        _fail(failure.code, failure.message)
-    except SQLAlchemyError as exc:  # a malformed --database-url, a missing driver
-        _fail("database_error", f"cannot use the database ({type(exc).__name__})")
+    dbshell._fail(VendError(code, message))
 
 
 def _runtime(database_url: str | None) -> compose.Runtime:
@@ -80,7 +64,7 @@ def _runtime(database_url: str | None) -> compose.Runtime:
     ``--database-url`` is an error naming the URL tried, not a new, empty ``./mita.db``."""
     url = _url(database_url)
     runtime = compose.build(database_url=url, pool_size=2)
-    with _refusals():
+    with refusals():
         database.check_existing(runtime.engine)
     return runtime
 
@@ -114,7 +98,7 @@ def list_keys(
 ) -> None:
     """Every vending key with its status, expiry, credit used and warnings (never the key itself)."""
     engine = _engine(database_url)
-    with _refusals():
+    with refusals():
         out = keyring.key_status(engine, local_now(), sgc)
         if sgc is not None and not out:
             registry.get_supply_group(engine, sgc)  # no such group: an error, not an empty list
@@ -154,7 +138,7 @@ def import_key(
     except (OSError, UnicodeDecodeError) as exc:
         _fail("unreadable_key_file", f"cannot read {file} ({getattr(exc, 'strerror', None) or type(exc).__name__})")
     engine = _engine(database_url)
-    with _refusals():
+    with refusals():
         doc = keyring.parse_import(text)
         del text
         sgc, key = _str_field(doc, "sgc"), _str_field(doc, "key")
@@ -202,7 +186,7 @@ def generate_key(
     """Have the keystore generate a new vending key; it waits as pending until activated."""
     store = _keystore(keystore)
     engine = _engine(database_url)
-    with _refusals():
+    with refusals():
         out = keyring.add_key(
             engine, registry.SYSTEM, sgc=sgc, krn=krn, dkga=dkga, keystore_name=store, ken=ken,
             issued_until=_when(issued_until, "--issued-until"), credit_limit=credit_limit, at=local_now(),
@@ -222,7 +206,7 @@ def activate(
     """KRN rotation: the supply group vends under this key from now on; its meters need a key change."""
     engine = _engine(database_url)
     at = local_now()
-    with _refusals():
+    with refusals():
         keyring.activate_key(engine, registry.SYSTEM, sgc=sgc, krn=krn, at=at, base_date=base_date, ea=ea, kt=kt)
         out = keyring.key_entry(engine, at, sgc, krn)
     err.print(
@@ -244,7 +228,7 @@ def retire(
     """Stop a key issuing credit (and, with --destroy, remove its material)."""
     engine = _engine(database_url)
     at = local_now()
-    with _refusals():
+    with refusals():
         keyring.retire_key(engine, registry.SYSTEM, sgc=sgc, krn=krn, at=at, destroy=destroy)
         out = keyring.key_entry(engine, at, sgc, krn)
     _emit(out)
@@ -254,7 +238,7 @@ def retire(
 def history(sgc: SgcOpt, database_url: UrlOpt = None) -> None:
     """What was done to the supply group's keys, oldest first."""
     engine = _engine(database_url)
-    with _refusals():
+    with refusals():
         _emit(keyring.key_history(engine, sgc))
 
 
@@ -276,7 +260,7 @@ def change(
     """Key change tokens for one meter; its new key stays pending until `mita keys confirm`."""
     changes = {"sgc": sgc, "krn": krn, "kt": kt, "ti": ti, "ea": ea, "base_date": base_date, "ken": ken}
     runtime = _runtime(database_url)
-    with _refusals():
+    with refusals():
         out = runtime.services.request_key_change(
             registry.SYSTEM, drn, {k: v for k, v in changes.items() if v is not None}
         )
@@ -290,7 +274,7 @@ def confirm(
 ) -> None:
     """The meter accepted its key change: its pending key configuration becomes current."""
     runtime = _runtime(database_url)
-    with _refusals():
+    with refusals():
         _emit(runtime.services.confirm_key_change(registry.SYSTEM, drn, via="operator"))
 
 
@@ -300,7 +284,7 @@ def cancel(
 ) -> None:
     """Forget a pending key change the meter never got (its tokens were not entered): it stays on its key."""
     runtime = _runtime(database_url)
-    with _refusals():
+    with refusals():
         _emit(runtime.services.cancel_key_change(registry.SYSTEM, drn))
 
 
@@ -333,7 +317,7 @@ def plan(
     selection = {"krn": select_krn, "base_date": select_base_date, "manufacturer": select_manufacturer,
                  "area": select_area}  # fmt: skip
     engine = _engine(database_url)
-    with _refusals():
+    with refusals():
         try:
             out = campaign.plan(
                 engine, registry.SYSTEM, name=name, sgc=sgc, target={k: v for k, v in target.items() if v is not None},
@@ -357,7 +341,7 @@ def generate(
     """Make every planned meter's key change tokens, batch by batch; run it again to resume a stopped run."""
     engine = _engine(database_url)
     columns = (TextColumn(f"campaign {campaign_id}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with _refusals(), Progress(*columns, console=err) as bar:
+    with refusals(), Progress(*columns, console=err) as bar:
         task = bar.add_task("generate", total=None)
 
         def progress(done: int, planned: int) -> None:
@@ -375,7 +359,7 @@ def generate(
 def status(campaign_id: CampaignArg, database_url: UrlOpt = None) -> None:
     """The campaign and how many of its meters are planned, issued, delivered and confirmed."""
     engine = _engine(database_url)
-    with _refusals():
+    with refusals():
         _emit(campaign.get_campaign(engine, campaign_id))
 
 
@@ -387,7 +371,7 @@ def export(
 ) -> None:
     """The field teams' CSV: one line per meter still to confirm, its tokens in entry order."""
     engine = _engine(database_url)
-    with _refusals():
+    with refusals():
         campaign.get_campaign(engine, campaign_id)  # an unknown campaign writes no file
         lines = campaign.export_csv(engine, campaign_id)
         if out is None:
@@ -409,7 +393,7 @@ def export(
 def sms(campaign_id: CampaignArg, database_url: UrlOpt = None) -> None:
     """Queue one SMS per issued meter whose customer has a phone number."""
     engine = _engine(database_url)
-    with _refusals():
+    with refusals():
         _emit({"queued": campaign.queue_sms(engine, registry.SYSTEM, campaign_id, at=local_now())})
 
 
@@ -445,7 +429,7 @@ def mark(
         _fail("invalid_request", f"{meters} names no meter")
     runtime = _runtime(database_url)
     engine = runtime.engine
-    with _refusals():
+    with refusals():
         if status not in ("delivered", "confirmed"):
             raise VendError("invalid_request", "a meter is marked delivered or confirmed")
         parsed = [sts.MeterNumber.parse(n).drn for n in numbers]  # every check digit before any change

@@ -44,12 +44,6 @@ def _fail(exc: sts.StsError) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _refuse_on_command_line(param: typer.CallbackParam, value: str | None) -> None:
-    """A key given as an option value: refused while the options are parsed, the value never looked at."""
-    if value is not None:
-        _fail(secrets.on_command_line((param.opts[0] if param.opts else str(param.name)).lstrip("-")))
-
-
 def _time(at: str | None, fallback: dt.datetime | None = None) -> dt.datetime:
     if at is None:
         return fallback or dt.datetime.now().replace(microsecond=0)
@@ -85,17 +79,9 @@ def new(
     ea: Annotated[str, typer.Option(help="07, 09 or 11.")],
     sgc: Annotated[str, typer.Option(help="Supply group code, 6 digits.")],
     decoder_key_file: Annotated[
-        str | None,
-        typer.Option(
-            "--decoder-key-file",
-            metavar="FILE",
-            help="File holding the meter's decoder key, hex (16 digits; 32 for EA11); - reads standard input.",
-        ),
+        str | None, secrets.file_option("decoder-key", "the meter's decoder key, hex (16 digits; 32 for EA11)")
     ] = None,
-    decoder_key_env: Annotated[
-        str | None,
-        typer.Option("--decoder-key-env", metavar="NAME", help="Environment variable holding the decoder key."),
-    ] = None,
+    decoder_key_env: Annotated[str | None, secrets.env_option("decoder-key", "the decoder key")] = None,
     ti: Annotated[int, typer.Option(help="Tariff index.")] = 1,
     krn: Annotated[int, typer.Option(help="Key revision number.")] = 1,
     kt: Annotated[int, typer.Option(help="Key type.")] = 2,
@@ -106,7 +92,7 @@ def new(
     force: Annotated[bool, typer.Option(help="Replace an existing state file.")] = False,
     decoder_key: Annotated[
         str | None,
-        typer.Option("--decoder-key", hidden=True, callback=_refuse_on_command_line, help="Refused: use a key file."),
+        secrets.refused_option("decoder-key", _fail),
     ] = None,
 ) -> None:
     """Make a new meter and save it."""

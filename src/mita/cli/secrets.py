@@ -33,9 +33,11 @@ import getpass
 import os
 import re
 import sys
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, NoReturn, TextIO
+
+import typer
 
 from mita import sts
 
@@ -200,3 +202,27 @@ def decoder_key_digits(ea: object) -> tuple[int, ...]:
         return (sts.EA.parse(ea).key_bits // 4,)
     except sts.StsError:
         return (16, 32)
+
+
+# ---------------------------------------------------------------------- the options every key-taking command has
+
+
+def file_option(name: str, what: str) -> Any:
+    """``--NAME-file FILE``: the file holding ``what`` (``-``: standard input)."""
+    return typer.Option(f"--{name}-file", metavar="FILE", help=f"File holding {what}; - reads it from standard input.")
+
+
+def env_option(name: str, what: str) -> Any:
+    """``--NAME-env NAME``: the environment variable holding ``what``."""
+    return typer.Option(f"--{name}-env", metavar="NAME", help=f"Environment variable holding {what}.")
+
+
+def refused_option(name: str, fail: Callable[[sts.StsError], NoReturn]) -> Any:
+    """``--NAME``, hidden: a key given on the command line is refused with the reason (``fail``, the command
+    group's way of reporting), while the options are parsed and without the value ever being looked at."""
+
+    def refuse(_param: typer.CallbackParam, value: str | None) -> None:
+        if value is not None:
+            fail(on_command_line(name))
+
+    return typer.Option(f"--{name}", hidden=True, callback=refuse, help="Refused: use a key file.")

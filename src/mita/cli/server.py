@@ -13,58 +13,23 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import DBAPIError
 
 from mita import sts
-from mita.settings import Settings
 from mita.vend import database, registry, sample
 from mita.vend.errors import VendError, database_failure, is_transient
 from mita.vend.schema import vendors
 
+from .dbshell import UrlOpt, _fail, _url, refusals
+
 console = Console(soft_wrap=True)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 admin_app = typer.Typer(no_args_is_help=True, help="Administration.")
-
-UrlOpt = Annotated[
-    str | None, typer.Option("--database-url", help="SQLAlchemy URL; default MITA_DATABASE_URL or sqlite:///mita.db.")
-]
-
-
-def _url(url: str | None, default: str = database.DEFAULT_URL) -> str:
-    """The database URL: ``--database-url`` (never with a password in it), ``MITA_DATABASE_URL``, or ``default``."""
-    if url and _has_password(url):
-        _fail(
-            VendError(
-                "secret_on_command_line",
-                "--database-url holds a password, which every local user sees in ps and shell history: set "
-                "MITA_DATABASE_URL instead, or keep the password in ~/.pgpass or PGPASSFILE (PostgreSQL reads them)",
-            )
-        )
-    if url:
-        return url
-    settings = Settings()
-    return settings.database_url if "database_url" in settings.model_fields_set else default
-
-
-def _has_password(url: str) -> bool:
-    try:
-        return make_url(database.normalise_url(url)).password is not None
-    except ArgumentError:
-        return False  # not a URL at all: the database layer says so, with its own error
-
-
-def _fail(exc: sts.StsError) -> NoReturn:
-    """A typed error as one line on standard error, exit status 1."""
-    Console(stderr=True, soft_wrap=True).print(
-        f"[bold red]error[/] {escape(f'[{exc.code}]')} {escape(exc.message)}", highlight=False
-    )
-    raise typer.Exit(1)
 
 
 @db_app.command("upgrade")
@@ -81,12 +46,9 @@ def db_check(database_url: UrlOpt = None) -> None:
     url = _url(database_url)
     engine = database.make_engine(url)
     try:
-        database.check_ready(engine)
-        drift = database.schema_drift(engine)
-    except VendError as exc:
-        _fail(exc)
-    except DBAPIError as exc:
-        _fail(database_failure(exc))
+        with refusals():
+            database.check_ready(engine)
+            drift = database.schema_drift(engine)
     finally:
         engine.dispose()
     shown = engine.url.render_as_string(hide_password=True)

@@ -40,14 +40,8 @@ def _fail(exc: sts.StsError) -> NoReturn:
     raise typer.Exit(2)
 
 
-def _refuse_on_command_line(param: typer.CallbackParam, value: str | None) -> None:
-    """A key given as an option value: refused while the options are parsed, the value never looked at."""
-    if value is not None:
-        _fail(secrets.on_command_line((param.opts[0] if param.opts else str(param.name)).lstrip("-")))
-
-
 def _hidden_key_option(name: str) -> Any:
-    return typer.Option(f"--{name}", hidden=True, callback=_refuse_on_command_line, help="Refused: use a key file.")
+    return secrets.refused_option(name, _fail)
 
 
 def _key(source: secrets.KeySource, what: str, digits: Collection[int], required: bool = True) -> str | None:
@@ -58,17 +52,8 @@ def _key(source: secrets.KeySource, what: str, digits: Collection[int], required
 
 
 EaOpt = Annotated[int, typer.Option("--ea", help="Encryption algorithm: 7 (STA), 9 (DES) or 11 (MISTY1).")]
-KeyFileOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--key-file",
-        metavar="FILE",
-        help="File holding the meter's current decoder key, hex (16 or 32 digits); - reads it from standard input.",
-    ),
-]
-KeyEnvOpt = Annotated[
-    str | None, typer.Option("--key-env", metavar="NAME", help="Environment variable holding the decoder key.")
-]
+KeyFileOpt = Annotated[str | None, secrets.file_option("key", "the meter's current decoder key, hex (16 or 32 digits)")]
+KeyEnvOpt = Annotated[str | None, secrets.env_option("key", "the decoder key")]
 OldKeyOpt = Annotated[str | None, _hidden_key_option("key")]
 TidOpt = Annotated[int | None, typer.Option("--tid", help="Token identifier; or give --at.")]
 AtOpt = Annotated[str | None, typer.Option("--at", help="Issue time YYYY-MM-DDTHH:MM; the TID is computed.")]
@@ -123,17 +108,9 @@ def derive_key(
     drn: Annotated[str, typer.Option(help="Meter number with its check digit (11 or 13 digits).")],
     sgc: Annotated[str, typer.Option(help="Supply group code, 6 digits.")],
     vending_key_file: Annotated[
-        str | None,
-        typer.Option(
-            "--vending-key-file",
-            metavar="FILE",
-            help="File holding the vending key, hex (16 digits DKGA02, 40 DKGA04); - reads it from standard input.",
-        ),
+        str | None, secrets.file_option("vending-key", "the vending key, hex (16 digits DKGA02, 40 DKGA04)")
     ] = None,
-    vending_key_env: Annotated[
-        str | None,
-        typer.Option("--vending-key-env", metavar="NAME", help="Environment variable holding the vending key."),
-    ] = None,
+    vending_key_env: Annotated[str | None, secrets.env_option("vending-key", "the vending key")] = None,
     dkga: Annotated[int, typer.Option(help="2 or 4.")] = 2,
     kt: Annotated[int, typer.Option(help="Key type 0..3.")] = 2,
     ti: Annotated[int, typer.Option(help="Tariff index 0..99.")] = 1,
@@ -222,17 +199,9 @@ def key_change(
     key_file: KeyFileOpt = None,
     key_env: KeyEnvOpt = None,
     new_key_file: Annotated[
-        str | None,
-        typer.Option(
-            "--new-key-file",
-            metavar="FILE",
-            help="File holding the new decoder key, hex (16 digits: 2 tokens; 32: 4 tokens); - reads standard input.",
-        ),
+        str | None, secrets.file_option("new-key", "the new decoder key, hex (16 digits: 2 tokens; 32: 4 tokens)")
     ] = None,
-    new_key_env: Annotated[
-        str | None,
-        typer.Option("--new-key-env", metavar="NAME", help="Environment variable holding the new decoder key."),
-    ] = None,
+    new_key_env: Annotated[str | None, secrets.env_option("new-key", "the new decoder key")] = None,
     kt: Annotated[int, typer.Option(help="New key type.")] = 2,
     ti: Annotated[int, typer.Option(help="New tariff index.")] = 1,
     ken: Annotated[int, typer.Option(help="New key expiry number (255 = no expiry).")] = 255,
@@ -262,14 +231,7 @@ def key_change(
 def decode(
     token: Annotated[str, typer.Argument(help="The 20-digit token.")],
     ea: EaOpt = 7,
-    key_file: Annotated[
-        str | None,
-        typer.Option(
-            "--key-file",
-            metavar="FILE",
-            help="File holding the decoder key, hex (not needed for class 1); - reads it from standard input.",
-        ),
-    ] = None,
+    key_file: Annotated[str | None, secrets.file_option("key", "the decoder key, hex (not needed for class 1)")] = None,
     key_env: KeyEnvOpt = None,
     key: OldKeyOpt = None,
 ) -> None:

@@ -19,7 +19,6 @@ from typing import Annotated
 
 import typer
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
 from mita import campaign, compose
 from mita.outbox import (
@@ -35,9 +34,9 @@ from mita.outbox import (
 from mita.outbox.worker import local_now
 from mita.settings import OutboxSettings
 from mita.vend import database
-from mita.vend.errors import VendError, database_failure
+from mita.vend.errors import VendError
 
-from .server import UrlOpt, _fail, _url
+from .dbshell import UrlOpt, _url, refusals
 
 log = logging.getLogger("mita.outbox")
 
@@ -64,15 +63,12 @@ def worker(
     """Dispatch the outbox: claim due rows, send each through its channel's sender, retry with backoff."""
     engine = compose.build(database_url=_url(database_url), pool_size=2).engine
     try:
-        database.check_ready(engine)
-        if status:
-            typer.echo(json.dumps(depth(engine, local_now())))
-            return
-        _dispatch(engine, batch_size, poll_interval, once, channels, max_attempts, lease, backoff_base, backoff_max)
-    except VendError as exc:
-        _fail(exc)
-    except DBAPIError as exc:
-        _fail(database_failure(exc))
+        with refusals():
+            database.check_ready(engine)
+            if status:
+                typer.echo(json.dumps(depth(engine, local_now())))
+                return
+            _dispatch(engine, batch_size, poll_interval, once, channels, max_attempts, lease, backoff_base, backoff_max)
     finally:
         engine.dispose()
 

@@ -15,7 +15,6 @@ Nothing here reads the process environment: the shell hands it in (:class:`Sende
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import http.client
@@ -27,13 +26,15 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine
 
 from mita import __version__
 from mita.vend.errors import VendError
+
+from .queue import Claimed
 
 log = logging.getLogger("mita.outbox")
 
@@ -61,17 +62,10 @@ def _no_keepalive() -> None:
 
 
 @dataclass(frozen=True)
-class Message:
-    """One outbox row, as a sender sees it. ``attempts`` is this try's number (1: the first)."""
+class Message(Claimed):
+    """One outbox row, as a sender sees it: the claimed row (``attempts`` is this try's number, 1 the first),
+    and how to keep the claim."""
 
-    id: int
-    channel: str
-    recipient: str
-    dedupe_key: str
-    payload: Any
-    attempts: int
-    created_at: dt.datetime
-    vend_id: str | None = None
     #: renews the worker's lease on the row: a long job calls it between its steps (raises LeaseLost if gone)
     keepalive: Callable[[], None] = field(default=_no_keepalive, repr=False, compare=False)
 

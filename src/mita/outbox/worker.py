@@ -232,10 +232,7 @@ class Worker:
         if row.attempts > self.policy.max_attempts:  # its worker died during the last allowed try
             self._dead(batch, row, "lease expired on the last attempt")
             return
-        message = Message(
-            row.id, row.channel, row.recipient, row.dedupe_key, row.payload, row.attempts, row.created_at, row.vend_id,
-            keepalive=lambda: batch.keepalive(row),
-        )  # fmt: skip
+        message = Message(**{f.name: getattr(row, f.name) for f in fields(row)}, keepalive=lambda: batch.keepalive(row))
         try:
             self.senders[row.channel].send(message)
         except Interrupted:
