@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -23,8 +22,8 @@ from mita.settings import Settings
 from mita.vend.database import check_durability
 from mita.vend.errors import is_transient
 
-from . import models as m
 from .gate import Gate, Readiness
+from .openapi import install as install_openapi
 from .problems import install as install_problem_handlers
 from .routes import ROUTERS
 
@@ -77,17 +76,7 @@ def create_app(database_url: str | None = None, *, settings: Settings | None = N
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    default_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        # POST /v1/vends parses its own body: put its model where the $ref points
-        spec = default_openapi()
-        spec.setdefault("components", {}).setdefault("schemas", {})["VendIn"] = m.VendIn.model_json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
-        return spec
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    install_openapi(app)
     return app
 
 
