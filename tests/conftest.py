@@ -1,9 +1,9 @@
 """Shared test helpers: where the STS conformance vectors are, and how to load them.
 
-The vectors are kept in the repository, in ``tests/vectors`` (a copy of the shared STS vectors; its README.md
-says where each file comes from), or wherever the environment variable ``MITA_VECTORS`` points. A missing folder
-is a test *failure* with a message saying where we looked, never a silent skip: a green run without the vectors
-would claim a conformance that was not checked.
+The vectors ship with the package, in ``src/mita/conformance/vectors`` (a copy of the shared STS vectors; its
+README.md says where each file comes from), or wherever the environment variable ``MITA_VECTORS`` points. A
+missing folder is a test *failure* with a message saying where we looked, never a silent skip: a green run without
+the vectors would claim a conformance that was not checked.
 
 Vector tests are parametrised at collection time, so a missing folder cannot raise there without hiding every
 other test. Instead :func:`vector_params` turns a :class:`VectorsMissingError` into one parameter that fails
@@ -25,10 +25,11 @@ from typing import Any
 import pytest
 
 import leak_scan
+from mita.conformance import vectors as shipped_vectors
 from mita.sts import EA, REGISTRY, CreditKind, CurrencyCredit, Token, TransferCredit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-VECTORS_DIR = REPO_ROOT / "tests" / "vectors"
+VECTORS_DIR = Path(str(shipped_vectors.folder()))  # the copy shipped in the package (mita conformance reads it)
 ENV_VAR = "MITA_VECTORS"
 
 
@@ -37,15 +38,15 @@ class VectorsMissingError(AssertionError):
 
 
 def vectors_dir() -> Path:
-    """``$MITA_VECTORS`` if set, else ``<repo root>/tests/vectors``; fails if the folder is missing."""
+    """``$MITA_VECTORS`` if set, else the package's ``mita/conformance/vectors``; fails if the folder is missing."""
     env = os.environ.get(ENV_VAR)
     path = Path(env) if env else VECTORS_DIR
     if not path.is_dir():
         source = f"${ENV_VAR}={env!r}" if env else f"the default location (${ENV_VAR} is not set)"
         raise VectorsMissingError(
             f"STS conformance vectors not found: {path} does not exist or is not a folder ({source}). "
-            f"The repository keeps them in tests/vectors (restore that folder from git), or set {ENV_VAR} to a "
-            f"folder holding tokens.json, sta.json, misty1.json, ..."
+            f"The package keeps them in src/mita/conformance/vectors (restore that folder from git), or set "
+            f"{ENV_VAR} to a folder holding tokens.json, sta.json, misty1.json, ..."
         )
     return path
 
@@ -56,7 +57,8 @@ def load_json(name: str) -> Any:
     path = vectors_dir() / name
     if not path.is_file():
         raise VectorsMissingError(
-            f"STS conformance vector file {path} is missing (tests/vectors holds every file the tests read)"
+            f"STS conformance vector file {path} is missing "
+            "(src/mita/conformance/vectors holds every file the tests read)"
         )
     with path.open(encoding="utf-8") as f:
         return json.load(f)

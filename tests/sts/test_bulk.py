@@ -1,6 +1,6 @@
 """The bulk (NumPy) token path must give exactly what the single-token engine gives.
 
-Two kinds of evidence: the conformance vectors in tests/vectors (or $MITA_VECTORS; a missing
+Two kinds of evidence: the conformance vectors in mita/conformance/vectors (or $MITA_VECTORS; a missing
 folder fails, never skips), run through the bulk functions a whole file at a time; and Hypothesis
 comparisons, element by element, against ``mita.sts.encode``/``decode``, ``to_block``, ``sta`` and
 ``misty1`` on random inputs. Chunk sizes are shrunk in some tests so that chunk and glue boundaries,

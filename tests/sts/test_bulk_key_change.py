@@ -6,7 +6,7 @@ may get either, so the two must give the same 20 digits, bit for bit, for every 
 EA11), both key sizes (2- and 4-token sets) and every field value; and where the single path refuses an
 input with a typed error, the bulk path must refuse it too (a campaign must never emit a set the single
 path would not make). :func:`mita.sts.bulk.layout_data` is checked against ``Token.data_bits``, and the
-bulk path is run over the key change conformance vectors (tests/vectors/key_change.json).
+bulk path is run over the key change conformance vectors (mita/conformance/vectors/key_change.json).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Every verified conformance vector in tests/vectors, through the library.
+"""Every verified conformance vector in mita/conformance/vectors, through the library.
 
-tests/vectors is the repository's copy of the shared STS vectors; its README.md says where each file comes from.
-Which entries count (tests/vectors/README.md): those whose ``verified`` says they were reproduced. In amount.json and
+mita/conformance/vectors is the package's copy of the shared STS vectors; its README.md says where each file comes
+from. Which entries count (that README.md): those whose ``verified`` says they were reproduced. In amount.json and
 tid.json an entry with ``"agree": false`` marks a deviation of the Java implementation: the standard's
 round-up field and the TID the token encodes are the truth. ``nonconformant_outputs_do_not_use`` is only ever
 asserted as something we must NOT produce.
@@ -70,7 +70,7 @@ def test_vectors_folder_has_every_file(vectors_path: Path) -> None:
 
 
 #: Where the shared data sits when it is beside the repository. Only the check below looks there: the tests
-#: themselves read tests/vectors (or $MITA_VECTORS), so a fresh clone passes without ../shared.
+#: themselves read mita/conformance/vectors (or $MITA_VECTORS), so a fresh clone passes without ../shared.
 SHARED_VECTORS = REPO_ROOT.parent / "shared" / "sts" / "vectors"
 
 
@@ -83,8 +83,9 @@ def _files_the_loaders_name() -> set[str]:
 
 
 def test_repository_copy_of_the_vectors() -> None:
-    """tests/vectors holds every file the tests read, and, where ../shared/sts/vectors is beside the repository,
-    an identical copy of every file there (a vector added to the shared folder fails this until copied here)."""
+    """mita/conformance/vectors holds every file the tests read, and, where ../shared/sts/vectors is beside the
+    repository, an identical copy of every file there (a vector added to the shared folder fails this until copied
+    here)."""
     named = _files_the_loaders_name()
     assert {"tokens.json", "key_change.json", "dkga04.json"} <= named  # the scan does find the loaders' files
     assert named <= set(VECTOR_FILES), f"files read by the tests but not in VECTOR_FILES: {named - set(VECTOR_FILES)}"
@@ -103,8 +104,8 @@ def test_repository_copy_of_the_vectors() -> None:
         absent = [p.name for p in theirs if p.name not in ours]
         differ = [p.name for p in theirs if p.name in ours and ours[p.name].read_bytes() != p.read_bytes()]
         assert not absent and not differ, (
-            f"tests/vectors must be a byte-for-byte copy of {SHARED_VECTORS}: copy {absent + differ} from there "
-            f"(missing here: {absent}; different here: {differ}) and describe new files in tests/vectors/README.md"
+            f"{VECTORS_DIR} must be a byte-for-byte copy of {SHARED_VECTORS}: copy {absent + differ} from there "
+            f"(missing here: {absent}; different here: {differ}) and describe new files in its README.md"
         )
 
 
