@@ -81,6 +81,7 @@ api_keys = Table(
     Column("vendor_id", ForeignKey("vendors.id"), nullable=True),
     _created(),
     Column("revoked_at", DateTime, nullable=True),
+    Column("key_last4", String(4), nullable=True),  # tells keys apart in a list; NULL for keys made before 0006
     one_of("role", Role),
 )
 
@@ -229,6 +230,11 @@ vends = Table(
     one_of("status", VendStatus),
     one_of("kind", VendKind),
     Index("ix_vends_meter_created", "meter_id", "created_at"),
+    # the listings (newest first, by vendor, by customer) and the sales report (sales and reversals by time)
+    Index("ix_vends_created", "created_at", "id"),
+    Index("ix_vends_vendor_created", "vendor_id", "created_at"),
+    Index("ix_vends_customer_created", "customer_id", "created_at"),
+    Index("ix_vends_reversed", "reversed_at"),
 )
 
 tokens = Table(
