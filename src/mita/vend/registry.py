@@ -9,9 +9,7 @@ key's check value.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import secrets
-import time
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -23,13 +21,13 @@ from mita import sts
 from mita.keys.software import check_vending_key
 from mita.sts.identity import check_key_params
 
-from . import limits
+from . import apikeys, bounds, limits
 from .answers import tariff_from_spec
 from .audit import write_audit
 from .callers import ROLES, Caller, local_now
 from .errors import VendError
 from .keyring import keystore
-from .lifecycles import METER, MeterStatus
+from .lifecycles import METER, MeterStatus, Utility
 from .schema import (
     api_keys,
     customers,
@@ -41,6 +39,7 @@ from .schema import (
     vending_keys,
     vendors,
 )
+from .walltime import wall_clock, with_offset
 
 API_KEY_PREFIX = "mita_"
 
@@ -48,9 +47,7 @@ API_KEY_PREFIX = "mita_"
 SYSTEM = Caller(api_key_id=None, name="system", role="admin")
 
 
-def hash_key(plaintext: str) -> str:
-    """API keys are long random strings: a plain SHA-256 is enough to keep them unusable if the table leaks."""
-    return hashlib.sha256(plaintext.encode()).hexdigest()
+hash_key = apikeys.hash_key
 
 
 def _text(value: str | None, field: str, longest: int, required: bool = True) -> None:
@@ -68,7 +65,7 @@ def _row(row: Any, hide: tuple[str, ...] = ()) -> dict[str, Any]:
     for k, v in row._mapping.items():
         if k in hide:
             continue
-        out[k] = v.isoformat() if isinstance(v, dt.datetime) else v
+        out[k] = with_offset(v) if isinstance(v, dt.datetime) else v
     return out
 
 
@@ -95,47 +92,11 @@ def page(engine: Engine, table: Table, limit: int = 50, after: int | str | None 
 
 # ---------------------------------------------------------------------- API keys and vendors
 
-
-#: (engine, key hash) -> (valid until, caller). Every request is authenticated; a database round trip each
-
-
-#: time would cost as much as the vend's own work. A revoked key therefore works for at most AUTH_TTL more.
-
-
-AUTH_TTL = 30.0
-
-
-_auth_cache: dict[tuple[str, str], tuple[float, Caller]] = {}
-
-
-def cached_caller(engine: Engine, plaintext: str | None) -> Caller | None:
-    """The key's owner if it was authenticated in the last AUTH_TTL seconds (no database work)."""
-    if not plaintext:
-        return None
-    cached = _auth_cache.get((engine.url.render_as_string(hide_password=False), hash_key(plaintext)))
-    if cached is not None and cached[0] > time.monotonic():
-        return cached[1]
-    return None
-
-
-def authenticate(engine: Engine, plaintext: str | None) -> Caller:
-    if not plaintext:
-        raise VendError("unauthorized", "an API key is required (header Authorization: Bearer <key>, or X-API-Key)")
-    digest = hash_key(plaintext)
-    now = time.monotonic()
-    where = engine.url.render_as_string(hide_password=False)
-    cached = _auth_cache.get((where, digest))
-    if cached is not None and cached[0] > now:
-        return cached[1]
-    with engine.connect() as conn:
-        row = conn.execute(select(api_keys).where(api_keys.c.key_hash == digest)).first()
-    if row is None or row.revoked_at is not None:
-        raise VendError("unauthorized", "this API key is not valid")
-    caller = Caller(row.id, row.name, row.role, row.vendor_id)
-    if len(_auth_cache) > 10_000:
-        _auth_cache.clear()
-    _auth_cache[(where, digest)] = (now + AUTH_TTL, caller)
-    return caller
+# Who a key belongs to, cached briefly, and listing keys: :mod:`.apikeys` (named here too, as before).
+AUTH_TTL = apikeys.AUTH_TTL
+authenticate = apikeys.authenticate
+cached_caller = apikeys.cached_caller
+list_api_keys = apikeys.list_api_keys
 
 
 def get_vendor(engine: Engine, vendor_id: int) -> dict[str, Any]:
@@ -174,7 +135,7 @@ def get_supply_group(engine: Engine, sgc: str) -> dict[str, Any]:
         ).all()
     out = _row(row)
     current = [k for k in keys if k.krn == row.krn]
-    out["key_expiry"] = current[0].issued_until.isoformat() if current and current[0].issued_until else None
+    out["key_expiry"] = with_offset(current[0].issued_until) if current and current[0].issued_until else None
     out["vending_keys"] = [
         {"krn": k.krn, "dkga": k.dkga, "kcv": k.kcv, "status": k.status, "keystore": k.keystore} for k in keys
     ]
@@ -195,7 +156,7 @@ def get_tariff(engine: Engine, name: str) -> dict[str, Any]:
             .order_by(tariff_versions.c.effective_from)
         ).all()
     out = _row(row)
-    out["versions"] = [{"effective_from": v.effective_from.isoformat(), "spec": v.spec} for v in versions]
+    out["versions"] = [{"effective_from": with_offset(v.effective_from), "spec": v.spec} for v in versions]
     return out
 
 
@@ -217,6 +178,107 @@ def get_by(engine: Engine, table: Table, column: Any, value: str | int, what: st
     if row is None:
         raise VendError("not_found", f"no {what} {value}")
     return _row(row, ("key_hash", "sealed"))
+
+
+# ---------------------------------------------------------------------- customers' and meters' fields
+
+#: How each field of a customer is checked and stored: ``create_customer`` and the CSV import
+#: (:mod:`.imports`) both go through this table, so they refuse the same values with the same codes.
+CUSTOMER_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "account": lambda v: _text_value(v, "account", limits.ACCOUNT),
+    "name": lambda v: _text_value(v, "name", limits.PERSON),
+    "phone": lambda v: _text_value(v, "phone", limits.PHONE, required=False),
+    "fbe_eligible": lambda v: _flag(v, "fbe_eligible"),
+    "debt": lambda v: bounds.money(v, "debt"),
+    "debt_rate": lambda v: _debt_rate(v),
+}
+
+#: A meter's own fields (the supply group, customer and tariff are looked up; the key configuration is checked
+#: against the group by :func:`meter_key`).
+METER_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "drn": lambda v: sts.MeterNumber.parse(str(v)).drn,
+    "utility": lambda v: _utility(v),
+    "manufacturer": lambda v: _text_value(v, "manufacturer", limits.LABEL, required=False) or "",
+    "area": lambda v: _text_value(v, "area", limits.LABEL, required=False) or "",
+    "ti": lambda v: _small(v, "ti"),
+}
+
+
+def _text_value(value: object, field: str, longest: int, required: bool = True) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise VendError("invalid_request", f"{field} must be text")
+    _text(value, field, longest, required)
+    return value or None
+
+
+def _flag(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise VendError("invalid_request", f"{field} must be true or false")
+    return value
+
+
+def _debt_rate(value: object) -> str:
+    try:
+        rate = Decimal(str(value))
+    except InvalidOperation:
+        raise VendError("invalid_debt_rate", "debt_rate is a decimal fraction such as 0.25") from None
+    if not rate.is_finite() or not 0 <= rate <= 1:
+        raise VendError("invalid_debt_rate", "debt_rate must be a fraction from 0 to 1")
+    return str(rate)
+
+
+def _utility(value: object) -> str:
+    if value not in tuple(Utility):
+        raise VendError("invalid_utility", "utility is electricity, water or gas")
+    return str(value)
+
+
+def _small(value: object, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 9999:
+        raise VendError("invalid_request", f"{field} must be a whole number from 0 to 9999")
+    return value
+
+
+def customer_row(values: dict[str, Any], at: dt.datetime) -> dict[str, Any]:
+    """A customers row from checked values (:data:`CUSTOMER_FIELDS`)."""
+    return {**values, "carried": 0, "refund_balance": 0, "created_at": at}
+
+
+def meter_key(
+    group: Any,
+    *,
+    ti: int,
+    krn: int | None = None,
+    kt: int | None = None,
+    ea: int | None = None,
+    base_date: int | None = None,
+    ken: int | None = None,
+) -> dict[str, int]:
+    """A new meter's key configuration: what it was given, the supply group's for the rest, checked together."""
+    values = dict(
+        krn=group.krn if krn is None else krn,
+        kt=group.kt if kt is None else kt,
+        ea=group.ea if ea is None else int(sts.EA.parse(ea)),
+        base_date=group.base_date if base_date is None else int(sts.BaseDate.parse(base_date)),
+        ken=group.ken if ken is None else ken,
+    )
+    check_key_params(values["kt"], group.sgc, ti, values["krn"])
+    if not 0 <= values["ken"] <= 255:
+        raise sts.RangeError("KEN must be 0..255")
+    if values["ea"] == sts.EA.MISTY1 and group.dkga != 4:
+        raise VendError("invalid_dkga", "an EA11 meter needs a 128-bit key: its supply group must use DKGA04")
+    return values
+
+
+def meter_row(
+    own: dict[str, Any], group: Any, key: dict[str, int], customer_id: int | None, tariff_id: int | None,
+    at: dt.datetime,
+) -> dict[str, Any]:  # fmt: skip
+    """A meters row from checked values (:data:`METER_FIELDS`, :func:`meter_key`)."""
+    return {
+        **own, **key, "iin": sts.MeterNumber.parse(own["drn"]).iin, "supply_group_id": group.id,
+        "customer_id": customer_id, "tariff_id": tariff_id, "status": "active", "last_tid": -1, "created_at": at,
+    }  # fmt: skip
 
 
 class Registry:
@@ -247,17 +309,22 @@ class Registry:
                 name=name,
                 role=role,
                 key_hash=hash_key(plaintext),
+                key_last4=plaintext[-4:],
                 vendor_id=vendor_id,
                 created_at=self.clock(),
             )
             self._audit(conn, SYSTEM, "create_api_key", "api_key", key_id, name=name, role=role, vendor_id=vendor_id)
         return key_id, plaintext
 
+    def revoke_api_key(self, caller: Caller, key_id: int) -> dict[str, Any]:
+        """Revoke a key (admin), audited: see :func:`.apikeys.revoke_api_key`."""
+        return apikeys.revoke_api_key(self.engine, caller, key_id, self.clock())
+
     def create_vendor(self, caller: Caller, name: str, credit_limit: int | None = None) -> dict[str, Any]:
         caller.require("admin")
         _text(name, "name", limits.NAME)
-        if credit_limit is not None and credit_limit < 0:
-            raise VendError("invalid_amount", "a credit limit cannot be negative")
+        if credit_limit is not None:
+            bounds.money(credit_limit, "credit_limit")
         with self.engine.begin() as conn:
             vid = _insert(
                 conn,
@@ -336,7 +403,7 @@ class Registry:
                     sealed=stored.sealed,
                     kcv=stored.kcv,
                     ken=ken,
-                    issued_until=key_expiry,
+                    issued_until=None if key_expiry is None else wall_clock(key_expiry),
                     credit_limit=credit_limit,
                     credit_issued=0,
                     status="active",
@@ -373,7 +440,8 @@ class Registry:
     ) -> dict[str, Any]:
         caller.require("admin")
         _text(name, "name", limits.NAME)
-        tariff_from_spec(spec)  # validates
+        bounds.check_tariff_spec(spec)
+        tariff_from_spec(spec)  # validates the blocks' order
         if len(currency) != 3 or not currency.isalpha():
             raise VendError("invalid_currency", "currency is a 3-letter ISO 4217 code")
         with self.engine.begin() as conn:
@@ -391,7 +459,7 @@ class Registry:
                 tariff_versions,
                 "tariff version",
                 tariff_id=tid,
-                effective_from=effective_from,
+                effective_from=wall_clock(effective_from),
                 spec=spec,
                 created_at=self.clock(),
             )
@@ -402,6 +470,7 @@ class Registry:
         self, caller: Caller, name: str, spec: dict[str, Any], effective_from: dt.datetime
     ) -> dict[str, Any]:
         caller.require("admin")
+        bounds.check_tariff_spec(spec)
         tariff_from_spec(spec)
         with self.engine.begin() as conn:
             tid = conn.execute(select(tariffs.c.id).where(tariffs.c.name == name)).scalar()
@@ -412,12 +481,18 @@ class Registry:
                 tariff_versions,
                 "a version with that date",
                 tariff_id=tid,
-                effective_from=effective_from,
+                effective_from=wall_clock(effective_from),
                 spec=spec,
                 created_at=self.clock(),
             )
             self._audit(
-                conn, caller, "add_tariff_version", "tariff", name, effective_from=effective_from.isoformat(), spec=spec
+                conn,
+                caller,
+                "add_tariff_version",
+                "tariff",
+                name,
+                effective_from=wall_clock(effective_from).isoformat(),
+                spec=spec,
             )
         return get_tariff(self.engine, name)
 
@@ -433,30 +508,11 @@ class Registry:
         debt_rate: str = "0",
     ) -> dict[str, Any]:
         caller.require("admin", "operator")
-        _text(account, "account", limits.ACCOUNT)
-        _text(name, "name", limits.PERSON)
-        _text(phone, "phone", limits.PHONE, required=False)
-        try:
-            rate = Decimal(debt_rate)
-        except InvalidOperation:
-            raise VendError("invalid_debt_rate", "debt_rate is a decimal fraction such as 0.25") from None
-        if not 0 <= rate <= 1 or debt < 0:
-            raise VendError("invalid_debt_rate", "debt_rate must be between 0 and 1, and debt not negative")
+        fields = {"account": account, "name": name, "phone": phone, "fbe_eligible": fbe_eligible, "debt": debt,
+                  "debt_rate": debt_rate}  # fmt: skip
+        values = {column: check(fields[column]) for column, check in CUSTOMER_FIELDS.items()}
         with self.engine.begin() as conn:
-            cid = _insert(
-                conn,
-                customers,
-                f"customer {account}",
-                account=account,
-                name=name,
-                phone=phone,
-                fbe_eligible=fbe_eligible,
-                debt=debt,
-                debt_rate=str(rate),
-                carried=0,
-                refund_balance=0,
-                created_at=self.clock(),
-            )
+            cid = _insert(conn, customers, f"customer {account}", **customer_row(values, self.clock()))
             self._audit(conn, caller, "create_customer", "customer", account, fbe_eligible=fbe_eligible, debt=debt)
             return _row(conn.execute(select(customers).where(customers.c.id == cid)).one())
 
@@ -480,49 +536,19 @@ class Registry:
     ) -> dict[str, Any]:
         """A meter, by default on its supply group's current key configuration."""
         caller.require("admin", "operator")
-        _text(manufacturer, "manufacturer", limits.LABEL, required=False)
-        _text(area, "area", limits.LABEL, required=False)
-        number = sts.MeterNumber.parse(drn)
-        if utility not in ("electricity", "water", "gas"):
-            raise VendError("invalid_utility", "utility is electricity, water or gas")
+        fields = {"drn": drn, "utility": utility, "manufacturer": manufacturer, "area": area, "ti": ti}
+        own = {column: METER_FIELDS[column](value) for column, value in fields.items()}
         with self.engine.begin() as conn:
             group = conn.execute(select(supply_groups).where(supply_groups.c.sgc == sgc)).first()
             if group is None:
                 raise VendError("not_found", f"no supply group {sgc}")
             cust_id = _lookup(conn, customers, customers.c.account, customer, "customer")
             tariff_id = _lookup(conn, tariffs, tariffs.c.name, tariff, "tariff")
-            values = dict(
-                krn=group.krn if krn is None else krn,
-                kt=group.kt if kt is None else kt,
-                ea=group.ea if ea is None else int(sts.EA.parse(ea)),
-                base_date=group.base_date if base_date is None else int(sts.BaseDate.parse(base_date)),
-                ken=group.ken if ken is None else ken,
-            )
-            check_key_params(values["kt"], sgc, ti, values["krn"])
-            if not 0 <= values["ken"] <= 255:
-                raise sts.RangeError("KEN must be 0..255")
-            if values["ea"] == sts.EA.MISTY1 and group.dkga != 4:
-                raise VendError("invalid_dkga", "an EA11 meter needs a 128-bit key: its supply group must use DKGA04")
-            mid = _insert(
-                conn,
-                meters,
-                f"meter {number.drn}",
-                drn=number.drn,
-                iin=number.iin,
-                manufacturer=manufacturer,
-                area=area,
-                supply_group_id=group.id,
-                customer_id=cust_id,
-                tariff_id=tariff_id,
-                utility=utility,
-                ti=ti,
-                status="active",
-                last_tid=-1,
-                created_at=self.clock(),
-                **values,
-            )
+            values = meter_key(group, ti=own["ti"], krn=krn, kt=kt, ea=ea, base_date=base_date, ken=ken)
+            row = meter_row(own, group, values, cust_id, tariff_id, self.clock())
+            mid = _insert(conn, meters, f"meter {row['drn']}", **row)
             self._audit(
-                conn, caller, "create_meter", "meter", number.drn, sgc=sgc, customer=customer, tariff=tariff, **values
+                conn, caller, "create_meter", "meter", row["drn"], sgc=sgc, customer=customer, tariff=tariff, **values
             )
             return _row(conn.execute(select(meters).where(meters.c.id == mid)).one())
 
