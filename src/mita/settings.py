@@ -80,6 +80,9 @@ class Settings(MasterKeySettings, HsmSettings, OutboxSettings):
         default=24, ge=0, description="how long after a vend an operator may reverse it"
     )
     key_warn_days: int = Field(default=30, ge=0, description="days before a key's end that vends answer a warning")
+    metrics_public: bool = Field(
+        default=True, description="`/metrics` answers without an API key (false: it needs an admin or operator key)"
+    )
 
 
 def table() -> str:
@@ -87,6 +90,8 @@ def table() -> str:
     rows = ["| variable | default | what it sets |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default
+        if isinstance(default, bool):
+            default = str(default).lower()  # as the environment variable is written
         shown = "(none)" if default in (None, "") else f"`{default}`"
         rows.append(f"| `MITA_{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)

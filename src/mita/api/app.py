@@ -1,7 +1,8 @@
 """The vending service over HTTP: the application factory (FastAPI under ``/v1``, OpenAPI at ``/openapi.json``).
 
-A thin shell, in parts: the gate (:mod:`.gate`) checks the database, the API key, the body's size and type
-before any route runs; the routes (:mod:`.routes`, one module per resource) parse, call a service and answer;
+A thin shell, in parts: the observer (:mod:`.observe`) gives each request an id, a line in the access log and its
+place in ``/metrics`` (:mod:`.metrics`); the gate (:mod:`.gate`) checks the database, the API key, the body's size
+and type before any route runs; the routes (:mod:`.routes`, one module per resource) parse, call a service and answer;
 the problems (:mod:`.problems`) turn every typed error into an RFC 9457 answer. Roles are enforced by the
 services (``caller.require``). Routes are plain ``def``: the services are synchronous and FastAPI runs them in
 its thread pool. Vend answers go out as the service built them, without a second validation pass.
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from sqlalchemy.exc import DBAPIError
 
 from mita import __version__, compose
@@ -23,6 +25,8 @@ from mita.vend.database import check_durability
 from mita.vend.errors import is_transient
 
 from .gate import Gate, Readiness
+from .metrics import Metrics
+from .observe import Observe
 from .openapi import install as install_openapi
 from .problems import install as install_problem_handlers
 from .routes import ROUTERS
@@ -30,6 +34,7 @@ from .routes import ROUTERS
 log = logging.getLogger("mita.api")
 
 MAX_BODY = Settings.model_fields["max_body_bytes"].default
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's and ReDoc's scripts, styles and icon
 
 
 def create_app(database_url: str | None = None, *, settings: Settings | None = None, check: bool = True) -> FastAPI:
@@ -63,16 +68,30 @@ def create_app(database_url: str | None = None, *, settings: Settings | None = N
         yield
         engine.dispose()
 
-    app = FastAPI(
+    # the interactive documentation (/docs, /redoc) with its scripts and styles served from the package: it
+    # works with no network, and tells no CDN who reads it
+    app = FastAPIOffline(
         title="Mita vending API",
         version=__version__,
         description="STS prepayment vending: supply groups, tariffs, customers, meters, vends and their tokens.",
         openapi_url="/openapi.json",
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},  # Swagger UI would fetch a badge from its validator
         lifespan=lifespan,
     )
-    app.add_middleware(Gate, engine=engine, readiness=readiness, max_body=settings.max_body_bytes)
+    metrics = Metrics(engine, service.clock)
+    app.add_middleware(
+        Gate,
+        engine=engine,
+        readiness=readiness,
+        max_body=settings.max_body_bytes,
+        metrics_public=settings.metrics_public,
+    )
+    routes = [route for router in ROUTERS for route in router.routes]
+    app.add_middleware(Observe, routes=routes, metrics=metrics)  # outermost: sees what the gate refuses
     app.state.engine = engine
     app.state.service = service
+    app.state.metrics = metrics
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -14,6 +14,9 @@ before its 401. This ASGI middleware answers from the headers alone, in this ord
 The database's refusals are ``database_unavailable``, ``unsafe_database`` or ``schema_outdated``.
 A body sent without a length (chunked) is counted as it is read, and refused with 413 at the limit.
 Paths outside ``/v1`` (documentation, ``/healthz``, ``/readyz``) and ``/v1/health`` pass without a key.
+``/metrics`` passes without a key while ``MITA_METRICS_PUBLIC`` is true (the default: a Prometheus server on the
+private network has none); otherwise it needs an admin or operator key (a vendor's till has no business seeing
+the utility's totals), and is refused like a ``/v1`` route.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from mita.vend.service import Caller
 from .problems import problem, refusal
 
 OPEN_PATHS = frozenset({"/v1/health"})
+METRICS_PATH = "/metrics"
+METRICS_ROLES = ("admin", "operator")  # who may scrape when the metrics are not public
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 RECHECK_S = 1.0  # a database that is not ready is asked again at most this often
 
@@ -80,22 +85,37 @@ def is_json(content_type: str) -> bool:
 
 
 class Gate:
-    def __init__(self, app: ASGIApp, *, engine: Engine, readiness: Readiness, max_body: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, engine: Engine, readiness: Readiness, max_body: int, metrics_public: bool = True
+    ) -> None:
         self.app = app
         self.engine = engine
         self.readiness = readiness
         self.max_body = max_body
+        self.metrics_public = metrics_public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/v1/") or path in OPEN_PATHS:
+        if scope["type"] != "http" or path in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
+        if not path.startswith("/v1/"):
+            if path == METRICS_PATH and not self.metrics_public:
+                await self._admit(scope, receive, send, METRICS_ROLES)
+            else:
+                await self.app(scope, receive, send)
+            return
+        await self._admit(scope, receive, send)
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send, roles: tuple[str, ...] = ()) -> None:
+        """The request goes on if the database is ready and its key valid (and of one of ``roles``, if given)."""
         headers = Headers(scope=scope)
         try:
             if not self.readiness.ready:
                 await run_in_threadpool(self.readiness.check)
             caller = await self._caller(api_key(headers))
+            if roles:
+                caller.require(*roles)
         except VendError as exc:
             await refusal(exc)(scope, receive, send)
             return

@@ -1,11 +1,11 @@
-"""Liveness and readiness: no API key needed."""
+"""Liveness, readiness and metrics: no API key needed (``/metrics`` may ask for one: ``MITA_METRICS_PUBLIC``)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import Engine, text
 
 from mita.vend.database import check_ready
@@ -15,6 +15,7 @@ from .. import models as m
 from ..deps import (
     Svc,
 )
+from ..metrics import CONTENT_TYPE, Metrics
 from ..problems import problem, refusal, responses
 
 log = logging.getLogger("mita.api")
@@ -52,3 +53,19 @@ def readyz(request: Request) -> Any:
     except VendError as exc:
         return refusal(exc)
     return {"status": "ready", "database": engine.dialect.name}
+
+
+@probes.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text exposition format", "content": {CONTENT_TYPE: {}}},
+        **responses(401, 403),
+    },
+)
+def metrics(request: Request) -> Response:
+    """Counters of every worker (requests by route and status, vends by kind and outcome with their latency,
+    refusals by code) and gauges read from the database now (outbox depth, vending keys, campaigns), in the
+    Prometheus text format. Needs an admin or operator key only if ``MITA_METRICS_PUBLIC`` is false."""
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.exposition(), media_type=CONTENT_TYPE)
