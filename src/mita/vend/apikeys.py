@@ -24,6 +24,7 @@ from .audit import write_audit
 from .callers import Caller
 from .errors import VendError
 from .schema import api_keys
+from .walltime import with_offset
 
 #: Seconds an authenticated key is trusted without asking the database: how late a revocation can be noticed
 #: by another process (issue 11: within 5 s everywhere).
@@ -128,6 +129,8 @@ def authenticate(engine: Engine, plaintext: str | None) -> Caller:
 def _listed(row: Any) -> dict[str, Any]:
     out = dict(row._mapping)
     out["last4"] = out.pop("key_last4")
+    for name in ("created_at", "revoked_at"):
+        out[name] = None if out[name] is None else with_offset(out[name])
     return out
 
 

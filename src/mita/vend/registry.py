@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, func, insert, select, update
@@ -21,13 +20,14 @@ from mita import sts
 from mita.keys.software import check_vending_key
 from mita.sts.identity import check_key_params
 
-from . import apikeys, bounds, limits
+from . import apikeys, bounds, imports, limits
 from .answers import tariff_from_spec
 from .audit import write_audit
 from .callers import ROLES, Caller, local_now
 from .errors import VendError
+from .fields import CUSTOMER_FIELDS, METER_FIELDS, customer_row, meter_key, meter_row, text
 from .keyring import keystore
-from .lifecycles import METER, MeterStatus, Utility
+from .lifecycles import METER, MeterStatus
 from .schema import (
     api_keys,
     customers,
@@ -48,16 +48,6 @@ SYSTEM = Caller(api_key_id=None, name="system", role="admin")
 
 
 hash_key = apikeys.hash_key
-
-
-def _text(value: str | None, field: str, longest: int, required: bool = True) -> None:
-    """Names go into the database and onto receipts: printable, and as long as their column."""
-    if value is None or value == "":
-        if required:
-            raise VendError("invalid_request", f"{field} is required")
-        return
-    if len(value) > longest or not value.isprintable():
-        raise VendError("invalid_request", f"{field} must be printable text of at most {longest} characters")
 
 
 def _row(row: Any, hide: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -180,107 +170,6 @@ def get_by(engine: Engine, table: Table, column: Any, value: str | int, what: st
     return _row(row, ("key_hash", "sealed"))
 
 
-# ---------------------------------------------------------------------- customers' and meters' fields
-
-#: How each field of a customer is checked and stored: ``create_customer`` and the CSV import
-#: (:mod:`.imports`) both go through this table, so they refuse the same values with the same codes.
-CUSTOMER_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "account": lambda v: _text_value(v, "account", limits.ACCOUNT),
-    "name": lambda v: _text_value(v, "name", limits.PERSON),
-    "phone": lambda v: _text_value(v, "phone", limits.PHONE, required=False),
-    "fbe_eligible": lambda v: _flag(v, "fbe_eligible"),
-    "debt": lambda v: bounds.money(v, "debt"),
-    "debt_rate": lambda v: _debt_rate(v),
-}
-
-#: A meter's own fields (the supply group, customer and tariff are looked up; the key configuration is checked
-#: against the group by :func:`meter_key`).
-METER_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "drn": lambda v: sts.MeterNumber.parse(str(v)).drn,
-    "utility": lambda v: _utility(v),
-    "manufacturer": lambda v: _text_value(v, "manufacturer", limits.LABEL, required=False) or "",
-    "area": lambda v: _text_value(v, "area", limits.LABEL, required=False) or "",
-    "ti": lambda v: _small(v, "ti"),
-}
-
-
-def _text_value(value: object, field: str, longest: int, required: bool = True) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise VendError("invalid_request", f"{field} must be text")
-    _text(value, field, longest, required)
-    return value or None
-
-
-def _flag(value: object, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise VendError("invalid_request", f"{field} must be true or false")
-    return value
-
-
-def _debt_rate(value: object) -> str:
-    try:
-        rate = Decimal(str(value))
-    except InvalidOperation:
-        raise VendError("invalid_debt_rate", "debt_rate is a decimal fraction such as 0.25") from None
-    if not rate.is_finite() or not 0 <= rate <= 1:
-        raise VendError("invalid_debt_rate", "debt_rate must be a fraction from 0 to 1")
-    return str(rate)
-
-
-def _utility(value: object) -> str:
-    if value not in tuple(Utility):
-        raise VendError("invalid_utility", "utility is electricity, water or gas")
-    return str(value)
-
-
-def _small(value: object, field: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 9999:
-        raise VendError("invalid_request", f"{field} must be a whole number from 0 to 9999")
-    return value
-
-
-def customer_row(values: dict[str, Any], at: dt.datetime) -> dict[str, Any]:
-    """A customers row from checked values (:data:`CUSTOMER_FIELDS`)."""
-    return {**values, "carried": 0, "refund_balance": 0, "created_at": at}
-
-
-def meter_key(
-    group: Any,
-    *,
-    ti: int,
-    krn: int | None = None,
-    kt: int | None = None,
-    ea: int | None = None,
-    base_date: int | None = None,
-    ken: int | None = None,
-) -> dict[str, int]:
-    """A new meter's key configuration: what it was given, the supply group's for the rest, checked together."""
-    values = dict(
-        krn=group.krn if krn is None else krn,
-        kt=group.kt if kt is None else kt,
-        ea=group.ea if ea is None else int(sts.EA.parse(ea)),
-        base_date=group.base_date if base_date is None else int(sts.BaseDate.parse(base_date)),
-        ken=group.ken if ken is None else ken,
-    )
-    check_key_params(values["kt"], group.sgc, ti, values["krn"])
-    if not 0 <= values["ken"] <= 255:
-        raise sts.RangeError("KEN must be 0..255")
-    if values["ea"] == sts.EA.MISTY1 and group.dkga != 4:
-        raise VendError("invalid_dkga", "an EA11 meter needs a 128-bit key: its supply group must use DKGA04")
-    return values
-
-
-def meter_row(
-    own: dict[str, Any], group: Any, key: dict[str, int], customer_id: int | None, tariff_id: int | None,
-    at: dt.datetime,
-) -> dict[str, Any]:  # fmt: skip
-    """A meters row from checked values (:data:`METER_FIELDS`, :func:`meter_key`)."""
-    return {
-        **own, **key, "iin": sts.MeterNumber.parse(own["drn"]).iin, "supply_group_id": group.id,
-        "customer_id": customer_id, "tariff_id": tariff_id, "status": "active", "last_tid": -1, "created_at": at,
-    }  # fmt: skip
-
-
 class Registry:
     """Setting a utility up, on the clock it is given (the composition root's; tests give a fixed one)."""
 
@@ -299,7 +188,7 @@ class Registry:
             raise VendError("invalid_role", f"role must be one of {', '.join(ROLES)}")
         if role == "vendor" and vendor_id is None:
             raise VendError("invalid_role", "a vendor key belongs to a vendor")
-        _text(name, "name", limits.NAME)
+        text(name, "name", limits.NAME)
         plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
             key_id = _insert(
@@ -322,7 +211,7 @@ class Registry:
 
     def create_vendor(self, caller: Caller, name: str, credit_limit: int | None = None) -> dict[str, Any]:
         caller.require("admin")
-        _text(name, "name", limits.NAME)
+        text(name, "name", limits.NAME)
         if credit_limit is not None:
             bounds.money(credit_limit, "credit_limit")
         with self.engine.begin() as conn:
@@ -357,7 +246,7 @@ class Registry:
     ) -> dict[str, Any]:
         """A supply group with its first vending key, active at once (``key_expiry``: the key's issued-until)."""
         caller.require("admin")
-        _text(name, "name", limits.NAME)
+        text(name, "name", limits.NAME)
         check_key_params(kt, sgc, 1, krn)
         algorithm = sts.EA.parse(ea)
         sts.BaseDate.parse(base_date)
@@ -439,7 +328,7 @@ class Registry:
         carry_leftover: bool = True,
     ) -> dict[str, Any]:
         caller.require("admin")
-        _text(name, "name", limits.NAME)
+        text(name, "name", limits.NAME)
         bounds.check_tariff_spec(spec)
         tariff_from_spec(spec)  # validates the blocks' order
         if len(currency) != 3 or not currency.isalpha():
@@ -551,6 +440,14 @@ class Registry:
                 conn, caller, "create_meter", "meter", row["drn"], sgc=sgc, customer=customer, tariff=tariff, **values
             )
             return _row(conn.execute(select(meters).where(meters.c.id == mid)).one())
+
+    def import_customers(self, caller: Caller, rows: Iterable[Mapping[str, object]]) -> dict[str, Any]:
+        """Every customer of ``rows`` ({column: cell}, e.g. :func:`.imports.parse_csv`'s), or none."""
+        return imports.import_customers(self.engine, caller, rows, self.clock())
+
+    def import_meters(self, caller: Caller, rows: Iterable[Mapping[str, object]]) -> dict[str, Any]:
+        """Every meter of ``rows`` ({column: cell}, e.g. :func:`.imports.parse_csv`'s), or none."""
+        return imports.import_meters(self.engine, caller, rows, self.clock())
 
     def set_meter_status(self, caller: Caller, drn: str, status: str) -> dict[str, Any]:
         caller.require("admin", "operator")
