@@ -10,6 +10,7 @@ before its 401. This ASGI middleware answers from the headers alone, in this ord
 | an API key (`Authorization: Bearer` or `X-API-Key`) that is valid | 401 `unauthorized` |
 | `Content-Length` at most the body limit | 413 `payload_too_large` |
 | a body on POST, PUT or PATCH is JSON (`application/json` or `application/*+json`) | 415 `unsupported_media_type` |
+| ... but CSV (`text/csv`) on the import routes (``CSV_PATHS``) | 415 `unsupported_media_type` |
 
 The database's refusals are ``database_unavailable``, ``unsafe_database`` or ``schema_outdated``.
 A body sent without a length (chunked) is counted as it is read, and refused with 413 at the limit.
@@ -41,6 +42,7 @@ OPEN_PATHS = frozenset({"/v1/health"})
 METRICS_PATH = "/metrics"
 METRICS_ROLES = ("admin", "operator")  # who may scrape when the metrics are not public
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+CSV_PATHS = frozenset({"/v1/imports/customers", "/v1/imports/meters"})  # their bodies are CSV, not JSON
 RECHECK_S = 1.0  # a database that is not ready is asked again at most this often
 
 
@@ -120,7 +122,7 @@ class Gate:
             await refusal(exc)(scope, receive, send)
             return
         scope.setdefault("state", {})["caller"] = caller
-        refused = self._body_refusal(scope["method"], headers)
+        refused = self._body_refusal(scope["method"], headers, scope.get("path", ""))
         if refused is not None:
             status, code, detail = refused
             await problem(status, code, detail)(scope, receive, send)
@@ -150,11 +152,14 @@ class Gate:
         except DBAPIError as exc:
             raise database_failure(exc) from None
 
-    def _body_refusal(self, method: str, headers: Headers) -> tuple[int, str, str] | None:
+    def _body_refusal(self, method: str, headers: Headers, path: str = "") -> tuple[int, str, str] | None:
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return 413, "payload_too_large", f"request bodies are limited to {self.max_body} bytes"
         has_body = (length is not None and length != "0") or "transfer-encoding" in headers
-        if method in BODY_METHODS and has_body and not is_json(headers.get("content-type", "")):
+        if method in BODY_METHODS and has_body and path in CSV_PATHS:
+            if headers.get("content-type", "").split(";", 1)[0].strip().lower() != "text/csv":
+                return 415, "unsupported_media_type", "the request body must be CSV (Content-Type: text/csv)"
+        elif method in BODY_METHODS and has_body and not is_json(headers.get("content-type", "")):
             return 415, "unsupported_media_type", "the request body must be JSON (Content-Type: application/json)"
         return None
