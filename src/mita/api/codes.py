@@ -21,7 +21,7 @@ CODES: dict[str, Answer] = {
     "invalid_json": Answer(400, "The request body is not valid JSON"),
     "bad_request": Answer(400, "Bad request"),
     "payload_too_large": Answer(413, "Request body too large"),
-    "unsupported_media_type": Answer(415, "The request body must be JSON"),
+    "unsupported_media_type": Answer(415, "The request body is not of the media type this route takes"),
     "method_not_allowed": Answer(405, "Method not allowed"),
     "not_acceptable": Answer(406, "Not acceptable"),
     "http_error": Answer(400, "HTTP error"),

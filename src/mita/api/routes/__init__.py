@@ -5,12 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from . import (
+    api_keys,
     audit,
     campaigns,
     customers,
     health,
+    imports,
     key_changes,
     meters,
+    reports,
     supply_groups,
     tariffs,
     vending_keys,
@@ -31,4 +34,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     key_changes.router,
     campaigns.router,
     audit.router,
+    api_keys.router,
+    imports.router,
+    reports.router,
 )

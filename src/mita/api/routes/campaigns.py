@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Response
+from fastapi import Query, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
 from mita import campaign, outbox, sts
+from mita.campaign.listing import list_campaigns
 from mita.vend.errors import VendError
 
 from .. import models as m
 from ..deps import (
     READERS,
+    After,
     CampaignId,
+    Limit,
     Svc,
     Who,
     v1_router,
@@ -44,6 +47,22 @@ def plan_campaign(body: m.CampaignIn, caller: Who, svc: Svc, response: Response)
         raise VendError("conflict", f"there is a campaign named {body.name!r} already") from None
     response.headers["Location"] = f"/v1/campaigns/{out['id']}"
     return out
+
+
+@router.get("/campaigns", response_model=m.Page[m.CampaignOut])
+def list_all_campaigns(
+    caller: Who,
+    svc: Svc,
+    status: Annotated[
+        Literal["planned", "generating", "generated", "closed"] | None,
+        Query(description="only campaigns in this status"),
+    ] = None,
+    sgc: Annotated[str | None, Query(pattern=r"^[0-9]{6}$", description="only this supply group's campaigns")] = None,
+    limit: Limit = 50,
+    after: After = None,
+) -> Any:
+    """Campaigns, oldest first, with how far each one's meters got (admin, operator)."""
+    return list_campaigns(svc.engine, caller, status=status, sgc=sgc, limit=limit, after=after)
 
 
 @router.get("/campaigns/{campaign_id}", response_model=m.CampaignOut, responses=responses(404))

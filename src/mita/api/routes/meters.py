@@ -8,9 +8,10 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from mita import sts
-from mita.vend import registry
+from mita.vend import listings, registry
 from mita.vend.schema import meters
 
+from .. import listings as lm
 from .. import models as m
 from ..deps import (
     READERS,
@@ -50,6 +51,13 @@ def get_meter(drn: DrnPath, caller: Who, svc: Svc) -> Any:
     caller.require(*READERS)
     number = sts.MeterNumber.parse(drn)  # a wrong check digit is a 422, not a 404
     return registry.get_by(svc.engine, meters, meters.c.drn, number.drn, "meter")
+
+
+@router.get("/meters/{drn}/vends", response_model=lm.VendPage, responses=responses(404))
+def meter_history(drn: DrnPath, caller: Who, svc: Svc, limit: Limit = 50, after: lm.Cursor = None) -> Any:
+    """The meter's history, newest first: purchases (reversed ones marked), engineering tokens and key changes,
+    with their tokens (admin, operator; a vendor's key sees its own vendor's sales only)."""
+    return listings.meter_history(svc.engine, caller, drn, limit, after)
 
 
 @router.patch("/meters/{drn}", response_model=m.MeterOut, responses=responses(404))

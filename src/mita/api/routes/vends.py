@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request, Response
+from fastapi import Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from mita.vend import listings
+
+from .. import listings as lm
 from .. import models as m
 from ..deps import (
+    ID_MAX,
+    Limit,
     Svc,
     VendId,
     Who,
@@ -93,6 +98,31 @@ async def create_vend(request: Request, caller: Who, svc: Svc) -> Response:
         raise RequestValidationError(errors)
     issued = await run_in_threadpool(svc.vend, caller, key, body.model_dump())
     return vend_json(issued.body, 200 if issued.replayed else 201)
+
+
+@router.get("/vends", response_model=lm.VendPage, responses=responses(404))
+def list_vends(
+    caller: Who,
+    svc: Svc,
+    meter: Annotated[str | None, Query(max_length=32, pattern=m.PRINTABLE, description="meter number (DRN)")] = None,
+    vendor_id: Annotated[int | None, Query(ge=1, le=ID_MAX, description="the vendor that sold them")] = None,
+    customer: Annotated[
+        str | None, Query(max_length=40, pattern=m.PRINTABLE, description="the customer's account")
+    ] = None,
+    kind: Annotated[lm.VendKind | None, Query(description="purchase, engineering or key_change")] = None,
+    status: Annotated[lm.VendStatus | None, Query(description="completed or reversed")] = None,
+    since: lm.Since = None,
+    until: lm.Until = None,
+    limit: Limit = 50,
+    after: lm.Cursor = None,
+) -> Any:
+    """Vends, newest first, filtered (admin, operator, vendor: a vendor's key sees its own vendor's only).
+
+    Purchases, engineering tokens and key changes, each with its tokens. Filters combine; a meter or customer
+    that does not exist finds nothing. Pages: pass ``next`` as ``after``.
+    """
+    f = listings.VendFilter(meter, vendor_id, customer, kind, status, since, until)
+    return listings.list_vends(svc.engine, caller, f, limit, after)
 
 
 @router.get("/vends/{vend_id}", response_model=None, responses={**_VEND_DOC, **responses(404)})
