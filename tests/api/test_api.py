@@ -37,6 +37,7 @@ from mita.vend import database, registry
 from mita.vend.errors import VendError
 from mita.vend.schema import audit, idempotency, ledger, meter_months, outbox, tokens, vendors, vends
 from mita.vend.service import VendingService
+from mita.vend.walltime import with_offset
 
 PG_ADMIN_URL = os.environ.get("MITA_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 PG_CONNINFO = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
@@ -438,12 +439,19 @@ def test_tariffs(world: World) -> None:
     is_problem(c.post("/v1/tariffs", json=body, headers=world.admin), 409, "conflict")
     for spec in ({**SPEC, "blocks": []}, {**SPEC, "vat_rate": 0.15}, {**SPEC, "extra": 1}):
         is_problem(c.post("/v1/tariffs", json={**body, "name": "y", "spec": spec}, headers=world.admin), 422)
-    aware = {**body, "name": "z", "effective_from": "2021-01-01T00:00:00Z"}
-    is_problem(c.post("/v1/tariffs", json=aware, headers=world.admin), 422, "invalid_request")
+    # a time with an offset is moved to the utility's wall clock; answers carry the wall clock's offset
+    aware = {**body, "name": f"z-{name}", "effective_from": "2021-01-01T00:00:00Z"}
+    r = c.post("/v1/tariffs", json=aware, headers=world.admin)
+    assert r.status_code == 201, r.text
+    utc = dt.datetime(2021, 1, 1, tzinfo=dt.UTC)
+    assert dt.datetime.fromisoformat(r.json()["versions"][0]["effective_from"]) == utc
     version = {"spec": {**SPEC, "vat_rate": "0.16"}, "effective_from": "2030-01-01T00:00:00"}
     r = c.post(f"/v1/tariffs/{name}/versions", json=version, headers=world.admin)
     assert r.status_code == 201, r.text
-    assert [v["effective_from"] for v in r.json()["versions"]] == ["2021-01-01T00:00:00", "2030-01-01T00:00:00"]
+    assert [v["effective_from"] for v in r.json()["versions"]] == [
+        with_offset(dt.datetime(2021, 1, 1)),
+        with_offset(dt.datetime(2030, 1, 1)),
+    ]
     is_problem(c.post(f"/v1/tariffs/{name}/versions", json=version, headers=world.admin), 409, "conflict")
     is_problem(c.post("/v1/tariffs/nope/versions", json=version, headers=world.admin), 404, "not_found")
     got = c.get(f"/v1/tariffs/{name}", headers=world.operator).json()

@@ -25,6 +25,7 @@ from mita.keys.software import key_check_value
 from mita.meter import Meter
 from mita.vend import keyring
 from mita.vend.schema import audit, meters
+from mita.vend.walltime import with_offset
 
 # test_api's fixtures: one database per backend (SQLite, PostgreSQL), the utility and the client that checks secrets
 database_url = test_api.database_url
@@ -193,7 +194,7 @@ def test_import_activate_retire(world: World) -> None:
     listed = keys_of(world, sgc)
     assert listed[2]["status"] == "pending" and not listed[2]["current"] and listed[1]["current"]
     assert listed[2]["ken"] == 200 and listed[2]["credit_limit"] == 10**9
-    assert listed[2]["issued_until"] == "2099-01-01T00:00:00" and listed[2]["ken_expires"] is not None
+    assert listed[2]["issued_until"] == with_offset(dt.datetime(2099, 1, 1)) and listed[2]["ken_expires"] is not None
 
     r = c.post(f"/v1/supply-groups/{sgc}/keys/2/activate", headers=world.admin)
     assert r.status_code == 200, r.text

@@ -4,30 +4,103 @@ Requests refuse unknown fields and take integers strictly (``100.0``, ``"100"`` 
 String lengths follow the database columns, so an over-long value is a 422, not a database error. Responses
 are allow-lists: a column added to a table later is not published until it is declared here, and no model
 has a field for key material.
+
+Every field says what it is and in which unit (a test walks the OpenAPI document for a field without one):
+money in minor units of the tariff's currency, quantities in token base units (0.1 kWh, 0.1 m³) or as decimal
+text in the unit named beside them, shares as fractions (0.15 is 15 %), times as RFC 3339 with an offset
+(:func:`mita.vend.walltime.with_offset`). Each request model carries an example that the API accepts as it stands
+(tests/api/test_openapi_examples.py posts them, in order, to a fresh service).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, NaiveDatetime, SecretStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    WithJsonSchema,
+)
 
 from mita.vend import limits
+from mita.vend.lifecycles import (
+    CampaignStatus,
+    Delivery,
+    KeyChangeStatus,
+    KeyStatus,
+    Keystore,
+    MeterStatus,
+    TokenKind,
+    Utility,
+    VendStatus,
+    Via,
+)
 from mita.vend.service import MAX_AMOUNT
+from mita.vend.walltime import wall_clock, with_offset
 
-Amount = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT, description="minor units (cents)")]
-Money = Annotated[int, Field(strict=True, ge=0, le=10**15, description="minor units (cents)")]
-SmallInt = Annotated[int, Field(strict=True, ge=0, le=9999)]
-DecimalText = Annotated[str, Field(pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?$", examples=["1.10"])]
-Drn = Annotated[
-    str, Field(min_length=1, max_length=limits.DRN_INPUT, examples=["47500150231"], description="meter number")
+# ---------------------------------------------------------------------- field types
+
+Amount = Annotated[
+    int, Field(strict=True, gt=0, le=MAX_AMOUNT, description="minor units of the tariff's currency (cents)")
 ]
-Sgc = Annotated[str, Field(pattern=r"^[0-9]{6}$", examples=["123456"], description="supply group code")]
+Money = Annotated[int, Field(strict=True, ge=0, le=10**15, description="minor units of the currency (cents)")]
+SmallInt = Annotated[int, Field(strict=True, ge=0, le=9999)]
+DecimalText = Annotated[str, Field(pattern=r"^[0-9]{1,12}(\.[0-9]{1,12})?$")]
+Drn = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=limits.DRN_INPUT,
+        examples=["47500150231"],
+        description="meter number (DRN: 11 or 13 digits, the last a Luhn check digit)",
+    ),
+]
+Sgc = Annotated[str, Field(pattern=r"^[0-9]{6}$", examples=["123456"], description="supply group code (6 digits)")]
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (PostgreSQL refuses NUL in text: a 500, otherwise)
 Name = Annotated[str, Field(min_length=1, max_length=limits.NAME, pattern=PRINTABLE)]
 Account = Annotated[str, Field(min_length=1, max_length=limits.ACCOUNT, pattern=PRINTABLE)]
 Label = Annotated[str, Field(max_length=limits.LABEL, pattern=PRINTABLE)]
+
+_TIME_SCHEMA = {"type": "string", "format": "date-time", "examples": ["2026-11-24T09:30:00+02:00"]}
+#: A time in an answer: RFC 3339 with the offset of the utility's wall clock (stored times carry no zone).
+Timestamp = Annotated[dt.datetime, PlainSerializer(with_offset, return_type=str), WithJsonSchema(_TIME_SCHEMA)]
+#: A time in a request: RFC 3339; without an offset it is the utility's wall clock, with one it is moved there.
+WallClock = Annotated[dt.datetime, AfterValidator(wall_clock), WithJsonSchema(_TIME_SCHEMA)]
+
+# STS key parameters, described once
+Krn = Annotated[SmallInt, Field(description="key revision number (1..9)")]
+Kt = Annotated[SmallInt, Field(description="STS key type (0..3)")]
+Ti = Annotated[SmallInt, Field(description="tariff index (0..99): the meter's tariff slot, part of its key")]
+Ea = Annotated[SmallInt, Field(description="encryption algorithm: 7 (STA) or 11 (MISTY1)")]
+Dkga = Annotated[SmallInt, Field(description="decoder key generation algorithm: 2 (DKGA02) or 4 (DKGA04)")]
+BaseDate = Annotated[
+    SmallInt, Field(description="base date year: 1993, 2014 or 2035 (token IDs count minutes from it)")
+]
+Ken = Annotated[
+    SmallInt,
+    Field(description="key expiry number (0..255; 255: none): meters refuse tokens whose TID >> 16 is above it"),
+]
+
+#: Engineering token kinds, the one spelling across API and CLI, with what each does to the meter.
+ENGINEERING_KINDS = {
+    "clear_tamper": "clear the meter's tamper condition (class 2, spends a TID; no value)",
+    "clear_credit": "clear the credit register (class 2); value: the register (default 65535: all registers)",
+    "set_power_limit": "set the maximum power limit (class 2); value: watts (required)",
+    "set_phase_unbalance_limit": "set the maximum phase power unbalance limit (class 2); value: watts (required)",
+    "test": "initiate a meter test or display (class 1, sent in clear, no TID); value: control bits (default 1)",
+}
 EngineeringKind = Literal["clear_tamper", "clear_credit", "set_power_limit", "set_phase_unbalance_limit", "test"]
+_KIND_DOC = "what the token does: " + "; ".join(f"`{k}`: {v}" for k, v in ENGINEERING_KINDS.items())
+
+
+def _example(**example: Any) -> ConfigDict:
+    """A model's example request body (OpenAPI ``examples``), valid as it stands."""
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": [example]})
 
 
 class Body(BaseModel):
@@ -36,113 +109,213 @@ class Body(BaseModel):
 
 # ---------------------------------------------------------------------- requests
 
+_SPEC = {
+    "blocks": [{"up_to": "50", "price": "1.10"}, {"up_to": None, "price": "2.50"}],
+    "vat_rate": "0.15",
+    "fixed_monthly": 1000,
+    "fbe_kwh": "50",
+    "minor_units": 100,
+}
+
 
 class SupplyGroupIn(Body):
-    sgc: Sgc
-    name: Name
-    vending_key: SecretStr = Field(
-        description="hex: 16 digits (DKGA02) or 40 (DKGA04); stored sealed, never returned", max_length=64
+    model_config = _example(
+        sgc="123456", name="Northern supply area", vending_key="ffffffffffffffff", dkga=2, ea=7, base_date=2014
     )
-    krn: SmallInt = 1
-    kt: SmallInt = 2
-    ea: SmallInt = 7
-    dkga: SmallInt = 2
-    base_date: SmallInt = 2014
-    ken: SmallInt = 255
-    key_expiry: NaiveDatetime | None = None
+
+    sgc: Sgc
+    name: Annotated[Name, Field(description="the supply group's name, for people")]
+    vending_key: SecretStr = Field(
+        description="the vending key, hex: 16 digits (DKGA02) or 40 (DKGA04); stored sealed, never returned (the "
+        "example's all-f key is a placeholder)",
+        max_length=64,
+    )
+    krn: Krn = 1
+    kt: Kt = 2
+    ea: Ea = 7
+    dkga: Dkga = 2
+    base_date: BaseDate = 2014
+    ken: Ken = 255
+    key_expiry: WallClock | None = Field(
+        default=None, description="RFC 3339: no credit is issued under the vending key after this time; null: never"
+    )
 
 
 class VendorIn(Body):
-    name: Name
-    credit_limit: Money | None = Field(default=None, description="minor units; null: no limit")
+    model_config = _example(name="Corner shop", credit_limit=500_000)
+
+    name: Annotated[Name, Field(description="the vendor's name (a shop, a bank, an online channel)")]
+    credit_limit: Money | None = Field(
+        default=None, description="minor units the vendor may owe (sell on credit); null: no limit"
+    )
 
 
 class CustomerIn(Body):
-    account: Account
-    name: Annotated[str, Field(min_length=1, max_length=limits.PERSON, pattern=PRINTABLE)]
-    phone: Annotated[str, Field(max_length=limits.PHONE, pattern=PRINTABLE)] | None = None
-    fbe_eligible: bool = False
-    debt: Money = 0
-    debt_rate: DecimalText = Field(default="0", description="share of each purchase that repays debt, 0..1")
+    model_config = _example(
+        account="ACC-1001", name="Thandi Nkosi", phone="+27821234567", fbe_eligible=True, debt=15_000, debt_rate="0.1"
+    )
+
+    account: Annotated[Account, Field(description="the utility's account number; unique", examples=["ACC-1001"])]
+    name: Annotated[
+        str, Field(min_length=1, max_length=limits.PERSON, pattern=PRINTABLE, description="the customer's name")
+    ]
+    phone: Annotated[
+        str | None,
+        Field(max_length=limits.PHONE, pattern=PRINTABLE, description="for token SMS (E.164 advised); null: none"),
+    ] = None
+    fbe_eligible: bool = Field(default=False, description="receives free basic electricity each month")
+    debt: Money = Field(default=0, description="arrears to recover from purchases, minor units")
+    debt_rate: DecimalText = Field(
+        default="0",
+        description="share of each purchase that repays debt, a fraction 0..1 (0.1: 10 %)",
+        examples=["0.1"],
+    )
 
 
 class Block(Body):
+    model_config = _example(up_to="50", price="1.10")
+
     up_to: DecimalText | None = Field(
-        default=None, description="kWh this month up to which the price applies; null: no limit"
+        default=None,
+        description="kWh (m³ for water and gas) bought this calendar month up to which the price applies, "
+        "cumulative; null: no limit (the last block)",
+        examples=["50"],
     )
-    price: DecimalText
+    price: DecimalText = Field(
+        description="currency units per kWh (per m³ for water and gas), VAT exclusive", examples=["1.10"]
+    )
 
 
 class TariffSpec(Body):
-    blocks: Annotated[list[Block], Field(min_length=1, max_length=20)]
-    vat_rate: DecimalText = "0"
-    fixed_monthly: Money = 0
-    fbe_kwh: DecimalText = "0"
-    minor_units: Annotated[int, Field(strict=True, ge=1, le=10**6)] = 100
+    model_config = _example(**_SPEC)
+
+    blocks: Annotated[
+        list[Block],
+        Field(min_length=1, max_length=20, description="inclining blocks, lowest first; the last has no up_to"),
+    ]
+    vat_rate: DecimalText = Field(
+        default="0", description="VAT as a fraction 0..1 (0.15: 15 %), added to energy and fixed charges",
+        examples=["0.15"],
+    )  # fmt: skip
+    fixed_monthly: Money = Field(
+        default=0, description="fixed charge per calendar month, minor units, VAT exclusive; taken from the month's "
+        "first purchase",
+    )  # fmt: skip
+    fbe_kwh: DecimalText = Field(
+        default="0", description="free basic electricity per month for eligible customers, kWh", examples=["50"]
+    )
+    minor_units: Annotated[int, Field(strict=True, ge=1, le=10**6)] = Field(
+        default=100, description="minor units per currency unit (100: cents)"
+    )
 
 
 class TariffIn(Body):
-    name: Name
-    currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$", examples=["ZAR"])]
-    spec: TariffSpec
-    effective_from: NaiveDatetime | None = Field(default=None, description="utility wall clock; default now")
-    carry_leftover: bool = True
+    model_config = _example(
+        name="domestic", currency="ZAR", spec=_SPEC, effective_from="2024-01-01T00:00:00+02:00", carry_leftover=True
+    )
+
+    name: Annotated[Name, Field(description="the tariff's name; unique (meters refer to it)")]
+    currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$", examples=["ZAR"], description="ISO 4217 currency code")]
+    spec: TariffSpec = Field(description="the prices of the first version")
+    effective_from: WallClock | None = Field(
+        default=None, description="RFC 3339: when the first version takes effect; default now"
+    )
+    carry_leftover: bool = Field(
+        default=True,
+        description="money too small for one more base unit is carried to the next purchase (true) or refunded",
+    )
 
 
 class TariffVersionIn(Body):
-    spec: TariffSpec
-    effective_from: NaiveDatetime
+    model_config = _example(spec={**_SPEC, "fixed_monthly": 1200}, effective_from="2026-07-01T00:00:00+02:00")
+
+    spec: TariffSpec = Field(description="the new prices")
+    effective_from: WallClock = Field(description="RFC 3339: when they take effect")
 
 
 class MeterIn(Body):
+    model_config = _example(
+        drn="47500150231",
+        sgc="123456",
+        customer="ACC-1001",
+        tariff="domestic",
+        utility="electricity",
+        manufacturer="Conlog",
+        area="Soweto Zone 4",
+    )
+
     drn: Drn
     sgc: Sgc
-    customer: Account | None = None
-    tariff: Name | None = None
-    utility: Literal["electricity", "water", "gas"] = "electricity"
-    manufacturer: Label = ""
-    area: Annotated[Label, Field(description="for selecting meters in campaigns")] = ""
-    ti: SmallInt = 1
-    krn: SmallInt | None = None
-    kt: SmallInt | None = None
-    ea: SmallInt | None = None
-    base_date: SmallInt | None = None
-    ken: SmallInt | None = None
+    customer: Account | None = Field(default=None, description="the customer's account; null: none yet")
+    tariff: Name | None = Field(default=None, description="the tariff's name; null: none (no vends until set)")
+    utility: Literal["electricity", "water", "gas"] = Field(
+        default="electricity", description="what the meter measures: kWh (electricity) or m³ (water, gas)"
+    )
+    manufacturer: Label = Field(default="", description="for selecting meters in campaigns")
+    area: Annotated[Label, Field(description="where the meter is (campaigns select meters by it)")] = ""
+    ti: Ti = 1
+    krn: Krn | None = Field(default=None, description="key revision number; default the supply group's")
+    kt: Kt | None = Field(default=None, description="key type; default the supply group's")
+    ea: Ea | None = Field(default=None, description="encryption algorithm (7 or 11); default the supply group's")
+    base_date: BaseDate | None = Field(default=None, description="1993, 2014 or 2035; default the supply group's")
+    ken: Ken | None = Field(default=None, description="key expiry number; default the supply group's")
 
 
 class MeterStatusIn(Body):
-    status: Literal["active", "blocked", "retired"]
+    model_config = _example(status="blocked")
+
+    status: Literal["active", "blocked", "retired"] = Field(
+        description="blocked: no vends until active again; retired: for good"
+    )
 
 
 class VendIn(Body):
+    model_config = _example(meter="47500150231", amount=5000)
+
     meter: Drn
-    amount: Amount
+    amount: Amount = Field(description="money paid, minor units of the tariff's currency (cents)")
     include_key_change: bool = Field(default=False, description="sell the key change tokens first when needed")
 
 
 class QuoteIn(Body):
+    model_config = _example(meter="47500150231", amount=5000)
+
     meter: Drn
-    amount: Amount
+    amount: Amount = Field(description="money to be paid, minor units of the tariff's currency (cents)")
 
 
 class ReversalIn(Body):
-    reason: Annotated[str, Field(min_length=1, max_length=limits.REASON, pattern=r"^[^\x00]*$")]
+    model_config = _example(reason="paid twice by mistake; refunded at the till")
+
+    reason: Annotated[
+        str, Field(min_length=1, max_length=limits.REASON, pattern=r"^[^\x00]*$", description="why, for the audit")
+    ]
 
 
 class EngineeringIn(Body):
-    kind: EngineeringKind
-    value: Annotated[int, Field(strict=True, ge=0, le=2**32)] | None = None
+    model_config = _example(kind="set_power_limit", value=5000)
+
+    kind: EngineeringKind = Field(
+        description=_KIND_DOC, json_schema_extra={"x-enum-descriptions": list(ENGINEERING_KINDS.values())}
+    )
+    value: Annotated[int, Field(strict=True, ge=0, le=2**32)] | None = Field(
+        default=None, description="watts for the power limits, a register for clear_credit, control bits for test"
+    )
 
 
 # --- vending keys, key changes and campaigns
 
 KeyStoreName = Literal["software", "pkcs11"]
-Kcv = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{6}$", examples=["a1b2c3"], description="key check value")]
+Kcv = Annotated[
+    str, Field(pattern=r"^[0-9a-fA-F]{6}$", examples=["a1b2c3"], description="key check value (6 hex digits)")
+]
 
 
 class VendingKeyIn(Body):
-    krn: SmallInt = Field(description="key revision number, 1..9")
-    dkga: SmallInt = 2
+    model_config = _example(krn=2, dkga=2, keystore="software", ken=255, issued_until="2031-12-31T23:59:59+02:00")
+
+    krn: Krn
+    dkga: Dkga = 2
     key: SecretStr | None = Field(
         default=None,
         max_length=64,
@@ -150,165 +323,204 @@ class VendingKeyIn(Body):
         "generates the key",
     )
     kcv: Kcv | None = Field(default=None, description="the key's check value, to catch a mistyped key")
-    keystore: KeyStoreName = "software"
-    ken: SmallInt = Field(default=255, description="key expiry number (255: none)")
-    issued_until: NaiveDatetime | None = Field(default=None, description="no credit is issued under the key after")
-    credit_limit: Money | None = Field(default=None, description="units that may be issued under the key; null: none")
+    keystore: KeyStoreName = Field(
+        default="software", description="software (sealed under the master key) or pkcs11 (an HSM)"
+    )
+    ken: Ken = 255
+    issued_until: WallClock | None = Field(
+        default=None, description="RFC 3339: no credit is issued under the key after this time; null: never"
+    )
+    credit_limit: Money | None = Field(
+        default=None, description="base units (0.1 kWh) that may be issued under the key; null: no limit"
+    )
 
 
 class ActivateKeyIn(Body):
-    base_date: SmallInt | None = Field(default=None, description="1993, 2014 or 2035; default the group's")
-    ea: SmallInt | None = Field(default=None, description="7 or 11; default the group's")
-    kt: SmallInt | None = Field(default=None, description="key type; default the group's")
+    model_config = _example(base_date=2014, ea=7)
+
+    base_date: BaseDate | None = Field(default=None, description="1993, 2014 or 2035; default the group's")
+    ea: Ea | None = Field(default=None, description="7 or 11; default the group's")
+    kt: Kt | None = Field(default=None, description="key type; default the group's")
 
 
 class RetireKeyIn(Body):
+    model_config = _example(destroy=False)
+
     destroy: bool = Field(default=False, strict=True, description="also destroy the key's material (irreversible)")
 
 
 class KeyChangeIn(Body):
-    sgc: Sgc | None = None
-    krn: SmallInt | None = None
-    kt: SmallInt | None = None
-    ti: SmallInt | None = None
-    ea: SmallInt | None = None
-    base_date: SmallInt | None = None
-    ken: SmallInt | None = None
+    model_config = _example(krn=2)
+
+    sgc: Sgc | None = Field(default=None, description="the new supply group code; default unchanged")
+    krn: Krn | None = Field(default=None, description="the new key revision number; default unchanged")
+    kt: Kt | None = Field(default=None, description="the new key type; default unchanged")
+    ti: Ti | None = Field(default=None, description="the new tariff index; default unchanged")
+    ea: Ea | None = Field(default=None, description="the new encryption algorithm; default unchanged")
+    base_date: BaseDate | None = Field(default=None, description="the new base date; default unchanged")
+    ken: Ken | None = Field(default=None, description="the new key expiry number; default unchanged")
 
 
 class CampaignTargetIn(Body):
-    krn: SmallInt = Field(description="the new key's KRN")
-    base_date: SmallInt | None = None
-    ea: SmallInt | None = None
-    kt: SmallInt | None = None
-    ken: SmallInt | None = None
+    model_config = _example(krn=2, base_date=2014)
+
+    krn: Krn = Field(description="the new key's KRN")
+    base_date: BaseDate | None = Field(default=None, description="the new base date; default unchanged")
+    ea: Ea | None = Field(default=None, description="the new encryption algorithm; default unchanged")
+    kt: Kt | None = Field(default=None, description="the new key type; default unchanged")
+    ken: Ken | None = Field(default=None, description="the new key expiry number; default unchanged")
 
 
 class CampaignSelectionIn(Body):
-    krn: SmallInt | None = None
-    base_date: SmallInt | None = None
-    ea: SmallInt | None = None
-    manufacturer: Label | None = None
-    area: Label | None = None
+    model_config = _example(krn=1, area="Soweto Zone 4")
+
+    krn: Krn | None = Field(default=None, description="meters on this KRN only")
+    base_date: BaseDate | None = Field(default=None, description="meters on this base date only")
+    ea: Ea | None = Field(default=None, description="meters on this encryption algorithm only")
+    manufacturer: Label | None = Field(default=None, description="meters of this manufacturer only")
+    area: Label | None = Field(default=None, description="meters in this area only")
 
 
 class CampaignIn(Body):
-    name: Name
+    model_config = _example(
+        name="KRN 2 rollover, Soweto",
+        sgc="123456",
+        target={"krn": 2, "base_date": 2014},
+        selection={"krn": 1, "area": "Soweto Zone 4"},
+        delivery="csv",
+        batch_size=5000,
+    )
+
+    name: Annotated[Name, Field(description="the campaign's name; unique")]
     sgc: Sgc
-    target: CampaignTargetIn
+    target: CampaignTargetIn = Field(description="the key configuration the meters move to")
     selection: CampaignSelectionIn | None = Field(default=None, description="which of the group's meters; all if null")
-    delivery: Literal["csv", "sms", "attach"] = "attach"
-    batch_size: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 10_000
+    delivery: Literal["csv", "sms", "attach"] = Field(
+        default="attach",
+        description="csv: a list for field teams; sms: to the customers' phones; attach: before the credit of the "
+        "customer's next purchase",
+    )
+    batch_size: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = Field(
+        default=10_000, description="meters per batch (generation, export and SMS go batch by batch)"
+    )
 
 
 class MarksIn(Body):
-    meters: Annotated[list[Drn], Field(min_length=1, max_length=10_000)]
-    status: Literal["delivered", "confirmed"]
+    model_config = _example(meters=["47500150231"], status="delivered")
+
+    meters: Annotated[list[Drn], Field(min_length=1, max_length=10_000, description="meter numbers (DRNs)")]
+    status: Literal["delivered", "confirmed"] = Field(
+        description="delivered: the tokens reached the meter; confirmed: the meter accepted them (its new key "
+        "becomes current)"
+    )
 
 
 # ---------------------------------------------------------------------- responses
 
 T = TypeVar("T")
 
+Id = Annotated[int, Field(description="the row's id")]
+CreatedAt = Annotated[Timestamp, Field(description="RFC 3339: when it was created")]
+
 
 class Page(BaseModel, Generic[T]):
-    items: list[T]
+    items: list[T] = Field(description="this page's rows, in id order")
     next: int | None = Field(description="pass as ?after= for the next page; null on the last page")
 
 
 class VendingKeyOut(BaseModel):
-    krn: int
-    dkga: int
+    krn: int = Field(description="key revision number")
+    dkga: int = Field(description="decoder key generation algorithm: 2 or 4")
     kcv: str = Field(description="key check value: compare keys without seeing them")
-    status: str | None = Field(None, description="pending, active, retired or destroyed")
-    keystore: str | None = Field(None, description="software or pkcs11")
+    status: KeyStatus | None = Field(None, description="pending, active, retired or destroyed")
+    keystore: Keystore | None = Field(None, description="software or pkcs11")
 
 
 class SupplyGroupOut(BaseModel):
-    id: int
-    sgc: str
-    name: str
-    krn: int
-    kt: int
-    ea: int
-    dkga: int
-    base_date: int
-    ken: int
-    key_expiry: str | None = Field(None, description="issued-until date of the current vending key")
-    created_at: str
-    vending_keys: list[VendingKeyOut] | None = None
+    id: Id
+    sgc: str = Field(description="supply group code (6 digits)")
+    name: str = Field(description="the supply group's name")
+    krn: int = Field(description="key revision number vended under now")
+    kt: int = Field(description="key type")
+    ea: int = Field(description="encryption algorithm: 7 (STA) or 11 (MISTY1)")
+    dkga: int = Field(description="decoder key generation algorithm: 2 or 4")
+    base_date: int = Field(description="base date year: 1993, 2014 or 2035")
+    ken: int = Field(description="key expiry number (255: none)")
+    key_expiry: Timestamp | None = Field(None, description="RFC 3339: issued-until time of the current vending key")
+    created_at: CreatedAt
+    vending_keys: list[VendingKeyOut] | None = Field(None, description="the group's keys (single reads only)")
 
 
 class VendorOut(BaseModel):
-    id: int
-    name: str
-    credit_limit: int | None
-    balance: int
-    created_at: str
+    id: Id
+    name: str = Field(description="the vendor's name")
+    credit_limit: int | None = Field(description="minor units the vendor may owe; null: no limit")
+    balance: int = Field(description="minor units owed for credit sold (vendors on credit only)")
+    created_at: CreatedAt
 
 
 class CustomerOut(BaseModel):
-    id: int
-    account: str
-    name: str
-    phone: str | None
-    fbe_eligible: bool
-    debt: int
-    debt_rate: str
-    carried: int
-    refund_balance: int
-    created_at: str
+    id: Id
+    account: str = Field(description="the utility's account number")
+    name: str = Field(description="the customer's name")
+    phone: str | None = Field(description="for token SMS; null: none")
+    fbe_eligible: bool = Field(description="receives free basic electricity each month")
+    debt: int = Field(description="arrears still to recover, minor units")
+    debt_rate: str = Field(description="share of each purchase that repays debt, a fraction 0..1")
+    carried: int = Field(description="money carried to the next purchase, minor units")
+    refund_balance: int = Field(description="money owed back to the customer, minor units")
+    created_at: CreatedAt
 
 
 class MeterOut(BaseModel):
-    id: int
-    drn: str
-    iin: str
-    manufacturer: str
-    supply_group_id: int
-    customer_id: int | None
-    tariff_id: int | None
-    utility: str
-    ti: int
-    kt: int
-    krn: int
-    ea: int
-    base_date: int
-    ken: int
-    status: str
-    last_tid: int
+    id: Id
+    drn: str = Field(description="meter number (DRN)")
+    iin: str = Field(description="issuer identification number the meter's keys are derived with")
+    manufacturer: str = Field(description="the meter's manufacturer (campaigns select meters by it)")
+    supply_group_id: int = Field(description="the supply group's id")
+    customer_id: int | None = Field(description="the customer's id; null: none")
+    tariff_id: int | None = Field(description="the tariff's id; null: none")
+    utility: Utility = Field(description="what the meter measures: electricity (kWh), water or gas (m³)")
+    ti: int = Field(description="tariff index")
+    kt: int = Field(description="key type")
+    krn: int = Field(description="key revision number the meter holds")
+    ea: int = Field(description="encryption algorithm: 7 (STA) or 11 (MISTY1)")
+    base_date: int = Field(description="base date year: 1993, 2014 or 2035")
+    ken: int = Field(description="key expiry number (255: none)")
+    status: MeterStatus = Field(description="active, blocked or retired")
+    last_tid: int = Field(description="the last token ID issued to the meter (minutes from the base date); -1: none")
     pending_key: dict[str, Any] | None = Field(description="a key configuration sold but not yet confirmed")
-    created_at: str
+    created_at: CreatedAt
     area: str = Field("", description="where the meter is (campaigns select meters by it)")
 
 
 class TariffVersionOut(BaseModel):
-    effective_from: str
-    spec: dict[str, Any]
+    effective_from: Timestamp = Field(description="RFC 3339: when these prices take effect")
+    spec: dict[str, Any] = Field(description="the prices, as a TariffSpec (blocks, vat_rate, fixed_monthly, ...)")
 
 
 class TariffOut(BaseModel):
-    id: int
-    name: str
-    currency: str
-    carry_leftover: bool
-    created_at: str
-    versions: list[TariffVersionOut] | None = None
+    id: Id
+    name: str = Field(description="the tariff's name")
+    currency: str = Field(description="ISO 4217 currency code")
+    carry_leftover: bool = Field(description="leftover money is carried (true) or refunded")
+    created_at: CreatedAt
+    versions: list[TariffVersionOut] | None = Field(None, description="every version, oldest first (single reads)")
 
 
 class AuditOut(BaseModel):
-    id: int
-    at: str
-    actor: str
-    action: str
-    entity: str
-    entity_id: str
-    detail: dict[str, Any]
+    id: Id
+    at: Timestamp = Field(description="RFC 3339: when it was done")
+    actor: str = Field(description="the API key's name (or system) that did it")
+    action: str = Field(description="what was done (create_meter, vend, reversal, ...)")
+    entity: str = Field(description="the kind of thing it was done to (meter, vend, tariff, ...)")
+    entity_id: str = Field(description="which one (its number, name or id)")
+    detail: dict[str, Any] = Field(description="the action's parameters; never key material")
 
 
 class KeyChangeOut(BaseModel):
-    meter: str
-    key: dict[str, Any]
+    meter: str = Field(description="meter number (DRN)")
+    key: dict[str, Any] = Field(description="the key configuration now current (sgc, krn, kt, ti, ea, base_date, ken)")
 
 
 # Vend, quote and reprint answers are built by the service and sent as they are (the hot path is not
@@ -318,84 +530,110 @@ class KeyChangeOut(BaseModel):
 class TokenOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
-    seq: int
-    kind: str = Field(examples=["credit"], description="credit, fbe, key_change or engineering")
-    digits: str = Field(examples=["12345678901234567890"])
-    tid: int | None
-    class_: int = Field(alias="class")
-    subclass: int
-    units: int = Field(description="0.1 kWh (base units)")
+    seq: int = Field(description="the token's place in the vend: enter them in this order")
+    kind: TokenKind = Field(examples=["credit"], description="credit, fbe, key_change or engineering")
+    digits: str = Field(examples=["12345678901234567890"], description="the 20-digit token, to enter on the meter")
+    tid: int | None = Field(description="token ID: minutes from the base date; null for class 1 tokens")
+    class_: int = Field(alias="class", description="STS token class (0 credit, 1 non-meter-specific, 2 management)")
+    subclass: int = Field(description="STS token subclass")
+    units: int = Field(
+        description="base units the token credits: 0.1 kWh (electricity) or 0.1 m³ (water, gas); 0 for others"
+    )
+
+
+Unit = Literal["kWh", "m³"]  # the values of mita.vend.answers.UNIT (a test keeps them equal)
+_KWH = "the quantity in kWh, electricity meters only (the same as quantity); absent for water and gas"
 
 
 class BlockCharge(BaseModel):
-    units: int
-    kwh: str
-    price: str
-    charge: int
+    units: int = Field(description="base units bought in this block: 0.1 kWh or 0.1 m³")
+    quantity: str = Field(description="the same as decimal text in unit", examples=["3.5"])
+    unit: Unit = Field(description="what quantity counts: kWh (electricity) or m³ (water, gas)")
+    kwh: str | None = Field(None, description=_KWH)
+    price: str = Field(description="currency units per unit, VAT exclusive (decimal text)")
+    charge: int = Field(description="minor units, VAT exclusive")
 
 
 class Receipt(BaseModel):
-    currency: str
-    paid: int
-    carried_in: int
-    debt_recovered: int
-    fixed_charge: int
-    fixed_vat: int
-    blocks: list[BlockCharge]
-    energy_charge: int
-    energy_vat: int
-    vat: int
-    leftover: int
-    leftover_policy: Literal["carry", "refund"]
-    units: int
-    kwh: str
-    fbe_units: int
+    currency: str = Field(description="ISO 4217 currency code of every money field")
+    paid: int = Field(description="money paid, minor units")
+    carried_in: int = Field(description="leftover of earlier purchases used, minor units")
+    debt_recovered: int = Field(description="arrears recovered, minor units")
+    fixed_charge: int = Field(description="the month's fixed charge (first purchase of the month), minor units")
+    fixed_vat: int = Field(description="VAT on the fixed charge, minor units")
+    blocks: list[BlockCharge] = Field(description="what was bought in each tariff block")
+    energy_charge: int = Field(description="sum of the blocks' charges, minor units, VAT exclusive")
+    energy_vat: int = Field(description="VAT on the energy charge, minor units")
+    vat: int = Field(description="fixed_vat + energy_vat, minor units")
+    leftover: int = Field(description="money not spent (less than one more base unit costs), minor units")
+    leftover_policy: Literal["carry", "refund"] = Field(description="leftover carried to the next purchase or refunded")
+    units: int = Field(description="base units on the credit token: 0.1 kWh (electricity) or 0.1 m³ (water, gas)")
+    quantity: str = Field(description="the credit token's units as decimal text in unit", examples=["3.5"])
+    unit: Unit = Field(description="what quantity counts: kWh (electricity) or m³ (water, gas)")
+    kwh: str | None = Field(None, description=_KWH)
+    fbe_units: int = Field(description="base units (0.1 kWh) on the separate free basic electricity token; 0: none")
 
 
-class KeyWarning(BaseModel):
-    code: str = Field(examples=["key_expiring"], description="key_expiring, ken_expiring, tid_rollover, key_expired")
-    detail: str
+class EngineeringReceipt(BaseModel):
+    engineering: EngineeringKind = Field(description="the engineering token's kind")
+    value: int | None = Field(description="its value (watts, register or control bits); null: none")
 
 
 class KeyConfigOut(BaseModel):
     """The key configuration tokens were made under (a purchase's, or a key change's target)."""
 
-    sgc: str
-    krn: int
-    kt: int
-    ti: int
+    sgc: str = Field(description="supply group code")
+    krn: int = Field(description="key revision number")
+    kt: int = Field(description="key type")
+    ti: int = Field(description="tariff index")
     ea: int = Field(description="encryption algorithm: 7 (STA) or 11 (MISTY1)")
     base_date: int = Field(description="1993, 2014 or 2035: TIDs count minutes from it")
     ken: int = Field(description="key expiry number: meters refuse tokens with TID >> 16 above it")
 
 
+class KeyChangeMove(BaseModel):
+    from_: KeyConfigOut = Field(alias="from", description="the meter's key configuration before")
+    to: KeyConfigOut = Field(description="the key configuration the tokens move it to")
+
+
+class KeyChangeReceipt(BaseModel):
+    key_change: KeyChangeMove = Field(description="the key configurations the key change tokens move between")
+
+
+class KeyWarning(BaseModel):
+    code: str = Field(examples=["key_expiring"], description="key_expiring, ken_expiring, tid_rollover, key_expired")
+    detail: str = Field(description="what ends when, for people")
+
+
 class VendOut(BaseModel):
-    id: str
-    meter: str
-    created_at: str
-    tokens: list[TokenOut]
-    receipt: dict[str, Any] = Field(description="a Receipt for purchases; {engineering, value} otherwise")
+    id: str = Field(description="the vend's UUID")
+    meter: str = Field(description="meter number (DRN)")
+    created_at: CreatedAt
+    tokens: list[TokenOut] = Field(description="the tokens, in the order to enter them")
+    receipt: Receipt | KeyChangeReceipt | EngineeringReceipt = Field(
+        description="a purchase's itemised receipt; for key changes and engineering tokens, what was made"
+    )
     key: KeyConfigOut | None = Field(default=None, description="purchases: the key the credit was made under")
     warnings: list[KeyWarning] | None = Field(
         default=None, description="purchases: the vending key, its KEN or its base date end soon"
     )
-    status: str | None = Field(default=None, description="completed or reversed (reads only)")
-    reprint: bool | None = None
+    status: VendStatus | None = Field(default=None, description="completed or reversed (reads only)")
+    reprint: bool | None = Field(default=None, description="true on a reprint")
 
 
 class QuoteOut(BaseModel):
-    meter: str
-    receipt: Receipt
-    quoted_at: str
+    meter: str = Field(description="meter number (DRN)")
+    receipt: Receipt = Field(description="what the amount would buy now")
+    quoted_at: Timestamp = Field(description="RFC 3339: when it was priced (the month's blocks depend on it)")
 
 
 class Health(BaseModel):
-    status: str
-    database: str
+    status: str = Field(description="ok")
+    database: str = Field(description="the database's kind (sqlite, postgresql)")
 
 
 class Probe(BaseModel):
-    status: Literal["alive", "ready"]
+    status: Literal["alive", "ready"] = Field(description="alive (the process answers) or ready (it can serve)")
     database: str | None = Field(default=None, description="the database's kind (sqlite, postgresql) when ready")
 
 
@@ -403,95 +641,95 @@ class Probe(BaseModel):
 
 
 class VendingKeyCreated(BaseModel):
-    id: int
-    sgc: str
-    krn: int
-    dkga: int
+    id: Id
+    sgc: str = Field(description="supply group code")
+    krn: int = Field(description="key revision number")
+    dkga: int = Field(description="decoder key generation algorithm: 2 or 4")
     kcv: str = Field(description="key check value: compare keys without seeing them")
-    keystore: str
+    keystore: Keystore = Field(description="software or pkcs11")
 
 
 class KeyStatusOut(BaseModel):
-    sgc: str
-    krn: int
-    dkga: int
-    kcv: str
-    keystore: str
-    status: str = Field(description="pending, active, retired or destroyed")
+    sgc: str = Field(description="supply group code")
+    krn: int = Field(description="key revision number")
+    dkga: int = Field(description="decoder key generation algorithm: 2 or 4")
+    kcv: str = Field(description="key check value")
+    keystore: Keystore = Field(description="software or pkcs11")
+    status: KeyStatus = Field(description="pending, active, retired or destroyed")
     current: bool = Field(description="the supply group vends under this key")
-    ken: int
-    issued_until: str | None
-    ken_expires: str | None = Field(description="meters refuse tokens issued from then on (KEN)")
-    credit_limit: int | None
-    credit_issued: int
-    warnings: list[KeyWarning]
+    ken: int = Field(description="key expiry number (255: none)")
+    issued_until: Timestamp | None = Field(description="RFC 3339: no credit is issued under the key after; null: never")
+    ken_expires: Timestamp | None = Field(description="RFC 3339: meters refuse tokens issued from then on (KEN)")
+    credit_limit: int | None = Field(description="base units (0.1 kWh) that may be issued under the key; null: none")
+    credit_issued: int = Field(description="base units issued under the key so far")
+    warnings: list[KeyWarning] = Field(description="what ends soon (active keys)")
 
 
 class KeyHistoryOut(BaseModel):
-    at: str
-    actor: str
-    action: str
-    krn: int | None = None
-    previous_krn: int | None = None
-    dkga: int | None = None
-    keystore: str | None = None
-    kcv: str | None = None
-    ken: int | None = None
-    generated: bool | None = None
-    base_date: int | None = None
-    ea: int | None = None
-    kt: int | None = None
+    at: Timestamp = Field(description="RFC 3339: when it was done")
+    actor: str = Field(description="the API key's name (or system) that did it")
+    action: str = Field(description="add_vending_key, activate_vending_key, retire_vending_key, ...")
+    krn: int | None = Field(None, description="the key's revision number")
+    previous_krn: int | None = Field(None, description="activation: the KRN vended under before")
+    dkga: int | None = Field(None, description="decoder key generation algorithm")
+    keystore: Keystore | None = Field(None, description="software or pkcs11")
+    kcv: str | None = Field(None, description="key check value")
+    ken: int | None = Field(None, description="key expiry number")
+    generated: bool | None = Field(None, description="the keystore generated the key (not imported)")
+    base_date: int | None = Field(None, description="activation: the base date from then on")
+    ea: int | None = Field(None, description="activation: the encryption algorithm from then on")
+    kt: int | None = Field(None, description="activation: the key type from then on")
 
 
 class KeyChangeEntryOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
-    id: int
-    via: str = Field(description="operator, campaign or vend")
-    campaign: int | None
-    vend: str | None
-    status: str = Field(description="planned, issued, delivered, confirmed or cancelled")
-    from_: dict[str, Any] | None = Field(alias="from")
-    to: dict[str, Any] | None
-    tokens: list[str] | None
-    issued_at: str | None
-    delivered_at: str | None
-    confirmed_at: str | None
+    id: Id
+    via: Via = Field(description="operator, campaign or vend")
+    campaign: int | None = Field(description="the campaign's id; null: not by a campaign")
+    vend: str | None = Field(description="the vend (UUID) that carried the tokens; null: none")
+    status: KeyChangeStatus = Field(description="planned, issued, delivered, confirmed or cancelled")
+    from_: dict[str, Any] | None = Field(alias="from", description="the key configuration before; null: not yet")
+    to: dict[str, Any] | None = Field(description="the key configuration after; null: not yet")
+    tokens: list[str] | None = Field(description="the key change tokens (20 digits each), in order; null: not yet")
+    issued_at: Timestamp | None = Field(description="RFC 3339: when the tokens were made")
+    delivered_at: Timestamp | None = Field(description="RFC 3339: when they were reported delivered")
+    confirmed_at: Timestamp | None = Field(description="RFC 3339: when the meter was reported to accept them")
 
 
 class AcceptedOut(BaseModel):
-    meter: str
+    meter: str = Field(description="meter number (DRN)")
     key: dict[str, Any] | None = Field(None, description="the key configuration now current")
-    already_confirmed: bool | None = None
+    already_confirmed: bool | None = Field(None, description="the key change was confirmed before")
 
 
 class CampaignCounts(BaseModel):
-    planned: int
-    issued: int
-    delivered: int
-    confirmed: int
-    cancelled: int
+    planned: int = Field(description="meters whose tokens are not made yet")
+    issued: int = Field(description="meters whose tokens are made")
+    delivered: int = Field(description="meters whose tokens were reported delivered")
+    confirmed: int = Field(description="meters that accepted their tokens")
+    cancelled: int = Field(description="meters taken out of the campaign")
 
 
 class CampaignOut(BaseModel):
-    id: int
-    name: str
-    sgc: str
-    selection: dict[str, Any]
-    target: dict[str, Any]
-    delivery: str
-    batch_size: int
-    batches: int
-    planned: int
-    status: str = Field(description="planned, generating, generated or closed")
-    created_at: str
+    id: Id
+    name: str = Field(description="the campaign's name")
+    sgc: str = Field(description="supply group code")
+    selection: dict[str, Any] = Field(description="which meters (a CampaignSelectionIn; {}: all of the group's)")
+    target: dict[str, Any] = Field(description="the key configuration they move to (a CampaignTargetIn)")
+    delivery: Delivery = Field(description="csv, sms or attach")
+    batch_size: int = Field(description="meters per batch")
+    batches: int = Field(description="how many batches")
+    planned: int = Field(description="how many meters the campaign took")
+    status: CampaignStatus = Field(description="planned, generating, generated or closed")
+    created_at: CreatedAt
     meters: CampaignCounts = Field(description="how many of the campaign's meters are at each step")
 
 
 class SmsQueuedOut(BaseModel):
-    queued: int
+    queued: int = Field(description="SMS messages put in the outbox")
 
 
 class MarksOut(BaseModel):
-    marked: int
-    not_in_campaign: int
+    marked: int = Field(description="meters marked")
+    not_in_campaign: int = Field(description="meters given that the campaign does not hold")

@@ -1,29 +1,206 @@
 """The OpenAPI document (``/openapi.json``): what FastAPI derives from the routes, plus what it cannot see.
 
-FastAPI builds the document from the routes' signatures; a route that parses its own body (``POST /v1/vends``
-reads :class:`~mita.api.models.VendIn` itself, for speed) leaves a ``$ref`` with nothing behind it. This module
-puts those models where their references point.
+FastAPI builds the document from the routes' signatures. It cannot see three things, which this module adds:
+
+* the models of routes that parse their own body (``POST /v1/vends`` reads :class:`~mita.api.models.VendIn`
+  itself, for speed): they are put where the route's ``$ref`` points;
+* the refusals: every 4xx and 5xx answer is an ``application/problem+json`` :class:`~mita.api.problems.Problem`,
+  and lists the codes it can carry (``x-error-codes``, and in its description with their titles). The codes
+  come from two tables below: :data:`EVERY_ROUTE` (the gate, the validation and the database handlers, for
+  every route under ``/v1``) and :data:`ROUTE_CODES` (what each route's service refuses with); a status a
+  route lists with no code known falls back to every code of that status in :data:`mita.api.codes.CODES`.
+  Statuses come from the codes table: a code is never listed under another status than the one it answers;
+* each request model's example, shown as the request body's example (the models carry them,
+  :func:`mita.api.models._example`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
 
 from . import models as m
+from .codes import CODES
+from .gate import BODY_METHODS, OPEN_PATHS
+from .problems import PROBLEM_JSON
+
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+# ---------------------------------------------------------------------- which codes, where
+
+#: Refusals every route under /v1 can give: the gate (:mod:`mita.api.gate`: database, API key, body size), the
+#: roles (``caller.require``), request validation, and the database handlers (:mod:`mita.api.problems`).
+EVERY_ROUTE = (
+    "unauthorized", "forbidden", "payload_too_large", "invalid_request",
+    "database_unavailable", "schema_outdated", "unsafe_database",
+    "database_refused", "database_error", "internal_error",
+)  # fmt: skip
+#: ... a route that takes a body (a JSON body that does not parse) ...
+WITH_BODY = ("invalid_json",)
+#: ... and one whose method the gate checks the media type of (POST, PUT, PATCH).
+WITH_MEDIA_TYPE = ("unsupported_media_type",)
+
+# groups of codes that several routes share
+METER_NUMBER = ("check_digit_error", "format_error")  # a DRN in the path or the body
+TOKEN_ENGINE = ("range_error", "unsupported", "tid_out_of_range")  # making tokens
+KEY_USE = (  # opening a vending key: sealed in the database or kept by an HSM
+    "key_unreadable", "bad_master_key", "key_not_found", "key_ambiguous", "key_mismatch", "key_unprotected",
+    "wrong_keystore", "hsm_error", "hsm_unavailable", "hsm_not_configured",
+)  # fmt: skip
+IDEMPOTENT = ("invalid_idempotency_key", "idempotency_conflict", "in_progress")
+
+#: What each route's service can refuse with, beyond :data:`EVERY_ROUTE` ("METHOD path" as in the document).
+# fmt: off
+ROUTE_CODES: dict[str, tuple[str, ...]] = {
+    "GET /v1/health": ("database_unavailable",),
+    "GET /readyz": ("database_unavailable", "schema_outdated", "unsafe_database"),
+    # set-up
+    "POST /v1/supply-groups": ("conflict", "invalid_dkga", "format_error", "range_error", "bad_master_key"),
+    "GET /v1/supply-groups/{sgc}": ("not_found",),
+    "POST /v1/vendors": ("conflict",),
+    "GET /v1/vendors/{vendor_id}": ("not_found",),
+    "POST /v1/customers": ("conflict", "invalid_debt_rate"),
+    "GET /v1/customers/{account}": ("not_found",),
+    "POST /v1/tariffs": ("conflict", "invalid_tariff", "invalid_vat_rate", "invalid_currency"),
+    "GET /v1/tariffs/{name}": ("not_found",),
+    "POST /v1/tariffs/{name}/versions": ("not_found", "conflict", "invalid_tariff", "invalid_vat_rate"),
+    "POST /v1/meters": ("not_found", "conflict", "invalid_utility", "range_error", *METER_NUMBER),
+    "GET /v1/meters/{drn}": ("not_found", *METER_NUMBER),
+    "PATCH /v1/meters/{drn}": ("not_found", "conflict", "invalid_status", *METER_NUMBER),
+    # vends
+    "POST /v1/quotes": ("not_found", "no_tariff", "invalid_amount", "amount_too_small", *METER_NUMBER),
+    "POST /v1/vends": (
+        "credit_limit", "key_credit_limit", "not_found", "key_change_required", "meter_blocked", "key_expired",
+        "key_not_active", "no_tariff", "no_vending_key", "invalid_amount", "amount_too_small", "retry",
+        *IDEMPOTENT, *METER_NUMBER, *TOKEN_ENGINE, *KEY_USE,
+    ),
+    "GET /v1/vends/{vend_id}": ("not_found",),
+    "POST /v1/vends/{vend_id}/reprint": ("not_found", "reversed"),
+    "POST /v1/vends/{vend_id}/reversal": ("not_found", "reversal_window_closed", "already_reversed", "not_reversible"),
+    "POST /v1/meters/{drn}/engineering-tokens": (
+        "not_found", "invalid_kind", *IDEMPOTENT, *METER_NUMBER, *TOKEN_ENGINE, *KEY_USE,
+    ),
+    # keys and key changes
+    "GET /v1/supply-groups/{sgc}/keys": ("not_found",),
+    "POST /v1/supply-groups/{sgc}/keys": (
+        "not_found", "conflict", "key_exists", "invalid_dkga", "kcv_mismatch", "unknown_keystore",
+        "keystore_unsupported", "format_error", "range_error", *KEY_USE,
+    ),
+    "POST /v1/supply-groups/{sgc}/keys/{krn}/activate": ("not_found", "conflict", "range_error", "unsupported"),
+    "POST /v1/supply-groups/{sgc}/keys/{krn}/retire": ("not_found", "conflict", *KEY_USE),
+    "GET /v1/supply-groups/{sgc}/key-history": ("not_found",),
+    "POST /v1/meters/{drn}/key-change": (
+        "not_found", "conflict", "no_vending_key", "invalid_key_change", "invalid_request",
+        *METER_NUMBER, *TOKEN_ENGINE, *KEY_USE,
+    ),
+    "DELETE /v1/meters/{drn}/key-change": ("not_found", "no_pending_key", *METER_NUMBER),
+    "GET /v1/meters/{drn}/key-changes": ("not_found", *METER_NUMBER),
+    "POST /v1/meters/{drn}/confirm-key-change": ("not_found", "no_pending_key", *METER_NUMBER),
+    "POST /v1/vends/{vend_id}/accepted": ("not_found", "no_pending_key", "key_change_superseded"),
+    # campaigns
+    "POST /v1/campaigns": ("not_found", "conflict", "no_vending_key", "range_error"),
+    "GET /v1/campaigns/{campaign_id}": ("not_found",),
+    "POST /v1/campaigns/{campaign_id}/generate": ("not_found", "conflict", "key_not_active", "no_vending_key"),
+    "GET /v1/campaigns/{campaign_id}/export.csv": ("not_found",),
+    "POST /v1/campaigns/{campaign_id}/sms": ("not_found",),
+    "POST /v1/campaigns/{campaign_id}/marks": ("not_found", "conflict", *METER_NUMBER),
+}
+# fmt: on
+
+#: Path parameters some routes declare without a description (the document names every parameter's meaning).
+PARAMETERS = {
+    "sgc": "supply group code (6 digits)",
+    "vendor_id": "the vendor's id",
+    "account": "the customer's account number",
+    "name": "the tariff's name",
+}
+
+
+def gated(path: str) -> bool:
+    """Whether the gate (:mod:`mita.api.gate`) stands before the route: everything under /v1 but the open paths."""
+    return path.startswith("/v1/") and path not in OPEN_PATHS
+
+
+def codes_for(method: str, path: str, has_body: bool) -> list[str]:
+    """Every code the operation can answer with, in the code table's order."""
+    wanted = set(ROUTE_CODES.get(f"{method.upper()} {path}", ()))
+    if gated(path):
+        wanted |= set(EVERY_ROUTE)
+        if has_body:
+            wanted |= set(WITH_BODY)
+        if method.upper() in BODY_METHODS:
+            wanted |= set(WITH_MEDIA_TYPE)
+    return [code for code in CODES if code in wanted]
+
+
+def describe(status: int, codes: Iterable[str]) -> str:
+    listed = "; ".join(f"`{code}` ({CODES[code].title})" for code in codes)
+    return f"{HTTPStatus(status).phrase}. Codes: {listed}"
+
+
+# ---------------------------------------------------------------------- the document
+
+
+def document_refusals(spec: dict[str, Any]) -> None:
+    """Every 4xx and 5xx answer of every operation: the problem schema, and the codes it can carry."""
+    for path, operations in spec.get("paths", {}).items():
+        for method, op in operations.items():
+            answers: dict[str, Any] = op.setdefault("responses", {})
+            by_status: dict[int, list[str]] = {}
+            for code in codes_for(method, path, "requestBody" in op):
+                by_status.setdefault(CODES[code].status, []).append(code)
+            for status in [int(s) for s in answers if s[:1] in ("4", "5")]:
+                by_status.setdefault(status, [c for c, a in CODES.items() if a.status == status])
+            for status, codes in sorted(by_status.items()):
+                answers[str(status)] = {
+                    "description": describe(status, codes),
+                    "content": {PROBLEM_JSON: {"schema": PROBLEM_REF}},
+                    "x-error-codes": codes,
+                }
+            op["responses"] = dict(sorted(answers.items()))
+    schemas = spec.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):  # FastAPI's own 422 body, never sent here
+        schemas.pop(unused, None)
+
+
+def document_parameters(spec: dict[str, Any]) -> None:
+    for operations in spec.get("paths", {}).values():
+        for op in operations.values():
+            for parameter in op.get("parameters", []):
+                if "description" not in parameter and parameter["name"] in PARAMETERS:
+                    parameter["description"] = PARAMETERS[parameter["name"]]
+
+
+def document_examples(spec: dict[str, Any]) -> None:
+    """Each request body's example, from its model (Swagger UI fills the form with it)."""
+    schemas = spec.get("components", {}).get("schemas", {})
+    for operations in spec.get("paths", {}).values():
+        for op in operations.values():
+            media = op.get("requestBody", {}).get("content", {}).get("application/json")
+            ref = (media or {}).get("schema", {}).get("$ref", "")
+            examples = schemas.get(ref.rsplit("/", 1)[-1], {}).get("examples")
+            if media is not None and examples:
+                media["example"] = examples[0]
 
 
 def install(app: FastAPI) -> None:
-    """Wrap ``app.openapi`` so that the document holds the models the routes parse by hand."""
+    """Wrap ``app.openapi``: the document FastAPI derives, completed once (then cached, as FastAPI does)."""
     default_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
-        # POST /v1/vends parses its own body: put its model where the $ref points
-        spec = default_openapi()
-        spec.setdefault("components", {}).setdefault("schemas", {})["VendIn"] = m.VendIn.model_json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
-        return spec
+        if app.openapi_schema is None:
+            spec = default_openapi()
+            # POST /v1/vends parses its own body: put its model where the $ref points
+            spec.setdefault("components", {}).setdefault("schemas", {})["VendIn"] = m.VendIn.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            document_refusals(spec)
+            document_parameters(spec)
+            document_examples(spec)
+            app.openapi_schema = spec
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

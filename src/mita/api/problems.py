@@ -35,20 +35,20 @@ TYPE_PREFIX = "urn:mita:problem:"
 
 
 class FieldError(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
+    loc: list[str | int] = Field(description="where: body, query, path or header, then the field's path")
+    msg: str = Field(description="what is wrong, for people")
+    type: str = Field(description="Pydantic's error type (missing, string_too_long, ...)")
 
 
 class Problem(BaseModel):
     """An RFC 9457 problem detail; ``code`` is stable, branch on it."""
 
-    type: str = Field(examples=["urn:mita:problem:check_digit_error"])
-    title: str
-    status: int
-    detail: str
-    code: str = Field(examples=["check_digit_error"])
-    errors: list[FieldError] | None = None
+    type: str = Field(examples=["urn:mita:problem:check_digit_error"], description="urn:mita:problem: and the code")
+    title: str = Field(description="the code's title, the same for every answer with that code")
+    status: int = Field(description="the HTTP status")
+    detail: str = Field(description="what happened in this case, for people (never the input or a key)")
+    code: str = Field(examples=["check_digit_error"], description="stable, machine-readable: branch on it")
+    errors: list[FieldError] | None = Field(None, description="validation problems (422): where and what")
 
 
 def title_for(code: str) -> str:
@@ -185,49 +185,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(psycopg.Error, _database_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
-    problem_openapi(app)
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the problems a route can answer with (see :func:`problem_openapi`)."""
+    """OpenAPI entries for the problems a route can answer with (their codes: :mod:`mita.api.openapi`)."""
     return {s: {"model": Problem, "description": HTTPStatus(s).phrase} for s in statuses}
-
-
-#: Answers every gated route can give (:mod:`mita.api.gate` and the database handlers), and those of a route
-#: that takes a body, with the codes they carry.
-GATED = {
-    500: "database_refused, internal_error",
-    503: "database_unavailable, schema_outdated, unsafe_database",
-}
-WITH_BODY = {
-    400: "invalid_json",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-}
-
-
-def problem_openapi(app: FastAPI) -> None:
-    """Document error answers as ``application/problem+json`` (FastAPI files every model under JSON), and add
-    the answers the gate and the error handlers give on every route (see ``GATED`` and ``WITH_BODY``)."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            ref = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-            for ops in schema.get("paths", {}).values():
-                for op in ops.values():
-                    answers = op.setdefault("responses", {})
-                    for status, answer in answers.items():
-                        content = answer.get("content", {})
-                        if status[:1] in ("4", "5") and "application/json" in content:
-                            content[PROBLEM_JSON] = content.pop("application/json")
-                    extra = {**GATED, **WITH_BODY} if "requestBody" in op else GATED
-                    for code, codes in extra.items():
-                        if op.get("security"):
-                            answers.setdefault(str(code), {"description": f"{HTTPStatus(code).phrase}: {codes}"})
-                            answers[str(code)].setdefault("content", ref)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

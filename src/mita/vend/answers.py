@@ -1,4 +1,12 @@
-"""The vending service's plain functions: ledger lines, receipts and answers, checks that need no database."""
+"""The vending service's plain functions: ledger lines, receipts and answers, checks that need no database.
+
+Two conventions every answer follows, kept here in one place:
+
+* **Times** are stored as the utility's wall clock without a zone (like the meters' TIDs); they go out as
+  RFC 3339 with that wall clock's offset (:func:`mita.vend.walltime.with_offset`).
+* **Quantities** are counted in token base units, a tenth of the unit the meter measures (0.1 kWh, 0.1 m³); a
+  receipt names that unit (:data:`UNIT`) beside the decimal quantity.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +25,18 @@ from mita.sts.recipes import KeyConfig
 from . import pricing
 from .callers import Caller
 from .errors import VendError
+from .walltime import with_offset
 
 MAX_AMOUNT = 10**11  # minor units: a billion in currency units is absurd for one vend
+
+#: What a meter of each utility measures; a token's base unit is a tenth of it (STS: 0.1 kWh, 0.1 m³).
+UNIT = {"electricity": "kWh", "water": "m³", "gas": "m³"}
+BASE_UNITS_PER_UNIT = 10
+
+
+def quantity(units: int) -> str:
+    """Base units as decimal text in the meter's unit (35 -> ``"3.5"``)."""
+    return str(Decimal(units) / BASE_UNITS_PER_UNIT)
 
 
 def request_hash(body: dict[str, Any]) -> str:
@@ -101,7 +119,7 @@ def vend_response(
     return {
         "id": vend_id,
         "meter": drn,
-        "created_at": at.isoformat(),
+        "created_at": with_offset(at),
         "tokens": [
             {
                 "seq": i,
@@ -135,7 +153,18 @@ def tariff_from_spec(spec: dict[str, Any]) -> pricing.Tariff:
 
 
 def receipt_json(r: pricing.Receipt, head: Any) -> dict[str, Any]:
-    """The itemised receipt: money in minor units, energy in base units (0.1 kWh) and kWh."""
+    """The itemised receipt: money in minor units; what was bought in base units, and as ``quantity`` in the
+    ``unit`` the meter measures (``head.utility``). ``kwh`` repeats the quantity for electricity meters only:
+    a water meter's 3 m³ is not 3 kWh."""
+    utility = getattr(head, "utility", None) or "electricity"
+    unit = UNIT[utility]
+
+    def amount(units: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"units": units, "quantity": quantity(units), "unit": unit}
+        if utility == "electricity":
+            out["kwh"] = out["quantity"]
+        return out
+
     return {
         "currency": head.currency,
         "paid": r.paid,
@@ -143,16 +172,12 @@ def receipt_json(r: pricing.Receipt, head: Any) -> dict[str, Any]:
         "debt_recovered": r.debt_recovered,
         "fixed_charge": r.fixed_charge,
         "fixed_vat": r.fixed_vat,
-        "blocks": [
-            {"units": b.units, "kwh": str(Decimal(b.units) / 10), "price": str(b.price), "charge": b.charge}
-            for b in r.blocks
-        ],
+        "blocks": [{**amount(b.units), "price": str(b.price), "charge": b.charge} for b in r.blocks],
         "energy_charge": r.energy_charge,
         "energy_vat": r.energy_vat,
         "vat": r.fixed_vat + r.energy_vat,
         "leftover": r.leftover,
         "leftover_policy": "carry" if head.carry_leftover else "refund",
-        "units": r.units,
-        "kwh": str(Decimal(r.units) / 10),
+        **amount(r.units),
         "fbe_units": r.fbe_units,
     }

@@ -26,6 +26,7 @@ from .schema import (
     tokens,
     vends,
 )
+from .walltime import with_offset
 
 
 class KeyChanges(Desk):
@@ -170,7 +171,7 @@ class KeyChanges(Desk):
             )
             self._audit(conn, caller, "cancel_key_change", "meter", meter.drn, **meter.pending_key)
         cancelled = KeyConfig.from_mapping(meter.pending_key).as_dict()
-        return {"meter": meter.drn, "cancelled": cancelled, "at": at.isoformat()}
+        return {"meter": meter.drn, "cancelled": cancelled, "at": with_offset(at)}
 
     def key_change_history(self, caller: Caller, drn: str) -> list[dict[str, Any]]:
         """Every key change the meter was sent, oldest first, with how far it got."""
@@ -187,7 +188,7 @@ class KeyChanges(Desk):
             {
                 "id": r.id, "via": r.via, "campaign": r.campaign_id, "vend": r.vend_id, "status": r.status,
                 "from": r.from_key, "to": r.to_key, "tokens": r.tokens,
-                **{k: getattr(r, k).isoformat() if getattr(r, k) else None
+                **{k: with_offset(getattr(r, k)) if getattr(r, k) else None
                    for k in ("issued_at", "delivered_at", "confirmed_at")},
             }
             for r in rows

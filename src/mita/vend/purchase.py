@@ -52,6 +52,7 @@ from .schema import (
     vending_keys,
     vendors,
 )
+from .walltime import with_offset
 
 
 class Purchases(Desk):
@@ -68,7 +69,7 @@ class Purchases(Desk):
                 raise VendError("not_found", f"no meter {number.drn}")
             meter = SimpleNamespace(**found)
             receipt = self._price(conn, meter, amount, at)
-        return {"meter": meter.drn, "receipt": receipt_json(receipt, meter), "quoted_at": at.isoformat()}
+        return {"meter": meter.drn, "receipt": receipt_json(receipt, meter), "quoted_at": with_offset(at)}
 
     def _price(self, conn: Connection, meter: Any, amount: int, at: dt.datetime) -> pricing.Receipt:
         """Price ``amount`` for a meter row read by ``hotpath`` (its tariff, month and customer)."""
