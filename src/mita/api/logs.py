@@ -1,7 +1,7 @@
 """How the server's log lines look: text for a terminal, JSON lines for a log collector (``--log-format json``).
 
 Everything goes through the standard :mod:`logging` module, one line per record on standard error: the start-up
-line (``mita.server``, made from uvicorn's own "running on" record by :class:`Announce`), the access log
+line (``mita.server``, written by :mod:`.launch`), the access log
 (``mita.access``), the application's own warnings (``mita.*``) and uvicorn's warnings and errors (its access log
 is off: :mod:`.observe` writes ours). A record may carry structured ``fields`` (``extra={"fields": {...}}``): the
 JSON format writes them as keys, the text format has them in its message already. The request being answered
@@ -19,8 +19,6 @@ import logging
 import os
 from contextvars import ContextVar
 from typing import Any
-
-from mita import __version__
 
 LOG_FORMATS = ("text", "json")
 
@@ -70,49 +68,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, separators=(",", ":"))
 
 
-class Announce(logging.Filter):
-    """uvicorn's records, for Mita's log: its "Uvicorn running on <url>" (logged once the socket listens, by the
-    one process that bound it) becomes the start-up line; its other news (process started, startup complete...)
-    is dropped; its warnings and errors pass."""
-
-    RUNNING = "Uvicorn running on %s://%s:%d"
-
-    def __init__(self, database: str = "", workers: int = 1) -> None:
-        super().__init__()
-        self.database = database
-        self.workers = workers
+class UvicornNews(logging.Filter):
+    """uvicorn's warnings and errors pass; its news (process started, startup complete, running on...) does not:
+    the start-up line (:mod:`.launch`) says what matters once."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING:
-            return True
-        if not (isinstance(record.msg, str) and record.msg.startswith(self.RUNNING)):
-            return False
-        if not (isinstance(record.args, tuple) and len(record.args) == 3):
-            return False
-        scheme, host, port = record.args
-        url = f"{scheme}://[{host}]:{port}" if ":" in str(host) else f"{scheme}://{host}:{port}"
-        record.name = "mita.server"
-        record.msg = "listening on %s (database %s, %d worker%s, mita %s)"
-        record.args = (url, self.database, self.workers, "" if self.workers == 1 else "s", __version__)
-        record.fields = {"url": url, "database": self.database, "workers": self.workers, "version": __version__}
-        return True
+        return record.levelno >= logging.WARNING
 
 
-def config(log_format: str, *, database: str = "", workers: int = 1) -> dict[str, Any]:
+def config(log_format: str, *, on_start: dict[str, Any] | None = None) -> dict[str, Any]:
     """A :func:`logging.config.dictConfig` mapping (uvicorn applies it in the server process and in each
-    worker): Mita's loggers at INFO, uvicorn's warnings and its start-up line (:class:`Announce`, saying
-    ``database`` and ``workers``), all on standard error in ``log_format``."""
+    worker): Mita's loggers at INFO, uvicorn's warnings and errors, all on standard error in ``log_format``.
+    ``on_start`` is the factory of a filter for uvicorn's records that sees its "running on" record (the
+    start-up line of :mod:`.launch`)."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
     formatter = JsonFormatter if log_format == "json" else TextFormatter
     stderr = {"class": "logging.StreamHandler", "formatter": "mita", "stream": "ext://sys.stderr"}
-    announce = {"()": f"{__name__}.Announce", "database": database, "workers": workers}
+    filters: dict[str, Any] = {"start": on_start} if on_start is not None else {}  # before the news filter drops it
+    filters["news"] = {"()": f"{__name__}.UvicornNews"}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"mita": {"()": f"{__name__}.{formatter.__qualname__}"}},
-        "filters": {"announce": announce},
-        "handlers": {"mita": stderr, "uvicorn": {**stderr, "filters": ["announce"]}},
+        "filters": filters,
+        "handlers": {"mita": stderr, "uvicorn": {**stderr, "filters": list(filters)}},
         "loggers": {
             "mita": {"handlers": ["mita"], "level": "INFO", "propagate": False},
             "uvicorn": {"handlers": ["uvicorn"], "level": "INFO", "propagate": False},
