@@ -14,7 +14,7 @@ exception      every :class:`mita.sts.StsError` (all of mita's errors) as it is 
                statement errors (their text carries the statement's parameters)
 http           every response ``httpx`` (so ``TestClient``) receives, headers and body, streamed or not;
                every body read through ``http.client`` (``urllib`` against a real ``mita serve``)
-cli            typer/click ``CliRunner`` results (output, stderr, exception) and ``mita token batch``
+cli            ``mita`` run in-process by the tests (``cli_run.run``: stdout, stderr) and ``mita token batch``
                answers (``token_ops.handle``)
 subprocess     stdout/stderr of subprocesses read with ``communicate`` (``subprocess.run``), and what a
                finished process left unread in its pipes (``mita serve``'s log, read at ``wait``)
@@ -31,7 +31,7 @@ The keys come from a fixed list (the test keys of the suite and of the conforman
 the run goes: every key passing :func:`mita.keys.store.check_key` (every vending key entering the system goes
 through it: software and PKCS#11 import, generation, supply group creation), every key file parsed by
 :func:`mita.vend.keyring.parse_import`, every ``vending_key`` (or hex ``key``) in an HTTP request body or a
-``CliRunner`` invocation. Tests may add their own: ``leak_scan.add_secret(key_bytes, "what it is")``.
+``mita`` run (``cli_run.run``). Tests may add their own: ``leak_scan.add_secret(key_bytes, "what it is")``.
 
 Only outputs are scanned: the vectors and test files hold the keys, and so do requests.
 
@@ -906,40 +906,26 @@ def _install_http() -> None:
 
 
 def _install_cli() -> None:
-    import click.testing
-
+    import cli_run
     from mita.cli import token_ops
 
-    def make_invoke(original: Any) -> Any:
-        def invoke(self: Any, cli: Any, args: Any = None, input: Any = None, *rest: Any, **kwargs: Any) -> Any:
-            with contextlib.suppress(Exception):
-                words = [args] if isinstance(args, str) else list(args or ())
-                for i, arg in enumerate(words):
-                    arg = str(arg)
-                    if arg.startswith("--vending-key="):
-                        add_secret(arg.split("=", 1)[1], "harvested: CliRunner --vending-key")
-                    elif arg == "--vending-key" and i + 1 < len(words):
-                        add_secret(str(words[i + 1]), "harvested: CliRunner --vending-key")
-                if isinstance(input, str | bytes):
-                    harvest_text(input, "harvested: CliRunner input")
-            result = original(self, cli, args, input, *rest, **kwargs)
-            with contextlib.suppress(Exception):
-                where = f"CliRunner {getattr(cli, 'name', None) or '?'} {_words(args)}"
-                _active.record("cli", where, result.output)
-                with contextlib.suppress(Exception):
-                    _active.record("cli", where + " (stderr)", result.stderr)
-                if result.exception is not None and not isinstance(result.exception, SystemExit):
-                    _active.record("cli", where + " (exception)", exception_text(result.exception))
-            return result
+    def observe(argv: Any, input: Any, result: Any) -> None:
+        with contextlib.suppress(Exception):
+            words = [str(arg) for arg in argv]
+            for i, arg in enumerate(words):  # a key given on the command line (refused, but given)
+                if arg.startswith("--vending-key="):
+                    add_secret(arg.split("=", 1)[1], "harvested: mita --vending-key")
+                elif arg == "--vending-key" and i + 1 < len(words):
+                    add_secret(words[i + 1], "harvested: mita --vending-key")
+            if isinstance(input, str | bytes):
+                harvest_text(input, "harvested: mita standard input")
+        with contextlib.suppress(Exception):
+            where = f"mita {_words(argv)}"
+            _active.record("cli", where, result.stdout)
+            _active.record("cli", where + " (stderr)", result.stderr)
 
-        return invoke
-
-    _patch(click.testing.CliRunner, "invoke", make_invoke, "click CliRunner.invoke")
-    with contextlib.suppress(ImportError):
-        import typer.testing
-
-        if typer.testing.CliRunner.invoke is not click.testing.CliRunner.invoke:  # typer >= 0.2x has its own
-            _patch(typer.testing.CliRunner, "invoke", make_invoke, "typer CliRunner.invoke")
+    cli_run.OBSERVERS.append(observe)
+    _undo.append(lambda: cli_run.OBSERVERS.remove(observe))
 
     def make_handle(original: Any) -> Any:
         def handle(req: object) -> dict[str, Any]:

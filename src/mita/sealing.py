@@ -15,14 +15,18 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from mita.settings import MasterKeySettings
 from mita.sts import StsError
 
-DEFAULT_FILE = MasterKeySettings.model_fields["master_key_file"].default
+if TYPE_CHECKING:
+    from mita.settings import MasterKeySettings
+
+#: ``MasterKeySettings.master_key_file``'s default (a test keeps the two equal).
+DEFAULT_FILE = "~/.config/mita/master.key"
 
 
 class KeyStoreError(StsError):
@@ -33,16 +37,20 @@ class KeyStoreError(StsError):
 
 def master_key(settings: MasterKeySettings | None = None) -> bytes:
     """The master key: ``MITA_MASTER_KEY``, or the file ``MITA_MASTER_KEY_FILE`` (made on first use)."""
-    settings = settings or MasterKeySettings()
-    if settings.master_key is not None and settings.master_key.get_secret_value():
+    if settings is None:
+        text, file = environment()
+    else:
+        text = settings.master_key.get_secret_value() if settings.master_key is not None else None
+        file = settings.master_key_file
+    if text:
         try:
-            key = bytes.fromhex(settings.master_key.get_secret_value())
+            key = bytes.fromhex(text)
         except ValueError:
             key = b""
         if len(key) != 32:
             raise KeyStoreError("bad_master_key", "MITA_MASTER_KEY must be 64 hex digits (256 bits)")
         return key
-    path = Path(settings.master_key_file).expanduser()
+    path = Path(file).expanduser()
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -59,6 +67,14 @@ def master_key(settings: MasterKeySettings | None = None) -> bytes:
     if len(key) != 32:
         raise KeyStoreError("bad_master_key", f"{path} must hold 64 hex digits (256 bits)")
     return key
+
+
+def environment() -> tuple[str | None, str]:
+    """``MasterKeySettings``' two values (``MITA_MASTER_KEY``, ``MITA_MASTER_KEY_FILE``), read as it reads them
+    (names in any case) but without pydantic, which alone takes longer to import than ``mita meter enter`` may
+    take to run; a test keeps the two readings equal."""
+    found = {name.upper(): value for name, value in os.environ.items() if name.upper().startswith("MITA_MASTER_KEY")}
+    return found.get("MITA_MASTER_KEY"), found.get("MITA_MASTER_KEY_FILE", DEFAULT_FILE)
 
 
 def seal(secret: bytes, context: str, key: bytes | None = None) -> bytes:

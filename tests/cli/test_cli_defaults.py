@@ -9,16 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
+from cli_run import run
 from mita import __version__, sts
-from mita.cli.main import app
-
-runner = CliRunner()
 
 
 def test_version() -> None:
-    result = runner.invoke(app, ["--version"])
+    result = run(["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"mita {__version__}"
 
 
@@ -40,8 +37,8 @@ def test_the_base_date_in_use_follows_the_rollovers(issued: dt.datetime, base: i
 
 @pytest.mark.parametrize("at,base", [("2026-11-25T14:00", 2014), ("2020-03-01T08:00", 1993)])
 def test_token_commands_default_to_the_base_date_in_use_then(at: str, base: int) -> None:
-    default = runner.invoke(app, ["token", "tid", "--at", at])
-    explicit = runner.invoke(app, ["token", "tid", "--at", at, "--base-date", str(base)])
+    default = run(["token", "tid", "--at", at])
+    explicit = run(["token", "tid", "--at", at, "--base-date", str(base)])
     assert default.exit_code == 0 and default.stdout == explicit.stdout
     issued = dt.datetime.fromisoformat(at)
     assert int(default.stdout) == sts.tid_from_datetime(issued, base)

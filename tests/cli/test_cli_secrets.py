@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 import leak_scan
+from cli_run import run
 from mita import sts
 from mita.cli import secrets, token_ops
-from mita.cli.main import app
 
 VK = "abababababababab"  # the STS 531 test vending key (leak_scan.TEST_KEYS has it)
 DRN, SGC = "47500150231", "123456"
@@ -36,8 +35,6 @@ REASON = "keys on the command line are visible to every local user in ps and in 
 CLI = [sys.executable, "-m", "mita.cli.main"]
 DERIVE = ["token", "derive-key", "--drn", DRN, "--sgc", SGC]
 AT = ["--at", "2026-11-25T14:00", "--base-date", "2014"]
-
-runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
@@ -62,27 +59,27 @@ def random_key() -> str:
 
 
 def invoke(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args), input=stdin, env=env)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
+    result = run(list(args), input=stdin, env=env)
+    assert "error[internal_error]" not in result.stderr, result.stderr
     return result.exit_code, result.stdout, result.stderr
 
 
 def token_error(args: list[str], code: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
-    """``mita token``: ``error [code] message`` on standard error, status 2, nothing on standard output."""
+    """``mita token``: ``error[code]: message`` on standard error, status 1, nothing on standard output."""
     status, out, err = invoke(*args, stdin=stdin, env=env)
-    assert status == 2, (out, err)
+    assert status == 1, (out, err)
     assert out == ""
-    assert err.startswith(f"error [{code}] "), err
+    assert err.startswith(f"error[{code}]: ") and err.count("\n") == 1, err
     return err
 
 
 def meter_error(args: list[str], code: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
-    """``mita meter``: ``{"error": {"code", "message"}}`` on standard output, status 1."""
+    """``mita meter``: ``{"error": {"code", "message"}}`` on standard output, the error line on stderr, status 1."""
     status, out, err = invoke(*args, stdin=stdin, env=env)
     assert status == 1, (out, err)
     error = json.loads(out)["error"]
     assert error["code"] == code, error
+    assert err == f"error[{code}]: {error['message']}\n"
     return str(error["message"])
 
 
@@ -203,7 +200,7 @@ def test_vending_key_from_standard_input_is_not_on_the_command_line() -> None:
 OLD_OPTIONS = [
     pytest.param("token", ["token", "derive-key", "--drn", DRN, "--sgc", SGC], "vending-key", id="derive-key"),
     pytest.param("token", ["token", "credit", "--ea", "7", "--amount", "1", *AT], "key", id="credit"),
-    pytest.param("token", ["token", "management", "clear-tamper", "--ea", "7", *AT], "key", id="management"),
+    pytest.param("token", ["token", "management", "clear_tamper", "--ea", "7", *AT], "key", id="management"),
     pytest.param("token", ["token", "key-change", "--ea", "7", "--krn", "2"], "key", id="key-change-key"),
     pytest.param("token", ["token", "key-change", "--ea", "7", "--krn", "2"], "new-key", id="key-change-new-key"),
     pytest.param("token", ["token", "decode", "23716100501183194197", "--ea", "7"], "key", id="decode"),
@@ -220,13 +217,13 @@ def test_a_key_on_the_command_line_is_refused_and_not_echoed(
     value = random_key()
     given = [f"--{name}={value}"] if joined else [f"--{name}", value]
     status, out, err = invoke(*args, *given)
-    assert status == (2 if family == "token" else 1)
+    assert status == 1
     assert value not in out.lower() and value not in err.lower()
+    assert err.startswith("error[secret_on_command_line]: ")
     if family == "token":
-        assert out == "" and err.startswith("error [secret_on_command_line] ")
+        assert out == ""
         message = err
     else:
-        assert err == ""
         error = json.loads(out)["error"]
         assert error["code"] == "secret_on_command_line"
         message = error["message"]
@@ -240,7 +237,7 @@ def test_a_key_on_the_command_line_is_refused_before_anything_else(family: str, 
     """Even with a key file as well, and other options missing: the refusal is the answer, not a usage error."""
     value = random_key()
     key_file("k.hex", VK if name == "vending-key" else METER_KEY)
-    first = [args[0], args[1], *(["clear-tamper"] if args[1] == "management" else [])]
+    first = [args[0], args[1], *(["clear_tamper"] if args[1] == "management" else [])]
     first += ["m.json"] if args[0] == "meter" else []
     given = [f"--{name}", value, f"--{name}-file", "k.hex"]
     if family == "token":
@@ -284,7 +281,7 @@ def three_ways(args: list[str], option: str, key: str) -> list[tuple[int, str, s
         ([*DERIVE, "--dkga", "4", "--ea", "11"], "--vending-key-file", "ab" * 20),
         (["token", "credit", "--ea", "7", "--amount", "256", *AT], "--key-file", METER_KEY),
         (["token", "credit", "--ea", "11", "--amount", "256", *AT], "--key-file", METER_KEY * 2),
-        (["token", "management", "max-power", "--ea", "7", "--value", "5000", *AT], "--key-file", METER_KEY),
+        (["token", "management", "set_power_limit", "--ea", "7", "--value", "5000", *AT], "--key-file", METER_KEY),
         (["token", "key-change", "--ea", "7", "--krn", "2", "--new-key-file", "new.hex"], "--key-file", METER_KEY),
         (["token", "key-change", "--ea", "7", "--krn", "2", "--key-file", "old.hex"], "--new-key-file", NEW_KEY),
         (["token", "decode", "23716100501183194197", "--ea", "7"], "--key-file", METER_KEY),
@@ -380,7 +377,7 @@ def test_a_bad_key_file_is_a_clear_error_without_the_key(
     else:
         message = meter_error([*METER_NEW, "--decoder-key-file", "k.hex"], code)
         option = "--decoder-key-file"
-    assert message.startswith(f"error [{code}] {option} 'k.hex'" if family == "token" else f"{option} 'k.hex'")
+    assert message.startswith(f"error[{code}]: {option} 'k.hex'" if family == "token" else f"{option} 'k.hex'")
     assert says in message
     for word in (content or "").split():
         assert word.lower() not in message.lower().replace("'k.hex'", "")
@@ -440,9 +437,11 @@ def test_vending_key_length_follows_the_dkga() -> None:
     assert "the vending key must be 40 hex digits (got 16)" in message
 
 
-def test_management_kind_error_shows_its_code() -> None:
-    """The token commands' ``error [code]``: the code is printed, not taken for Rich markup."""
-    assert "kind must be one of" in token_error(["token", "management", "nope", "--ea", "7"], "format_error")
+def test_an_unknown_management_kind_is_a_usage_error_listing_the_kinds() -> None:
+    status, out, err = invoke("token", "management", "nope", "--ea", "7")
+    assert status == 2 and out == ""
+    assert err.startswith("error[usage]: mita token management: argument KIND: invalid choice: 'nope'")
+    assert "set_power_limit, clear_credit, set_tariff_rate, clear_tamper" in err
 
 
 def test_batch_still_takes_its_keys_in_the_json_lines() -> None:

@@ -7,6 +7,7 @@ Codes are a public contract (README: ``format_error``, ``range_error``, ``check_
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -217,6 +218,24 @@ def test_bad_input_gets_a_typed_error(action: Callable[[], object], error: type[
         action()
     assert caught.value.code == CODES[error]
     assert caught.value.message and str(caught.value) == caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("token", "says"),
+    [
+        ("237161x0501183194197", "a token is 20 digits; character 7 is 'x'"),
+        ("2371 6100 5011 8319 419O", "a token is 20 digits; character 24 is 'O'"),  # counted as typed
+        ("２３７１６１００５０１１８３１９４１９７", "a token is 20 digits; character 1 is '２'"),  # not ASCII digits
+        ("2371610050118319419", "a token is 20 digits (got 19)"),
+        ("2371-6100-5011-8319-41977", "a token is 20 digits (got 21)"),
+    ],
+)
+def test_a_token_that_is_not_20_digits_says_why(token: str, says: str) -> None:
+    with pytest.raises(sts.FormatError) as exc:
+        parse_digits(token)
+    assert exc.value.message == says
+    with pytest.raises(sts.FormatError, match=re.escape(says)):
+        sts.decode(token, EA.STA, KEY07)
 
 
 def test_max_66_bit_value_is_a_well_formed_token() -> None:

@@ -1,10 +1,16 @@
 """``mita meter``: drive a virtual meter saved in a state file.
 
-Every command but ``keypad`` prints one JSON object on standard output (a
-public contract for scripts). A rejected token is a result, not an error: the
-command succeeds and says ``"result": "used"``. Set-up errors print
-``{"error": {"code", "message"}}`` and exit with status 1. The wall clock is
-read here, in the shell, and only when ``--at`` is not given.
+Every command but ``keypad`` prints one JSON object on standard output (a public contract for scripts; ``--json``
+is accepted and changes nothing). A rejected token is an answer, not an error: ``mita meter enter`` prints
+``"result": "used"`` and exits with that rejection's code (:mod:`mita.cli.exits`: 0 when the meter accepted,
+10-15 by class of rejection). Set-up errors print ``{"error": {"code", "message"}}`` on standard output and
+``error[<code>]: <message>`` on standard error, exit status 1. The wall clock is read here, in the shell, and
+only when ``--at`` is not given.
+
+Consumption: ``mita meter show`` has the meter's ``consumed`` register in its internal units (W·s; for water and
+gas, L·s/h) and ``mita meter run`` its ``consumed`` in base units (0.1 kWh, 0.1 m³), as they always had; both
+add the figure with its unit in the name: ``consumed_wh`` and ``consumed_kwh`` for electricity, ``consumed_l``
+and ``consumed_m3`` for water and gas.
 
 The decoder key of ``new`` comes from ``--decoder-key-file FILE`` (``-``: standard input) or
 ``--decoder-key-env VAR``, never from the command line, where anyone on the machine could read it in ``ps``
@@ -13,51 +19,110 @@ The decoder key of ``new`` comes from ``--decoder-key-file FILE`` (``-``: standa
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-from typing import Annotated, Any, NoReturn
+import argparse
+from typing import TYPE_CHECKING, Any
 
-import typer
-from rich.console import Console
-from rich.panel import Panel
-from rich.text import Text
+from . import exits
+from .command import command, emit, group
+from .options import add_choice, add_ea, add_json, add_key_source
 
-from mita import sts
-from mita.meter import PROFILES, Meter, storage
-from mita.meter.model import EntryResult
-from mita.sts.tid import parse_issue_time
+if TYPE_CHECKING:
+    import datetime as dt
 
-from . import secrets
+    from mita.meter import Meter
+    from mita.meter.model import EntryResult
 
-meter_app = typer.Typer(no_args_is_help=True, help="Run a virtual STS meter.")
-
-StateArg = Annotated[str, typer.Argument(help="The meter's state file (JSON).")]
-AtOpt = Annotated[str | None, typer.Option("--at", help="Time of the event, YYYY-MM-DDTHH:MM[:SS]; default now.")]
+TAMPER_KINDS = ("cover", "magnetic", "bypass")
+AT_HELP = "Time of the event, YYYY-MM-DDTHH:MM[:SS]; default now."
+#: Internal consumption units per Wh (electricity: W·s) or per litre (water, gas: L·s/h).
+_PER_WH_OR_LITRE = 3600
 
 
-def _emit(data: dict[str, Any]) -> None:
-    typer.echo(json.dumps(data, indent=2))
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    from mita.meter.profiles import PROFILES
+
+    commands = group(parser)
+
+    p = command(commands, "new", new, "Make a new meter and save it.")
+    _state(p)
+    p.add_argument("--drn", required=True, help="Meter number with its check digit.")
+    add_ea(p, required=True, help="Encryption algorithm: 07, 09 or 11.")
+    p.add_argument("--sgc", required=True, help="Supply group code, 6 digits.")
+    add_key_source(p, "decoder-key", "the meter's decoder key, hex (16 digits; 32 for EA11)")
+    p.add_argument("--ti", type=int, default=1, help="Tariff index (default 1).")
+    p.add_argument("--krn", type=int, default=1, help="Key revision number (default 1).")
+    p.add_argument("--kt", type=int, default=2, help="Key type (default 2).")
+    p.add_argument("--ken", type=int, default=255, help="Key expiry number (255: none).")
+    p.add_argument("--iin", choices=("600727", "0000"), help="Taken from the DRN length if left out.")
+    p.add_argument("--profile", choices=tuple(PROFILES), default="edition2-ea11", help="Default edition2-ea11.")
+    p.add_argument("--mfr-code", type=int, help="Manufacturer code (from the DRN if left out).")
+    p.add_argument("--force", action=argparse.BooleanOptionalAction, default=False, help="Replace a state file.")
+
+    p = command(commands, "enter", enter, "Type a token on the meter; the exit code says how it answered.")
+    _state(p)
+    p.add_argument("token", help="20 digits (spaces and dashes are ignored).")
+    p.add_argument("--at", help=AT_HELP)
+
+    p = command(commands, "show", show, "Everything the meter shows a technician (never its key).")
+    _state(p)
+
+    p = command(commands, "run", run, "Let time pass with a load; credit runs down, the switch opens at zero.")
+    _state(p)
+    p.add_argument("--seconds", type=int, required=True, help="How long.")
+    p.add_argument("--load-w", type=int, required=True, help="Load in W (or flow in L/h for water and gas).")
+    p.add_argument("--at", help="Start time, YYYY-MM-DDTHH:MM[:SS]; default the meter's clock.")
+
+    p = command(commands, "tamper", tamper, "Simulate a tamper event.")
+    _state(p)
+    add_choice(p, "--kind", values=TAMPER_KINDS, required=True, help="What was tampered with.")
+    p.add_argument("--at", help="Time of the event, YYYY-MM-DDTHH:MM[:SS]; default the meter's clock.")
+
+    p = command(commands, "keypad", keypad, "An interactive meter: type tokens, watch the display (q quits).")
+    p.add_argument("state_file", help="The meter's state file (JSON).")
+    parser.set_defaults(json_always=True)
 
 
-def _fail(exc: sts.StsError) -> NoReturn:
-    _emit({"error": exc.as_dict()})
-    raise typer.Exit(1)
+def _state(p: argparse.ArgumentParser) -> None:
+    p.add_argument("state_file", help="The meter's state file (JSON).")
+    add_json(p, always=True)
+
+
+# ---------------------------------------------------------------------- plumbing
 
 
 def _time(at: str | None, fallback: dt.datetime | None = None) -> dt.datetime:
     if at is None:
-        return fallback or dt.datetime.now().replace(microsecond=0)
-    try:
-        return parse_issue_time(at)
-    except sts.StsError as exc:
-        _fail(exc)
+        import datetime
+
+        return fallback or datetime.datetime.now().replace(microsecond=0)
+    from mita.sts.tid import parse_issue_time
+
+    return parse_issue_time(at)
 
 
 def _load(path: str) -> Meter:
-    try:
-        return storage.load(path)
-    except sts.StsError as exc:
-        _fail(exc)
+    from mita.meter import storage
+
+    return storage.load(path)
+
+
+def _save(meter: Meter, path: str) -> None:
+    from mita.meter import storage
+
+    storage.save(meter, path)
+
+
+def consumption(utility: str, internal: float) -> dict[str, float]:
+    """Consumption in internal units (W·s, L·s/h) as named figures with their unit: Wh and kWh, or L and m³."""
+    small = round(internal / _PER_WH_OR_LITRE, 3)
+    large = round(internal / _PER_WH_OR_LITRE / 1000, 6)
+    if utility == "electricity":
+        return {"consumed_wh": small, "consumed_kwh": large}
+    return {"consumed_l": small, "consumed_m3": large}
+
+
+def _switch(meter: Meter, now: dt.datetime) -> str:
+    return "closed" if meter.switch_closed(now) else "open"
 
 
 def _entry(meter: Meter, result: EntryResult, now: dt.datetime) -> dict[str, Any]:
@@ -68,117 +133,78 @@ def _entry(meter: Meter, result: EntryResult, now: dt.datetime) -> dict[str, Any
         "token": result.token,
         **({"lines": list(result.lines)} if result.lines else {}),
         "registers": meter.registers(),
-        "switch": "closed" if meter.switch_closed(now) else "open",
+        "switch": _switch(meter, now),
     }
 
 
-@meter_app.command()
-def new(
-    state_file: StateArg,
-    drn: Annotated[str, typer.Option(help="Meter number with its check digit.")],
-    ea: Annotated[str, typer.Option(help="07, 09 or 11.")],
-    sgc: Annotated[str, typer.Option(help="Supply group code, 6 digits.")],
-    decoder_key_file: Annotated[
-        str | None, secrets.file_option("decoder-key", "the meter's decoder key, hex (16 digits; 32 for EA11)")
-    ] = None,
-    decoder_key_env: Annotated[str | None, secrets.env_option("decoder-key", "the decoder key")] = None,
-    ti: Annotated[int, typer.Option(help="Tariff index.")] = 1,
-    krn: Annotated[int, typer.Option(help="Key revision number.")] = 1,
-    kt: Annotated[int, typer.Option(help="Key type.")] = 2,
-    ken: Annotated[int, typer.Option(help="Key expiry number (255: none).")] = 255,
-    iin: Annotated[str | None, typer.Option(help="600727 or 0000 (from the DRN length if left out).")] = None,
-    profile: Annotated[str, typer.Option(help=", ".join(PROFILES))] = "edition2-ea11",
-    mfr_code: Annotated[int | None, typer.Option(help="Manufacturer code (from the DRN if left out).")] = None,
-    force: Annotated[bool, typer.Option(help="Replace an existing state file.")] = False,
-    decoder_key: Annotated[
-        str | None,
-        secrets.refused_option("decoder-key", _fail),
-    ] = None,
-) -> None:
-    """Make a new meter and save it."""
+# ---------------------------------------------------------------------- the commands
+
+
+def new(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    if Path(state_file).exists() and not force:
-        _fail(sts.FormatError(f"{state_file} exists; use --force to replace it"))
-    source = secrets.KeySource("decoder-key", decoder_key_file, decoder_key_env)
-    try:
-        key_hex = secrets.read_key(source, what="the meter's decoder key", digits=secrets.decoder_key_digits(ea))
-    except secrets.SecretError as exc:
-        _fail(exc)
+    from mita import sts
+    from mita.meter import Meter
+
+    from . import secrets
+
+    if Path(args.state_file).exists() and not args.force:
+        raise sts.FormatError(f"{args.state_file} exists; use --force to replace it")
+    source = secrets.KeySource("decoder-key", args.decoder_key_file, args.decoder_key_env)
+    key_hex = secrets.read_key(source, what="the meter's decoder key", digits=secrets.decoder_key_digits(args.ea))
     assert key_hex is not None  # required
-    try:
-        meter = Meter.create(
-            drn=drn, ea=int(ea), decoder_key=int(key_hex, 16), sgc=sgc, ti=ti, krn=krn, kt=kt, ken=ken,
-            iin=iin, profile=profile, mfr_code=mfr_code,
-        )  # fmt: skip
-    except ValueError:
-        _fail(sts.FormatError("--ea must be a number: 07, 09 or 11"))
-    except sts.StsError as exc:
-        _fail(exc)
-    storage.save(meter, state_file)
-    _emit(meter.status())
+    meter = Meter.create(
+        drn=args.drn, ea=args.ea, decoder_key=int(key_hex, 16), sgc=args.sgc, ti=args.ti, krn=args.krn, kt=args.kt,
+        ken=args.ken, iin=args.iin, profile=args.profile, mfr_code=args.mfr_code,
+    )  # fmt: skip
+    _save(meter, args.state_file)
+    emit(meter.status())
 
 
-@meter_app.command()
-def enter(state_file: StateArg, token: Annotated[str, typer.Argument(help="20 digits.")], at: AtOpt = None) -> None:
-    """Type a token on the meter."""
-    meter = _load(state_file)
-    now = _time(at)
-    result = meter.enter(token, now)
-    storage.save(meter, state_file)
-    _emit(_entry(meter, result, now))
+def enter(args: argparse.Namespace) -> int:
+    meter = _load(args.state_file)
+    now = _time(args.at)
+    result = meter.enter(args.token, now)
+    _save(meter, args.state_file)
+    emit(_entry(meter, result, now))
+    return exits.for_meter_result(result.result.value)
 
 
-@meter_app.command()
-def show(state_file: StateArg) -> None:
-    """Everything the meter shows a technician (never its key)."""
-    _emit(_load(state_file).status())
+def show(args: argparse.Namespace) -> None:
+    meter = _load(args.state_file)
+    status = meter.status()
+    emit({**status, **consumption(meter.profile.utility, meter.state.consumed)})
 
 
-@meter_app.command()
-def run(
-    state_file: StateArg,
-    seconds: Annotated[int, typer.Option(help="How long.")],
-    load_w: Annotated[int, typer.Option(help="Load in W (or flow in L/h for water and gas).")],
-    at: AtOpt = None,
-) -> None:
-    """Let time pass with a load; credit runs down, the switch opens at zero."""
-    meter = _load(state_file)
-    start = _time(at, meter.state.clock)
-    try:
-        result = meter.run(seconds, load_w, start)
-    except sts.StsError as exc:
-        _fail(exc)
-    storage.save(meter, state_file)
-    end = start + dt.timedelta(seconds=seconds)
-    _emit(
+def run(args: argparse.Namespace) -> None:
+    import datetime
+
+    from mita.meter.state import PER_BASE_UNIT
+
+    meter = _load(args.state_file)
+    start = _time(args.at, meter.state.clock)
+    result = meter.run(args.seconds, args.load_w, start)
+    _save(meter, args.state_file)
+    end = start + datetime.timedelta(seconds=args.seconds)
+    emit(
         {
             "seconds": result.seconds,
-            "consumed": round(result.consumed / 360_000, 6),
+            "consumed": round(result.consumed / PER_BASE_UNIT, 6),
+            **consumption(meter.profile.utility, result.consumed),
             "events": list(result.events),
             "registers": meter.registers(),
-            "switch": "closed" if meter.switch_closed(end) else "open",
+            "switch": _switch(meter, end),
             "clock": end.isoformat(timespec="seconds"),
         }
     )
 
 
-@meter_app.command()
-def tamper(
-    state_file: StateArg,
-    kind: Annotated[str, typer.Option(help="cover, magnetic or bypass.")],
-    at: AtOpt = None,
-) -> None:
-    """Simulate a tamper event."""
-    meter = _load(state_file)
-    now = _time(at, meter.state.clock)
-    try:
-        display = meter.tamper(kind, now)
-    except sts.StsError as exc:
-        _fail(exc)
-    storage.save(meter, state_file)
-    switch = "closed" if meter.switch_closed(now) else "open"
-    _emit({"display": display, "tamper": meter.state.tamper, "switch": switch})
+def tamper(args: argparse.Namespace) -> None:
+    meter = _load(args.state_file)
+    now = _time(args.at, meter.state.clock)
+    display = meter.tamper(args.kind, now)
+    _save(meter, args.state_file)
+    emit({"display": display, "tamper": meter.state.tamper, "switch": _switch(meter, now)})
 
 
 _UNITS = {"electricity": (10, "kWh"), "water": (10, "m³"), "gas": (10, "m³"), "time": (10, "min")}
@@ -189,15 +215,20 @@ def _human(register: str, base_units: float) -> str:
     return f"{base_units / scale:,.2f} {unit}"
 
 
-@meter_app.command()
-def keypad(state_file: StateArg) -> None:
-    """An interactive meter: type tokens, watch the display. `q` quits, `s` shows the registers."""
+def keypad(args: argparse.Namespace) -> None:
+    """Interactive, and long-running: the one meter command that draws with Rich (imported here)."""
+    import datetime
+
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.text import Text
+
     console = Console()
-    meter = _load(state_file)
+    meter = _load(args.state_file)
 
     def lcd(text: str, sub: str = "") -> None:
         body = Text(f"{text:^32}", style="bold black on green")
-        now = dt.datetime.now()
+        now = datetime.datetime.now()
         credit = ", ".join(_human(k, v) for k, v in meter.registers().items()) or "no credit"
         switch = "ON" if meter.switch_closed(now) else "OFF"
         title = f"{meter.profile.name} · {meter.state.drn}"
@@ -218,6 +249,6 @@ def keypad(state_file: StateArg) -> None:
             continue
         if not line:
             continue
-        result = meter.enter(line, dt.datetime.now().replace(microsecond=0))
-        storage.save(meter, state_file)
+        result = meter.enter(line, datetime.datetime.now().replace(microsecond=0))
+        _save(meter, args.state_file)
         lcd(result.display, " · ".join([result.result.value, result.detail, *result.lines]))

@@ -12,7 +12,8 @@ command needs has two options, named after it (``NAME`` is ``key``, ``vending-ke
     the environment variable ``VAR`` holds it.
 
 One source per key. Two keys of one command cannot both come from standard input. The old ``--NAME``
-options are kept, hidden, only to be refused with the reason (:func:`on_command_line`).
+options are kept, hidden, only to be refused with the reason (:func:`on_command_line`); the options themselves
+are defined in :func:`mita.cli.options.add_key_source`.
 
 Every failure is a :class:`SecretError` with a stable code; its message names the option and the file or
 variable, never the key (and not a path or variable name that looks like a key pasted in by mistake):
@@ -33,11 +34,9 @@ import getpass
 import os
 import re
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn, TextIO
-
-import typer
+from typing import TextIO
 
 from mita import sts
 
@@ -202,27 +201,3 @@ def decoder_key_digits(ea: object) -> tuple[int, ...]:
         return (sts.EA.parse(ea).key_bits // 4,)
     except sts.StsError:
         return (16, 32)
-
-
-# ---------------------------------------------------------------------- the options every key-taking command has
-
-
-def file_option(name: str, what: str) -> Any:
-    """``--NAME-file FILE``: the file holding ``what`` (``-``: standard input)."""
-    return typer.Option(f"--{name}-file", metavar="FILE", help=f"File holding {what}; - reads it from standard input.")
-
-
-def env_option(name: str, what: str) -> Any:
-    """``--NAME-env NAME``: the environment variable holding ``what``."""
-    return typer.Option(f"--{name}-env", metavar="NAME", help=f"Environment variable holding {what}.")
-
-
-def refused_option(name: str, fail: Callable[[sts.StsError], NoReturn]) -> Any:
-    """``--NAME``, hidden: a key given on the command line is refused with the reason (``fail``, the command
-    group's way of reporting), while the options are parsed and without the value ever being looked at."""
-
-    def refuse(_param: typer.CallbackParam, value: str | None) -> None:
-        if value is not None:
-            fail(on_command_line(name))
-
-    return typer.Option(f"--{name}", hidden=True, callback=refuse, help="Refused: use a key file.")

@@ -1,9 +1,9 @@
 """``mita token``: issue and decode STS tokens from the terminal or a script.
 
-The human commands print with Rich; ``mita token batch`` is the machine
-interface (JSON Lines in, one JSON line out per line, in order, never stopping
-on a bad line). Both go through :mod:`mita.cli.token_ops`, so what a person
-sees and what a script gets cannot disagree.
+The commands print for people, or JSON with ``--json`` (the same answer ``mita token batch`` gives for the same
+request); ``mita token batch`` is the machine interface (JSON Lines in, one JSON line out per line, in order, never
+stopping on a bad line). Both go through :mod:`mita.cli.token_ops`, so what a person sees and what a script gets
+cannot disagree.
 
 Keys never come as option values (anyone on the machine could read them in ``ps``): each key has a
 ``--NAME-file FILE`` option (``-``: standard input) and a ``--NAME-env VAR`` one, see :mod:`mita.cli.secrets`.
@@ -13,245 +13,260 @@ its keys inside the JSON lines on standard input, as before.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import sys
+import argparse
 from collections.abc import Collection
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from .command import command, emit, group, say, show_fields
+from .options import add_base_date, add_choice, add_ea, add_json, add_key_source
 
-from mita import sts
-from mita.sts.tid import parse_issue_time
+if TYPE_CHECKING:
+    import datetime as dt
 
-from . import secrets, token_ops
+#: Management tokens (class 2): kind -> (subclass, the request field its value goes in). The kinds are the API's
+#: engineering kinds where it has them (``set_power_limit``, ``clear_credit``, ...).
+MANAGEMENT = {
+    "set_power_limit": (0, "mpl"),
+    "clear_credit": (1, "register"),
+    "set_tariff_rate": (2, "rate"),
+    "clear_tamper": (5, "pad"),
+    "set_phase_unbalance_limit": (6, "mppul"),
+    "set_water_meter_factor": (7, "wm_factor"),
+}
+#: The CLI's old spellings of the kinds: still taken, with a note on stderr.
+DEPRECATED_KINDS = {
+    "max-power": "set_power_limit",
+    "clear-credit": "clear_credit",
+    "tariff-rate": "set_tariff_rate",
+    "clear-tamper": "clear_tamper",
+    "phase-unbalance": "set_phase_unbalance_limit",
+    "water-factor": "set_water_meter_factor",
+}
 
-token_app = typer.Typer(no_args_is_help=True, help="Issue and decode STS tokens.")
-console = Console()
-err_console = Console(stderr=True, soft_wrap=True)
+BASE_HELP = "Base date; default: the one in use at the issue time (2014 from 2024-11-24 on)."
+EA_HELP = "Encryption algorithm: 07 (STA), 09 (DES) or 11 (MISTY1)."
+SUBCLASSES = {0: "electricity", 1: "water", 2: "gas", 3: "time", 4: "electricity currency", 5: "water currency",
+              6: "gas currency", 7: "time currency"}  # fmt: skip
 
 
-def _fail(exc: sts.StsError) -> NoReturn:
-    """``error [code] message`` on standard error, exit status 2."""
-    err_console.print(f"[bold red]error[/] {escape(f'[{exc.code}]')} {escape(exc.message)}", highlight=False)
-    raise typer.Exit(2)
+# ---------------------------------------------------------------------- the commands' options
 
 
-def _hidden_key_option(name: str) -> Any:
-    return secrets.refused_option(name, _fail)
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    commands = group(parser)
+
+    p = command(commands, "derive-key", derive_key, "Derive a meter's decoder key from its supply group's vending key.")
+    p.add_argument("--drn", required=True, help="Meter number with its check digit (11 or 13 digits).")
+    p.add_argument("--sgc", required=True, help="Supply group code, 6 digits.")
+    add_key_source(p, "vending-key", "the vending key, hex (16 digits DKGA02, 40 DKGA04)")
+    p.add_argument("--dkga", type=int, choices=(2, 4), default=2, help="Key derivation: DKGA02 or DKGA04 (default 2).")
+    p.add_argument("--kt", type=int, choices=range(4), default=2, help="Key type (default 2).")
+    p.add_argument("--ti", type=int, default=1, help="Tariff index 0..99 (default 1).")
+    p.add_argument("--krn", type=int, choices=range(1, 10), default=1, help="Key revision number (default 1).")
+    add_base_date(p, "Base date (DKGA04); default: the one in use today.")
+    add_ea(p, default=7, help=EA_HELP + " Default 07.")
+    p.add_argument("--iin", choices=("600727", "0000"), help="Taken from the DRN length if left out.")
+    add_json(p)
+
+    p = command(commands, "credit", credit, "Issue a credit token (class 0).")
+    add_ea(p, required=True, help=EA_HELP)
+    p.add_argument("--amount", type=int, required=True, help="Base units: 0.1 kWh, 0.1 m³, 0.1 min, or 1e-5 currency.")
+    _key_options(p, "the meter's current decoder key, hex (16 digits; 32 for EA11)")
+    sub = ", ".join(f"{k} {v}" for k, v in SUBCLASSES.items())
+    p.add_argument("--subclass", type=int, choices=range(8), default=0, help=f"{sub} (default 0).")
+    _tid_options(p)
+    add_json(p)
+
+    p = command(commands, "management", management, "Issue a management token (class 2).")
+    add_choice(p, "kind", values=tuple(MANAGEMENT), deprecated=DEPRECATED_KINDS, help="What the token does.")
+    add_ea(p, required=True, help=EA_HELP)
+    _key_options(p, "the meter's current decoder key, hex (16 digits; 32 for EA11)")
+    p.add_argument(
+        "--value", type=int, default=0, help="Watts for limits; register (65535 = all); raw 16-bit otherwise."
+    )
+    _tid_options(p)
+    add_json(p)
+
+    p = command(commands, "test", test, "Issue an initiate-meter-test/display token (class 1, not encrypted).")
+    p.add_argument("--control", type=int, default=1, help="Control bits: which test or display to run (default 1).")
+    p.add_argument("--mfr-code", type=int, default=0, help="Manufacturer code (0 = any meter).")
+    p.add_argument(
+        "--wide", action=argparse.BooleanOptionalAction, default=False, help="28-bit control, 4-digit maker code."
+    )
+    add_json(p)
+
+    p = command(commands, "key-change", key_change, "Issue a key change token set, in entry order.")
+    add_ea(p, required=True, help=EA_HELP)
+    p.add_argument("--krn", type=int, required=True, help="New key revision number.")
+    _key_options(p, "the meter's current decoder key, hex (16 digits; 32 for EA11)")
+    add_key_source(p, "new-key", "the new decoder key, hex (16 digits: 2 tokens; 32: 4 tokens)")
+    p.add_argument("--kt", type=int, choices=range(4), default=2, help="New key type (default 2).")
+    p.add_argument("--ti", type=int, default=1, help="New tariff index (default 1).")
+    p.add_argument("--ken", type=int, default=255, help="New key expiry number (255 = no expiry).")
+    p.add_argument("--ro", type=int, choices=(0, 1), default=0, help="1 to clear the meter's TID store.")
+    p.add_argument("--sgc", help="Supply group code (4-token sets).")
+    add_json(p)
+
+    p = command(commands, "decode", decode, "Decode a token and print its fields, or why it does not decode.")
+    p.add_argument("token", help="The 20-digit token.")
+    add_ea(p, default=7, help=EA_HELP + " Default 07.")
+    _key_options(p, "the decoder key, hex (not needed for class 1)")
+    add_json(p)
+
+    p = command(commands, "tid", tid, "The TID (token identifier) of an issue time.")
+    p.add_argument("--at", required=True, help="Issue time, YYYY-MM-DDTHH:MM.")
+    add_base_date(p, BASE_HELP)
+    add_json(p)
+
+    command(commands, "batch", batch, "JSON Lines on stdin to JSON Lines on stdout, one answer per line, in order.")
+
+    from . import tour
+
+    command(commands, "tour", tour.tour, "A short tour: derive a key, issue tokens, decode them back.")
 
 
-def _key(source: secrets.KeySource, what: str, digits: Collection[int], required: bool = True) -> str | None:
-    try:
-        return secrets.read_key(source, what=what, digits=digits, required=required)
-    except secrets.SecretError as exc:
-        _fail(exc)
+def _key_options(p: argparse.ArgumentParser, what: str) -> None:
+    add_key_source(p, "key", what)
 
 
-EaOpt = Annotated[int, typer.Option("--ea", help="Encryption algorithm: 7 (STA), 9 (DES) or 11 (MISTY1).")]
-KeyFileOpt = Annotated[str | None, secrets.file_option("key", "the meter's current decoder key, hex (16 or 32 digits)")]
-KeyEnvOpt = Annotated[str | None, secrets.env_option("key", "the decoder key")]
-OldKeyOpt = Annotated[str | None, _hidden_key_option("key")]
-TidOpt = Annotated[int | None, typer.Option("--tid", help="Token identifier; or give --at.")]
-AtOpt = Annotated[str | None, typer.Option("--at", help="Issue time YYYY-MM-DDTHH:MM; the TID is computed.")]
-BaseOpt = Annotated[
-    int | None,
-    typer.Option("--base-date", help="1993, 2014 or 2035; default: the one in use at the issue time (2014 today)."),
-]
+def _tid_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tid", type=int, help="Token identifier (minutes since the base date); or give --at.")
+    p.add_argument("--at", help="Issue time YYYY-MM-DDTHH:MM, the TID computed from it; default now.")
+    add_base_date(p, BASE_HELP)
+
+
+# ---------------------------------------------------------------------- plumbing
 
 
 def _run(req: dict[str, Any]) -> dict[str, Any]:
-    """Answer a request or exit with its error printed."""
+    """Answer a request, or raise its error (typed, with the code ``mita token batch`` would answer)."""
+    from . import token_ops
+
     answer = token_ops.handle(req)
     if "error" in answer:
-        err = answer["error"]
-        _fail(token_ops.RequestError(str(err["code"]), str(err["message"])))
+        raise token_ops.RequestError(str(answer["error"]["code"]), str(answer["error"]["message"]))
     return answer
 
 
-def _decoder_key(ea: int, key_file: str | None, key_env: str | None, required: bool = True) -> str | None:
-    source = secrets.KeySource("key", key_file, key_env)
-    return _key(source, "the meter's decoder key", secrets.decoder_key_digits(ea), required)
+def _key(
+    name: str, file: str | None, env: str | None, what: str, digits: Collection[int], required: bool = True
+) -> str | None:
+    from . import secrets
+
+    return secrets.read_key(secrets.KeySource(name, file, env), what=what, digits=digits, required=required)
+
+
+def _decoder_key(args: argparse.Namespace, required: bool = True) -> str | None:
+    from .secrets import decoder_key_digits
+
+    digits = decoder_key_digits(args.ea)
+    return _key("key", args.key_file, args.key_env, "the meter's decoder key", digits, required)
 
 
 def _base(base_date: int | None, at: str | None = None) -> int:
     """The base date asked for, or the one in use at ``at`` (now, when there is no issue time)."""
     if base_date is not None:
         return base_date
-    try:
-        issued = parse_issue_time(at) if at else dt.datetime.now()
-    except sts.StsError as exc:
-        _fail(exc)
-    return int(sts.tid.base_date_in_use(issued))
+    import datetime
+
+    from mita.sts.tid import base_date_in_use, parse_issue_time
+
+    issued: dt.datetime = parse_issue_time(at) if at else datetime.datetime.now()
+    return int(base_date_in_use(issued))
 
 
-def _tid(tid: int | None, at: str | None, base_date: int | None) -> int:
-    if tid is not None:
-        return tid
-    if at is None:
-        _fail(token_ops.RequestError("missing_field", "give --tid or --at"))
-    return int(_run({"op": "tid", "issued": at, "base_date": _base(base_date, at)})["tid"])
+def _tid(args: argparse.Namespace) -> int:
+    if args.tid is not None:
+        return int(args.tid)
+    import datetime
+
+    at = args.at or datetime.datetime.now().strftime("%Y-%m-%dT%H:%M")  # no issue time given: now
+    return int(_run({"op": "tid", "issued": at, "base_date": _base(args.base_date, at)})["tid"])
 
 
-def _show(title: str, fields: dict[str, Any]) -> None:
-    table = Table(title=title, show_header=False)
-    for name, value in fields.items():
-        table.add_row(name, str(value))
-    console.print(table)
+def _answer(args: argparse.Namespace, answer: dict[str, Any], text: str) -> None:
+    if args.json:
+        emit(answer)
+    else:
+        say(text)
 
 
-@token_app.command("derive-key")
-def derive_key(
-    drn: Annotated[str, typer.Option(help="Meter number with its check digit (11 or 13 digits).")],
-    sgc: Annotated[str, typer.Option(help="Supply group code, 6 digits.")],
-    vending_key_file: Annotated[
-        str | None, secrets.file_option("vending-key", "the vending key, hex (16 digits DKGA02, 40 DKGA04)")
-    ] = None,
-    vending_key_env: Annotated[str | None, secrets.env_option("vending-key", "the vending key")] = None,
-    dkga: Annotated[int, typer.Option(help="2 or 4.")] = 2,
-    kt: Annotated[int, typer.Option(help="Key type 0..3.")] = 2,
-    ti: Annotated[int, typer.Option(help="Tariff index 0..99.")] = 1,
-    krn: Annotated[int, typer.Option(help="Key revision number 1..9.")] = 1,
-    base_date: BaseOpt = None,
-    ea: EaOpt = 7,
-    iin: Annotated[str | None, typer.Option(help="600727 or 0000; taken from the DRN length if left out.")] = None,
-    vending_key: Annotated[str | None, _hidden_key_option("vending-key")] = None,
-) -> None:
-    """Derive a meter's decoder key from its supply group's vending key."""
-    source = secrets.KeySource("vending-key", vending_key_file, vending_key_env)
-    vk = _key(source, "the vending key", {2: (16,), 4: (40,)}.get(dkga, ()))
-    req = {"op": "derive_key", "dkga": dkga, "vending_key": vk, "drn": drn, "kt": kt, "sgc": sgc}
-    req |= {"ti": ti, "krn": krn, "base_date": _base(base_date), "ea": ea}
-    if iin:
-        req["iin"] = iin
-    console.print(_run(req)["decoder_key"])
+# ---------------------------------------------------------------------- the commands
 
 
-@token_app.command()
-def credit(
-    ea: EaOpt,
-    amount: Annotated[int, typer.Option(help="Base units: 0.1 kWh, 0.1 m3, 0.1 min, or 1e-5 currency.")],
-    key_file: KeyFileOpt = None,
-    key_env: KeyEnvOpt = None,
-    subclass: Annotated[int, typer.Option(help="0 electricity, 1 water, 2 gas, 3 time, 4..7 currency.")] = 0,
-    tid: TidOpt = None,
-    at: AtOpt = None,
-    base_date: BaseOpt = None,
-    key: OldKeyOpt = None,
-) -> None:
-    """Issue a credit token (class 0)."""
-    decoder_key = _decoder_key(ea, key_file, key_env)
-    req = {"op": "encode", "ea": ea, "decoder_key": decoder_key, "class": 0, "subclass": subclass}
-    req |= {"tid": _tid(tid, at, base_date), "amount": amount}
-    console.print(_run(req)["token"])
+def derive_key(args: argparse.Namespace) -> None:
+    vk = _key("vending-key", args.vending_key_file, args.vending_key_env, "the vending key",
+              {2: (16,), 4: (40,)}[args.dkga])  # fmt: skip
+    req = {"op": "derive_key", "dkga": args.dkga, "vending_key": vk, "drn": args.drn, "kt": args.kt, "sgc": args.sgc}
+    req |= {"ti": args.ti, "krn": args.krn, "base_date": _base(args.base_date), "ea": args.ea}
+    if args.iin:
+        req["iin"] = args.iin
+    answer = _run(req)
+    _answer(args, answer, answer["decoder_key"])
 
 
-MANAGEMENT = {
-    "max-power": (0, "mpl"),
-    "clear-credit": (1, "register"),
-    "tariff-rate": (2, "rate"),
-    "clear-tamper": (5, "pad"),
-    "phase-unbalance": (6, "mppul"),
-    "water-factor": (7, "wm_factor"),
-}
+def credit(args: argparse.Namespace) -> None:
+    req = {"op": "encode", "ea": args.ea, "decoder_key": _decoder_key(args), "class": 0, "subclass": args.subclass}
+    req |= {"tid": _tid(args), "amount": args.amount}
+    answer = _run(req)
+    _answer(args, answer, answer["token"])
 
 
-@token_app.command()
-def management(
-    kind: Annotated[str, typer.Argument(help=", ".join(MANAGEMENT))],
-    ea: EaOpt,
-    key_file: KeyFileOpt = None,
-    key_env: KeyEnvOpt = None,
-    value: Annotated[int, typer.Option(help="Watts for limits; register (65535 = all); raw 16-bit otherwise.")] = 0,
-    tid: TidOpt = None,
-    at: AtOpt = None,
-    base_date: BaseOpt = None,
-    key: OldKeyOpt = None,
-) -> None:
-    """Issue a management token (class 2)."""
-    if kind not in MANAGEMENT:
-        _fail(sts.FormatError(f"kind must be one of {', '.join(MANAGEMENT)}"))
-    subclass, name = MANAGEMENT[kind]
-    decoder_key = _decoder_key(ea, key_file, key_env)
-    req = {"op": "encode", "ea": ea, "decoder_key": decoder_key, "class": 2, "subclass": subclass, name: value}
-    req["tid"] = _tid(tid, at, base_date)
-    console.print(_run(req)["token"])
+def management(args: argparse.Namespace) -> None:
+    subclass, field = MANAGEMENT[args.kind]
+    req = {"op": "encode", "ea": args.ea, "decoder_key": _decoder_key(args), "class": 2, "subclass": subclass}
+    req |= {field: args.value, "tid": _tid(args)}
+    answer = _run(req)
+    _answer(args, answer, answer["token"])
 
 
-@token_app.command()
-def test(
-    control: Annotated[int, typer.Option(help="Control bits: which test or display to run.")] = 1,
-    mfr_code: Annotated[int, typer.Option(help="Manufacturer code (0 = any meter).")] = 0,
-    wide: Annotated[bool, typer.Option(help="28-bit control with 4-digit manufacturer code.")] = False,
-) -> None:
-    """Issue an initiate-meter-test/display token (class 1, not encrypted)."""
-    req = {"op": "encode", "ea": 7, "class": 1, "subclass": int(wide), "control": control, "mfr_code": mfr_code}
-    console.print(_run(req)["token"])
+def test(args: argparse.Namespace) -> None:
+    req = {"op": "encode", "ea": 7, "class": 1, "subclass": int(args.wide), "control": args.control}
+    req["mfr_code"] = args.mfr_code
+    answer = _run(req)
+    _answer(args, answer, answer["token"])
 
 
-@token_app.command("key-change")
-def key_change(
-    ea: EaOpt,
-    krn: Annotated[int, typer.Option(help="New key revision number.")],
-    key_file: KeyFileOpt = None,
-    key_env: KeyEnvOpt = None,
-    new_key_file: Annotated[
-        str | None, secrets.file_option("new-key", "the new decoder key, hex (16 digits: 2 tokens; 32: 4 tokens)")
-    ] = None,
-    new_key_env: Annotated[str | None, secrets.env_option("new-key", "the new decoder key")] = None,
-    kt: Annotated[int, typer.Option(help="New key type.")] = 2,
-    ti: Annotated[int, typer.Option(help="New tariff index.")] = 1,
-    ken: Annotated[int, typer.Option(help="New key expiry number (255 = no expiry).")] = 255,
-    ro: Annotated[int, typer.Option(help="1 to clear the meter's TID store (base date change).")] = 0,
-    sgc: Annotated[str | None, typer.Option(help="Supply group code (4-token sets).")] = None,
-    key: OldKeyOpt = None,
-    new_key: Annotated[str | None, _hidden_key_option("new-key")] = None,
-) -> None:
-    """Issue a key change token set, in entry order."""
-    old_source = secrets.KeySource("key", key_file, key_env)
-    new_source = secrets.KeySource("new-key", new_key_file, new_key_env)
-    try:
-        secrets.one_stdin(old_source, new_source)
-    except secrets.SecretError as exc:
-        _fail(exc)
-    old = _key(old_source, "the meter's current decoder key", secrets.decoder_key_digits(ea))
-    new = _key(new_source, "the new decoder key", (16, 32))
-    req: dict[str, Any] = {"op": "key_change", "ea": ea, "decoder_key": old, "new_key": new}
-    req |= {"ken": ken, "krn": krn, "kt": kt, "ti": ti, "ro": ro}
-    if sgc:
-        req["sgc"] = sgc
-    for t in _run(req)["tokens"]:
-        console.print(t)
+def key_change(args: argparse.Namespace) -> None:
+    from . import secrets
+
+    old_source = secrets.KeySource("key", args.key_file, args.key_env)
+    new_source = secrets.KeySource("new-key", args.new_key_file, args.new_key_env)
+    secrets.one_stdin(old_source, new_source)
+    digits = secrets.decoder_key_digits(args.ea)
+    old = secrets.read_key(old_source, what="the meter's current decoder key", digits=digits)
+    new = secrets.read_key(new_source, what="the new decoder key", digits=(16, 32))
+    req: dict[str, Any] = {"op": "key_change", "ea": args.ea, "decoder_key": old, "new_key": new}
+    req |= {"ken": args.ken, "krn": args.krn, "kt": args.kt, "ti": args.ti, "ro": args.ro}
+    if args.sgc:
+        req["sgc"] = args.sgc
+    answer = _run(req)
+    _answer(args, answer, "\n".join(answer["tokens"]))
 
 
-@token_app.command()
-def decode(
-    token: Annotated[str, typer.Argument(help="The 20-digit token.")],
-    ea: EaOpt = 7,
-    key_file: Annotated[str | None, secrets.file_option("key", "the decoder key, hex (not needed for class 1)")] = None,
-    key_env: KeyEnvOpt = None,
-    key: OldKeyOpt = None,
-) -> None:
-    """Decode a token and print its fields, or why it does not decode."""
-    req: dict[str, Any] = {"op": "decode", "ea": ea, "token": token}
-    decoder_key = _decoder_key(ea, key_file, key_env, required=False)
+def decode(args: argparse.Namespace) -> None:
+    req: dict[str, Any] = {"op": "decode", "ea": args.ea, "token": args.token}
+    decoder_key = _decoder_key(args, required=False)
     if decoder_key is not None:
         req["decoder_key"] = decoder_key
-    _show(f"token {token}", _run(req))
+    answer = _run(req)
+    if args.json:
+        emit(answer)
+    else:
+        show_fields(f"token {args.token}", answer)
 
 
-@token_app.command()
-def tid(at: Annotated[str, typer.Option(help="YYYY-MM-DDTHH:MM")], base_date: BaseOpt = None) -> None:
-    """The TID of an issue time."""
-    console.print(_run({"op": "tid", "issued": at, "base_date": _base(base_date, at)})["tid"])
+def tid(args: argparse.Namespace) -> None:
+    answer = _run({"op": "tid", "issued": args.at, "base_date": _base(args.base_date, args.at)})
+    _answer(args, answer, str(answer["tid"]))
 
 
-@token_app.command()
-def batch() -> None:
-    """JSON Lines on stdin to JSON Lines on stdout, one answer per line, in order."""
+def batch(_args: argparse.Namespace) -> None:
+    import json
+    import sys
+
+    from . import token_ops
+
     out = sys.stdout
     for raw in sys.stdin.buffer:  # bytes: one undecodable line must not take the others with it
         if not raw.strip():

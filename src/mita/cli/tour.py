@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import datetime as dt
+import argparse
 
-from rich.console import Console
-from rich.table import Table
-
-from mita import sts
+from .command import say
 
 # The STS 531 compliance suite's published test key: never a real utility's.
 DEMO_VENDING_KEY = bytes.fromhex("abababababababab")
 
 
-def tour() -> None:
+def tour(_args: argparse.Namespace | None = None) -> None:
     """Derive a decoder key, issue tokens, and decode them back."""
-    console = Console()
+    import datetime as dt
+
+    from mita import sts
+
     meter = sts.MeterNumber.parse("47500150231")
     key = sts.dkga02(DEMO_VENDING_KEY, meter, kt=2, sgc="123456", ti=1, krn=1)
-    console.print(f"[bold]Meter[/] {meter.drn} (IIN {meter.iin}, PAN {meter.pan})")
-    console.print("Decoder key derived with DKGA02 from the compliance-suite test vending key.\n")
+    say(f"Meter {meter.drn} (IIN {meter.iin}, PAN {meter.pan})")
+    say("Decoder key derived with DKGA02 from the compliance-suite test vending key.\n")
     issued = dt.datetime(2026, 11, 25, 14, 0)
     base = sts.BaseDate.Y2014
     tid = sts.tid_from_datetime(issued, base)
@@ -30,19 +30,16 @@ def tour() -> None:
         sts.ClearTamperCondition(tid + 3, rnd=1),
         sts.MeterTest(control=1),
     ]
-    table = Table(title=f"Tokens issued {issued:%Y-%m-%d %H:%M} (base date {int(base)}, EA07)")
-    for col in ("token", "class/sub", "decoded back"):
-        table.add_column(col)
+    say(f"Tokens issued {issued:%Y-%m-%d %H:%M} (base date {int(base)}, EA07):")
+    say(f"  {'token':<24}  {'class/sub':<9}  decoded back")
     for token in tokens:
         digits = sts.encode(token, sts.EA.STA, key)
         back = sts.decode(digits, sts.EA.STA, key)
         shown = {k: v for k, v in back.fields().items() if k not in ("class", "subclass")}
-        table.add_row(
-            " ".join(digits[i : i + 4] for i in range(0, 20, 4)), f"{back.token_class}/{back.subclass}", str(shown)
-        )
-    console.print(table)
+        grouped = " ".join(digits[i : i + 4] for i in range(0, 20, 4))
+        say(f"  {grouped:<24}  {back.token_class}/{back.subclass:<7}  {shown}")
     try:
         sts.decode(sts.encode(tokens[0], sts.EA.STA, key), sts.EA.STA, key ^ 1)
     except sts.StsError as exc:
-        console.print(f"\nThe same credit token under another meter's key: [red]{exc.code}[/] ({exc.message})")
-    console.print("\nTry: [cyan]mita token --help[/], or pipe JSON lines into [cyan]mita token batch[/].")
+        say(f"\nThe same credit token under another meter's key: {exc.code} ({exc.message})")
+    say("\nTry: mita token --help, or pipe JSON lines into mita token batch.")

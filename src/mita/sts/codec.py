@@ -17,6 +17,7 @@ from .sta import STA
 from .tokens import Token, from_block, to_block
 
 TOKEN_DIGITS = 20
+_DIGITS = frozenset("0123456789")
 # Dispatch by table: this is the vend hot path, and enum comparisons cost more than the lookups.
 _ENCRYPT = {EA.STA: STA.encrypt, EA.MISTY1: misty1.encrypt, EA.DEA: _ea.des_encrypt}
 _KEY_LIMIT = {ea: 1 << ea.key_bits for ea in EA}
@@ -41,12 +42,20 @@ def to_digits(value: int) -> str:
 def parse_digits(token: str) -> int:
     """The 66-bit value of a 20-digit token (spaces and dashes are ignored)."""
     text = str(token).replace(" ", "").replace("-", "")
-    if len(text) != TOKEN_DIGITS or not text.isdigit() or not text.isascii():
-        raise FormatError(f"a token has {TOKEN_DIGITS} digits (got {len(text)} characters)")
+    if len(text) != TOKEN_DIGITS or not (text.isascii() and text.isdigit()):
+        raise FormatError(_not_a_token(str(token), len(text)))
     value = int(text)
     if value > _MAX_66:
         raise FormatError("token value exceeds 66 bits: not an STS token")
     return value
+
+
+def _not_a_token(given: str, length: int) -> str:
+    """Why ``given`` is not 20 digits: the first character that is not a digit (counted as typed), or the length."""
+    for i, char in enumerate(given, 1):
+        if char not in _DIGITS and char not in " -":
+            return f"a token is {TOKEN_DIGITS} digits; character {i} is {char!r}"
+    return f"a token is {TOKEN_DIGITS} digits (got {length})"
 
 
 def encode(token: Token, ea: EA, key: int) -> str:

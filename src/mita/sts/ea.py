@@ -11,13 +11,14 @@ from __future__ import annotations
 import threading
 from enum import IntEnum
 from functools import lru_cache
-
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, modes
+from typing import TYPE_CHECKING
 
 from . import misty1
 from .errors import FormatError
 from .sta import STA
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import CipherContext
 
 
 class EA(IntEnum):
@@ -53,6 +54,10 @@ def _des(key: int, decrypt: bool = False) -> CipherContext:
         cache = _local.des = {}
     ctx = cache.get((key, decrypt))
     if ctx is None:
+        # imported here: only DES meters and DKGA02 need the library, and it costs a command's start-up time
+        from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+        from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
         if len(cache) > 64:
             cache.clear()
         cipher = Cipher(TripleDES(key.to_bytes(8, "big") * 3), modes.ECB())
