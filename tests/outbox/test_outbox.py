@@ -32,10 +32,9 @@ import pytest
 from sqlalchemy import Engine, func, select, text, update
 from test_campaign import Fleet, expected_set, fleet  # noqa: F401 - the fleet fixture
 from test_vend_service import engine, pg_template, sqlite_template, world  # noqa: F401 - the per-database fixtures
-from typer.testing import CliRunner
 
+from cli_run import run
 from mita import campaign, outbox
-from mita.cli.main import app
 from mita.outbox import Message, Policy, SendError, WebhookSender, Worker
 from mita.vend.schema import campaigns
 from mita.vend.schema import outbox as outbox_table
@@ -433,13 +432,12 @@ def test_a_worker_killed_mid_batch_loses_nothing(engine: Engine, hooks: Callable
 
 
 def test_worker_status_and_refusals(engine: Engine) -> None:  # noqa: F811
-    runner = CliRunner()
     fill(engine, 3, "sms")
     fill(engine, 2, "receipt", at=dt.datetime.now() + dt.timedelta(hours=1))
     with engine.begin() as conn:
         first = conn.execute(select(func.min(outbox_table.c.id))).scalar_one()
         conn.execute(update(outbox_table).where(outbox_table.c.id == first).values(status="dead"))
-    result = runner.invoke(app, ["worker", "--status", "--database-url", url_of(engine)])
+    result = run(["worker", "--status", "--database-url", url_of(engine)])
     assert result.exit_code == 0, result.output
     status = json.loads(result.stdout)
     assert {k: status[k] for k in ("pending", "due", "waiting", "sent", "dead")} == {
@@ -447,15 +445,14 @@ def test_worker_status_and_refusals(engine: Engine) -> None:  # noqa: F811
     }  # fmt: skip
     assert status["channels"]["receipt"]["waiting"] == 2 and status["oldest_due_s"] >= 5
 
-    result = runner.invoke(app, ["worker", "--once", "--channels", "fax", "--database-url", url_of(engine)])
-    assert result.exit_code == 1 and "[outbox_misconfigured]" in result.stderr
+    result = run(["worker", "--once", "--channels", "fax", "--database-url", url_of(engine)])
+    assert result.exit_code == 1 and result.stderr.startswith("error[outbox_misconfigured]: ")
     no_secret = {"MITA_OUTBOX_SENDERS": "webhook=webhook", "MITA_WEBHOOK_URL": "http://127.0.0.1:9/"}
-    result = runner.invoke(
-        app,
+    result = run(
         ["worker", "--once", "--database-url", url_of(engine)],
         env={**no_secret, "MITA_WEBHOOK_SECRET": None, "MITA_WEBHOOK_SECRET_FILE": None},
     )
-    assert result.exit_code == 1 and "[outbox_misconfigured]" in result.stderr
+    assert result.exit_code == 1 and result.stderr.startswith("error[outbox_misconfigured]: ")
 
 
 # ---------------------------------------------------------------------------------------------- campaign generation

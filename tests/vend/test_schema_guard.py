@@ -14,23 +14,21 @@ import pytest
 from alembic import command
 from sqlalchemy import Column, MetaData, String, Table, inspect, text
 from sqlalchemy.exc import IntegrityError
-from typer.testing import CliRunner
 
-from mita.cli.main import app
+from cli_run import run
 from mita.vend import database, lifecycles
 from mita.vend.schema import one_of
 
 PG = "postgresql://postgres@127.0.0.1:5432"
-runner = CliRunner()
 
 
 def check(url: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["db", "check", "--database-url", url])
+    result = run(["db", "check", "--database-url", url])
     return result.exit_code, result.stdout, result.stderr
 
 
 def test_db_check_passes_on_a_migrated_database(url: str) -> None:
-    runner.invoke(app, ["db", "upgrade", "--database-url", url])
+    assert run(["db", "upgrade", "--database-url", url]).exit_code == 0
     code, out, err = check(url)
     assert code == 0, err
     assert "schema matches the models" in out
@@ -44,14 +42,14 @@ def test_db_check_names_what_differs(url: str) -> None:
         conn.execute(text("CREATE INDEX ix_planted ON vendors (name)"))
     engine.dispose()
     code, _, err = check(url)
-    assert code == 1
-    assert "[schema_drift]" in err and "nickname" in err and "ix_planted" in err
+    assert code == 4  # mita.cli.exits.CHECK_FAILED
+    assert "error[schema_drift]: " in err and "nickname" in err and "ix_planted" in err
 
 
 def test_db_check_refuses_an_unmigrated_database(url: str) -> None:
     command.upgrade(database.alembic_config(url), "0003")
     code, _, err = check(url)
-    assert code == 1 and "[schema_outdated]" in err and "0003" in err
+    assert code == 3 and "error[schema_outdated]: " in err and "0003" in err
 
 
 def test_the_supply_groups_foreign_key_exists_on_postgresql() -> None:

@@ -1,118 +1,181 @@
-"""``mita serve``, ``mita db upgrade``, ``mita admin create-key`` and ``mita demo``.
+"""``mita serve``, ``mita db upgrade|check``, ``mita admin create-key`` and ``mita demo``.
 
-Thin shells over :mod:`mita.vend` and :mod:`mita.api`: they parse options,
-call a service, print. The database URL comes from ``--database-url`` or
-``MITA_DATABASE_URL``; the default is a SQLite file in the current folder.
+Thin shells over :mod:`mita.vend` and :mod:`mita.api`: they parse options, call a service, print. The database URL
+comes from ``--database-url`` or ``MITA_DATABASE_URL``; the default is a SQLite file in the current folder. Only
+``mita db upgrade``, ``mita serve`` (which migrates first) and ``mita demo`` (its own file) make a database; the
+other commands refuse one that is missing or not migrated, naming the URL they tried.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import os
-import threading
-import time
-from pathlib import Path
-from typing import Annotated
+import argparse
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from sqlalchemy.exc import DBAPIError
+from . import exits
+from .command import command, emit, group, note, report, say
+from .options import add_choice, add_database_url, add_json
 
-from mita import sts
-from mita.vend import database, registry, sample
-from mita.vend.errors import VendError, database_failure, is_transient
-from mita.vend.schema import vendors
-
-from .dbshell import UrlOpt, _fail, _url, refusals
-
-console = Console(soft_wrap=True)
-db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
-admin_app = typer.Typer(no_args_is_help=True, help="Administration.")
+ROLES = ("admin", "operator", "vendor")
+LOG_FORMATS = ("text", "json")
 
 
-@db_app.command("upgrade")
-def db_upgrade(database_url: UrlOpt = None) -> None:
-    """Create or migrate the schema to the newest version."""
-    url = _url(database_url)
-    database.upgrade(url)
-    console.print(f"schema up to date on {database.make_engine(url).url.render_as_string(hide_password=True)}")
+# ---------------------------------------------------------------------- options
 
 
-@db_app.command("check")
-def db_check(database_url: UrlOpt = None) -> None:
-    """Compare the migrated database with the models; exit 1 and list every difference if they disagree."""
-    url = _url(database_url)
+def add_db(parser: argparse.ArgumentParser) -> None:
+    commands = group(parser)
+    p = command(commands, "upgrade", db_upgrade, "Create or migrate the schema to the newest version.")
+    add_database_url(p)
+    add_json(p)
+    p = command(commands, "check", db_check, "Compare the migrated database with the models; exit 4 and list every "
+                "difference if they disagree.")  # fmt: skip
+    add_database_url(p)
+    add_json(p)
+
+
+def add_admin(parser: argparse.ArgumentParser) -> None:
+    commands = group(parser)
+    p = command(commands, "create-key", create_key, "Make an API key. Its value is printed once and stored only "
+                "hashed.")  # fmt: skip
+    add_choice(p, "--role", values=ROLES, required=True, help="What the key may do.")
+    p.add_argument("--name", default="", help="Who or what uses the key.")
+    p.add_argument("--vendor", help="Vendor (channel) name; made if new. Needed for role vendor.")
+    p.add_argument("--credit-limit", type=int, help="New vendor's credit limit, minor units.")
+    add_database_url(p)
+    add_json(p, always=True)
+
+
+def _listen(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
+    p.add_argument("--port", type=int, default=8000, help="Port (default 8000).")
+
+
+def add_serve(parser: argparse.ArgumentParser) -> None:
+    add_database_url(parser)
+    _listen(parser)
+    parser.add_argument("--workers", type=int, default=1, help="Worker processes (default 1).")
+    add_choice(parser, "--log-format", values=LOG_FORMATS, default="text",
+               help="Start-up line and access log as text or JSON lines (default text).")  # fmt: skip
+    parser.set_defaults(handler=serve)
+
+
+def add_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url", metavar="URL", help=f"Default {DEMO_URL}: never MITA_DATABASE_URL (the demo's keys are "
+        "public test keys; they stay out of a real database)."
+    )  # fmt: skip
+    _listen(parser)
+    parser.add_argument("--no-serve", action="store_true", help="Set up and print, but do not start the server.")
+    parser.set_defaults(handler=demo)
+
+
+# ---------------------------------------------------------------------- the database
+
+
+def db_upgrade(args: argparse.Namespace) -> None:
+    from mita.vend import database
+
+    from . import dbshell
+
+    url = dbshell.url(args.database_url)
+    with dbshell.refusals():
+        database.upgrade(url)
+    if args.json:
+        emit({"database": dbshell.shown(url), "revision": database.schema_head()})
+    else:
+        say(f"schema up to date on {dbshell.shown(url)}")
+
+
+def db_check(args: argparse.Namespace) -> int:
+    from mita.vend import database
+
+    from . import dbshell
+
+    url = dbshell.url(args.database_url)
     engine = database.make_engine(url)
     try:
-        with refusals():
-            database.check_ready(engine)
+        with dbshell.refusals():
+            database.check_existing(engine)
             drift = database.schema_drift(engine)
     finally:
         engine.dispose()
-    shown = engine.url.render_as_string(hide_password=True)
-    if drift:
-        for line in drift:
-            Console(stderr=True, soft_wrap=True).print(f"  {escape(line)}", highlight=False)
-        _fail(VendError("schema_drift", f"{len(drift)} differences between the models and {shown}"))
-    console.print(f"schema matches the models on {shown}")
+    shown = dbshell.shown(url)
+    if args.json:
+        emit({"database": shown, "matches": not drift, "differences": drift})
+    elif not drift:
+        say(f"schema matches the models on {shown}")
+    if not drift:
+        return exits.OK
+    for line in drift:
+        note(f"  {line}")
+    report("schema_drift", f"{len(drift)} differences between the models and {shown}", json_mode=False)
+    return exits.CHECK_FAILED
 
 
-@admin_app.command("create-key")
-def create_key(
-    role: Annotated[str, typer.Option(help="admin, operator or vendor.")],
-    name: Annotated[str, typer.Option(help="Who or what uses the key.")] = "",
-    vendor: Annotated[
-        str | None, typer.Option(help="Vendor (channel) name; made if new. Needed for role vendor.")
-    ] = None,
-    credit_limit: Annotated[int | None, typer.Option(help="New vendor's credit limit, minor units.")] = None,
-    database_url: UrlOpt = None,
-) -> None:
-    """Make an API key. Its value is printed once and stored only hashed."""
-    url = _url(database_url)
-    database.upgrade(url)  # a fresh database gets its schema first
-    engine = database.make_engine(url)
-    try:
+# ---------------------------------------------------------------------- administration
+
+
+def create_key(args: argparse.Namespace) -> None:
+    from mita.vend import registry
+    from mita.vend.errors import VendError
+    from mita.vend.schema import vendors
+
+    from . import dbshell
+
+    with dbshell.refusals():
+        engine = dbshell.runtime(args.database_url).engine
         vendor_id = None
-        if vendor:
+        if args.vendor:
             try:
-                vendor_id = int(registry.get_by(engine, vendors, vendors.c.name, vendor, "vendor")["id"])
+                vendor_id = int(registry.get_by(engine, vendors, vendors.c.name, args.vendor, "vendor")["id"])
             except VendError:
-                vendor_id = int(registry.Registry(engine).create_vendor(registry.SYSTEM, vendor, credit_limit)["id"])
-        key_id, key = registry.Registry(engine).create_api_key(name or f"{role} key", role, vendor_id)
-    except sts.StsError as exc:
-        _fail(exc)
-    typer.echo(json.dumps({"id": key_id, "role": role, "vendor_id": vendor_id, "api_key": key}))
+                made = registry.Registry(engine).create_vendor(registry.SYSTEM, args.vendor, args.credit_limit)
+                vendor_id = int(made["id"])
+        key_id, key = registry.Registry(engine).create_api_key(args.name or f"{args.role} key", args.role, vendor_id)
+    emit({"id": key_id, "role": args.role, "vendor_id": vendor_id, "api_key": key}, indent=None)
 
 
-def serve(
-    database_url: UrlOpt = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-) -> None:
-    """Run the vending service's HTTP API (migrating the schema first)."""
-    import uvicorn
+# ---------------------------------------------------------------------- serving
 
-    url = _url(database_url)
+
+def serve(args: argparse.Namespace) -> None:
+    from . import dbshell
+
+    url = dbshell.url(args.database_url)
+    _serve(url, args.host, args.port, args.workers, args.log_format)
+
+
+def _serve(url: str, host: str, port: int, workers: int, log_format: str) -> None:
+    """Migrate (or, if the database is not reachable yet, keep trying in the background), then serve."""
+    import threading
+
+    from sqlalchemy.exc import DBAPIError
+
+    from mita.api import launch
+    from mita.vend import database
+    from mita.vend.errors import database_failure, is_transient
+
+    from . import dbshell
+
     try:
         database.upgrade(url)
         database.check_durability(database.make_engine(url))
-    except VendError as exc:
-        _fail(exc)
     except DBAPIError as exc:
         if not is_transient(exc):
-            _fail(database_failure(exc))
-        shown = database.make_engine(url).url.render_as_string(hide_password=True)
-        console.print(f"[yellow]database {shown} not reachable[/]: serving 503 (see /readyz) until it is")
+            raise database_failure(exc) from None
+        note(f"database {dbshell.shown(url)} not reachable: serving 503 (see /readyz) until it is")
         threading.Thread(target=_migrate_when_reachable, args=(url,), name="mita-migrate", daemon=True).start()
-    os.environ["MITA_DATABASE_URL"] = url  # how the workers uvicorn starts learn it (their Settings read it)
-    uvicorn.run("mita.api.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
+    launch.run(host=host, port=port, workers=workers, log_format=log_format, database_url=url)
 
 
 def _migrate_when_reachable(url: str, first_wait: float = 1.0, longest_wait: float = 30.0) -> None:
     """Migrate as soon as the database answers; the workers serve once the schema is current."""
+    import time
+
+    from sqlalchemy.exc import DBAPIError
+
+    from mita.vend import database
+    from mita.vend.errors import database_failure, is_transient
+
     wait = first_wait
     while True:
         time.sleep(wait)
@@ -122,11 +185,13 @@ def _migrate_when_reachable(url: str, first_wait: float = 1.0, longest_wait: flo
             if is_transient(exc):
                 wait = min(wait * 2, longest_wait)
                 continue
-            console.print(f"[bold red]error[/] [{database_failure(exc).code}] the schema could not be migrated")
+            report(database_failure(exc).code, "the schema could not be migrated", json_mode=False)
             return
-        console.print("database reachable: schema up to date")
+        note("database reachable: schema up to date")
         return
 
+
+# ---------------------------------------------------------------------- the demo
 
 DEMO_URL = "sqlite:///mita-demo.db"
 
@@ -137,52 +202,50 @@ DEMO_METERS = (  # (DRN body without its check digit, virtual meter profile, uti
 )
 
 
-def demo(
-    database_url: UrlOpt = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    no_serve: Annotated[
-        bool, typer.Option("--no-serve", help="Set up and print, but do not start the server.")
-    ] = False,
-) -> None:
+def demo(args: argparse.Namespace) -> None:
     """Set up a demo utility on SQLite (supply group, tariffs, customers, meters, keys) and serve it."""
-    from mita.meter import Meter, storage
+    import datetime as dt
+    from pathlib import Path
 
-    url = database_url or DEMO_URL  # never MITA_DATABASE_URL: the demo's public test key stays out of a real one
-    database.upgrade(url)
-    engine = database.make_engine(url)
-    admin = registry.SYSTEM
-    try:
-        registry.get_supply_group(engine, sample.SGC)
-    except VendError:
-        sample.create_group_and_tariff(engine, "Demo town")
-        start = dt.datetime(2020, 1, 1)
-        flat = {"blocks": [{"up_to": None, "price": "28.50"}], "vat_rate": "0.15"}
-        registry.Registry(engine).create_tariff(admin, name="water", currency="ZAR", spec=flat, effective_from=start)
-        for body, profile, utility, account in DEMO_METERS:
-            registry.Registry(engine).create_customer(
-                admin,
-                account=account,
-                name=f"Demo customer {account[-1]}",
-                fbe_eligible=account == "DEMO-001",
-                debt=5000 if account == "DEMO-002" else 0,
-                debt_rate="0.2",
-            )
-            registry.Registry(engine).create_meter(
-                admin,
-                drn=sample.meter_number(body),
-                sgc=sample.SGC,
-                customer=account,
-                manufacturer=profile,
-                utility=utility,
-                tariff="water" if utility == "water" else "domestic",
-            )
-    keys = {role: registry.Registry(engine).create_api_key(f"demo {role}", role)[1] for role in ("admin", "operator")}
-    try:
-        vendor_id = int(registry.Registry(engine).create_vendor(admin, "Demo shop", 10_000_000)["id"])
-    except VendError:
-        vendor_id = int(registry.get_by(engine, vendors, vendors.c.name, "Demo shop", "vendor")["id"])
-    keys["vendor"] = registry.Registry(engine).create_api_key("demo shop till", "vendor", vendor_id)[1]
+    from mita import sts
+    from mita.meter import Meter, storage
+    from mita.vend import database, registry, sample
+    from mita.vend.errors import VendError
+    from mita.vend.schema import vendors
+
+    from . import dbshell
+
+    url = args.database_url or DEMO_URL  # never MITA_DATABASE_URL: the demo's public test key stays out of a real one
+    dbshell.url(url)  # a password on the command line is refused here too
+    with dbshell.refusals():
+        database.upgrade(url)
+        engine = database.make_engine(url)
+        admin = registry.SYSTEM
+        try:
+            registry.get_supply_group(engine, sample.SGC)
+        except VendError:
+            sample.create_group_and_tariff(engine, "Demo town")
+            start = dt.datetime(2020, 1, 1)
+            flat = {"blocks": [{"up_to": None, "price": "28.50"}], "vat_rate": "0.15"}
+            registry.Registry(engine).create_tariff(admin, name="water", currency="ZAR", spec=flat,
+                                                    effective_from=start)  # fmt: skip
+            for body, profile, utility, account in DEMO_METERS:
+                registry.Registry(engine).create_customer(
+                    admin, account=account, name=f"Demo customer {account[-1]}", fbe_eligible=account == "DEMO-001",
+                    debt=5000 if account == "DEMO-002" else 0, debt_rate="0.2",
+                )  # fmt: skip
+                registry.Registry(engine).create_meter(
+                    admin, drn=sample.meter_number(body), sgc=sample.SGC, customer=account, manufacturer=profile,
+                    utility=utility, tariff="water" if utility == "water" else "domestic",
+                )  # fmt: skip
+        keys = {
+            role: registry.Registry(engine).create_api_key(f"demo {role}", role)[1] for role in ("admin", "operator")
+        }
+        try:
+            vendor_id = int(registry.Registry(engine).create_vendor(admin, "Demo shop", 10_000_000)["id"])
+        except VendError:
+            vendor_id = int(registry.get_by(engine, vendors, vendors.c.name, "Demo shop", "vendor")["id"])
+        keys["vendor"] = registry.Registry(engine).create_api_key("demo shop till", "vendor", vendor_id)[1]
 
     folder = Path("demo-meters")
     folder.mkdir(exist_ok=True)
@@ -197,25 +260,26 @@ def demo(
             )
             storage.save(meter, path)
 
-    base = f"http://{host}:{port}/v1"
+    base = f"http://{args.host}:{args.port}/v1"
     first = sample.meter_number(DEMO_METERS[0][0])
-    console.print(f"[bold]Mita demo utility[/] on {url} (its own database: MITA_DATABASE_URL is not used)")
-    console.print("API keys (printed once, stored hashed):")
+    say(f"Mita demo utility on {url} (its own database: MITA_DATABASE_URL is not used)")
+    say("API keys (printed once, stored hashed):")
     for role, key in keys.items():
-        console.print(f"  {role:<9} {key}")
-    console.print(
-        f"Virtual meters in {folder}/ (one per profile): {', '.join(p.name for p in sorted(folder.glob('*.json')))}"
-    )
-    console.print("\nTry:")
-    console.print(
+        say(f"  {role:<9} {key}")
+    say(f"Virtual meters in {folder}/ (one per profile): {', '.join(p.name for p in sorted(folder.glob('*.json')))}")
+    say("\nTry:")
+    say(
         f"  curl -s {base}/quotes -H 'Authorization: Bearer {keys['vendor']}' "
         f'-H \'Content-Type: application/json\' -d \'{{"meter":"{first}","amount":10000}}\''
     )
-    console.print(
+    say(
         f"  curl -s {base}/vends -H 'Authorization: Bearer {keys['vendor']}' -H 'Idempotency-Key: try-1' "
         f'-H \'Content-Type: application/json\' -d \'{{"meter":"{first}","amount":10000}}\''
     )
-    console.print(f"  .venv/bin/mita meter enter {folder}/{first}.json <a token from the vend>")
-    console.print(f"  open http://{host}:{port}/docs for the API, Ctrl-C to stop")
-    if not no_serve:
-        serve(url, host, port, 1)
+    say(f"  .venv/bin/mita meter enter {folder}/{first}.json <a token from the vend>")
+    say(f"  open http://{args.host}:{args.port}/docs for the API, Ctrl-C to stop")
+    if not args.no_serve:
+        import sys
+
+        sys.stdout.flush()
+        _serve(url, args.host, args.port, 1, "text")

@@ -9,85 +9,91 @@ it did, also as JSON.
 
 from __future__ import annotations
 
-import json
-import logging
-import signal
-import sys
-import threading
-from types import FrameType
-from typing import Annotated
+import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import typer
-from sqlalchemy import Engine
+from .command import emit
+from .options import add_database_url, add_json
 
-from mita import campaign, compose
-from mita.outbox import (
-    CampaignGenerator,
-    Policy,
-    SenderContext,
-    Worker,
-    build_senders,
-    depth,
-    parse_routes,
-    register_kind,
-)
-from mita.outbox.worker import local_now
-from mita.settings import OutboxSettings
-from mita.vend import database
-from mita.vend.errors import VendError
-
-from .dbshell import UrlOpt, _url, refusals
-
-log = logging.getLogger("mita.outbox")
-
-# the campaign service sits above the outbox: the shell composes the two
-register_kind("campaign", lambda ctx: CampaignGenerator(ctx.engine, campaign.generate, stopping=ctx.stopping))
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
-def worker(
-    database_url: UrlOpt = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Rows claimed at a time.")] = 100,
-    poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between looks when nothing is due.")] = 1.0,
-    once: Annotated[bool, typer.Option("--once", help="Send what is due now, then exit.")] = False,
-    channels: Annotated[
-        str | None, typer.Option(help="Comma-separated channels to send (default: all that have a sender).")
-    ] = None,
-    status: Annotated[bool, typer.Option("--status", help="Print the queue's depth as JSON, and exit.")] = False,
-    max_attempts: Annotated[int, typer.Option(min=1, max=1000, help="Tries before a row is parked dead.")] = 8,
-    lease: Annotated[
-        float, typer.Option(min=0.1, help="Seconds a claim holds its rows; longer than any one send.")
-    ] = 60.0,
-    backoff_base: Annotated[float, typer.Option(min=0.001, help="Seconds before the first retry.")] = 30.0,
-    backoff_max: Annotated[float, typer.Option(min=0.001, help="Longest wait between tries, seconds.")] = 3600.0,
-) -> None:
+def _bounded(kind: type[int] | type[float], low: float, high: float | None = None) -> Callable[[str], float]:
+    """An option type: a number within [low, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            within = f"{low:g} to {high:g}" if high is not None else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {within} (got {text})")
+        return value
+
+    return parse
+
+
+def add_worker(parser: argparse.ArgumentParser) -> None:
+    add_database_url(parser)
+    parser.add_argument("--batch-size", type=_bounded(int, 1, 10_000), default=100,
+                        help="Rows claimed at a time (default 100).")  # fmt: skip
+    parser.add_argument("--poll-interval", type=_bounded(float, 0.01), default=1.0,
+                        help="Seconds between looks when nothing is due (default 1).")  # fmt: skip
+    parser.add_argument("--once", action="store_true", help="Send what is due now, then exit.")
+    parser.add_argument("--channels", help="Comma-separated channels to send (default: all that have a sender).")
+    parser.add_argument("--status", action="store_true", help="Print the queue's depth as JSON, and exit.")
+    parser.add_argument("--max-attempts", type=_bounded(int, 1, 1000), default=8,
+                        help="Tries before a row is parked dead (default 8).")  # fmt: skip
+    parser.add_argument("--lease", type=_bounded(float, 0.1), default=60.0,
+                        help="Seconds a claim holds its rows; longer than any one send (default 60).")  # fmt: skip
+    parser.add_argument("--backoff-base", type=_bounded(float, 0.001), default=30.0,
+                        help="Seconds before the first retry (default 30).")  # fmt: skip
+    parser.add_argument("--backoff-max", type=_bounded(float, 0.001), default=3600.0,
+                        help="Longest wait between tries, seconds (default 3600).")  # fmt: skip
+    add_json(parser, always=True)
+    parser.set_defaults(handler=worker)
+
+
+def worker(args: argparse.Namespace) -> None:
     """Dispatch the outbox: claim due rows, send each through its channel's sender, retry with backoff."""
-    engine = compose.build(database_url=_url(database_url), pool_size=2).engine
+    from mita.outbox import depth
+    from mita.outbox.worker import local_now
+
+    from . import dbshell
+
+    runtime = dbshell.runtime(args.database_url)
     try:
-        with refusals():
-            database.check_ready(engine)
-            if status:
-                typer.echo(json.dumps(depth(engine, local_now())))
+        with dbshell.refusals():
+            if args.status:
+                emit(depth(runtime.engine, local_now()), indent=None)
                 return
-            _dispatch(engine, batch_size, poll_interval, once, channels, max_attempts, lease, backoff_base, backoff_max)
+            _dispatch(runtime.engine, args)
     finally:
-        engine.dispose()
+        runtime.engine.dispose()
 
 
-def _dispatch(
-    engine: Engine,
-    batch_size: int,
-    poll_interval: float,
-    once: bool,
-    channels: str | None,
-    max_attempts: int,
-    lease: float,
-    backoff_base: float,
-    backoff_max: float,
-) -> None:
+def _dispatch(engine: Engine, args: argparse.Namespace) -> None:
+    import logging
+    import signal
+    import sys
+    import threading
+    from types import FrameType
+
+    from mita import campaign
+    from mita.outbox import CampaignGenerator, Policy, SenderContext, Worker, build_senders, parse_routes, register_kind
+    from mita.settings import OutboxSettings
+    from mita.vend.errors import VendError
+
+    log = logging.getLogger("mita.outbox")
+    # the campaign service sits above the outbox: the shell composes the two
+    register_kind("campaign", lambda ctx: CampaignGenerator(ctx.engine, campaign.generate, stopping=ctx.stopping))
     settings = OutboxSettings()
     routes = parse_routes(settings.outbox_senders or None)
-    if channels is not None:
-        wanted = [c for c in (part.strip() for part in channels.split(",")) if c]
+    if args.channels is not None:
+        wanted = [c for c in (part.strip() for part in args.channels.split(",")) if c]
         missing = [c for c in wanted if c not in routes]
         if missing or not wanted:
             raise VendError(
@@ -96,7 +102,8 @@ def _dispatch(
             )
         routes = {c: routes[c] for c in wanted}
     try:
-        policy = Policy(max_attempts=max_attempts, lease=lease, backoff_base=backoff_base, backoff_max=backoff_max)
+        policy = Policy(max_attempts=args.max_attempts, lease=args.lease, backoff_base=args.backoff_base,
+                        backoff_max=args.backoff_max)  # fmt: skip
         policy.check()
     except ValueError as exc:
         raise VendError("invalid_request", str(exc)) from None
@@ -116,12 +123,12 @@ def _dispatch(
     main = threading.current_thread() is threading.main_thread()  # only there can signals be handled
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
     try:
-        w = Worker(engine, senders, batch_size=batch_size, policy=policy, stopping=stopping)
+        w = Worker(engine, senders, batch_size=args.batch_size, policy=policy, stopping=stopping)
         shown = ", ".join(f"{c}={k}" for c, k in sorted(routes.items()))
-        log.info("%s: sending %s; batches of %d, lease %g s", w.name, shown, batch_size, lease)
-        totals = w.run(once=once, poll_interval=poll_interval)
+        log.info("%s: sending %s; batches of %d, lease %g s", w.name, shown, args.batch_size, args.lease)
+        totals = w.run(once=args.once, poll_interval=args.poll_interval)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     log.info("%s: stopped: %s", w.name, totals.as_dict())
-    typer.echo(json.dumps(totals.as_dict()))
+    emit(totals.as_dict(), indent=None)
