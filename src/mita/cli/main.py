@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("mita.cli.server", "add_serve", "Run the vending service's HTTP API (migrating the schema first)."),
     "demo": ("mita.cli.server", "add_demo", "Set up a demo utility on its own SQLite file and serve it."),
     "worker": ("mita.cli.worker", "add_worker", "Send what the outbox holds; run its jobs (campaign generation)."),
+    "conformance": ("mita.cli.conformance", "add_commands", "Run the shipped STS vectors; check another system."),
     "help": ("mita.cli.main", "add_help", "Reference: the exit codes."),
 }
 
