@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import expected_fields, load_json
 
@@ -69,3 +72,26 @@ def test_check_a_missing_file_is_one_error_line(tmp_path: Path) -> None:
 def test_usage_errors() -> None:
     assert mita("check").returncode == 2
     assert mita("--nope").stderr.startswith("error[usage]:")
+
+
+def test_a_failing_case_exits_4_and_is_shown(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """In process (tests/cli_run.py), with the report run on a copy of the vectors holding one planted token."""
+    import mita.conformance
+    from cli_run import run
+    from mita.conformance import vectors
+
+    for name in vectors.FILES:
+        shutil.copy(Path(str(vectors.folder())) / name, tmp_path / name)
+    data = json.loads((tmp_path / "tokens.json").read_text())
+    data["compliance_and_nectar_vectors"][0]["token"] = "73508892949665105368"
+    (tmp_path / "tokens.json").write_text(json.dumps(data))
+    real = mita.conformance.run_report
+    monkeypatch.setattr(mita.conformance, "run_report", lambda: real(tmp_path))
+
+    total = real().summary.total
+    result = run(["conformance", "--html", str(tmp_path / "page.html")])
+    assert result.exit_code == 4
+    assert result.stderr.strip().endswith(f"error[conformance_failed]: 1 of {total} conformance cases fail")
+    assert "FAIL tokens.json#compliance_and_nectar_vectors/0 (credit;" in result.stdout
+    assert "  encode: expected 73508892949665105368, got 73508892949665105367" in result.stdout
+    assert f"1 of {total} cases FAIL" in (tmp_path / "page.html").read_text()
