@@ -1,5 +1,6 @@
-"""Every live answer of the HTTP API against its documented response: a status the route lists, and a body whose
-fields its model declares (a field the API sends and the OpenAPI document leaves out is a contract it never made).
+"""Every live answer of the HTTP API against its documented response: a status the route lists, a body whose
+fields its model declares (a field the API sends and the OpenAPI document leaves out is a contract it never made),
+and for a refusal, a code the document lists for that status (``x-error-codes``).
 
 :func:`checker` gives an httpx response hook; the API test modules install it on their client, so every answer
 of those suites is checked.
@@ -70,6 +71,10 @@ def checker(app: FastAPI) -> Callable[[httpx.Response], None]:
         listed = app.openapi()["paths"][route.path][request.method.lower()]["responses"]
         assert str(status) in listed, f"{request.method} {route.path} answered {status}, not in {sorted(listed)}"
         body = response.json()
+        if status >= 400:  # the code must be one the document lists for this answer (mita.api.openapi)
+            codes = listed[str(status)].get("x-error-codes", [])
+            code = body.get("code")
+            assert code in codes, f"{request.method} {route.path} {status} answered {code!r}, not in {codes}"
         model = Problem if status >= 400 else documented(route).get(status)
         if model is None:
             return  # documented without a model

@@ -75,6 +75,7 @@ ROUTE_CODES: dict[str, tuple[str, ...]] = {
     "POST /v1/vends": (
         "credit_limit", "key_credit_limit", "not_found", "key_change_required", "meter_blocked", "key_expired",
         "key_not_active", "no_tariff", "no_vending_key", "invalid_amount", "amount_too_small", "retry",
+        "invalid_key_change", "invalid_dkga",
         *IDEMPOTENT, *METER_NUMBER, *TOKEN_ENGINE, *KEY_USE,
     ),
     "GET /v1/vends/{vend_id}": ("not_found",),
@@ -89,7 +90,9 @@ ROUTE_CODES: dict[str, tuple[str, ...]] = {
         "not_found", "conflict", "key_exists", "invalid_dkga", "kcv_mismatch", "unknown_keystore",
         "keystore_unsupported", "format_error", "range_error", *KEY_USE,
     ),
-    "POST /v1/supply-groups/{sgc}/keys/{krn}/activate": ("not_found", "conflict", "range_error", "unsupported"),
+    "POST /v1/supply-groups/{sgc}/keys/{krn}/activate": (
+        "not_found", "conflict", "invalid_dkga", "invalid_key_change", "format_error", "range_error", "unsupported",
+    ),
     "POST /v1/supply-groups/{sgc}/keys/{krn}/retire": ("not_found", "conflict", *KEY_USE),
     "GET /v1/supply-groups/{sgc}/key-history": ("not_found",),
     "POST /v1/meters/{drn}/key-change": (
@@ -101,7 +104,9 @@ ROUTE_CODES: dict[str, tuple[str, ...]] = {
     "POST /v1/meters/{drn}/confirm-key-change": ("not_found", "no_pending_key", *METER_NUMBER),
     "POST /v1/vends/{vend_id}/accepted": ("not_found", "no_pending_key", "key_change_superseded"),
     # campaigns
-    "POST /v1/campaigns": ("not_found", "conflict", "no_vending_key", "range_error"),
+    "POST /v1/campaigns": (
+        "not_found", "conflict", "no_vending_key", "invalid_dkga", "invalid_key_change", "format_error", "range_error",
+    ),
     "GET /v1/campaigns/{campaign_id}": ("not_found",),
     "POST /v1/campaigns/{campaign_id}/generate": ("not_found", "conflict", "key_not_active", "no_vending_key"),
     "GET /v1/campaigns/{campaign_id}/export.csv": ("not_found",),
