@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DataError
 
 from mita.vend import database
@@ -85,4 +85,31 @@ def test_0003_widens_audit_entity_ids_and_keeps_the_log_append_only(url: str) ->
             command.downgrade(cfg, "0002")
     else:
         command.downgrade(cfg, "0002")
+    engine.dispose()
+
+
+def test_0006_adds_the_listing_indexes_and_the_keys_last_characters_and_back(url: str) -> None:
+    cfg = database.alembic_config(database.normalise_url(url))
+    command.upgrade(cfg, "0005")
+    engine = database.make_engine(url)
+    with engine.begin() as conn:  # a key made before 0006
+        conn.execute(
+            text("INSERT INTO api_keys (name, role, key_hash, created_at) VALUES ('old', 'admin', :h, :t)"),
+            {"h": "ab" * 32, "t": EXPIRY},
+        )
+    command.upgrade(cfg, "0006")
+    with engine.connect() as conn:
+        indexes = {i["name"]: i["column_names"] for i in inspect(conn).get_indexes("vends")}
+        row = conn.execute(text("SELECT name, key_last4 FROM api_keys")).one()
+    assert indexes["ix_vends_created"] == ["created_at", "id"]
+    assert indexes["ix_vends_vendor_created"] == ["vendor_id", "created_at"]
+    assert indexes["ix_vends_customer_created"] == ["customer_id", "created_at"]
+    assert indexes["ix_vends_reversed"] == ["reversed_at"]
+    assert tuple(row) == ("old", None)
+    command.downgrade(cfg, "0005")
+    with engine.connect() as conn:
+        left = {i["name"] for i in inspect(conn).get_indexes("vends")}
+        columns = {c["name"] for c in inspect(conn).get_columns("api_keys")}
+        assert conn.execute(text("SELECT name FROM api_keys")).scalar_one() == "old"
+    assert left == {"ix_vends_meter_created"} and "key_last4" not in columns
     engine.dispose()
