@@ -95,3 +95,14 @@ def test_a_failing_case_exits_4_and_is_shown(monkeypatch: pytest.MonkeyPatch, tm
     assert "FAIL tokens.json#compliance_and_nectar_vectors/0 (credit;" in result.stdout
     assert "  encode: expected 73508892949665105368, got 73508892949665105367" in result.stdout
     assert f"1 of {total} cases FAIL" in (tmp_path / "page.html").read_text()
+
+
+def test_missing_vectors_are_one_error_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import mita.conformance
+    from cli_run import run
+
+    real = mita.conformance.run_report
+    monkeypatch.setattr(mita.conformance, "run_report", lambda: real(tmp_path))  # an empty folder
+    result = run(["conformance", "--json"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error[vectors_missing]: STS conformance vector file tokens.json is not in")

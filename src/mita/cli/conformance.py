@@ -84,8 +84,12 @@ def _summary_text(report: Report) -> list[str]:
 
 def report_command(args: argparse.Namespace) -> int:
     from mita.conformance import render_html, render_json, run_report
+    from mita.conformance.vectors import VectorsMissingError
 
-    result = run_report()
+    try:
+        result = run_report()
+    except VectorsMissingError as exc:  # a broken install: the package's data files are gone
+        fail("vectors_missing", str(exc))
     if args.out is not None:
         try:
             args.out.mkdir(parents=True, exist_ok=True)

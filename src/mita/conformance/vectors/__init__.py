@@ -34,9 +34,8 @@ FILES = (
 
 
 class VectorsMissingError(LookupError):
-    """A vector file is not where it was looked for (a broken install, or a wrong ``folder``)."""
-
-    code = "vectors_missing"
+    """A vector file is not where it was looked for (a broken install, or a wrong ``folder``); the command line
+    reports it as ``error[vectors_missing]``."""
 
 
 def folder() -> Traversable:
