@@ -185,9 +185,12 @@ def document_examples(spec: dict[str, Any]) -> None:
     for operations in spec.get("paths", {}).values():
         for op in operations.values():
             media = op.get("requestBody", {}).get("content", {}).get("application/json")
-            ref = (media or {}).get("schema", {}).get("$ref", "")
-            examples = schemas.get(ref.rsplit("/", 1)[-1], {}).get("examples")
-            if media is not None and examples:
+            if media is None:
+                continue
+            schema = media.get("schema", {})
+            refs = [arm.get("$ref", "") for arm in schema.get("anyOf", [schema])]  # an optional body: a union
+            examples = [e for ref in refs for e in schemas.get(ref.rsplit("/", 1)[-1], {}).get("examples", [])]
+            if examples:
                 media["example"] = examples[0]
 
 
