@@ -11,13 +11,24 @@ standard error; a command whose output is JSON (``--json``, and every ``mita met
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any, NoReturn
 
 #: A command's handler: takes the parsed options, returns an exit code (None: 0).
 Handler = Callable[[argparse.Namespace], int | None]
+
+#: The words of the command line being run: a command defines its options only if its name is one of them
+#: (None: every command does, for shell completion and the tests). Set by :func:`mita.cli.main.build`.
+_words: frozenset[str] | None = None
+
+
+def select(words: Sequence[str] | None) -> None:
+    """Define the options of the commands named in ``words`` only (None: of every command)."""
+    global _words
+    _words = None if words is None else frozenset(words)
 
 
 class CliError(Exception):
@@ -34,11 +45,25 @@ def fail(code: str, message: str) -> NoReturn:
     raise CliError(code, message)
 
 
+@cache
+def _width() -> int:
+    """What :func:`shutil.get_terminal_size` says (``COLUMNS``, the terminal, else 80), without importing shutil:
+    argparse makes a formatter for every option it adds."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return max(columns, 40) - 2
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions as written (paragraphs, tables); option help in a column wide enough for the long names."""
 
     def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=32)
+        super().__init__(prog, max_help_position=32, width=_width())
 
 
 class Parser(argparse.ArgumentParser):
@@ -63,11 +88,18 @@ def group(parser: argparse.ArgumentParser, title: str = "commands") -> argparse.
 
 
 def command(
-    commands: argparse._SubParsersAction[Parser], name: str, handler: Handler, doc: str, **kwargs: Any
+    commands: argparse._SubParsersAction[Parser],
+    name: str,
+    handler: Handler,
+    doc: str,
+    options: Callable[[Parser], None] | None = None,
 ) -> Parser:
-    """A sub-command: ``doc``'s first line is its one-line help, the whole of it its ``--help`` description."""
-    parser = commands.add_parser(name, help=doc.split("\n", 1)[0], description=doc, **kwargs)
+    """A sub-command: ``doc``'s first line is its one-line help, the whole of it its ``--help`` description;
+    ``options`` adds its options, when the command is on the command line (see :func:`select`)."""
+    parser = commands.add_parser(name, help=doc.split("\n", 1)[0], description=doc)
     parser.set_defaults(handler=handler)
+    if options is not None and (_words is None or name in _words):
+        options(parser)
     return parser
 
 
@@ -84,6 +116,8 @@ def _group_help(parser: argparse.ArgumentParser) -> Handler:
 
 def emit(data: Any, indent: int | None = 2) -> None:
     """JSON on standard output: the public, scriptable answer of a command."""
+    import json  # here: the commands that print no JSON do not load it
+
     if indent is None:
         sys.stdout.write(json.dumps(data, separators=(",", ":")) + "\n")
     else:

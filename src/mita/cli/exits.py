@@ -9,7 +9,8 @@ code   name                when
 2      usage               the command line itself is wrong (unknown option, missing argument, invalid choice)
 3      database            the database is missing, not migrated, unreachable or refused the operation (the message
                            names the URL tried, password hidden; only ``mita db upgrade`` and ``mita demo`` make one)
-4      check_failed        a check ran and found differences (``mita db check``: the schema drifted from the models)
+4      check_failed        a check ran and found differences (``mita db check``: the schema drifted from the models;
+                           ``mita conformance``: a case failed, or another system's token disagrees)
 10     token_invalid       ``mita meter enter``: the meter rejected a token it cannot use (``crc_error``,
                            ``format_error``, ``range_error``, ``unsupported``, ``key_type_error``, ``ddtk``)
 11     token_old           ``mita meter enter``: older than every TID the meter remembers (``old``)
@@ -46,7 +47,7 @@ TABLE: tuple[tuple[int, str, str], ...] = (
     (REFUSED, "refused", "a typed error: bad input, an unreadable key, a service's refusal"),
     (USAGE, "usage", "the command line is wrong: unknown option, missing argument, invalid choice"),
     (DATABASE, "database", "the database is missing, not migrated, unreachable, or refused the operation"),
-    (CHECK_FAILED, "check_failed", "a check ran and found differences (mita db check: schema drift)"),
+    (CHECK_FAILED, "check_failed", "a check found differences: db check (schema drift), conformance (a case)"),
     (TOKEN_INVALID, "token_invalid", "meter enter: crc_error, format_error, range_error, unsupported, "
                                      "key_type_error, ddtk"),
     (TOKEN_OLD, "token_old", "meter enter: old (older than every TID the meter remembers)"),

@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import exits
+from . import command, exits
 from .command import CliError, Handler, Parser, note, report, say
 
 #: Every command: name -> (module, function adding its options and sub-commands to a parser, one-line help).
@@ -45,6 +45,7 @@ def build(words: Sequence[str], everything: bool = False) -> Parser:
     """The parser, with the options of the command named in ``words`` (of every command if ``everything``)."""
     from mita import __version__
 
+    command.select(None if everything else words)
     parser = Parser(
         prog="mita",
         description="Mita: STS prepayment metering.",

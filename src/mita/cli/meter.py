@@ -39,11 +39,21 @@ _PER_WH_OR_LITRE = 3600
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
+    commands = group(parser)
+    command(commands, "new", new, "Make a new meter and save it.", _new_options)
+    command(commands, "enter", enter, "Type a token on the meter; the exit code says how it answered.", _enter_options)
+    command(commands, "show", show, "Everything the meter shows a technician (never its key).", _state)
+    command(commands, "run", run, "Let time pass with a load; credit runs down, the switch opens at zero.",
+            _run_options)  # fmt: skip
+    command(commands, "tamper", tamper, "Simulate a tamper event.", _tamper_options)
+    command(commands, "keypad", keypad, "An interactive meter: type tokens, watch the display (q quits).",
+            _keypad_options)  # fmt: skip
+    parser.set_defaults(json_always=True)
+
+
+def _new_options(p: argparse.ArgumentParser) -> None:
     from mita.meter.profiles import PROFILES
 
-    commands = group(parser)
-
-    p = command(commands, "new", new, "Make a new meter and save it.")
     _state(p)
     p.add_argument("--drn", required=True, help="Meter number with its check digit.")
     add_ea(p, required=True, help="Encryption algorithm: 07, 09 or 11.")
@@ -58,28 +68,28 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--mfr-code", type=int, help="Manufacturer code (from the DRN if left out).")
     p.add_argument("--force", action=argparse.BooleanOptionalAction, default=False, help="Replace a state file.")
 
-    p = command(commands, "enter", enter, "Type a token on the meter; the exit code says how it answered.")
+
+def _keypad_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("state_file", help="The meter's state file (JSON).")
+
+
+def _enter_options(p: argparse.ArgumentParser) -> None:
     _state(p)
     p.add_argument("token", help="20 digits (spaces and dashes are ignored).")
     p.add_argument("--at", help=AT_HELP)
 
-    p = command(commands, "show", show, "Everything the meter shows a technician (never its key).")
-    _state(p)
 
-    p = command(commands, "run", run, "Let time pass with a load; credit runs down, the switch opens at zero.")
+def _run_options(p: argparse.ArgumentParser) -> None:
     _state(p)
     p.add_argument("--seconds", type=int, required=True, help="How long.")
     p.add_argument("--load-w", type=int, required=True, help="Load in W (or flow in L/h for water and gas).")
     p.add_argument("--at", help="Start time, YYYY-MM-DDTHH:MM[:SS]; default the meter's clock.")
 
-    p = command(commands, "tamper", tamper, "Simulate a tamper event.")
+
+def _tamper_options(p: argparse.ArgumentParser) -> None:
     _state(p)
     add_choice(p, "--kind", values=TAMPER_KINDS, required=True, help="What was tampered with.")
     p.add_argument("--at", help="Time of the event, YYYY-MM-DDTHH:MM[:SS]; default the meter's clock.")
-
-    p = command(commands, "keypad", keypad, "An interactive meter: type tokens, watch the display (q quits).")
-    p.add_argument("state_file", help="The meter's state file (JSON).")
-    parser.set_defaults(json_always=True)
 
 
 def _state(p: argparse.ArgumentParser) -> None:

@@ -54,8 +54,21 @@ SUBCLASSES = {0: "electricity", 1: "water", 2: "gas", 3: "time", 4: "electricity
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
     commands = group(parser)
+    command(commands, "derive-key", derive_key, "Derive a meter's decoder key from its supply group's vending key.",
+            _derive_key_options)  # fmt: skip
+    command(commands, "credit", credit, "Issue a credit token (class 0).", _credit_options)
+    command(commands, "management", management, "Issue a management token (class 2).", _management_options)
+    command(commands, "test", test, "Issue an initiate-meter-test/display token (class 1, not encrypted).",
+            _test_options)  # fmt: skip
+    command(commands, "key-change", key_change, "Issue a key change token set, in entry order.", _key_change_options)
+    command(commands, "decode", decode, "Decode a token and print its fields, or why it does not decode.",
+            _decode_options)  # fmt: skip
+    command(commands, "tid", tid, "The TID (token identifier) of an issue time.", _tid_command_options)
+    command(commands, "batch", batch, "JSON Lines on stdin to JSON Lines on stdout, one answer per line, in order.")
+    command(commands, "tour", tour, "A short tour: derive a key, issue tokens, decode them back.")
 
-    p = command(commands, "derive-key", derive_key, "Derive a meter's decoder key from its supply group's vending key.")
+
+def _derive_key_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drn", required=True, help="Meter number with its check digit (11 or 13 digits).")
     p.add_argument("--sgc", required=True, help="Supply group code, 6 digits.")
     add_key_source(p, "vending-key", "the vending key, hex (16 digits DKGA02, 40 DKGA04)")
@@ -68,7 +81,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--iin", choices=("600727", "0000"), help="Taken from the DRN length if left out.")
     add_json(p)
 
-    p = command(commands, "credit", credit, "Issue a credit token (class 0).")
+
+def _credit_options(p: argparse.ArgumentParser) -> None:
     add_ea(p, required=True, help=EA_HELP)
     p.add_argument("--amount", type=int, required=True, help="Base units: 0.1 kWh, 0.1 m³, 0.1 min, or 1e-5 currency.")
     _key_options(p, "the meter's current decoder key, hex (16 digits; 32 for EA11)")
@@ -77,7 +91,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     _tid_options(p)
     add_json(p)
 
-    p = command(commands, "management", management, "Issue a management token (class 2).")
+
+def _management_options(p: argparse.ArgumentParser) -> None:
     add_choice(p, "kind", values=tuple(MANAGEMENT), deprecated=DEPRECATED_KINDS, help="What the token does.")
     add_ea(p, required=True, help=EA_HELP)
     _key_options(p, "the meter's current decoder key, hex (16 digits; 32 for EA11)")
@@ -87,7 +102,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     _tid_options(p)
     add_json(p)
 
-    p = command(commands, "test", test, "Issue an initiate-meter-test/display token (class 1, not encrypted).")
+
+def _test_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--control", type=int, default=1, help="Control bits: which test or display to run (default 1).")
     p.add_argument("--mfr-code", type=int, default=0, help="Manufacturer code (0 = any meter).")
     p.add_argument(
@@ -95,7 +111,8 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     )
     add_json(p)
 
-    p = command(commands, "key-change", key_change, "Issue a key change token set, in entry order.")
+
+def _key_change_options(p: argparse.ArgumentParser) -> None:
     add_ea(p, required=True, help=EA_HELP)
     p.add_argument("--krn", type=int, required=True, help="New key revision number.")
     _key_options(p, "the meter's current decoder key, hex (16 digits; 32 for EA11)")
@@ -107,22 +124,18 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--sgc", help="Supply group code (4-token sets).")
     add_json(p)
 
-    p = command(commands, "decode", decode, "Decode a token and print its fields, or why it does not decode.")
+
+def _decode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("token", help="The 20-digit token.")
     add_ea(p, default=7, help=EA_HELP + " Default 07.")
     _key_options(p, "the decoder key, hex (not needed for class 1)")
     add_json(p)
 
-    p = command(commands, "tid", tid, "The TID (token identifier) of an issue time.")
+
+def _tid_command_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--at", required=True, help="Issue time, YYYY-MM-DDTHH:MM.")
     add_base_date(p, BASE_HELP)
     add_json(p)
-
-    command(commands, "batch", batch, "JSON Lines on stdin to JSON Lines on stdout, one answer per line, in order.")
-
-    from . import tour
-
-    command(commands, "tour", tour.tour, "A short tour: derive a key, issue tokens, decode them back.")
 
 
 def _key_options(p: argparse.ArgumentParser, what: str) -> None:
@@ -259,6 +272,12 @@ def decode(args: argparse.Namespace) -> None:
 def tid(args: argparse.Namespace) -> None:
     answer = _run({"op": "tid", "issued": args.at, "base_date": _base(args.base_date, args.at)})
     _answer(args, answer, str(answer["tid"]))
+
+
+def tour(args: argparse.Namespace) -> None:
+    from . import tour
+
+    tour.tour(args)
 
 
 def batch(_args: argparse.Namespace) -> None:

@@ -11,12 +11,10 @@ is drawn here: the engine itself takes randomness only as an argument.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from typing import Any
 
 from mita import sts
-from mita.sts import recipes
 from mita.sts.tid import parse_issue_time
 from mita.sts.tokens import REGISTRY, CurrencyCredit, Token, TransferCredit
 
@@ -115,6 +113,8 @@ def build_token(req: Request) -> Token:
 
 
 def _rnd(req: Request) -> int:
+    import secrets  # here, as recipes below: what a command does not use, it does not wait for at start-up
+
     return int(_get(req, "rnd", int, None) if "rnd" in req else secrets.randbelow(16))
 
 
@@ -152,6 +152,8 @@ def key_change(req: Request) -> Answer:
         ro=_get(req, "ro", int, 0),
         sgc=str(req["sgc"]) if "sgc" in req else None,
     )
+    from mita.sts import recipes
+
     order = recipes.entry_order(ea, new_bits)  # a 64-bit meter takes a 4-token set's 3rd and 4th sections first
     return {"tokens": [sts.encode(sections[i], ea, old) for i in order]}
 
