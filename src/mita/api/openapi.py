@@ -38,7 +38,7 @@ EVERY_ROUTE = (
     "database_unavailable", "schema_outdated", "unsafe_database",
     "database_refused", "database_error", "internal_error",
 )  # fmt: skip
-#: ... a route that takes a body (a JSON body that does not parse) ...
+#: ... a route that takes a JSON body (one that does not parse) ...
 WITH_BODY = ("invalid_json",)
 #: ... and one whose method the gate checks the media type of (POST, PUT, PATCH).
 WITH_MEDIA_TYPE = ("unsupported_media_type",)
@@ -112,6 +112,14 @@ ROUTE_CODES: dict[str, tuple[str, ...]] = {
     "GET /v1/campaigns/{campaign_id}/export.csv": ("not_found",),
     "POST /v1/campaigns/{campaign_id}/sms": ("not_found",),
     "POST /v1/campaigns/{campaign_id}/marks": ("not_found", "conflict", *METER_NUMBER),
+    "GET /v1/campaigns": ("invalid_status",),
+    # the staff's lists, API keys, imports and reports
+    "GET /v1/vends": ("invalid_cursor", "invalid_kind", "invalid_status", "invalid_period", *METER_NUMBER),
+    "GET /v1/meters/{drn}/vends": ("not_found", "invalid_cursor", *METER_NUMBER),
+    "POST /v1/api-keys/{key_id}/revoke": ("not_found",),
+    "POST /v1/imports/customers": ("import_refused", "invalid_csv", "conflict"),
+    "POST /v1/imports/meters": ("import_refused", "invalid_csv", "conflict"),
+    "GET /v1/reports/sales": ("invalid_period",),
 }
 # fmt: on
 
@@ -129,12 +137,12 @@ def gated(path: str) -> bool:
     return path.startswith("/v1/") and path not in OPEN_PATHS
 
 
-def codes_for(method: str, path: str, has_body: bool) -> list[str]:
+def codes_for(method: str, path: str, json_body: bool) -> list[str]:
     """Every code the operation can answer with, in the code table's order."""
     wanted = set(ROUTE_CODES.get(f"{method.upper()} {path}", ()))
     if gated(path):
         wanted |= set(EVERY_ROUTE)
-        if has_body:
+        if json_body:
             wanted |= set(WITH_BODY)
         if method.upper() in BODY_METHODS:
             wanted |= set(WITH_MEDIA_TYPE)
@@ -155,7 +163,8 @@ def document_refusals(spec: dict[str, Any]) -> None:
         for method, op in operations.items():
             answers: dict[str, Any] = op.setdefault("responses", {})
             by_status: dict[int, list[str]] = {}
-            for code in codes_for(method, path, "requestBody" in op):
+            json_body = "application/json" in op.get("requestBody", {}).get("content", {})
+            for code in codes_for(method, path, json_body):
                 by_status.setdefault(CODES[code].status, []).append(code)
             for status in [int(s) for s in answers if s[:1] in ("4", "5")]:
                 by_status.setdefault(status, [c for c, a in CODES.items() if a.status == status])
