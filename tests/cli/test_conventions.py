@@ -296,3 +296,25 @@ def test_a_token_with_a_letter_says_which_character() -> None:
     assert answer["result"] == "format_error" and "character 7 is 'x'" in answer["detail"]
     result = run(["token", "decode", "237161x0501183194197"])
     assert "a token is 20 digits; character 7 is 'x'" in one_error_line(result, "format_error", 1)
+
+
+@pytest.mark.parametrize(
+    ("line", "offered"),
+    [
+        ("mita token credit --ea ", ["07", "09", "11"]),
+        ("mita to", ["token "]),
+        ("mita keys generate --keystore ", ["software", "pkcs11"]),
+        ("mita serve --log-format ", ["text", "json"]),
+    ],
+)
+def test_the_shell_completes_commands_and_choices(tmp_path: Path, line: str, offered: list[str]) -> None:
+    """What bash gets through argcomplete (``eval "$(register-python-argcomplete mita)"``)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "completions"
+    env = {**os.environ, "_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)),
+           "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}  # fmt: skip
+    subprocess.run([sys.executable, "-m", "mita.cli.main"], env=env, check=True, timeout=60, capture_output=True)
+    assert out.read_text().split("\v") == offered
