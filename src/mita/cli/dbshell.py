@@ -51,20 +51,28 @@ def shown(text: str) -> str:
 
 
 @contextmanager
-def refusals() -> Iterator[None]:
-    """Database failures as typed errors (the others pass through: they are typed already)."""
+def refusals(tried: str | None = None) -> Iterator[None]:
+    """Database failures as typed errors, naming the database ``tried`` (password hidden); the other errors pass
+    through: they are typed already."""
+    where = f" (database {shown(tried)})" if tried else ""
     try:
         yield
     except DBAPIError as exc:
-        raise database_failure(exc) from None
-    except SQLAlchemyError as exc:  # a malformed --database-url, a missing driver
-        raise VendError("database_error", f"cannot use the database ({type(exc).__name__})") from None
+        failure = database_failure(exc)
+        raise VendError(failure.code, failure.message + where) from None
+    except ArgumentError:  # not shown: a malformed URL may still hold a password
+        raise VendError(
+            "database_error", "cannot use the database: --database-url (else MITA_DATABASE_URL) is not a database URL"
+        ) from None
+    except SQLAlchemyError as exc:  # a missing driver
+        raise VendError("database_error", f"cannot use the database ({type(exc).__name__}){where}") from None
 
 
 def runtime(option: str | None) -> compose.Runtime:
     """The command's runtime (the composition root's), on a database that exists and is migrated: a forgotten
     ``--database-url`` is an error naming the URL tried, not a new, empty ``./mita.db``."""
-    with refusals():
-        built = compose.build(database_url=url(option), pool_size=2)
+    tried = url(option)
+    with refusals(tried):
+        built = compose.build(database_url=tried, pool_size=2)
         database.check_existing(built.engine)
     return built

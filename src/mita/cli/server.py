@@ -77,7 +77,7 @@ def db_upgrade(args: argparse.Namespace) -> None:
     from . import dbshell
 
     url = dbshell.url(args.database_url)
-    with dbshell.refusals():
+    with dbshell.refusals(url):
         database.upgrade(url)
     if args.json:
         emit({"database": dbshell.shown(url), "revision": database.schema_head()})
@@ -91,9 +91,10 @@ def db_check(args: argparse.Namespace) -> int:
     from . import dbshell
 
     url = dbshell.url(args.database_url)
-    engine = database.make_engine(url)
+    with dbshell.refusals(url):
+        engine = database.make_engine(url)
     try:
-        with dbshell.refusals():
+        with dbshell.refusals(url):
             database.check_existing(engine)
             drift = database.schema_drift(engine)
     finally:
@@ -217,7 +218,7 @@ def demo(args: argparse.Namespace) -> None:
 
     url = args.database_url or DEMO_URL  # never MITA_DATABASE_URL: the demo's public test key stays out of a real one
     dbshell.url(url)  # a password on the command line is refused here too
-    with dbshell.refusals():
+    with dbshell.refusals(url):
         database.upgrade(url)
         engine = database.make_engine(url)
         admin = registry.SYSTEM
