@@ -52,7 +52,7 @@ def folder(tmp_path: Path) -> Path:
 def test_help_loads_neither_the_engine_nor_a_library(folder: Path) -> None:
     code, out, modules = loaded(["--help"], folder)
     assert code == 0 and "usage: mita" in out
-    assert not tops(modules) & {*HEAVY, "cryptography", "argcomplete"}
+    assert not tops(modules) & {*HEAVY, "cryptography", "argcomplete", "typing"}
     assert not {m for m in modules if m.startswith(("mita.sts", "mita.meter", "mita.vend", "mita.cli.token"))}
 
 

@@ -15,7 +15,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any, NoReturn
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mita --help does not load it)
+
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 #: A command's handler: takes the parsed options, returns an exit code (None: 0).
 Handler = Callable[[argparse.Namespace], int | None]

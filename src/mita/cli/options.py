@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from .command import note
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mita --help does not load it)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: The encryption algorithms, as the standard writes them; 7, 9 and 11 are accepted too (the API takes numbers).
 EA_CHOICES = ("07", "09", "11")
