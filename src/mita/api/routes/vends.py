@@ -100,7 +100,7 @@ async def create_vend(request: Request, caller: Who, svc: Svc) -> Response:
     return vend_json(issued.body, 200 if issued.replayed else 201)
 
 
-@router.get("/vends", response_model=lm.VendPage, responses=responses(404))
+@router.get("/vends", response_model=lm.VendPage)
 def list_vends(
     caller: Who,
     svc: Svc,
