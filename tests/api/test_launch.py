@@ -187,6 +187,7 @@ def test_server_with_two_workers_adds_up_their_counts(launch: object, tmp_path: 
     base = started["url"]
     assert [p.name for p in tmp_path.glob("mita-metrics-*")], "launch.run made no counting folder"
     pids: set[int] = set()
+    others: list[str] = []
     sent = 0
 
     def one(_: int) -> int:
@@ -202,7 +203,9 @@ def test_server_with_two_workers_adds_up_their_counts(launch: object, tmp_path: 
                 record = json.loads(line)
                 if record["logger"] == "mita.access" and record["path"] == "/healthz":
                     pids.add(record["pid"])
-    assert len(pids) == 2, f"one worker answered all {sent} requests"
+                else:
+                    others.append(line)
+    assert len(pids) == 2, f"one worker answered all {sent} requests; other lines: {others}"
     for _ in range(4):  # whichever worker answers the scrape, it counts both workers' requests
         text = httpx.get(f"{base}/metrics", timeout=30).text
         match = re.search(r'^mita_http_requests_total\{method="GET",route="/healthz",status="200"\} (\S+)$', text, re.M)

@@ -147,11 +147,16 @@ def test_uvicorns_news_is_dropped_and_its_warnings_kept() -> None:
     """(The whole configuration, applied by uvicorn in a real server, is tested in test_launch.py.)"""
     out, handler = access_lines(logs.TextFormatter())
     handler.addFilter(logs.UvicornNews())
-    for level, msg in ((logging.INFO, "Started server process [1]"), (logging.WARNING, "a warning of uvicorn's")):
+    for level, msg in (
+        (logging.INFO, "Started server process [1]"),
+        (logging.WARNING, "a warning of uvicorn's"),
+        (logging.INFO, "Child process [2] died"),
+    ):
         fields = {"levelno": level, "levelname": logging.getLevelName(level), "msg": msg}
         handler.handle(logging.makeLogRecord({"name": "uvicorn.error", **fields}))
-    (line,) = out.getvalue().splitlines()
-    assert line.endswith("WARNING uvicorn.error a warning of uvicorn's")
+    warning, died = out.getvalue().splitlines()
+    assert warning.endswith("WARNING uvicorn.error a warning of uvicorn's")
+    assert died.endswith("INFO uvicorn.error Child process [2] died")
     config = logs.config("json", on_start={"()": "x.Y"})
     assert config["formatters"]["mita"]["()"] == "mita.api.logs.JsonFormatter"
     assert config["handlers"]["uvicorn"]["filters"] == ["start", "news"]  # the start-up filter sees the record first

@@ -32,6 +32,7 @@ from .metrics import MULTIPROC_ENV
 
 APP = "mita.api.app:app_from_env"
 RUNNING = "Uvicorn running on %s://%s:%d"  # uvicorn's record once its socket is bound (stable since 2019)
+WORKER_HEALTHCHECK_S = 30
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # where to knock for "any address"
 
 server_log = logging.getLogger("mita.server")
@@ -104,6 +105,9 @@ def run(*, host: str, port: int, workers: int, log_format: str, database_url: st
             workers=workers,
             log_config=log_config,
             access_log=False,  # mita.api.observe writes the access log, with request ids
+            # uvicorn kills a worker that does not answer its health check in time (5 s by default): on a busy
+            # machine a worker still importing misses it, and is killed and restarted before it ever serves
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
         )
     finally:
         if metrics_dir is not None:

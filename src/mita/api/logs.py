@@ -69,11 +69,12 @@ class JsonFormatter(logging.Formatter):
 
 
 class UvicornNews(logging.Filter):
-    """uvicorn's warnings and errors pass; its news (process started, startup complete, running on...) does not:
-    the start-up line (:mod:`.launch`) says what matters once."""
+    """uvicorn's warnings and errors pass, and its word that a worker died (and is replaced); its other news
+    (process started, startup complete, running on...) does not: the start-up line (:mod:`.launch`) says what
+    matters once."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING
+        return record.levelno >= logging.WARNING or str(record.msg).startswith("Child process")
 
 
 def config(log_format: str, *, on_start: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -47,6 +47,8 @@ def request_id(scope: Scope) -> str:
 
 
 class Observe:
+    """The outermost ASGI middleware: request id, access line and counts for every HTTP request."""
+
     def __init__(self, app: ASGIApp, *, routes: Sequence[BaseRoute], metrics: Metrics) -> None:
         self.app = app
         self.routes = routes  # the API's routes, to name those of the requests the gate refused
@@ -90,7 +92,7 @@ class Observe:
             return
         caller = scope.get("state", {}).get("caller")
         key_id = getattr(caller, "api_key_id", None)
-        path = scope.get("raw_path") or scope["path"].encode()
+        path = (scope.get("raw_path") or scope["path"].encode()).partition(b"?")[0]  # never the query string
         shown = path.decode("latin-1")  # as sent, still %-escaped: no control character reaches the log
         ms = round(seconds * 1000, 1)
         access.info(
