@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ..openapi import ROUTE_CODES
 from . import (
     api_keys,
     audit,
@@ -39,19 +38,3 @@ ROUTERS: tuple[APIRouter, ...] = (
     imports.router,
     reports.router,
 )
-
-#: What the staff's routes (lists, API keys, imports, reports) refuse with, beyond what every route can: entries
-#: of :data:`mita.api.openapi.ROUTE_CODES`, which documents each route's codes (and the contract tests hold the
-#: answers to them). Registered here, with the routes, until that table lists them itself.
-STAFF_ROUTE_CODES: dict[str, tuple[str, ...]] = {
-    "GET /v1/vends": ("invalid_cursor", "invalid_kind", "invalid_status", "invalid_period", "check_digit_error",
-                      "format_error"),
-    "GET /v1/meters/{drn}/vends": ("not_found", "invalid_cursor", "check_digit_error", "format_error"),
-    "GET /v1/campaigns": ("invalid_status",),
-    "POST /v1/api-keys/{key_id}/revoke": ("not_found",),
-    "POST /v1/imports/customers": ("import_refused", "invalid_csv", "conflict"),
-    "POST /v1/imports/meters": ("import_refused", "invalid_csv", "conflict"),
-    "GET /v1/reports/sales": ("invalid_period",),
-}  # fmt: skip
-for _route, _codes in STAFF_ROUTE_CODES.items():
-    ROUTE_CODES.setdefault(_route, _codes)
