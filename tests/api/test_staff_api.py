@@ -246,9 +246,7 @@ def test_campaigns_are_listed(staff: Staff) -> None:
     assert [c["id"] for c in walk(staff, "/v1/campaigns", staff.operator)] == ids
     planned = walk(staff, "/v1/campaigns", staff.admin, status="planned", sgc=CAMPAIGN_SGC)
     assert [c["id"] for c in planned] == ids and planned[0]["meters"]["planned"] == planned[0]["planned"] == 2
-    assert planned[0] == staff.client.get(f"/v1/campaigns/{ids[0]}", headers=staff.admin).json() | {
-        "created_at": planned[0]["created_at"]
-    }
+    assert planned[0] == staff.client.get(f"/v1/campaigns/{ids[0]}", headers=staff.admin).json()
     assert walk(staff, "/v1/campaigns", staff.admin, status="closed") == []
     assert walk(staff, "/v1/campaigns", staff.admin, sgc=SGC) == []
     is_problem(staff.client.get("/v1/campaigns", headers=staff.vendor), 403, "forbidden")
