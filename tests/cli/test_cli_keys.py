@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import secrets
+import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -343,6 +344,17 @@ def test_an_unreachable_database_is_a_clean_error(tmp_path: Path) -> None:
     assert result.exit_code == 3 and "Traceback" not in result.output
     assert result.stderr.startswith("error[database_missing]: ") and "mita db upgrade" in result.stderr
     assert not (tmp_path / "no").exists()  # nothing was made
+
+
+def test_a_database_server_that_does_not_answer_is_one_line_naming_it() -> None:
+    with socket.socket() as s:  # a port nothing listens on once this closes
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run(["keys", "list", "--database-url", f"postgresql://postgres@127.0.0.1:{port}/mita"])
+    assert result.exit_code == 3 and "Traceback" not in result.output
+    line = result.stderr.strip()
+    assert line.startswith("error[database_unavailable]: could not connect to the database") and "\n" not in line
+    assert f"127.0.0.1:{port}/mita" in line
 
 
 def test_a_database_that_is_not_there_or_not_migrated_is_refused_not_made(tmp_path: Path) -> None:

@@ -42,6 +42,8 @@ def database_failure(
     deterministic refusals answer ``database_refused`` (500), naming the constraint when there is one.
     """
     if is_transient(exc):
+        if isinstance(exc, DBAPIError) and exc.statement is None:  # no statement: the connection itself failed
+            return VendError(retry_code, f"could not connect to the database ({_driver_error(exc)}); {retry_hint}")
         return VendError(retry_code, f"the database did not confirm the operation ({_driver_error(exc)}); {retry_hint}")
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     diag = getattr(orig, "diag", None)
