@@ -1,6 +1,7 @@
 """Token value types and their 64-bit data-block layouts (6.2, SPEC.md §1.3).
 
-Every token is a small frozen value. Its layout, the bit fields of the 44
+Every token is a small frozen value (:class:`mita.sts.values.Value`: a frozen
+dataclass's behaviour, defined in a fraction of its time). Its layout, the bit fields of the 44
 class-specific bits (D bits 59..16), is declared once in ``LAYOUT`` as
 ``(name, lowest bit, width, codec)``; packing and unpacking read that table,
 so the table below *is* the format:
@@ -30,13 +31,16 @@ or proprietary: they decode to :class:`UnsupportedError`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from enum import IntEnum
-from typing import Any, ClassVar
 
 from .amount import decode_amount, decode_currency, encode_amount, encode_currency
 from .crc import crc_field
 from .errors import CrcError, RangeError, UnsupportedError
+from .values import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 
 class TokenClass(IntEnum):
@@ -72,8 +76,7 @@ CURRENCY_EXPONENT_BIT = 56
 _RND_TID: Bits = (("rnd", 56, 4, "int"), ("tid", 32, 24, "int"))
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(Value):
     """Base of every token type; ``fields()`` gives the JSON view."""
 
     token_class: ClassVar[int]
@@ -108,13 +111,12 @@ class Token:
         return cls(**values)
 
     def fields(self) -> dict[str, Any]:
-        return {"class": self.token_class, "subclass": self.subclass, **asdict(self)}
+        return {"class": self.token_class, "subclass": self.subclass, **{n: getattr(self, n) for n in self._fields}}
 
 
 # ---------------------------------------------------------------- class 0
 
 
-@dataclass(frozen=True, slots=True)
 class TransferCredit(Token):
     """Credit in units of 0.1 kWh / 0.1 m3 / 0.1 m3 / 0.1 minute (subclass 0..3).
 
@@ -147,7 +149,6 @@ class TransferCredit(Token):
         return {"class": 0, "subclass": self.subclass, "rnd": self.rnd, "tid": self.tid, "amount": self.amount}
 
 
-@dataclass(frozen=True, slots=True)
 class CurrencyCredit(Token):
     """Edition 3 currency credit (subclass 4..7) in 10^-5 currency units, CRC_C."""
 
@@ -187,7 +188,6 @@ class CurrencyCredit(Token):
 # ---------------------------------------------------------------- class 1
 
 
-@dataclass(frozen=True, slots=True)
 class MeterTest(Token):
     """InitiateMeterTest/Display: 36-bit control with an 8-bit (2-digit) manufacturer code."""
 
@@ -198,7 +198,6 @@ class MeterTest(Token):
     LAYOUT: ClassVar[Bits] = (("control", 24, 36, "int"), ("mfr_code", 16, 8, "int"))
 
 
-@dataclass(frozen=True, slots=True)
 class MeterTestWide(Token):
     """InitiateMeterTest/Display: 28-bit control with a 16-bit (4-digit) manufacturer code."""
 
@@ -212,7 +211,6 @@ class MeterTestWide(Token):
 # ---------------------------------------------------------------- class 2
 
 
-@dataclass(frozen=True, slots=True)
 class SetMaximumPowerLimit(Token):
     tid: int
     mpl: int  # watts, amount-encoded (rounded up)
@@ -222,7 +220,6 @@ class SetMaximumPowerLimit(Token):
     LAYOUT: ClassVar[Bits] = (*_RND_TID, ("mpl", 16, 16, "amount"))
 
 
-@dataclass(frozen=True, slots=True)
 class ClearCredit(Token):
     tid: int
     register: int = ALL_REGISTERS
@@ -232,7 +229,6 @@ class ClearCredit(Token):
     LAYOUT: ClassVar[Bits] = (*_RND_TID, ("register", 16, 16, "int"))
 
 
-@dataclass(frozen=True, slots=True)
 class SetTariffRate(Token):
     tid: int
     rate: int
@@ -242,7 +238,6 @@ class SetTariffRate(Token):
     LAYOUT: ClassVar[Bits] = (*_RND_TID, ("rate", 16, 16, "int"))
 
 
-@dataclass(frozen=True, slots=True)
 class Set1stSectionDecoderKey(Token):
     kenho: int
     krn: int
@@ -262,7 +257,6 @@ class Set1stSectionDecoderKey(Token):
     )
 
 
-@dataclass(frozen=True, slots=True)
 class Set2ndSectionDecoderKey(Token):
     kenlo: int
     ti: int  # 8-bit binary here, unlike the BCD of the CONTROLBlock
@@ -272,7 +266,6 @@ class Set2ndSectionDecoderKey(Token):
     LAYOUT: ClassVar[Bits] = (("kenlo", 56, 4, "int"), ("ti", 48, 8, "int"), ("nklo", 16, 32, "int"))
 
 
-@dataclass(frozen=True, slots=True)
 class ClearTamperCondition(Token):
     tid: int
     pad: int = 0
@@ -282,7 +275,6 @@ class ClearTamperCondition(Token):
     LAYOUT: ClassVar[Bits] = (*_RND_TID, ("pad", 16, 16, "int"))
 
 
-@dataclass(frozen=True, slots=True)
 class SetMaximumPhasePowerUnbalanceLimit(Token):
     tid: int
     mppul: int  # watts, amount-encoded (rounded up)
@@ -292,7 +284,6 @@ class SetMaximumPhasePowerUnbalanceLimit(Token):
     LAYOUT: ClassVar[Bits] = (*_RND_TID, ("mppul", 16, 16, "amount"))
 
 
-@dataclass(frozen=True, slots=True)
 class SetWaterMeterFactor(Token):
     tid: int
     wm_factor: int
@@ -302,7 +293,6 @@ class SetWaterMeterFactor(Token):
     LAYOUT: ClassVar[Bits] = (*_RND_TID, ("wm_factor", 16, 16, "int"))
 
 
-@dataclass(frozen=True, slots=True)
 class Set3rdSectionDecoderKey(Token):
     sgclo: int
     nkmo2: int
@@ -311,7 +301,6 @@ class Set3rdSectionDecoderKey(Token):
     LAYOUT: ClassVar[Bits] = (("sgclo", 48, 12, "int"), ("nkmo2", 16, 32, "int"))
 
 
-@dataclass(frozen=True, slots=True)
 class Set4thSectionDecoderKey(Token):
     sgcho: int
     nkmo1: int
