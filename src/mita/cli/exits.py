@@ -1,25 +1,5 @@
-"""The exit codes of every ``mita`` command: one table, here, and nowhere else.
-
-=====  ==================  ===========================================================================================
-code   name                when
-=====  ==================  ===========================================================================================
-0      ok                  done; ``mita meter enter``: the meter accepted the token (``accept``, ``kct_pending``,
-                           ``key_changed``)
-1      refused             a typed error: bad input, a key that cannot be read, a service's refusal
-2      usage               the command line itself is wrong (unknown option, missing argument, invalid choice)
-3      database            the database is missing, not migrated, unreachable or refused the operation (the message
-                           names the URL tried, password hidden; only ``mita db upgrade`` and ``mita demo`` make one)
-4      check_failed        a check ran and found differences (``mita db check``: the schema drifted from the models;
-                           ``mita conformance``: a case failed, or another system's token disagrees)
-10     token_invalid       ``mita meter enter``: the meter rejected a token it cannot use (``crc_error``,
-                           ``format_error``, ``range_error``, ``unsupported``, ``key_type_error``, ``ddtk``)
-11     token_old           ``mita meter enter``: older than every TID the meter remembers (``old``)
-12     token_used          ``mita meter enter``: entered before (``used``)
-13     key_expired         ``mita meter enter``: the meter's key expired (``key_expired``)
-14     overflow            ``mita meter enter``: the credit would overflow the register (``overflow``)
-15     locked_out          ``mita meter enter``: too many bad tokens, the keypad is locked (``locked_out``)
-130    interrupted         stopped with Ctrl-C
-=====  ==================  ===========================================================================================
+"""The exit codes of every ``mita`` command: one table, :data:`TABLE`, here and nowhere else (``mita help
+exit-codes`` and the epilog of ``mita --help`` print it; the README quotes it).
 
 Every error is one line on standard error, ``error[<code>]: <message>`` (a usage error's code is ``usage``); never a
 traceback and never a database driver's text. ``mita meter enter`` prints its JSON answer on standard output whatever
@@ -82,7 +62,7 @@ DATABASE_CODES = frozenset(
 )
 
 #: Error codes that mean a check ran and found differences: exit :data:`CHECK_FAILED`.
-CHECK_CODES = frozenset({"schema_drift"})
+CHECK_CODES = frozenset({"schema_drift", "conformance_failed", "disagreement"})
 
 
 def for_error(code: str) -> int:
