@@ -30,15 +30,17 @@ variable, never the key (and not a path or variable name that looks like a key p
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import sys
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
-from typing import TextIO
 
 from mita import sts
+from mita.sts.values import Value  # a frozen dataclass without importing dataclasses (start-up time)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
 
 STDIN = "-"
 #: More than any key in hex with room for whitespace; a bigger file is not a key file.
@@ -56,8 +58,7 @@ class SecretError(sts.StsError):
         self.code = code
 
 
-@dataclass(frozen=True)
-class KeySource:
+class KeySource(Value):
     """Where one key of a command comes from: ``--{name}-file`` (a path, or ``-``) or ``--{name}-env``."""
 
     name: str
@@ -134,6 +135,8 @@ def _read_stdin(source: KeySource, stdin: TextIO | None) -> str:
     stream = stdin if stdin is not None else sys.stdin
     try:
         if stream.isatty():
+            import getpass  # here: only a prompt needs it
+
             return getpass.getpass(f"{source.name.replace('-', ' ')} (hex, not shown): ")
         line = stream.readline(MAX_BYTES + 1)
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a closed stream
