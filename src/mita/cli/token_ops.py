@@ -11,16 +11,21 @@ is drawn here: the engine itself takes randomness only as an argument.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import Any
 
 from mita import sts
 from mita.sts.tid import parse_issue_time
 from mita.sts.tokens import REGISTRY, CurrencyCredit, Token, TransferCredit
 
-Request = dict[str, Any]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from typing import Any
+
+    Request = dict[str, Any]
+    Answer = dict[str, Any]
+
 _HEX = frozenset("0123456789abcdefABCDEF")
-Answer = dict[str, Any]
 
 
 class RequestError(sts.StsError):
@@ -113,9 +118,8 @@ def build_token(req: Request) -> Token:
 
 
 def _rnd(req: Request) -> int:
-    import secrets  # here, as recipes below: what a command does not use, it does not wait for at start-up
-
-    return int(_get(req, "rnd", int, None) if "rnd" in req else secrets.randbelow(16))
+    # the system's CSPRNG, as secrets.randbelow(16) (one byte mod 16 is uniform), without importing secrets (start-up)
+    return int(_get(req, "rnd", int, None) if "rnd" in req else os.urandom(1)[0] % 16)
 
 
 def _decoder_key(req: Request, ea: sts.EA, required: bool = True) -> int | None:
