@@ -1,4 +1,4 @@
-"""``mita serve``, ``mita db upgrade|check``, ``mita admin create-key`` and ``mita demo``.
+"""``mita serve``, ``mita db upgrade|check``, ``mita admin create-key|list-keys|revoke-key`` and ``mita demo``.
 
 Thin shells over :mod:`mita.vend` and :mod:`mita.api`: they parse options, call a service, print. The database URL
 comes from ``--database-url`` or ``MITA_DATABASE_URL``; the default is a SQLite file in the current folder. Only
@@ -42,6 +42,25 @@ def add_admin(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--credit-limit", type=int, help="New vendor's credit limit, minor units.")
     add_database_url(p)
     add_json(p, always=True)
+    p = command(commands, "list-keys", list_keys, "Every API key, revoked ones included, in id order: never a key, "
+                "only its last four characters.")  # fmt: skip
+    add_database_url(p)
+    add_json(p)
+    p = command(commands, "revoke-key", revoke_key, "Revoke an API key, audited: it stops working at once here and "
+                "within 5 seconds on every server process. Revoking it again changes nothing.")  # fmt: skip
+    p.add_argument("key_id", type=_key_id, metavar="ID", help="The key's id (mita admin list-keys shows them).")
+    add_database_url(p)
+    add_json(p)
+
+
+def _key_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a key id: {text!r} (a whole number from 1)")
+    return value
 
 
 def _listen(p: argparse.ArgumentParser) -> None:
@@ -133,6 +152,43 @@ def create_key(args: argparse.Namespace) -> None:
                 vendor_id = int(made["id"])
         key_id, key = registry.Registry(engine).create_api_key(args.name or f"{args.role} key", args.role, vendor_id)
     emit({"id": key_id, "role": args.role, "vendor_id": vendor_id, "api_key": key}, indent=None)
+
+
+KEY_COLUMNS = ("id", "role", "vendor_id", "name", "last4", "created_at", "revoked_at")
+
+
+def list_keys(args: argparse.Namespace) -> None:
+    from mita.vend import apikeys, registry
+
+    from . import dbshell
+    from .listing import every_page, show_table
+
+    engine = dbshell.runtime(args.database_url).engine
+    with dbshell.refusals():
+        out = every_page(lambda after: apikeys.list_api_keys(engine, registry.SYSTEM, 500, after))
+    if args.json:
+        emit(out)
+    elif not out["items"]:
+        say("no API keys: make one with mita admin create-key")
+    else:
+        rows = [[k[c][:19] if c.endswith("_at") and k[c] else k[c] for c in KEY_COLUMNS] for k in out["items"]]
+        show_table(KEY_COLUMNS, rows, right=("id", "vendor_id"))
+
+
+def revoke_key(args: argparse.Namespace) -> None:
+    from mita.vend import registry
+
+    from . import dbshell
+
+    runtime = dbshell.runtime(args.database_url)
+    with dbshell.refusals():
+        out = runtime.services.registry.revoke_api_key(registry.SYSTEM, args.key_id)
+    if args.json:
+        emit(out)
+    elif out["already_revoked"]:
+        say(f"API key {out['id']} ({out['name']}, {out['role']}) was already revoked, at {out['revoked_at']}")
+    else:
+        say(f"revoked API key {out['id']} ({out['name']}, {out['role']}) at {out['revoked_at']}")
 
 
 # ---------------------------------------------------------------------- serving
