@@ -13,15 +13,13 @@ another record does not open.
 from __future__ import annotations
 
 import os
-import secrets
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from mita.sts import StsError
+from mita.sts.errors import StsError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time of mita meter enter)
 if TYPE_CHECKING:
     from mita.settings import MasterKeySettings
 
@@ -50,18 +48,19 @@ def master_key(settings: MasterKeySettings | None = None) -> bytes:
         if len(key) != 32:
             raise KeyStoreError("bad_master_key", "MITA_MASTER_KEY must be 64 hex digits (256 bits)")
         return key
-    path = Path(file).expanduser()
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path = os.path.expanduser(file)  # os.path rather than pathlib: mita meter enter's start-up time
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             pass  # another process made it first
         else:
             with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
+                f.write(os.urandom(32).hex())  # os.urandom: what secrets.token_hex reads, without importing it
     try:
-        key = bytes.fromhex(path.read_text().strip())
+        with open(path) as f:
+            key = bytes.fromhex(f.read().strip())
     except ValueError:
         key = b""
     if len(key) != 32:
@@ -78,7 +77,7 @@ def environment() -> tuple[str | None, str]:
 
 
 def seal(secret: bytes, context: str, key: bytes | None = None) -> bytes:
-    nonce = secrets.token_bytes(12)
+    nonce = os.urandom(12)  # secrets.token_bytes(12) is this call
     return nonce + AESGCM(key or master_key()).encrypt(nonce, secret, context.encode())
 
 

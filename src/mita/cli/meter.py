@@ -20,14 +20,15 @@ The decoder key of ``new`` comes from ``--decoder-key-file FILE`` (``-``: standa
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
 
 from . import exits
 from .command import command, emit, group
 from .options import add_choice, add_ea, add_json, add_key_source
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     import datetime as dt
+    from typing import Any
 
     from mita.meter import Meter
     from mita.meter.model import EntryResult

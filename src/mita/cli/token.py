@@ -14,14 +14,15 @@ its keys inside the JSON lines on standard input, as before.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
 
 from .command import command, emit, group, say, show_fields
 from .options import add_base_date, add_choice, add_ea, add_json, add_key_source
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     import datetime as dt
+    from collections.abc import Collection
+    from typing import Any
 
 #: Management tokens (class 2): kind -> (subclass, the request field its value goes in). The kinds are the API's
 #: engineering kinds where it has them (``set_power_limit``, ``clear_credit``, ...).

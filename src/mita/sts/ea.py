@@ -8,16 +8,17 @@ single implementation (SPEC.md §5.2).
 
 from __future__ import annotations
 
-import threading
 from enum import IntEnum
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from . import misty1
 from .errors import FormatError
 from .sta import STA
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
+    import threading
+
     from cryptography.hazmat.primitives.ciphers import CipherContext
 
 
@@ -40,7 +41,7 @@ class EA(IntEnum):
             raise FormatError(f"encryption algorithm must be 7, 9 or 11 (got {value!r})") from None
 
 
-_local = threading.local()
+_local: threading.local | None = None  # made by the first DES call: only DES meters and DKGA02 need it
 
 
 def _des(key: int, decrypt: bool = False) -> CipherContext:
@@ -49,6 +50,11 @@ def _des(key: int, decrypt: bool = False) -> CipherContext:
     ECB contexts carry no state between 8-byte blocks, so one context per key
     serves every call; building one costs ten times the encryption itself.
     """
+    global _local
+    if _local is None:
+        import threading
+
+        _local = threading.local()  # two threads racing here make two: the loser's cache is lost, nothing else
     cache: dict[tuple[int, bool], CipherContext] | None = getattr(_local, "des", None)
     if cache is None:
         cache = _local.des = {}
