@@ -26,7 +26,12 @@ import pytest
 
 import leak_scan
 from mita.conformance import vectors as shipped_vectors
-from mita.sts import EA, REGISTRY, CreditKind, CurrencyCredit, Token, TransferCredit
+from mita.conformance.reading import expected_fields, hexint, make_token, vector_ea, vector_key
+from mita.conformance.vectors import reproduced
+from mita.sts import EA
+
+# The vector files' spellings are read by the package's own reader (one place); the tests check the engine.
+__all__ = ["expected_fields", "hexint", "make_token", "reproduced", "vector_ea", "vector_key"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VECTORS_DIR = Path(str(shipped_vectors.folder()))  # the copy shipped in the package (mita conformance reads it)
@@ -89,10 +94,6 @@ def vectors_path() -> Path:
     return vectors_dir()
 
 
-def hexint(text: str) -> int:
-    return int(text, 16)
-
-
 def source_id(source: Any) -> str:
     """A short readable label for a vector's ``source``: compliance suite and test method where given."""
     if not isinstance(source, dict):
@@ -108,75 +109,6 @@ def source_id(source: Any) -> str:
 
 
 # ---------------------------------------------------------------- reading token vectors
-
-
-def reproduced(v: dict[str, Any]) -> bool:
-    """An entry counts when every verification flag it carries is true (no flags: not a verified entry)."""
-    flags = v.get("verified")
-    if isinstance(flags, bool):
-        return flags
-    if isinstance(flags, dict):
-        bools = [x for x in flags.values() if isinstance(x, bool)]
-        return bool(bools) and all(bools)
-    return False
-
-
-def vector_ea(v: dict[str, Any]) -> EA | None:
-    """The EA a token vector names ("EA07 (STA)", "EA11 (MISTY1)"); None for class 1 (sent in clear)."""
-    name = v["encryption_algorithm"]
-    if name.startswith("EA07"):
-        return EA.STA
-    if name.startswith("EA11"):
-        return EA.MISTY1
-    if name.startswith("EA09"):
-        return EA.DEA
-    assert name.startswith("none"), name
-    return None
-
-
-def vector_key(v: dict[str, Any]) -> int | None:
-    key = v.get("decoder_key_hex")
-    return None if key is None else hexint(key)
-
-
-def expected_fields(v: dict[str, Any]) -> dict[str, Any]:
-    """The ``Token.fields()`` a compliance or key change vector must decode to, from its ``fields``."""
-    c, s, f = v["token_class"], v["subclass"], v["fields"]
-    out: dict[str, Any] = {"class": c, "subclass": s}
-    if c == 0:
-        out |= {"rnd": f["rnd"], "tid": f["tid"], "amount": f["amount_base_units"]}
-    elif c == 1 and s == 0:
-        out |= {"control": hexint(f["control_36bit_hex"]), "mfr_code": f["mfr_code_8bit"]}
-    elif c == 1 and s == 1:
-        out |= {"control": hexint(f["control_28bit_hex"]), "mfr_code": f["mfr_code_16bit"]}
-    elif s in (0, 6):
-        out |= {"rnd": f["rnd"], "tid": f["tid"], ("mpl" if s == 0 else "mppul"): f["value_decoded"]}
-    elif s == 1:
-        out |= {"rnd": f["rnd"], "tid": f["tid"], "register": hexint(f["register_hex"])}
-    elif s == 5:
-        out |= {"rnd": f["rnd"], "tid": f["tid"], "pad": hexint(f["pad_hex"])}
-    elif s == 3:
-        out |= {k: f[k] for k in ("kenho", "krn", "ro", "kt")}
-        out |= {"res": f["res_bit50"], "nkho": hexint(f["nkho_hex"])}
-    elif s == 4:
-        out |= {"kenlo": f["kenlo"], "ti": f["ti"], "nklo": hexint(f["nklo_hex"])}
-    elif s == 8:
-        out |= {"sgclo": f["sgclo_12bit"], "nkmo2": hexint(f["nkmo2_hex"])}
-    elif s == 9:
-        out |= {"sgcho": f["sgcho_12bit"], "nkmo1": hexint(f["nkmo1_hex"])}
-    else:
-        raise AssertionError(f"no field mapping for class {c} subclass {s}")
-    return out
-
-
-def make_token(fields: dict[str, Any]) -> Token:
-    """The token value a ``fields()`` dict describes (the inverse of ``Token.fields``)."""
-    c, s = fields["class"], fields["subclass"]
-    kind = REGISTRY[(c, s)]
-    values = {k: v for k, v in fields.items() if k not in ("class", "subclass")}
-    if kind in (TransferCredit, CurrencyCredit):
-        values["kind"] = CreditKind(s)
-    return kind(**values)
 
 
 def key_change_groups() -> list[dict[str, Any]]:
