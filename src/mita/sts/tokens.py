@@ -111,7 +111,7 @@ class Token(Value):
         return cls(**values)
 
     def fields(self) -> dict[str, Any]:
-        return {"class": self.token_class, "subclass": self.subclass, **{n: getattr(self, n) for n in self._fields}}
+        return {"class": self.token_class, "subclass": self.subclass, **{n: getattr(self, n) for n in self._init}}
 
 
 # ---------------------------------------------------------------- class 0
