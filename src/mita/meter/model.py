@@ -322,7 +322,16 @@ class Meter:
             reasons.append("tamper")
         if not any(rate for _, rate in self._draw_order(1)):
             reasons.append("no credit")
+        if s.remote_open:
+            reasons.append("remote disconnect")
         return reasons
+
+    def remote_switch(self, closed: bool, now: dt.datetime) -> bool:
+        """The head-end's disconnect (``closed=False``) or reconnect: whether supply is on afterwards (a
+        reconnect does not override the meter's own reasons, e.g. no credit)."""
+        self._advance_clock(now)
+        self.state.remote_open = not closed
+        return self.switch_closed(now)
 
     def _draw_order(self, load: int) -> list[tuple[int, int]]:
         """(register, internal units per second) with credit, in the order they are drawn."""
@@ -353,6 +362,9 @@ class Meter:
                 continue
             if s.tamper and self.profile.tamper_opens_switch:
                 events.append(f"{t:%H:%M:%S} supply off: tamper")
+                break
+            if s.remote_open:
+                events.append(f"{t:%H:%M:%S} supply off: remote disconnect")
                 break
             if s.mpl is not None and load > s.mpl:
                 s.tripped_until = t + dt.timedelta(seconds=max(self.profile.trip_reconnect_s, 1))

@@ -72,6 +72,7 @@ class MeterState:
     lock_delay_s: int = 0
     clock: dt.datetime | None = None
     display: str = ""
+    remote_open: bool = False  # the head-end opened the switch (DLMS disconnect control); only a reconnect closes it
 
     def to_dict(self, include_key: bool = False) -> dict[str, Any]:
         """A JSON-ready copy. Without ``include_key`` it holds no secrets: no decoder key, and no parts
