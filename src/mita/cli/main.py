@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("mita.cli.server", "add_demo", "Set up a demo utility on its own SQLite file and serve it."),
     "worker": ("mita.cli.worker", "add_worker", "Send what the outbox holds; run its jobs (campaign generation)."),
     "conformance": ("mita.cli.conformance", "add_commands", "Run the shipped STS vectors; check another system."),
+    "sim": ("mita.cli.sim", "add_commands", "Simulated smart meters: serve a meter file over DLMS/COSEM."),
     "help": ("mita.cli.main", "add_help", "Reference: the exit codes."),
 }
 
