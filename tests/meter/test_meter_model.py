@@ -8,7 +8,6 @@ meter sees nothing but the 20 digits. The rules table in ``mita.meter.model``'s 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import itertools
 import math
@@ -26,6 +25,7 @@ from mita.meter.profiles import RESULTS
 from mita.meter.state import PER_BASE_UNIT
 from mita.sts.crc import crc_field
 from mita.sts.ea import encrypt
+from mita.sts.values import replace
 
 STA, MISTY1 = sts.EA.STA, sts.EA.MISTY1
 KEY = 0x0123456789ABCDEF
@@ -1076,7 +1076,7 @@ def test_unknown_tamper_kind() -> None:
 
 
 def test_tamper_does_not_open_the_switch_where_the_profile_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    custom = dataclasses.replace(PROFILES["legacy-ea07"], name="no-tamper-switch", tamper_opens_switch=False)
+    custom = replace(PROFILES["legacy-ea07"], name="no-tamper-switch", tamper_opens_switch=False)
     monkeypatch.setitem(profiles_module.PROFILES, custom.name, custom)
     meter = make_meter(custom.name)
     meter.enter(credit(TID0, 100), T0)

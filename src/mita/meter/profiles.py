@@ -8,9 +8,8 @@ texts, and which optional functions exist. A profile is that set of choices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from mita.sts import EA
+from mita.sts.values import Value, field
 
 from .errors import MeterError
 
@@ -33,8 +32,7 @@ RESULTS = (
 )
 
 
-@dataclass(frozen=True)
-class Lockout:
+class Lockout(Value):
     """After ``failures`` rejects in a row the keypad locks for ``first_s``, doubling up to ``max_s``."""
 
     failures: int
@@ -42,8 +40,7 @@ class Lockout:
     max_s: int
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(Value):
     name: str
     modelled_on: str
     utility: str  # electricity, water or gas: which register the load draws on

@@ -9,10 +9,10 @@ money, so we refuse it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .errors import CheckDigitError, FormatError, RangeError
+from .values import Value, field
 
 IIN_DRN_LENGTH = {"600727": 11, "0000": 13}
 
@@ -37,8 +37,7 @@ def luhn_digit(payload: str) -> int:
     return (10 - total % 10) % 10
 
 
-@dataclass(frozen=True, slots=True)
-class MeterNumber:
+class MeterNumber(Value):
     """A validated IIN and DRN (the DRN includes its check digit)."""
 
     iin: str

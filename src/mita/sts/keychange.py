@@ -8,9 +8,6 @@ encrypted with the meter's current (old) key. The sets carry no TID.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-
 from .errors import FormatError, RangeError
 from .identity import check_key_params, is_digits
 from .tokens import (
@@ -20,13 +17,17 @@ from .tokens import (
     Set4thSectionDecoderKey,
     Token,
 )
+from .values import Value
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _M32 = 0xFFFFFFFF
 KeySection = Set1stSectionDecoderKey | Set2ndSectionDecoderKey | Set3rdSectionDecoderKey | Set4thSectionDecoderKey
 
 
-@dataclass(frozen=True, slots=True)
-class NewKeyConfig:
+class NewKeyConfig(Value):
     """What a complete key change set installs in a meter."""
 
     key: int
