@@ -24,6 +24,7 @@ CREDIT = cosem.Obis.from_string("0.0.19.10.0.255")
 ACCOUNT = cosem.Obis.from_string("0.0.19.0.0.255")
 ENERGY = cosem.Obis.from_string("1.0.1.8.0.255")
 WATER = cosem.Obis.from_string("8.0.1.0.0.255")
+CLOCK = cosem.Obis.from_string("0.0.1.0.0.255")
 
 
 @contextmanager

@@ -7,13 +7,27 @@ token gateway's ``enter`` as packed BCD. The status codes checked are the table 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from dlms_client import ACCOUNT, CREDIT, DISCONNECT_CONTROL, ENERGY, WATER, enter, get, session, switch, token_status
+from dlms_client import (
+    ACCOUNT,
+    CLOCK,
+    CREDIT,
+    DISCONNECT_CONTROL,
+    ENERGY,
+    WATER,
+    enter,
+    get,
+    session,
+    switch,
+    token_status,
+)
 from dlms_cosem import enumerations as en
 from dlms_cosem.clients.dlms_client import ActionError
 from dlms_cosem.exceptions import DlmsClientException
-from sim_fixtures import DRN, KEY, SECRET, T0, Sim
+from sim_fixtures import DRN, KEY, SECRET, T0, Sim, start
 
 from cli_run import run
 from mita import sts
@@ -132,3 +146,26 @@ def test_the_secret_never_reaches_the_meter_file(sim: Sim) -> None:
         enter(c, carrier.pack(credit_token(5)))
     assert SECRET not in sim.path.read_bytes()
     assert DRN in sim.path.read_text()
+
+
+def test_the_clock_reads_the_servers_time(sim: Sim) -> None:
+    sim.now[0] = T0.replace(hour=13, minute=7, second=9)
+    with session(sim.port) as c:
+        raw = get(c, en.CosemInterface.CLOCK, CLOCK, 2)
+    # date-time octet-string: year (2 octets), month, day, weekday, hour, minute, second, ...
+    assert (int.from_bytes(raw[0:2], "big"), raw[2], raw[3], raw[5], raw[6], raw[7]) == (2024, 3, 1, 13, 7, 9)
+
+
+@pytest.fixture
+def ascii_sim(tmp_path: Path, master_key: None) -> Iterator[Sim]:
+    yield from start(tmp_path, encoding="ascii")
+
+
+def test_a_meter_set_to_ascii_takes_the_twenty_digits_as_characters(ascii_sim: Sim) -> None:
+    token = credit_token(30)
+    with session(ascii_sim.port, SECRET) as c:
+        enter(c, carrier.pack(token))  # packed BCD: not what this meter takes
+        assert token_status(c)[0] == 4
+        enter(c, carrier.pack(token, "ascii"))
+        assert token_status(c)[0] == 3
+        assert credit_wh(c) == 3000
