@@ -172,9 +172,12 @@ async def serve(server: MeterServer, host: str, port: int, idle_s: float = 60.0)
                 server.reset()
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            # the listener is shutting down: end quietly (Python 3.11's stream callback logs a cancelled handler)
+            pass
         finally:
             writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
+            with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
                 await writer.wait_closed()
 
     return await asyncio.start_server(connection, host, port)
