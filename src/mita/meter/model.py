@@ -32,18 +32,21 @@ when the meter's key is 128-bit or when a 3rd or 4th section has been entered
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from mita import sts
 from mita.sts.ea import check_key, encrypt
 from mita.sts.identity import check_key_params
 from mita.sts.keychange import KeySection
+from mita.sts.values import Value, field
 
 from .errors import MeterError
 from .profiles import Profile, get_profile
 from .state import PER_BASE_UNIT, REGISTER_NAMES, SECRET_FIELDS, MeterState
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time of mita meter enter)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Result(StrEnum):
@@ -81,8 +84,7 @@ class _Reject(Exception):
         self.result, self.detail = result, detail
 
 
-@dataclass(frozen=True)
-class EntryResult:
+class EntryResult(Value):
     result: Result
     display: str
     detail: str = ""
@@ -90,8 +92,7 @@ class EntryResult:
     lines: tuple[str, ...] = ()  # what a class 1 test/display token shows
 
 
-@dataclass(frozen=True)
-class RunResult:
+class RunResult(Value):
     seconds: int
     consumed: int  # internal units of the utility's load (W·s, L·s/h)
     events: tuple[str, ...]

@@ -12,10 +12,14 @@ unless asked: it is a secret, and the storage layer encrypts it.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field, fields
-from typing import Any
+
+from mita.sts.values import Value, field, fields
 
 from .errors import MeterError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time of mita meter enter)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: Internal units per base unit (0.1 kWh = 360,000 W·s; 0.1 m3 = 360,000 L·s/h).
 PER_BASE_UNIT = 360_000
@@ -43,8 +47,7 @@ def _parse_time(value: Any) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromisoformat(value)
 
 
-@dataclass
-class MeterState:
+class MeterState(Value, frozen=False):
     profile: str
     drn: str
     iin: str
@@ -78,24 +81,24 @@ class MeterState:
         """A JSON-ready copy. Without ``include_key`` it holds no secrets: no decoder key, and no parts
         of a pending new key (the storage layer seals those, see :meth:`secrets`)."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "decoder_key":
+        for name in fields(self):
+            value = getattr(self, name)
+            if name == "decoder_key":
                 if include_key:
                     out["decoder_key"] = f"{value:0{32 if self.ea == 11 else 16}x}"
                 continue
             if isinstance(value, dt.datetime):
                 value = _time(value)
-            elif f.name == "registers":
+            elif name == "registers":
                 value = {str(k): v for k, v in value.items()}
-            elif f.name == "pending_kct":
+            elif name == "pending_kct":
                 value = {
                     str(k): {n: v for n, v in sec.items() if include_key or n not in SECRET_FIELDS}
                     for k, sec in value.items()
                 }
             elif isinstance(value, list):
                 value = list(value)
-            out[f.name] = value
+            out[name] = value
         return out
 
     def secrets(self) -> dict[str, Any]:
@@ -109,7 +112,7 @@ class MeterState:
     ) -> MeterState:
         """Rebuild a state from :meth:`to_dict` (and the sealed parts of a pending key); nothing is shared."""
         try:
-            values = {f.name: data[f.name] for f in fields(cls) if f.name != "decoder_key" and f.name in data}
+            values = {name: data[name] for name in fields(cls) if name != "decoder_key" and name in data}
             for name in ("tripped_until", "pending_since", "locked_until", "clock"):
                 values[name] = _parse_time(values.get(name))
             values["registers"] = {int(k): int(v) for k, v in values.get("registers", {}).items()}
