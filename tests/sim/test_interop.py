@@ -25,7 +25,7 @@ from dlms_client import (
     token_status,
 )
 from dlms_cosem import enumerations as en
-from dlms_cosem.clients.dlms_client import ActionError
+from dlms_cosem.clients.dlms_client import ActionError, DlmsClient
 from dlms_cosem.exceptions import DlmsClientException
 from sim_fixtures import DRN, KEY, SECRET, T0, Sim, start
 
@@ -169,3 +169,13 @@ def test_a_meter_set_to_ascii_takes_the_twenty_digits_as_characters(ascii_sim: S
         enter(c, carrier.pack(token, "ascii"))
         assert token_status(c)[0] == 3
         assert credit_wh(c) == 3000
+
+
+def test_the_management_client_without_security_is_refused(sim: Sim) -> None:
+    client = DlmsClient.with_tcp_transport("127.0.0.1", sim.port, 1, 1, timeout=5)
+    client.connect()
+    try:
+        with pytest.raises(DlmsClientException, match="REJECTED"):
+            client.associate()
+    finally:
+        client.disconnect()
