@@ -19,6 +19,10 @@ from mita import sealing
 from mita.settings import MasterKeySettings
 
 HEAVY = ("sqlalchemy", "rich", "pydantic", "pydantic_settings", "typer", "click", "fastapi", "numpy", "alembic")
+#: Standard modules that cost a typed command milliseconds each and that neither command needs: dataclasses (with
+#: inspect, ~10 ms: the engine's and the meter's values are mita.sts.values), tempfile and pathlib (the state file
+#: is saved with os), secrets and hashlib (os.urandom is their source).
+SLOW_STDLIB = {"dataclasses", "inspect", "tempfile", "pathlib", "secrets", "hashlib", "getpass"}
 KEY = "e653341f9d5bf36f"
 PROBE = """
 import io, json, sys
@@ -61,6 +65,8 @@ def test_token_credit_loads_nothing_heavy(folder: Path) -> None:
     assert code == 0 and len(out.strip()) == 20
     assert not tops(modules) & {*HEAVY, "cryptography", "argcomplete"}
     assert "mita.cli.keys" not in modules and "mita.cli.meter" not in modules  # only its own group is defined
+    assert not modules & {*SLOW_STDLIB, "typing"}
+    assert not modules & {"mita.sts.dkga", "mita.sts.keychange", "mita.sts.identity"}  # mita.sts loads what is used
 
 
 def test_meter_enter_loads_nothing_heavy(folder: Path) -> None:
@@ -71,6 +77,7 @@ def test_meter_enter_loads_nothing_heavy(folder: Path) -> None:
     code, out, modules = loaded(["meter", "enter", "m.json", token.strip()], folder)
     assert code == 0 and json.loads(out)["result"] == "accept"
     assert not tops(modules) & set(HEAVY)  # cryptography is needed: the state file's key is sealed (AES-GCM)
+    assert not modules & SLOW_STDLIB  # (typing is loaded, by cryptography)
 
 
 @pytest.mark.parametrize(
