@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sim_fixtures import Sim, start
+
+from .sim_fixtures import Sim, start
 
 
 @pytest.fixture

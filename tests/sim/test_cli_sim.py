@@ -9,14 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from dlms_client import CREDIT, enter, get, session, token_status
 from dlms_cosem import enumerations as en
-from sim_fixtures import KEY, T0, make_meter
 
 from cli_run import run
 from mita import sts
 from mita.meter import storage
 from mita.sim import carrier
+
+from .dlms_client import CREDIT, enter, get, session, token_status
+from .sim_fixtures import KEY, T0, make_meter
 
 SECRET_HEX = "6d676d742d37663361"
 

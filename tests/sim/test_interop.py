@@ -11,7 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dlms_client import (
+from dlms_cosem import enumerations as en
+from dlms_cosem.clients.dlms_client import ActionError, DlmsClient
+from dlms_cosem.exceptions import DlmsClientException
+
+from cli_run import run
+from mita import sts
+from mita.meter.profiles import RESULTS
+from mita.sim import carrier
+
+from .dlms_client import (
     ACCOUNT,
     CLOCK,
     CREDIT,
@@ -24,15 +33,7 @@ from dlms_client import (
     switch,
     token_status,
 )
-from dlms_cosem import enumerations as en
-from dlms_cosem.clients.dlms_client import ActionError, DlmsClient
-from dlms_cosem.exceptions import DlmsClientException
-from sim_fixtures import DRN, KEY, SECRET, T0, Sim, start
-
-from cli_run import run
-from mita import sts
-from mita.meter.profiles import RESULTS
-from mita.sim import carrier
+from .sim_fixtures import DRN, KEY, SECRET, T0, Sim, start
 
 TID = sts.tid_from_datetime(T0)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sim_fixtures import KEY, T0, make_meter
-
 from mita import sts
+
+from .sim_fixtures import KEY, T0, make_meter
 
 
 def test_a_remote_disconnect_stops_the_supply_until_a_reconnect() -> None:

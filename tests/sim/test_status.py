@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dlms_client import parse_token_status
-
 from mita.meter import Result
 from mita.meter.model import ACCEPTED
 from mita.sim import status
+
+from .dlms_client import parse_token_status
 
 
 def test_every_result_has_a_status_code_of_the_standard() -> None:
