@@ -339,8 +339,8 @@ def test_fleet_rehearsal_of_the_tid_rollover(engine: Engine) -> None:  # noqa: F
     assert replayed == {"used": N_A}
 
     elapsed = time.perf_counter() - started
+    # reported, never asserted: time is measured in benchmarks/, and a busy CI machine is not a wrong answer
     print(f"\nfleet rehearsal on {engine.dialect.name}: {n} meters in {elapsed:.1f} s")
-    assert elapsed < 60, f"the rehearsal took {elapsed:.1f} s on {engine.dialect.name}"
 
 
 # ---------------------------------------------------------------------------------------------- the boundary
