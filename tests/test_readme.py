@@ -18,8 +18,10 @@ What a shared machine needs changed is changed here, in :data:`STAGE` (a databas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import uuid
@@ -187,19 +189,26 @@ def test_every_readme_example_runs(tmp_path: Path, stage: dict[str, str]) -> Non
     script = _staged(_script(all_steps), stage)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MITA_")}
     env |= {"HOME": str(tmp_path), "MITA_MASTER_KEY_FILE": str(tmp_path / "master.key"), "NO_COLOR": "1"}
+    # A session of its own: whatever the README started in the background (a server and its workers) is stopped
+    # with it, even when a step hangs and the timeout ends the shell before its EXIT trap could.
+    session = subprocess.Popen(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        output = subprocess.run(
-            ["bash", "-c", script],
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        ).stdout
-    except subprocess.TimeoutExpired as stuck:  # judged all the same: the step that never ended is named
-        output = stuck.output.decode() if isinstance(stuck.output, bytes) else stuck.output or ""
+        output, _ = session.communicate(timeout=300)
+    except subprocess.TimeoutExpired:  # judged all the same: the step that never ended is named
+        os.killpg(session.pid, signal.SIGKILL)
+        output, _ = session.communicate()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(session.pid, signal.SIGKILL)
     problems = _judge(all_steps, output)
     assert not problems, "\n\n".join(problems)
 
