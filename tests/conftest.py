@@ -12,6 +12,7 @@ in setup (see the autouse fixture below) with the same clear message.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -260,17 +261,37 @@ def _module_text(path: str) -> str:
 PG_SERVER = os.environ.get("MITA_TEST_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of an empty database: a SQLite file, or a PostgreSQL database made for the test and dropped after."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/empty.db"
+@contextlib.contextmanager
+def empty_database(kind: str, folder: Path) -> Iterator[str]:
+    """The URL of an empty database: a SQLite file in ``folder``, or a PostgreSQL database made here and dropped
+    after (a PostgreSQL server that does not answer fails the test: these tests never skip)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder}/empty.db"
         return
     import psycopg
 
     name = f"mita_test_{secrets.token_hex(6)}"
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_SERVER}/{name}"
-    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    try:
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at {PG_SERVER} is required by these tests and is not reachable: {exc}")
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database for one test."""
+    with empty_database(request.param, tmp_path) as empty:
+        yield empty
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An empty database for a whole module (the API suites set one utility up and run many requests on it)."""
+    with empty_database(request.param, tmp_path_factory.mktemp("db")) as empty:
+        yield empty

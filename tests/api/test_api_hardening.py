@@ -30,14 +30,14 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from test_api import PG_ADMIN_URL, PG_CONNINFO, World, database_url, is_problem, master_key, world
+from test_api import PG_ADMIN_URL, PG_CONNINFO, World, is_problem, master_key, world
 
 from mita.api import create_app
 from mita.api.app import MAX_BODY
 from mita.vend import database, limits, registry
 from mita.vend.schema import audit, tokens
 
-__all__ = ["database_url", "master_key", "world"]  # fixtures shared with test_api
+__all__ = ["master_key", "world"]  # fixtures shared with test_api
 
 ROOT = Path(__file__).resolve().parents[2]
 MITA = Path(sys.executable).with_name("mita")

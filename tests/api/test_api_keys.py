@@ -28,7 +28,6 @@ from mita.vend.schema import audit, meters
 from mita.vend.walltime import with_offset
 
 # test_api's fixtures: one database per backend (SQLite, PostgreSQL), the utility and the client that checks secrets
-database_url = test_api.database_url
 master_key = test_api.master_key
 world = test_api.world
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
@@ -27,8 +26,6 @@ from mita.vend import apikeys, database, keyring, registry
 from mita.vend.sample import meter_number
 from mita.vend.schema import customers, meters
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-PG_CONNINFO = "postgresql://postgres@127.0.0.1:5432/postgres"
 VENDING_KEY = "abababababababab"
 SECOND_KEY = "cdcdcdcdcdcdcdcd"
 SGC = "123456"
@@ -82,24 +79,6 @@ def is_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     body: dict[str, Any] = r.json()
     assert body["code"] == code, body
     return body
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('staff')}/mita.db"
-        return
-    name = f"mita_staff_test_{secrets.token_hex(6)}"
-    try:
-        with psycopg.connect(PG_CONNINFO, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required by these tests and is not reachable: {exc}")
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(PG_CONNINFO, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ def _inverse(table: Sequence[int]) -> list[int]:
     return [list(table).index(i) for i in range(len(table))]
 
 
-def _reference_rounds(
+def reference_sta_rounds(
     block: int, key: int, e1: list[int], e2: list[int], perm: list[int]
 ) -> list[tuple[int, int, int]]:
     """SPEC.md §5.1 written out bit by bit: (round key, after substitution, after permutation) per round."""
@@ -121,7 +121,7 @@ def _rounds(ch: Checks, data: dict[str, Any], name: str) -> None:
     ch.equal("token", lambda: to_digits(insert_class(cipher.encrypt(plain, key), 0)), example["token"])
     ch.equal("encrypt", lambda: cipher.encrypt(plain, key), out, BLOCK)
     ch.equal("decrypt", lambda: cipher.decrypt(out, key), plain, BLOCK)
-    trace = _reference_rounds(plain, key, tables["E1"], tables["E2"], tables["P"])
+    trace = reference_sta_rounds(plain, key, tables["E1"], tables["E2"], tables["P"])
     steps = example["round_trace"]
     ch.equal("rounds in the trace", lambda: len(steps), 16)
     for (k, sub, perm), step in zip(trace, steps, strict=False):
