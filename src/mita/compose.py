@@ -48,5 +48,6 @@ def build(
         clock=clock,
         reversal_window=dt.timedelta(hours=settings.reversal_window_hours),
         warn_days=settings.key_warn_days,
+        delivery_expiry=dt.timedelta(hours=settings.delivery_expiry_hours),
     )
     return Runtime(settings, engine, services)

@@ -80,6 +80,9 @@ class Settings(MasterKeySettings, HsmSettings, OutboxSettings):
         default=24, ge=0, description="how long after a vend an operator may reverse it"
     )
     key_warn_days: int = Field(default=30, ge=0, description="days before a key's end that vends answer a warning")
+    delivery_expiry_hours: float = Field(
+        default=24, gt=0, description="how long the head-end tries to deliver a connected meter's tokens"
+    )
     metrics_public: bool = Field(
         default=True, description="`/metrics` answers without an API key (false: it needs an admin or operator key)"
     )

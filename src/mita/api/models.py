@@ -92,9 +92,12 @@ ENGINEERING_KINDS = {
     "clear_credit": "clear the credit register (class 2); value: the register (default 65535: all registers)",
     "set_power_limit": "set the maximum power limit (class 2); value: watts (required)",
     "set_phase_unbalance_limit": "set the maximum phase power unbalance limit (class 2); value: watts (required)",
+    "set_tariff_rate": "set the tariff rate the meter shows (class 2); value: 0..65535 (required)",
     "test": "initiate a meter test or display (class 1, sent in clear, no TID); value: control bits (default 1)",
 }
-EngineeringKind = Literal["clear_tamper", "clear_credit", "set_power_limit", "set_phase_unbalance_limit", "test"]
+EngineeringKind = Literal[
+    "clear_tamper", "clear_credit", "set_power_limit", "set_phase_unbalance_limit", "set_tariff_rate", "test"
+]
 _KIND_DOC = "what the token does: " + "; ".join(f"`{k}`: {v}" for k, v in ENGINEERING_KINDS.items())
 
 

@@ -32,6 +32,7 @@ from .tokens import (
     MeterTest,
     SetMaximumPhasePowerUnbalanceLimit,
     SetMaximumPowerLimit,
+    SetTariffRate,
     Token,
     TransferCredit,
 )
@@ -192,6 +193,7 @@ ENGINEERING: dict[str, tuple[bool, bool, Callable[[int, int | None, int], Token]
     "clear_credit": (True, False, lambda tid, v, rnd: ClearCredit(tid, ALL_REGISTERS if v is None else v, rnd)),
     "set_power_limit": (True, True, lambda tid, v, rnd: SetMaximumPowerLimit(tid, v or 0, rnd)),
     "set_phase_unbalance_limit": (True, True, lambda tid, v, rnd: SetMaximumPhasePowerUnbalanceLimit(tid, v or 0, rnd)),
+    "set_tariff_rate": (True, True, lambda tid, v, rnd: SetTariffRate(tid, v or 0, rnd)),
     "test": (False, False, lambda _, v, __: MeterTest(control=1 if v is None else v)),
 }
 
@@ -203,10 +205,10 @@ def engineering_needs_tid(kind: str) -> bool:
 
 def engineering_token(kind: str, tid: int, value: int | None, rnd: int) -> Token:
     """An operator's token: clear tamper, clear credit (all registers unless ``value``), power limits in watts,
-    or a meter test (class 1, sent in clear)."""
+    a tariff rate (the meter's own units, 0..65535), or a meter test (class 1, sent in clear)."""
     _, needs_value, make = _engineering(kind)
     if needs_value and value is None:
-        raise RecipeError("invalid_request", f"{kind} needs a value in watts")
+        raise RecipeError("invalid_request", f"{kind} needs a value")
     return make(tid, value, rnd)
 
 

@@ -45,15 +45,16 @@ class Issued:
 @dataclass
 class VendContext:
     """What every job of the vending service shares: the database, the clock and the random source, the policy
-    (reversal window, warning days), and the per-process caches. A vending key's material never changes once
-    stored (unique per group and KRN), and a tariff version never changes once effective: both are safe to keep
-    for the process's life."""
+    (reversal window, warning days, how long a remote delivery is tried), and the per-process caches. A vending
+    key's material never changes once stored (unique per group and KRN), and a tariff version never changes once
+    effective: both are safe to keep for the process's life."""
 
     engine: Engine
     clock: Callable[[], dt.datetime] = local_now
     rnd: Callable[[], int] = field(default=lambda: secrets.randbelow(16))
     reversal_window: dt.timedelta = dt.timedelta(hours=24)
     warn_days: int = WARN_DAYS
+    delivery_expiry: dt.timedelta = dt.timedelta(hours=24)  # how long a connected meter's tokens are tried
     keyring: KeyRing = field(default_factory=KeyRing)
     tariffs: dict[int, pricing.Tariff] = field(default_factory=dict)
 

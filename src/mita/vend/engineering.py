@@ -9,6 +9,7 @@ from sqlalchemy import insert, update
 from mita import sts
 from mita.sts import recipes
 
+from . import remote
 from .answers import (
     request_hash,
     token_row,
@@ -79,6 +80,10 @@ class EngineeringTokens(Desk):
             )
             self._insert_tokens(conn, vend_id, meter.id, cfg.base_date, at, made)
             self._audit(conn, caller, "engineering_token", "meter", meter.drn, kind=kind, value=value, tid=tid)
+            remote.queue_delivery(
+                conn, meter.id, meter.drn, vend_id, [digits], actor=caller.name, at=at,
+                expiry=self.ctx.delivery_expiry, purpose=kind,
+            )  # fmt: skip
             response = vend_response(vend_id, meter.drn, at, made, {"engineering": kind, "value": value})
             if key is not None:
                 conn.execute(

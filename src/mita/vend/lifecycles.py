@@ -56,6 +56,39 @@ class OutboxStatus(StrEnum):
     DEAD = "dead"
 
 
+class CommandStatus(StrEnum):
+    """Where a head-end command is: queued (not tried, or waiting to be tried again), sent (a worker is at the
+    meter now), and three ends: acknowledged (the meter answered and did it), failed (the meter refused, or a
+    fault that a retry cannot change), expired (its deadline passed before the meter could be reached)."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    ACKNOWLEDGED = "acknowledged"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+class CommandKind(StrEnum):
+    """What a head-end command asks of a meter. ``deliver_tokens`` carries tokens a vend made (credit, a key
+    change set, or an operator's management token: ``set_power_limit`` and ``set_tariff_rate`` are STS tokens)."""
+
+    DELIVER_TOKENS = "deliver_tokens"
+    DISCONNECT = "disconnect"
+    RECONNECT = "reconnect"
+    SET_POWER_LIMIT = "set_power_limit"
+    SET_TARIFF_RATE = "set_tariff_rate"
+    READ_REGISTERS = "read_registers"
+    READ_EVENTS = "read_events"
+    SET_CLOCK = "set_clock"
+
+
+class TokenEncoding(StrEnum):
+    """How a meter's token gateway takes a token: packed BCD in 10 octets, or 20 ASCII digits."""
+
+    BCD = "bcd"
+    ASCII = "ascii"
+
+
 class VendKind(StrEnum):
     PURCHASE = "purchase"
     ENGINEERING = "engineering"
@@ -133,6 +166,7 @@ class Lifecycle(Generic[S]):
 
 
 K, M, V, C, P, Q = KeyStatus, MeterStatus, VendStatus, KeyChangeStatus, CampaignStatus, OutboxStatus
+H = CommandStatus
 
 VENDING_KEY = Lifecycle[KeyStatus](
     "vending key",
@@ -177,5 +211,15 @@ OUTBOX = Lifecycle[OutboxStatus](
         Q.PENDING: frozenset({Q.SENT, Q.PENDING, Q.DEAD}),  # pending again: a failed try, retried later
         Q.SENT: frozenset(),
         Q.DEAD: frozenset({Q.PENDING}),  # an operator's requeue
+    },
+)
+COMMAND = Lifecycle[CommandStatus](
+    "command",
+    {
+        H.QUEUED: frozenset({H.SENT, H.EXPIRED, H.FAILED}),  # failed unsent: the meter's endpoint was removed
+        H.SENT: frozenset({H.ACKNOWLEDGED, H.FAILED, H.QUEUED, H.EXPIRED}),  # queued again: unreachable, retried
+        H.ACKNOWLEDGED: frozenset(),
+        H.FAILED: frozenset(),
+        H.EXPIRED: frozenset(),
     },
 )

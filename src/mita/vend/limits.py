@@ -12,6 +12,7 @@ PERSON = 200  # a customer's name
 ACCOUNT = 40  # a customer's account number
 PHONE = 30
 LABEL = 40  # a meter's manufacturer and area
+HOST = 255  # a meter's network address: a DNS name or an IP address
 DRN = 13  # a stored meter number (IIN-less, with its check digit)
 DRN_INPUT = 32  # a meter number as typed (the parser strips spaces and dashes)
 VEND_ID = 36  # a UUID

@@ -27,7 +27,7 @@ from mita import sts
 from mita.sts import recipes
 from mita.sts.recipes import KeyConfig
 
-from . import hotpath, pricing
+from . import hotpath, pricing, remote
 from .answers import (
     check_amount,
     ledger_lines,
@@ -233,6 +233,11 @@ class Purchases(Desk):
             }
             writes.append(("customer", change))
         hotpath.run(conn, writes)
+        if meter.connected:
+            remote.queue_delivery(
+                conn, meter.id, meter.drn, vend_id, [t["digits"] for t in made], actor=caller.name, at=at,
+                expiry=self.ctx.delivery_expiry, purpose="purchase",
+            )  # fmt: skip
         if pending:
             self._key_change_delivered(conn, meter.id, current, cfg, made, vend_id, at)
         return response

@@ -30,6 +30,8 @@ from sqlalchemy import (
 from . import limits
 from .lifecycles import (
     CampaignStatus,
+    CommandKind,
+    CommandStatus,
     Delivery,
     KeyChangeStatus,
     KeyStatus,
@@ -37,6 +39,7 @@ from .lifecycles import (
     MeterStatus,
     OutboxStatus,
     Role,
+    TokenEncoding,
     TokenKind,
     Utility,
     VendKind,
@@ -372,3 +375,48 @@ APPEND_ONLY_SQL = {
         "FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
     ],
 }
+
+#: A connected meter's communication endpoint (the head-end's device registry). A meter without a row is a
+#: keypad meter; adding or removing the row changes nothing about its keys, TIDs or history. The management
+#: association's LLS secret is stored only sealed under the master key, bound to the meter's number.
+meter_endpoints = Table(
+    "meter_endpoints",
+    metadata,
+    Column("meter_id", ForeignKey("meters.id"), primary_key=True),
+    Column("host", String(limits.HOST), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("client", Integer, nullable=False, default=1),  # the client SAP of the management association
+    Column("server", Integer, nullable=False, default=1),  # the meter's logical device
+    Column("token_encoding", String(5), nullable=False, default=TokenEncoding.BCD),
+    Column("secret", LargeBinary, nullable=True),  # sealed LLS secret; NULL: public client, reading only
+    _created(),
+    Column("updated_at", DateTime, nullable=False),
+    CheckConstraint("port between 1 and 65535", name="port"),
+    one_of("token_encoding", TokenEncoding),
+)
+
+#: What the head-end is asked to do at a meter, and what came of it. Each command has one outbox row (channel
+#: ``headend``, dedupe key ``command:<id>``) that carries its delivery: the claim, the lease, the retries.
+meter_commands = Table(
+    "meter_commands",
+    metadata,
+    _id(),
+    Column("meter_id", ForeignKey("meters.id"), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("params", JSON, nullable=False),  # the tokens to deliver, the registers to read...
+    Column("status", String(12), nullable=False, default=CommandStatus.QUEUED),
+    Column("vend_id", ForeignKey("vends.id"), nullable=True, unique=True),  # the vend whose tokens it carries
+    Column("actor", String(limits.NAME), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("result", JSON, nullable=True),  # what the meter answered (token statuses, readings)
+    Column("error", String(200), nullable=True),  # the last failure's code and a short reason, never a secret
+    _created(),
+    Column("expires_at", DateTime, nullable=False),
+    Column("sent_at", DateTime, nullable=True),  # the last try's start
+    Column("finished_at", DateTime, nullable=True),
+    one_of("status", CommandStatus),
+    one_of("kind", CommandKind),
+    CheckConstraint("attempts >= 0", name="attempts"),
+    Index("ix_meter_commands_meter_created", "meter_id", "created_at"),
+    Index("ix_meter_commands_status", "status"),
+)

@@ -75,8 +75,9 @@ class VendingService:
         rnd: Callable[[], int] = lambda: secrets.randbelow(16),
         reversal_window: dt.timedelta = dt.timedelta(hours=24),
         warn_days: int = WARN_DAYS,
+        delivery_expiry: dt.timedelta = dt.timedelta(hours=24),
     ) -> None:
-        self.ctx = VendContext(engine, clock, rnd, reversal_window, warn_days)
+        self.ctx = VendContext(engine, clock, rnd, reversal_window, warn_days, delivery_expiry)
         self.purchases = Purchases(self.ctx)
         self.receipts = Receipts(self.ctx)
         self.engineering_tokens = EngineeringTokens(self.ctx)

@@ -1,0 +1,141 @@
+"""The device registry: which meters are connected, where they answer, and their management secret.
+
+Registering an endpoint for an existing meter changes nothing about its keys, TIDs or history, and removing it
+returns the meter to keypad-only delivery; commands already queued then fail as ``not_connected`` when their turn
+comes. The LLS secret is sealed under the master key, bound to the meter's number (so a sealed secret copied onto
+another meter's row does not open), and is read only to open an association: never listed, logged or answered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+
+from mita import sts
+from mita.sealing import seal, unseal
+from mita.vend.audit import Actor, write_audit
+from mita.vend.errors import VendError
+from mita.vend.lifecycles import TokenEncoding
+from mita.vend.limits import HOST
+from mita.vend.schema import meter_endpoints, meters
+
+from .link import Endpoint
+
+#: The public client's address (no security, reading only): used for a meter registered without a secret.
+PUBLIC_CLIENT = 16
+#: LLS secrets are octet strings of 1 to 32 octets.
+SECRET_OCTETS = range(1, 33)
+
+
+def _context(drn: str) -> str:
+    return f"mita-lls-secret:{drn}"
+
+
+def _meter_id(conn: Connection, drn: str) -> int:
+    number = sts.MeterNumber.parse(drn).drn
+    found = conn.execute(select(meters.c.id).where(meters.c.drn == number)).scalar()
+    if found is None:
+        raise VendError("not_found", f"no meter {number}")
+    return int(found)
+
+
+def check(host: str, port: int, secret: bytes | None, encoding: str, client: int, server: int) -> None:
+    """Refuse an endpoint no meter could have, before anything is written."""
+    if not host or len(host) > HOST or any(c.isspace() for c in host):
+        raise VendError("invalid_request", f"host is a name or an address of 1 to {HOST} characters, no spaces")
+    if not 1 <= port <= 65535:
+        raise VendError("invalid_request", f"port is 1..65535 (got {port})")
+    if secret is not None and len(secret) not in SECRET_OCTETS:
+        raise VendError("invalid_request", "an LLS secret is 1 to 32 octets")
+    if encoding not in {e.value for e in TokenEncoding}:
+        raise VendError("invalid_request", "token_encoding is bcd or ascii")
+    if not 1 <= client <= 127 or not 1 <= server <= 16383:
+        raise VendError("invalid_request", "client is 1..127 and server 1..16383 (DLMS addresses)")
+
+
+def register(
+    engine: Engine,
+    actor: Actor,
+    drn: str,
+    *,
+    host: str,
+    port: int,
+    secret: bytes | None,
+    at: dt.datetime,
+    token_encoding: str = TokenEncoding.BCD.value,
+    client: int = 1,
+    server: int = 1,
+) -> dict[str, Any]:
+    """Connect a meter (or change its endpoint): audited; the endpoint as :func:`describe` shows it."""
+    check(host, port, secret, token_encoding, client, server)
+    with engine.begin() as conn:
+        meter_id = _meter_id(conn, drn)
+        number = sts.MeterNumber.parse(drn).drn
+        values = {
+            "host": host,
+            "port": port,
+            "client": client,
+            "server": server,
+            "token_encoding": token_encoding,
+            "secret": None if secret is None else seal(secret, _context(number)),
+            "updated_at": at,
+        }
+        c = meter_endpoints.c
+        if conn.execute(select(c.meter_id).where(c.meter_id == meter_id)).first() is None:
+            conn.execute(insert(meter_endpoints).values(meter_id=meter_id, created_at=at, **values))
+            action = "meter_connected"
+        else:
+            conn.execute(update(meter_endpoints).where(c.meter_id == meter_id).values(**values))
+            action = "meter_endpoint_changed"
+        shown = {k: v for k, v in values.items() if k not in ("secret", "updated_at")}
+        write_audit(conn, actor, at, action, "meter", number, **shown, secret=secret is not None)
+        return _describe(conn, meter_id, number)
+
+
+def unregister(engine: Engine, actor: Actor, drn: str, at: dt.datetime) -> bool:
+    """Return a meter to keypad-only delivery; False if it was not connected."""
+    with engine.begin() as conn:
+        meter_id = _meter_id(conn, drn)
+        gone = conn.execute(delete(meter_endpoints).where(meter_endpoints.c.meter_id == meter_id)).rowcount
+        if gone:
+            write_audit(conn, actor, at, "meter_disconnected", "meter", sts.MeterNumber.parse(drn).drn)
+        return bool(gone)
+
+
+def describe(engine: Engine, drn: str) -> dict[str, Any] | None:
+    """A meter's endpoint as the API and CLI show it (whether it has a secret, never the secret); None if the
+    meter is keypad-only."""
+    with engine.connect() as conn:
+        return _describe(conn, _meter_id(conn, drn), sts.MeterNumber.parse(drn).drn)
+
+
+def _describe(conn: Connection, meter_id: int, drn: str) -> dict[str, Any] | None:
+    c = meter_endpoints.c
+    row = conn.execute(select(meter_endpoints).where(c.meter_id == meter_id)).first()
+    if row is None:
+        return None
+    return {
+        "meter": drn,
+        "host": row.host,
+        "port": row.port,
+        "client": row.client,
+        "server": row.server,
+        "token_encoding": row.token_encoding,
+        "secret": row.secret is not None,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+def endpoint(conn: Connection, meter_id: int, drn: str, timeout: float) -> tuple[Endpoint, str] | None:
+    """How to reach a meter (its secret unsealed, only here) and how its gateway takes tokens; None if the meter
+    is not connected."""
+    row = conn.execute(select(meter_endpoints).where(meter_endpoints.c.meter_id == meter_id)).first()
+    if row is None:
+        return None
+    secret = None if row.secret is None else unseal(row.secret, _context(drn))
+    client = row.client if secret is not None else PUBLIC_CLIENT
+    reach = Endpoint(row.host, row.port, secret=secret, client=client, server=row.server, timeout=timeout)
+    return reach, str(row.token_encoding)

@@ -1,0 +1,230 @@
+"""Running one command at its meter: the ``headend`` outbox channel's sender.
+
+``mita worker`` claims a command's outbox row under a lease and hands it here. The command moves queued -> sent
+(one short transaction), the meter is reached over its association, and the command ends acknowledged or failed
+with what the meter answered. A meter that cannot be reached puts the command back to queued and the outbox tries
+again after its backoff, until the command's deadline: then it ends expired, reported, never retried again (a vend's
+customer still has the tokens on the receipt).
+
+Tokens go in the order the vend made them (a key change set first). A token the meter answers ``used`` was entered
+before (by an earlier try that lost its connection, or from the keypad): it is on the meter, so delivery goes on,
+and it never counts twice (the meter refuses it). Any other refusal stops the delivery: the command fails with
+the meter's answer for each token tried. When the meter answers ``key_changed`` the pending key change is
+confirmed (``via="meter"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+
+from mita.outbox.senders import Message, SendError
+from mita.vend.lifecycles import COMMAND, CommandKind, CommandStatus
+from mita.vend.schema import meter_commands, meters
+
+from . import operations, registry
+from .link import Association, LinkError, associate
+
+log = logging.getLogger("mita.headend")
+
+S = CommandStatus
+FINAL = frozenset({S.ACKNOWLEDGED, S.FAILED, S.EXPIRED})
+#: The event logs a ``read_events`` command reads, by the name it gives them.
+LOG_OBIS = {
+    "standard": operations.STANDARD_LOG,
+    "fraud": operations.FRAUD_LOG,
+    "disconnector": operations.DISCONNECTOR_LOG,
+    "token": operations.TOKEN_LOG,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What a command did at the meter: ``error`` is None when the meter did what was asked."""
+
+    result: dict[str, Any]
+    error: str | None = None
+
+
+def jsonable(value: Any) -> Any:
+    """A meter's answer as JSON: value types as objects, times as ISO text, octet-strings as hex."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------- what each kind does
+
+
+def deliver(assoc: Association, params: Mapping[str, Any], encoding: str, at: dt.datetime) -> Outcome:
+    statuses: list[dict[str, Any]] = []
+    for digits in params["tokens"]:
+        status = operations.enter_token(assoc, digits, encoding)
+        statuses.append({"token": digits, "status": status.code, "result": status.result})
+        if status.accepted or status.code == operations.VALIDATION_OK:  # a key change section, kept by the meter
+            continue
+        if status.result == "used":  # entered before: it is on the meter
+            continue
+        return Outcome({"tokens": statuses}, f"token_refused: {status.result or status.code}")
+    return Outcome({"tokens": statuses, "credit": operations.read_credit(assoc)})
+
+
+def _switch(connect: bool) -> Callable[[Association, Mapping[str, Any], str, dt.datetime], Outcome]:
+    def run(assoc: Association, params: Mapping[str, Any], encoding: str, at: dt.datetime) -> Outcome:
+        state = operations.switch(assoc, connect)
+        return Outcome({"switch": jsonable(state)})
+
+    return run
+
+
+def read_registers(assoc: Association, params: Mapping[str, Any], encoding: str, at: dt.datetime) -> Outcome:
+    readings: dict[str, Any] = {}
+    for name, obis in (("energy", operations.ACTIVE_ENERGY_IMPORT), ("volume", operations.WATER_VOLUME)):
+        try:
+            readings[name] = jsonable(operations.read_register(assoc, obis))
+        except LinkError as exc:
+            if exc.code != "denied":  # a water meter has no energy register, and the other way round
+                raise
+    return Outcome(
+        {
+            "registers": readings,
+            "credit": operations.read_credit(assoc),
+            "switch": jsonable(operations.switch_state(assoc)),
+            "power_limit": operations.read_power_limit(assoc),
+            "clock": jsonable(operations.read_clock(assoc)),
+        }
+    )
+
+
+def read_events(assoc: Association, params: Mapping[str, Any], encoding: str, at: dt.datetime) -> Outcome:
+    return Outcome({"logs": {name: jsonable(operations.read_log(assoc, LOG_OBIS[name])) for name in params["logs"]}})
+
+
+def set_clock(assoc: Association, params: Mapping[str, Any], encoding: str, at: dt.datetime) -> Outcome:
+    before = operations.read_clock(assoc)
+    operations.set_clock(assoc, at)
+    return Outcome({"before": jsonable(before), "clock": jsonable(operations.read_clock(assoc))})
+
+
+Action = Callable[[Association, Mapping[str, Any], str, dt.datetime], Outcome]
+#: The one table of what each command kind does at the meter.
+ACTIONS: dict[CommandKind, Action] = {
+    CommandKind.DELIVER_TOKENS: deliver,
+    CommandKind.SET_POWER_LIMIT: deliver,  # an STS management token, issued when the command was queued
+    CommandKind.SET_TARIFF_RATE: deliver,
+    CommandKind.DISCONNECT: _switch(False),
+    CommandKind.RECONNECT: _switch(True),
+    CommandKind.READ_REGISTERS: read_registers,
+    CommandKind.READ_EVENTS: read_events,
+    CommandKind.SET_CLOCK: set_clock,
+}
+
+# ---------------------------------------------------------------------- the sender
+
+_ROW = select(
+    meter_commands.c.id, meter_commands.c.kind, meter_commands.c.params, meter_commands.c.status,
+    meter_commands.c.meter_id, meter_commands.c.expires_at, meter_commands.c.attempts, meters.c.drn,
+).join(meters, meters.c.id == meter_commands.c.meter_id)  # fmt: skip
+
+
+class CommandSender:
+    """Runs the command an outbox row of the ``headend`` channel names.
+
+    ``confirm_key_change(drn)`` is the vending service's confirmation (the shell composes it, since the vending
+    service's job sits beside, not below, this one); ``clock`` is the utility's wall clock, as the rows are.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], dt.datetime],
+        confirm_key_change: Callable[[str], None] | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self.engine, self.clock, self.timeout = engine, clock, timeout
+        self.confirm_key_change = confirm_key_change
+
+    def send(self, message: Message) -> None:
+        try:
+            command_id = int(message.payload["command"])
+        except (KeyError, TypeError, ValueError):
+            raise SendError("malformed command row", permanent=True) from None
+        now = self.clock()
+        with self.engine.begin() as conn:
+            row = conn.execute(_ROW.where(meter_commands.c.id == command_id).with_for_update()).first()
+            if row is None:
+                raise SendError(f"no command {command_id}", permanent=True)
+            if row.status in FINAL:  # settled by an earlier try whose outbox row was not
+                return
+            if now >= row.expires_at:
+                self._end(conn, row, S.EXPIRED, None, f"expired: not reached by {row.expires_at.isoformat()}", now)
+                return
+            target = registry.endpoint(conn, row.meter_id, row.drn, self.timeout)
+            if target is None:
+                self._end(conn, row, S.FAILED, None, "not_connected: the meter's endpoint was removed", now)
+                return
+            COMMAND.check(row.status, S.SENT)
+            conn.execute(
+                update(meter_commands)
+                .where(meter_commands.c.id == row.id)
+                .values(status=S.SENT.value, attempts=meter_commands.c.attempts + 1, sent_at=now)
+            )
+        endpoint, encoding = target
+        kind = CommandKind(row.kind)
+        try:
+            with associate(endpoint) as assoc:
+                outcome = ACTIONS[kind](assoc, row.params, encoding, now)
+        except LinkError as exc:
+            with self.engine.begin() as conn:
+                if exc.transient:
+                    self._move(conn, row.id, S.QUEUED, error=f"{exc.code}: {exc}"[:200])
+                else:
+                    self._end(conn, row, S.FAILED, None, f"{exc.code}: {exc}", self.clock(), current=S.SENT)
+            if exc.transient:
+                raise SendError(exc.code) from None  # the outbox tries again after its backoff
+            return
+        status = S.ACKNOWLEDGED if outcome.error is None else S.FAILED
+        with self.engine.begin() as conn:
+            self._end(conn, row, status, outcome.result, outcome.error, self.clock(), current=S.SENT)
+        log.info("command %s (%s) at meter %s: %s", row.id, kind.value, row.drn, outcome.error or status.value)
+        if self.confirm_key_change and any(t.get("result") == "key_changed" for t in outcome.result.get("tokens", [])):
+            self.confirm_key_change(row.drn)
+
+    @staticmethod
+    def _move(conn: Any, command_id: int, status: CommandStatus, **values: Any) -> None:
+        conn.execute(
+            update(meter_commands)
+            .where(meter_commands.c.id == command_id, meter_commands.c.status == S.SENT.value)
+            .values(status=status.value, **values)
+        )
+
+    @staticmethod
+    def _end(
+        conn: Any,
+        row: Any,
+        status: CommandStatus,
+        result: dict[str, Any] | None,
+        error: str | None,
+        at: dt.datetime,
+        current: CommandStatus | None = None,
+    ) -> None:
+        COMMAND.check(current or row.status, status)
+        conn.execute(
+            update(meter_commands)
+            .where(meter_commands.c.id == row.id, meter_commands.c.status == (current or S(row.status)).value)
+            .values(status=status.value, result=result, error=None if error is None else error[:200], finished_at=at)
+        )
