@@ -17,7 +17,7 @@ from .command import emit
 from .options import add_database_url, add_json
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from mita.compose import Runtime
 
 
 def _bounded(kind: type[int] | type[float], low: float, high: float | None = None) -> Callable[[str], float]:
@@ -44,6 +44,11 @@ def add_worker(parser: argparse.ArgumentParser) -> None:
                         help="Seconds between looks when nothing is due (default 1).")  # fmt: skip
     parser.add_argument("--once", action="store_true", help="Send what is due now, then exit.")
     parser.add_argument("--channels", help="Comma-separated channels to send (default: all that have a sender).")
+    parser.add_argument("--concurrency", type=_bounded(int, 1, 256), default=1,
+                        help="Dispatchers in this process, each claiming its own batches: head-end commands wait "
+                             "on meters, so many run at once (default 1).")  # fmt: skip
+    parser.add_argument("--meter-timeout", type=_bounded(float, 0.05, 300), default=5.0,
+                        help="Seconds the head-end waits for a meter's answer (default 5).")  # fmt: skip
     parser.add_argument("--status", action="store_true", help="Print the queue's depth as JSON, and exit.")
     parser.add_argument("--max-attempts", type=_bounded(int, 1, 1000), default=8,
                         help="Tries before a row is parked dead (default 8).")  # fmt: skip
@@ -70,28 +75,53 @@ def worker(args: argparse.Namespace) -> None:
             if args.status:
                 emit(depth(runtime.engine, local_now()), indent=None)
                 return
-            _dispatch(runtime.engine, args)
+            _dispatch(runtime, args)
     finally:
         runtime.engine.dispose()
 
 
-def _dispatch(engine: Engine, args: argparse.Namespace) -> None:
+def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
     import logging
+    import os
     import signal
     import sys
     import threading
     from types import FrameType
 
     from mita import campaign
-    from mita.outbox import CampaignGenerator, Policy, SenderContext, Worker, build_senders, parse_routes, register_kind
+    from mita.headend.runner import CommandSender
+    from mita.outbox import (
+        DEFAULT_ROUTES,
+        CampaignGenerator,
+        Counts,
+        Policy,
+        SenderContext,
+        Worker,
+        build_senders,
+        parse_routes,
+        register_kind,
+    )
+    from mita.outbox.worker import local_now
     from mita.settings import OutboxSettings
+    from mita.vend.callers import Caller
     from mita.vend.errors import VendError
+    from mita.vend.remote import CHANNEL as HEADEND
 
+    engine, services = runtime.engine, runtime.services
     log = logging.getLogger("mita.outbox")
-    # the campaign service sits above the outbox: the shell composes the two
+    # the campaign service and the head-end sit above the outbox: the shell composes them
     register_kind("campaign", lambda ctx: CampaignGenerator(ctx.engine, campaign.generate, stopping=ctx.stopping))
+    meter = Caller(api_key_id=None, name="head-end", role="admin")
+
+    def confirm(drn: str) -> None:  # the meter answered key_changed: the pending configuration becomes current
+        services.confirm_key_change(meter, drn, via="meter")
+
+    register_kind(
+        "headend", lambda ctx: CommandSender(ctx.engine, clock=local_now, confirm_key_change=confirm,
+                                             timeout=args.meter_timeout)
+    )  # fmt: skip
     settings = OutboxSettings()
-    routes = parse_routes(settings.outbox_senders or None)
+    routes = parse_routes(settings.outbox_senders or None, {**DEFAULT_ROUTES, HEADEND: "headend"})
     if args.channels is not None:
         wanted = [c for c in (part.strip() for part in args.channels.split(",")) if c]
         missing = [c for c in wanted if c not in routes]
@@ -122,13 +152,33 @@ def _dispatch(engine: Engine, args: argparse.Namespace) -> None:
 
     main = threading.current_thread() is threading.main_thread()  # only there can signals be handled
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    workers = [
+        Worker(engine, senders, batch_size=args.batch_size, policy=policy, stopping=stopping,
+               name=f"worker {os.getpid()}" + (f".{i}" if args.concurrency > 1 else ""))
+        for i in range(args.concurrency)
+    ]  # fmt: skip
+    totals, adding = Counts(), threading.Lock()
+
+    def run(w: Worker) -> None:
+        done = w.run(once=args.once, poll_interval=args.poll_interval)
+        with adding:
+            totals.add(done)
+
     try:
-        w = Worker(engine, senders, batch_size=args.batch_size, policy=policy, stopping=stopping)
         shown = ", ".join(f"{c}={k}" for c, k in sorted(routes.items()))
-        log.info("%s: sending %s; batches of %d, lease %g s", w.name, shown, args.batch_size, args.lease)
-        totals = w.run(once=args.once, poll_interval=args.poll_interval)
+        log.info("%s: sending %s; %d dispatcher(s), batches of %d, lease %g s", workers[0].name, shown,
+                 args.concurrency, args.batch_size, args.lease)  # fmt: skip
+        if len(workers) == 1:
+            run(workers[0])
+        else:
+            threads = [threading.Thread(target=run, args=(w,), name=w.name, daemon=True) for w in workers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)  # in slices, so that a signal reaches the main thread
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    log.info("%s: stopped: %s", w.name, totals.as_dict())
+    log.info("worker %s: stopped: %s", os.getpid(), totals.as_dict())
     emit(totals.as_dict(), indent=None)

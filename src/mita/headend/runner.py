@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 
 from mita.outbox.senders import Message, SendError
+from mita.sts import StsError
 from mita.vend.lifecycles import COMMAND, CommandKind, CommandStatus
 from mita.vend.schema import meter_commands, meters
 
@@ -202,7 +203,10 @@ class CommandSender:
             self._end(conn, row, status, outcome.result, outcome.error, self.clock(), current=S.SENT)
         log.info("command %s (%s) at meter %s: %s", row.id, kind.value, row.drn, outcome.error or status.value)
         if self.confirm_key_change and any(t.get("result") == "key_changed" for t in outcome.result.get("tokens", [])):
-            self.confirm_key_change(row.drn)
+            try:
+                self.confirm_key_change(row.drn)
+            except StsError as exc:  # confirmed already (by an operator): the command's answer stands
+                log.warning("command %s: key change of meter %s not confirmed: %s", row.id, row.drn, exc.code)
 
     @staticmethod
     def _move(conn: Any, command_id: int, status: CommandStatus, **values: Any) -> None:
