@@ -43,7 +43,7 @@ IntKind = Literal[
 ]  # fmt: skip
 
 #: Integer kinds -> dlms-cosem's class (its encoder and decoder are right for these), octets, signed.
-INTEGERS: dict[str, tuple[Any, int, bool]] = {
+INTEGERS: dict[IntKind, tuple[Any, int, bool]] = {
     "integer": (dlms_data.IntegerData, 1, True),
     "long": (dlms_data.LongData, 2, True),
     "double_long": (dlms_data.DoubleLongData, 4, True),
@@ -54,7 +54,7 @@ INTEGERS: dict[str, tuple[Any, int, bool]] = {
     "long64_unsigned": (dlms_data.UnsignedLong64Data, 8, False),
     "enum": (dlms_data.EnumData, 1, False),
 }
-KIND_OF_TAG: dict[int, str] = {cls.TAG: kind for kind, (cls, _, _) in INTEGERS.items()}
+KIND_OF_TAG: dict[int, IntKind] = {cls.TAG: kind for kind, (cls, _, _) in INTEGERS.items()}
 
 DATETIME_OCTETS = 12
 DEVIATION_UNSPECIFIED = -0x8000
