@@ -82,6 +82,7 @@ CODES: dict[str, Answer] = {
     "not_reversible": Answer(409, "Not reversible"),
     "reversed": Answer(409, "The vend was reversed"),
     "invalid_transition": Answer(409, "Not allowed from the current state"),
+    "not_connected": Answer(409, "The meter has no communication endpoint (keypad only)"),
     "credit_limit": Answer(402, "Vendor credit limit reached"),
     "key_credit_limit": Answer(402, "Vending key credit limit reached"),
     # the server and its database

@@ -15,6 +15,7 @@ text in the unit named beside them, shares as fractions (0.15 is 15 %), times as
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
@@ -30,11 +31,14 @@ from pydantic import (
 from mita.vend import limits
 from mita.vend.lifecycles import (
     CampaignStatus,
+    CommandKind,
+    CommandStatus,
     Delivery,
     KeyChangeStatus,
     KeyStatus,
     Keystore,
     MeterStatus,
+    TokenEncoding,
     TokenKind,
     Utility,
     VendStatus,
@@ -418,6 +422,91 @@ class MarksIn(Body):
     )
 
 
+# --- connected meters: their endpoint and the commands sent to them (mita.headend)
+
+#: The commands an operator queues, with what each does at the meter (``mita.headend.commands.OPERATOR_KINDS``, in
+#: its order: a test keeps them equal).
+COMMAND_KINDS = {
+    "disconnect": "open the meter's supply relay (disconnect control, remote); no value",
+    "reconnect": "close the supply relay again; no value",
+    "set_power_limit": "an STS management token that sets the maximum power limit, delivered remotely (it is also "
+    "in the meter's history, like any engineering token); value: watts (required)",
+    "set_tariff_rate": "an STS management token that sets the tariff rate the meter shows; value: the rate",
+    "read_registers": "read the energy (or water volume) register, the credit, the relay, the power limit and the "
+    "clock",
+    "read_events": "read event logs; logs: which (default all)",
+    "set_clock": "set the meter's clock to the head-end's when the command runs",
+}
+#: The event logs a ``read_events`` command names (``mita.headend.commands.LOGS``).
+LogName = Literal["standard", "fraud", "disconnector", "token"]
+_COMMAND_DOC = "what to do: " + "; ".join(f"`{k}`: {v}" for k, v in COMMAND_KINDS.items())
+_LLS_SECRET = re.compile(r"(?:[0-9a-fA-F]{2}){1,32}")
+#: Longest a command may wait for its meter (``mita.headend.commands.MAX_EXPIRY``).
+MAX_EXPIRY_S = 30 * 86400
+
+
+def _lls_secret(secret: SecretStr) -> SecretStr:
+    """1 to 32 octets as hex; the message never holds the value (nor does the problem: it never echoes input)."""
+    if not _LLS_SECRET.fullmatch(secret.get_secret_value()):
+        raise ValueError("an LLS secret is 1 to 32 octets, hex: 2 to 64 digits, an even number of them")
+    return secret
+
+
+class ConnectionIn(Body):
+    model_config = _example(host="192.0.2.10", port=4059, secret="ffffffffffffffff", token_encoding="bcd")
+
+    host: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=limits.HOST,
+            pattern=r"^[^\s\x00-\x1f\x7f]+$",
+            description="the meter's DNS name or IP address (no spaces)",
+            examples=["192.0.2.10"],
+        ),
+    ]
+    port: Annotated[int, Field(strict=True, ge=1, le=65535)] = Field(
+        description="its TCP port (4059: the DLMS/COSEM port, IEC 62056-47 wrapper)"
+    )
+    secret: Annotated[SecretStr, AfterValidator(_lls_secret)] | None = Field(
+        default=None,
+        max_length=64,
+        description="the management association's LLS secret, hex (1 to 32 octets); stored sealed, never returned, "
+        "logged or audited (the example's all-f secret is a placeholder). Absent: the meter is reached over the "
+        "public client, reading only",
+    )
+    token_encoding: TokenEncoding = Field(
+        default=TokenEncoding.BCD,
+        description="how the meter's token gateway takes a token: bcd (packed BCD, 10 octets) or ascii (20 digits)",
+    )
+    client: Annotated[int, Field(strict=True, ge=1, le=127)] = Field(
+        default=1, description="the management client's address (client SAP, 1..127)"
+    )
+    server: Annotated[int, Field(strict=True, ge=1, le=16383)] = Field(
+        default=1, description="the meter's logical device address (server SAP, 1..16383)"
+    )
+
+
+class CommandIn(Body):
+    model_config = _example(kind="read_events", logs=["token", "standard"], expires_in_s=3600)
+
+    kind: Annotated[str, Field(min_length=1, max_length=20, pattern=PRINTABLE)] = Field(
+        description=_COMMAND_DOC,
+        json_schema_extra={"enum": list(COMMAND_KINDS), "x-enum-descriptions": list(COMMAND_KINDS.values())},
+    )
+    value: Annotated[int, Field(strict=True, ge=0, le=65535)] | None = Field(
+        default=None, description="set_power_limit: watts; set_tariff_rate: the rate; refused for other kinds"
+    )
+    logs: Annotated[list[LogName], Field(min_length=1, max_length=4)] | None = Field(
+        default=None, description="read_events: the logs to read (standard, fraud, disconnector, token); default all"
+    )
+    expires_in_s: Annotated[int, Field(strict=True, ge=1, le=MAX_EXPIRY_S)] | None = Field(
+        default=None,
+        description="seconds the head-end keeps trying to reach the meter before the command ends expired (at most "
+        "30 days); default the delivery expiry (MITA_DELIVERY_EXPIRY_HOURS)",
+    )
+
+
 # ---------------------------------------------------------------------- responses
 
 T = TypeVar("T")
@@ -736,3 +825,45 @@ class SmsQueuedOut(BaseModel):
 class MarksOut(BaseModel):
     marked: int = Field(description="meters marked")
     not_in_campaign: int = Field(description="meters given that the campaign does not hold")
+
+
+# --- connected meters
+
+
+class ConnectionOut(BaseModel):
+    meter: str = Field(description="meter number (DRN)")
+    host: str = Field(description="the meter's DNS name or IP address")
+    port: int = Field(description="its TCP port")
+    client: int = Field(description="the management client's address (client SAP)")
+    server: int = Field(description="the meter's logical device address (server SAP)")
+    token_encoding: TokenEncoding = Field(description="how its token gateway takes a token: bcd or ascii")
+    secret: bool = Field(description="whether an LLS secret is kept (sealed; never shown): false, reading only")
+    created_at: CreatedAt
+    updated_at: Timestamp = Field(description="RFC 3339: when the endpoint was last registered or changed")
+
+
+class CommandOut(BaseModel):
+    id: Id
+    meter: str = Field(description="meter number (DRN)")
+    kind: CommandKind = Field(
+        description="what it asks of the meter: deliver_tokens (a vend's tokens) or one of the operator's kinds"
+    )
+    params: dict[str, Any] = Field(
+        description="its parameters: tokens (in entry order) and purpose where it delivers tokens; value; logs"
+    )
+    status: CommandStatus = Field(
+        description="queued (waiting, or waiting to be tried again), sent (at the meter now), acknowledged (done), "
+        "failed (refused, or a fault a retry cannot change), expired (not reached before expires_at)"
+    )
+    vend_id: str | None = Field(description="the vend whose tokens it carries; null: no tokens")
+    actor: str = Field(description="the API key's name (or system) that queued it, or sold the vend")
+    attempts: int = Field(description="how many times the head-end tried the meter")
+    result: dict[str, Any] | None = Field(
+        description="what the meter answered (each token's status, the credit read back, registers, logs); null: "
+        "nothing yet"
+    )
+    error: str | None = Field(description="the last failure: its code and a short reason; null: none")
+    created_at: CreatedAt
+    expires_at: Timestamp = Field(description="RFC 3339: after this the command is not tried again (expired)")
+    sent_at: Timestamp | None = Field(description="RFC 3339: when the last try started; null: never tried")
+    finished_at: Timestamp | None = Field(description="RFC 3339: when it ended; null: not yet")

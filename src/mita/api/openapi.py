@@ -103,6 +103,16 @@ ROUTE_CODES: dict[str, tuple[str, ...]] = {
     "GET /v1/meters/{drn}/key-changes": ("not_found", *METER_NUMBER),
     "POST /v1/meters/{drn}/confirm-key-change": ("not_found", "no_pending_key", *METER_NUMBER),
     "POST /v1/vends/{vend_id}/accepted": ("not_found", "no_pending_key", "key_change_superseded"),
+    # connected meters (mita.headend): a keypad-only meter's endpoint is not_found; a command for it, not_connected
+    "PUT /v1/meters/{drn}/connection": ("not_found", *METER_NUMBER),
+    "GET /v1/meters/{drn}/connection": ("not_found", *METER_NUMBER),
+    "DELETE /v1/meters/{drn}/connection": ("not_found", *METER_NUMBER),
+    "POST /v1/meters/{drn}/commands": (
+        "not_found", "not_connected", "invalid_kind", "key_change_required", "no_vending_key", "key_expired",
+        "key_not_active", "retry", *IDEMPOTENT, *METER_NUMBER, *TOKEN_ENGINE, *KEY_USE,
+    ),
+    "GET /v1/meters/{drn}/commands": ("not_found", *METER_NUMBER),
+    "GET /v1/commands/{command_id}": ("not_found",),
     # campaigns
     "POST /v1/campaigns": (
         "not_found", "conflict", "no_vending_key", "invalid_dkga", "invalid_key_change", "format_error", "range_error",
