@@ -1,4 +1,4 @@
-"""The COSEM objects of one simulated meter, and what its two methods do to the meter model.
+"""The COSEM objects of one simulated meter, and what its methods and settable attributes do to the meter model.
 
 =====================  ===================  ====  ==================================================================
 object                 OBIS                 IC    backed by
@@ -7,56 +7,138 @@ token gateway          0.0.19.40.0.255      115   method 1 *enter* runs :meth:`M
                                                   from :mod:`mita.sim.status`; delivery method REMOTE
 disconnect control     0.0.96.3.10.255      70    methods 1/2 remote disconnect/reconnect: :meth:`Meter.remote_switch`;
                                                   output_state is the model's switch (or valve)
-clock                  0.0.1.0.0.255        8     the server's clock function (the model's clock is only an input)
+clock                  0.0.1.0.0.255        8     the server's clock (the model's clock is only an input); the
+                                                  management client may SET attr 2 (an offset kept by the server)
 active energy import   1.0.1.8.0.255        3     electricity and gas profiles: consumption in Wh
 water volume           8.0.1.0.0.255        3     water profile: IEC 62056-6-1 medium A=8 (water), C=1 volume,
                                                   D=0 current value, E=0 total; in litres (m³ with scaler -3).
                                                   Not 1.0.1.8.0.255: A=1 is electricity, and a head-end that reads
                                                   "energy" off a water meter would be wrong by kind, not by scale
+active power import    1.0.1.7.0.255        3     W; always 0: the model has no present load (it is an argument of
+                                                  :meth:`Meter.run`, not a state)
+limiter                0.0.17.0.0.255       71    monitors 1.0.1.7.0.255 attr 2; threshold_active (3) and
+                                                  threshold_normal (4) are the model's power limit ``state.mpl``
+                                                  (the STS set-maximum-power-limit token's), 0 = no limit; a SET of
+                                                  attr 4 by the management client sets ``mpl`` (0 clears it)
 credit                 0.0.19.10.0.255      112   current_credit_amount: the utility's unit register (Wh or litres)
 account                0.0.19.0.0.255       111   available_credit: the same figure
+event logs             0.0.99.98.{0,1,2}.255 7    standard, fraud detection, disconnector control: rows of
+                                                  (clock attr 2, event code object attr 2); :mod:`mita.sim.events`
+token transfer log     0.0.99.17.0.255      7     (clock attr 2, token gateway attr 2, token gateway attr 6 element 1)
+event code objects     0.0.96.11.{0,1,2}.255 1    the last event code of each event log (unsigned)
 =====================  ===================  ====  ==================================================================
 
 The model gets time passed in (sans-IO): every handler takes ``now`` from the server. After each change the state
 file is saved by the ``save`` callback, the one :mod:`mita.meter.storage` gives ``mita meter``.
+
+The logs' buffers (attr 2) are encoded here, not by gurux: its encoder types each column by the captured
+attribute's type, so the status-code column (one element of the token_status structure) would be encoded as a
+structure. Rows are written as A-XDR ``array of structure``, date-times as the clock writes its own attr 2.
+Selective access (by range or entry) is not offered: a read with a selector is refused (read-write denied), not
+answered with the whole buffer; gurux's own by-entry selection returns no rows (research note §1.1).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from gurux_dlms import GXDateTime
-from gurux_dlms.enums import Unit
+from gurux_dlms import GXByteBuffer, GXDateTime
+from gurux_dlms.enums import DataType, ErrorCode, Unit
+from gurux_dlms.internal._GXCommon import _GXCommon
 from gurux_dlms.objects import (
     GXDLMSAccount,
     GXDLMSClock,
     GXDLMSCredit,
+    GXDLMSData,
     GXDLMSDisconnectControl,
+    GXDLMSLimiter,
+    GXDLMSProfileGeneric,
     GXDLMSRegister,
     GXDLMSTokenGateway,
 )
-from gurux_dlms.objects.enums import ControlMode, ControlState, TokenDelivery
+from gurux_dlms.objects.enums import ControlMode, ControlState, SortMethod, TokenDelivery
 
 from mita.meter import Meter, Result
 from mita.meter.model import UTILITY_REGISTERS
 from mita.meter.state import PER_BASE_UNIT
 
 from . import carrier, status
+from .events import EventLogs, Log, Watcher
 
 TOKEN_GATEWAY = "0.0.19.40.0.255"
 DISCONNECT_CONTROL = "0.0.96.3.10.255"
 CLOCK = "0.0.1.0.0.255"
 ACTIVE_ENERGY_IMPORT = "1.0.1.8.0.255"
 WATER_VOLUME = "8.0.1.0.0.255"
+ACTIVE_POWER_IMPORT = "1.0.1.7.0.255"
+LIMITER = "0.0.17.0.0.255"
 CREDIT = "0.0.19.10.0.255"
 ACCOUNT = "0.0.19.0.0.255"
+#: Profile generic objects of the logs (IDIS numbering for the event logs; the payment-metering token transfer log).
+LOG_OBIS: dict[Log, str] = {
+    Log.STANDARD: "0.0.99.98.0.255",
+    Log.FRAUD: "0.0.99.98.1.255",
+    Log.DISCONNECTOR: "0.0.99.98.2.255",
+    Log.TOKEN: "0.0.99.17.0.255",
+}
+#: Data objects holding the last event code of each event log.
+EVENT_CODE_OBIS: dict[Log, str] = {
+    Log.STANDARD: "0.0.96.11.0.255",
+    Log.FRAUD: "0.0.96.11.1.255",
+    Log.DISCONNECTOR: "0.0.96.11.2.255",
+}
 
 #: Internal units (W·s, L·s/h) per Wh or litre: the unit of the registers and credit shown over DLMS.
 PER_WH_OR_LITRE = 3600
 #: Wh (or litres) per token base unit (0.1 kWh, 0.1 m³).
 PER_BASE_UNIT_SHOWN = PER_BASE_UNIT // PER_WH_OR_LITRE
+#: Limiter attributes: threshold_active (what is compared now), threshold_normal (what a client sets).
+THRESHOLD_ACTIVE, THRESHOLD_NORMAL = 3, 4
+#: The thresholds are double-long-unsigned watts, the monitored register's type.
+MAX_WATTS = 2**32 - 1
+
+#: One column of a log: (object, attribute, data index, the A-XDR type its values are written as).
+Column = tuple[Any, int, int, int]
+
+
+class LogObject(GXDLMSProfileGeneric):  # type: ignore[misc]
+    """A profile generic whose buffer is the sim's rows (:class:`mita.sim.events.EventLogs`), encoded here."""
+
+    def __init__(self, ln: str, logs: EventLogs, log: Log, columns: Sequence[Column]) -> None:
+        super().__init__(ln)
+        self._logs, self._log = logs, log
+        self._types = [kind for *_, kind in columns]
+        for obj, attribute, data_index, _ in columns:
+            self.addCaptureObject(obj, attribute, data_index)
+        self.capturePeriod = 0  # asynchronous: a row per event
+        self.sortMethod = SortMethod.FIFO
+        self.profileEntries = logs.capacity
+
+    def getValue(self, settings: Any, e: Any) -> Any:
+        if e.index == 2:
+            if e.selector:
+                e.error = ErrorCode.READ_WRITE_DENIED
+                return None
+            e.byteArray = True
+            return self.encode(settings)
+        if e.index == 7:
+            return len(self._logs.rows(self._log))
+        return super().getValue(settings, e)
+
+    def encode(self, settings: Any) -> bytes:
+        """The buffer: ``array`` of ``structure`` rows, each value of its column's type."""
+        rows = self._logs.rows(self._log)
+        out = GXByteBuffer()
+        out.setUInt8(DataType.ARRAY)
+        _GXCommon.setObjectCount(len(rows), out)
+        for row in rows:
+            out.setUInt8(DataType.STRUCTURE)
+            _GXCommon.setObjectCount(len(self._types), out)
+            for kind, value in zip(self._types, row, strict=True):
+                _GXCommon.setData(settings, out, kind, GXDateTime(value) if isinstance(value, dt.datetime) else value)
+        return bytes(out.array())
 
 
 class MeterObjects:
@@ -78,12 +160,60 @@ class MeterObjects:
         self.consumption.scaler, self.consumption.unit = (
             (0.001, Unit.VOLUME_CUBIC_METER) if water else (1, Unit.ACTIVE_ENERGY)
         )
+        self.power = GXDLMSRegister(ACTIVE_POWER_IMPORT)
+        self.power.scaler, self.power.unit, self.power.value = 1, Unit.ACTIVE_POWER, 0
+        self.power.setDataType(2, DataType.UINT32)
+        self.limiter = self._limiter()
         self.credit = GXDLMSCredit(CREDIT)
         self.account = GXDLMSAccount(ACCOUNT)
+        self.logs = EventLogs()
+        self.watcher: Watcher | None = None
+        self.event_codes = {log: self._event_code(obis) for log, obis in EVENT_CODE_OBIS.items()}
+        self.log_objects = {log: self._log_object(log) for log in LOG_OBIS}
+
+    def _limiter(self) -> Any:
+        limiter = GXDLMSLimiter(LIMITER)
+        limiter.monitoredValue, limiter.monitoredAttributeIndex = self.power, 2
+        for attribute in (THRESHOLD_ACTIVE, THRESHOLD_NORMAL, 5):
+            limiter.setDataType(attribute, DataType.UINT32)
+        limiter.thresholdEmergency = 0  # no emergency profile
+        limiter.minOverThresholdDuration = 0  # the model trips at once
+        limiter.minUnderThresholdDuration = self.meter.profile.trip_reconnect_s
+        limiter.emergencyProfile.activationTime = GXDateTime(dt.datetime(2000, 1, 1))
+        limiter.emergencyProfileActive = False
+        return limiter
+
+    def _event_code(self, obis: str) -> Any:
+        data = GXDLMSData(obis)
+        data.setDataType(2, DataType.UINT8)
+        data.value = 0
+        return data
+
+    def _log_object(self, log: Log) -> LogObject:
+        columns: list[Column] = [(self.clock, 2, 0, DataType.OCTET_STRING)]
+        if log is Log.TOKEN:
+            # attr 6 element 1: the status code (the whole structure holds a bit-string many clients cannot decode)
+            columns += [(self.token_gateway, 2, 0, DataType.OCTET_STRING), (self.token_gateway, 6, 1, DataType.ENUM)]
+        else:
+            columns.append((self.event_codes[log], 2, 0, DataType.UINT8))
+        return LogObject(LOG_OBIS[log], self.logs, log, columns)
 
     @property
     def items(self) -> list[Any]:
-        return [self.token_gateway, self.disconnect, self.clock, self.consumption, self.credit, self.account]
+        return [
+            self.token_gateway,
+            self.disconnect,
+            self.clock,
+            self.consumption,
+            self.power,
+            self.limiter,
+            self.credit,
+            self.account,
+            *self.event_codes.values(),
+            *self.log_objects.values(),
+        ]
+
+    # ------------------------------------------------------------ reads
 
     def refresh(self, now: dt.datetime) -> None:
         """Push the model's values into the objects (a plain GET never calls ``onPreRead``: shims bug 4)."""
@@ -96,11 +226,36 @@ class MeterObjects:
         closed = meter.switch_closed(now)
         self.disconnect.outputState = closed
         self.disconnect.controlState = ControlState.CONNECTED if closed else ControlState.DISCONNECTED
+        limit = meter.state.mpl or 0
+        self.limiter.thresholdActive = self.limiter.thresholdNormal = min(limit, MAX_WATTS)
+        for log, data in self.event_codes.items():
+            data.value = self.logs.last_code[log]
 
     def credit_shown(self) -> int:
         """The utility's unit credit register in Wh (electricity, gas) or litres (water), rounded down."""
         unit_register, _ = UTILITY_REGISTERS[self.meter.profile.utility]
         return self.meter.state.registers.get(unit_register, 0) // PER_WH_OR_LITRE
+
+    # ------------------------------------------------------------ events
+
+    def power_up(self, now: dt.datetime) -> None:
+        """The sim starts serving this meter: a power-up row, and the model as it is now is what later changes are
+        compared with (a meter that starts without credit logs no "supply off" for it)."""
+        self.logs.record("power_up", now)
+        self.watcher = Watcher(self.meter, self.logs, now)
+
+    def observe(self, now: dt.datetime) -> None:
+        """Log what changed in the model since it was last looked at."""
+        if self.watcher is None:
+            self.watcher = Watcher(self.meter, self.logs, now)
+        else:
+            self.watcher.observe(now)
+
+    def clock_set(self, old: dt.datetime, new: dt.datetime) -> None:
+        self.logs.record("clock_adjusted_old", old)
+        self.logs.record("clock_adjusted_new", new)
+
+    # ------------------------------------------------------------ changes
 
     def enter(self, data: bytes, now: dt.datetime) -> int:
         """Method 1 of the token gateway: the token status code it leaves in attribute 6."""
@@ -111,11 +266,14 @@ class MeterObjects:
         except carrier.CarrierError as exc:
             tg.statusCode, tg.dataValue = status.FORMAT_FAILURE, status.data_bits(Result.FORMAT_ERROR)
             tg.descriptions = [str(exc).encode()]
+            self.logs.token(now, bytes(data), int(tg.statusCode))
             return int(tg.statusCode)
         entry = self.meter.enter(digits, now)
         self.save(self.meter)  # a reject changes the state too (the reject counter, the lockout)
         tg.statusCode, tg.dataValue = status.STATUS_CODE[entry.result], status.data_bits(entry.result)
         tg.descriptions = [entry.result.value.encode()]
+        self.logs.token(now, bytes(data), int(tg.statusCode))
+        self.observe(now)
         self.refresh(now)
         return int(tg.statusCode)
 
@@ -123,5 +281,20 @@ class MeterObjects:
         """Methods 1 (disconnect, ``closed=False``) and 2 (reconnect) of the disconnect control: supply on after?"""
         on = self.meter.remote_switch(closed, now)
         self.save(self.meter)
+        self.observe(now)
         self.refresh(now)
         return on
+
+    def set_power_limit(self, watts: int, now: dt.datetime) -> None:
+        """A SET of the limiter's threshold_normal: the model's power limit without a token (0: no limit)."""
+        self.meter.state.mpl = watts or None
+        self.save(self.meter)
+        self.observe(now)
+        self.refresh(now)
+
+    def tamper(self, kind: str, now: dt.datetime) -> None:
+        """A tamper the meter detects (the sim has no sensor: tests and the fleet API call this)."""
+        self.meter.tamper(kind, now)
+        self.save(self.meter)
+        self.observe(now)
+        self.refresh(now)

@@ -12,7 +12,18 @@ client  name         authentication                  may
 The secret is compared in constant time and never logged, echoed or stored in the association object (its
 attribute 7 stays empty). One association at a time per meter (real meters restrict this too): a second connection
 waits for the first to close or go idle for ``idle_s``. The clock is a function given to the server, so the model
-gets time passed in and tests control it.
+gets time passed in and tests control it; a SET of the clock object (management only) moves the meter's time by an
+offset the server keeps in memory (a restart forgets it, as it forgets the event logs).
+
+Writable attributes (``MeterServer.writable``), for the management client only: the clock's time (attr 2) and the
+limiter's threshold_normal (attr 4). Every other SET, and every SET by the public client, is answered
+read-write-denied: ``onGetAttributeAccess`` gives the association's true rights (the object list shows the same),
+and :meth:`MeterServer.onPreWrite` checks again before it changes anything.
+
+gurux 1.0.203 answers *every* SET with hardware-fault: its SET handler calls ``isMultipleBlocks()`` and
+``setStatus()`` on a parameters object that has neither (:func:`patch_set_request`, bug 8 below the shims of
+:mod:`mita.sim.shims`; it belongs there, with its canary, and lives here only because that module is not this
+change's to edit). ``tests/sim/test_limiter.py`` pins the code it patches and checks the bug is still there.
 """
 
 from __future__ import annotations
@@ -34,10 +45,11 @@ from gurux_dlms.enums import (
     MethodAccessMode,
     SourceDiagnostic,
 )
+from gurux_dlms.GXDLMSLNParameters import GXDLMSLNParameters
 from gurux_dlms.objects import GXDLMSAssociationLogicalName
 
 from . import shims
-from .objects import MeterObjects
+from .objects import MAX_WATTS, THRESHOLD_NORMAL, MeterObjects
 
 log = logging.getLogger("mita.sim")
 
@@ -45,6 +57,27 @@ PUBLIC_CLIENT = 16
 MANAGEMENT_CLIENT = 1
 SERVER_ADDRESS = 1  # the management logical device
 SECRET_ATTRIBUTE = 7  # association LN: the LLS secret
+CLOCK_TIME = 2  # clock: time
+#: A date-time is 12 octets (IEC 62056-6-2 §4.1.6.1): year (2), month, day, weekday, hour, minute, second,
+#: hundredths, deviation (2), clock status.
+DATE_TIME_OCTETS = 12
+NOT_SPECIFIED = 0xFF
+
+
+def _is_multiple_blocks(self: Any) -> bool:
+    return bool(self.multipleBlocks)
+
+
+def _set_status(self: Any, value: Any) -> None:
+    self.status = value
+
+
+def patch_set_request() -> None:
+    """Bug 8: ``GXDLMSLNCommandHandler.handleSetRequestNormal`` calls ``p.isMultipleBlocks()`` on every SET and
+    ``p.setStatus(...)`` to refuse one, and ``GXDLMSLNParameters`` defines neither (it has the ``multipleBlocks``
+    and ``status`` fields): every SET ended in an AttributeError, answered hardware-fault. Idempotent."""
+    GXDLMSLNParameters.isMultipleBlocks = _is_multiple_blocks
+    GXDLMSLNParameters.setStatus = _set_status
 
 
 class MeterServer(GXDLMSServer):  # type: ignore[misc]
@@ -52,14 +85,28 @@ class MeterServer(GXDLMSServer):  # type: ignore[misc]
 
     def __init__(self, objects: MeterObjects, secret: bytes, clock: Callable[[], dt.datetime]) -> None:
         shims.apply()
+        patch_set_request()
         super().__init__(True, InterfaceType.WRAPPER)
         self.objects, self._secret, self.clock = objects, bytes(secret), clock
+        self.offset = dt.timedelta(0)  # what SETs of the clock moved the meter's time by
         self.association = GXDLMSAssociationLogicalName()
         items = [self.association, *objects.items]
         shims.prefill_association(self.association, items)
         for item in items:
             self.items.append(item)
         self.initialize()
+        #: (object, attribute) -> what a management SET of it does (anything else is refused).
+        self.writable: dict[tuple[int, int], Callable[[Any], ErrorCode]] = {
+            (id(objects.clock), CLOCK_TIME): self._set_clock,
+            (id(objects.limiter), THRESHOLD_NORMAL): self._set_power_limit,
+        }
+
+    def __repr__(self) -> str:
+        return f"<MeterServer {self.objects.meter.state.drn}>"  # never the secret
+
+    def now(self) -> dt.datetime:
+        """The meter's time: the server's clock, moved by the management client's clock SETs."""
+        return self.clock() + self.offset
 
     # ------------------------------------------------------------ association
 
@@ -85,8 +132,11 @@ class MeterServer(GXDLMSServer):  # type: ignore[misc]
         )
 
     def onGetAttributeAccess(self, arg: Any) -> int:
+        """The association's rights: what its object list shows, and what gurux checks a GET or SET against."""
         if arg.target is self.association and arg.index == SECRET_ATTRIBUTE:
             return int(AccessMode.NO_ACCESS)
+        if self._management() and (id(arg.target), arg.index) in self.writable:
+            return int(AccessMode.READ_WRITE)
         return int(AccessMode.READ)
 
     def onGetMethodAccess(self, arg: Any) -> int:
@@ -99,7 +149,7 @@ class MeterServer(GXDLMSServer):  # type: ignore[misc]
     def onPreAction(self, args: Any) -> None:
         """Token gateway and disconnect control have no server ``invoke`` in gurux: they are handled here, for the
         management client only; every other method call is refused (read-write denied)."""
-        now = self.clock()
+        now = self.now()
         for e in args:
             management = self._management()
             if management and e.target is self.objects.token_gateway and e.index == 1:
@@ -117,7 +167,27 @@ class MeterServer(GXDLMSServer):  # type: ignore[misc]
         pass
 
     def onPreWrite(self, args: Any) -> None:
-        pass
+        """Every SET ends here (see the module docstring): a writable attribute for the management client, or a
+        read-write-denied answer. Handled either way, so gurux never stores a client's value itself."""
+        for e in args:
+            setter = self.writable.get((id(e.target), e.index)) if self._management() else None
+            e.error = ErrorCode.READ_WRITE_DENIED if setter is None else setter(e.value)
+            e.handled = True
+
+    def _set_clock(self, value: Any) -> ErrorCode:
+        new = parse_date_time(value)
+        if new is None:
+            return ErrorCode.UNMATCHED_TYPE
+        old = self.now()
+        self.offset = new - self.clock()
+        self.objects.clock_set(old, new)
+        return ErrorCode.OK
+
+    def _set_power_limit(self, value: Any) -> ErrorCode:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WATTS:
+            return ErrorCode.UNMATCHED_TYPE
+        self.objects.set_power_limit(value, self.now())
+        return ErrorCode.OK
 
     def onPostWrite(self, args: Any) -> None:
         pass
@@ -144,17 +214,43 @@ class MeterServer(GXDLMSServer):  # type: ignore[misc]
 
     def answer(self, data: bytes) -> bytes:
         """The reply to one chunk of the TCP stream (empty while a wrapper frame is incomplete)."""
-        self.objects.refresh(self.clock())
+        self.objects.refresh(self.now())
         reply = shims.ServerReply(bytearray(data))
         self.handleRequest(reply)
         return bytes(reply.reply or b"")
 
 
-async def serve(server: MeterServer, host: str, port: int, idle_s: float = 60.0) -> asyncio.Server:
-    """Listen on ``host:port``; each connection is one association, served to its end."""
+def parse_date_time(value: Any) -> dt.datetime | None:
+    """A COSEM date-time octet-string as the meter's local time (deviation and status ignored: the sim's clock is
+    local); None if it is not one, or leaves the date or time unspecified."""
+    if not isinstance(value, bytes | bytearray) or len(value) != DATE_TIME_OCTETS:
+        return None
+    year = int.from_bytes(value[0:2], "big")
+    month, day, _, hour, minute, second = value[2:8]
+    if NOT_SPECIFIED in (month, day, hour, minute, second) or year == 0xFFFF:
+        return None
+    try:
+        return dt.datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return None
+
+
+async def serve(
+    server: MeterServer,
+    host: str,
+    port: int,
+    idle_s: float = 60.0,
+    connections: set[asyncio.Task[Any]] | None = None,
+) -> asyncio.Server:
+    """Listen on ``host:port``; each connection is one association, served to its end. The meter powers up (its
+    standard event log's first row). ``connections``, if given, holds the task of every open connection, so that
+    a caller stopping many meters can cancel them at once instead of waiting for each to go idle."""
     lock = asyncio.Lock()
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if connections is not None and task is not None:
+            connections.add(task)
         try:
             async with lock:
                 server.reset()
@@ -176,8 +272,12 @@ async def serve(server: MeterServer, host: str, port: int, idle_s: float = 60.0)
             # the listener is shutting down: end quietly (Python 3.11's stream callback logs a cancelled handler)
             pass
         finally:
+            if connections is not None and task is not None:
+                connections.discard(task)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
                 await writer.wait_closed()
 
-    return await asyncio.start_server(connection, host, port)
+    listening = await asyncio.start_server(connection, host, port)
+    server.objects.power_up(server.now())
+    return listening
