@@ -346,6 +346,7 @@ def test_a_vend_for_a_connected_meter_queues_its_tokens(world: World) -> None:
         ({"kind": "read_registers", "logs": ["token"]}, "invalid_request"),
         ({"kind": "disconnect", "expires_in_s": 0}, "invalid_request"),
         ({"kind": "disconnect", "expires_in_s": 31 * 86400}, "invalid_request"),
+        ({"kind": "set_tariff_rate", "value": 1, "expires_in_s": 60}, "invalid_request"),
         ({"kind": "disconnect", "when": "now"}, "invalid_request"),
         ({}, "invalid_request"),
     ],

@@ -503,7 +503,8 @@ class CommandIn(Body):
     expires_in_s: Annotated[int, Field(strict=True, ge=1, le=MAX_EXPIRY_S)] | None = Field(
         default=None,
         description="seconds the head-end keeps trying to reach the meter before the command ends expired (at most "
-        "30 days); default the delivery expiry (MITA_DELIVERY_EXPIRY_HOURS)",
+        "30 days); default the delivery expiry (MITA_DELIVERY_EXPIRY_HOURS), which set_power_limit and "
+        "set_tariff_rate always take (their tokens are sold like a vend's)",
     )
 
 

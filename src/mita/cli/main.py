@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("mita.cli.worker", "add_worker", "Send what the outbox holds; run its jobs (campaign generation)."),
     "conformance": ("mita.cli.conformance", "add_commands", "Run the shipped STS vectors; check another system."),
     "sim": ("mita.cli.sim", "add_commands", "Simulated smart meters: serve a meter file over DLMS/COSEM."),
+    "headend": ("mita.cli.headend", "add_commands", "Connected meters: their endpoint, commands sent to them."),
     "help": ("mita.cli.main", "add_help", "Reference: the exit codes."),
 }
 

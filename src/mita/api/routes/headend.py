@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from mita.headend import commands, registry
 from mita.vend.errors import VendError
 from mita.vend.lifecycles import CommandStatus
+from mita.vend.remote import TOKEN_KINDS
 
 from .. import models as m
 from ..deps import ID_MAX, READERS, DrnPath, IdempotencyKey, Limit, Svc, Who, v1_router
@@ -88,6 +89,9 @@ def queue_command(drn: DrnPath, body: m.CommandIn, caller: Who, svc: Svc, key: I
     spends no second TID. A keypad-only meter is refused with 409 ``not_connected``.
     """
     params = body.model_dump(include={"value", "logs"}, exclude_none=True)
+    if body.expires_in_s is not None and body.kind in TOKEN_KINDS:  # its token is sold now, and tried as a vend's
+        raise VendError("invalid_request", f"{body.kind} is an STS token, tried for the delivery expiry like a vend's "
+                        "tokens (MITA_DELIVERY_EXPIRY_HOURS): it takes no expires_in_s")  # fmt: skip
     expiry = svc.ctx.delivery_expiry if body.expires_in_s is None else dt.timedelta(seconds=body.expires_in_s)
     out = commands.queue(
         svc.engine, svc.engineering, caller, drn, body.kind, params, at=svc.clock(), expiry=expiry, key=key
