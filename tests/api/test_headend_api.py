@@ -9,6 +9,7 @@ and neither does the audit. No worker runs here: commands stay queued (running t
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import secrets
 import uuid
@@ -162,7 +163,8 @@ def test_the_documented_examples_are_accepted(world: World) -> None:
 # ---------------------------------------------------------------------- the endpoint
 
 
-def test_connect_replace_read_and_disconnect(world: World) -> None:
+def test_connect_replace_read_and_disconnect(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     c, before = world.client, world.client.get(f"/v1/meters/{SPARE}", headers=world.admin).json()
     is_problem(c.get(f"/v1/meters/{SPARE}/connection", headers=world.admin), 404, "not_found")
     r = world.connect(SPARE, host="meter-7.example.net", port=4059, secret=LLS.upper(), token_encoding="ascii",
@@ -197,9 +199,11 @@ def test_connect_replace_read_and_disconnect(world: World) -> None:
     assert entries[0][1]["host"] == "meter-7.example.net" and entries[1][1]["port"] == 4060
     listed = c.get("/v1/audit?limit=500", headers=world.admin).text.lower()
     assert LLS.lower() not in listed and "meter_connected" in listed
+    assert caplog.records and LLS.lower() not in caplog.text.lower()  # nor in a log line
 
 
-def test_connection_refusals(world: World) -> None:
+def test_connection_refusals(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     cases: list[tuple[dict[str, Any], str]] = [
         ({"host": "h", "port": 0}, "invalid_request"),
         ({"host": "h", "port": 65536}, "invalid_request"),
@@ -222,6 +226,7 @@ def test_connection_refusals(world: World) -> None:
     is_problem(world.connect(UNKNOWN[:-1] + str((int(UNKNOWN[-1]) + 1) % 10), host="h", port=1), 422,
                "check_digit_error")  # fmt: skip
     assert world.audited(UNKNOWN) == []
+    assert caplog.records and LLS.lower() not in caplog.text.lower()
 
 
 def test_roles(world: World) -> None:
