@@ -91,7 +91,9 @@ def register(
             action = "meter_endpoint_changed"
         shown = {k: v for k, v in values.items() if k not in ("secret", "updated_at")}
         write_audit(conn, actor, at, action, "meter", number, **shown, secret=secret is not None)
-        return _describe(conn, meter_id, number)
+        endpoint = _describe(conn, meter_id, number)
+        assert endpoint is not None  # written just above, in this transaction
+        return endpoint
 
 
 def unregister(engine: Engine, actor: Actor, drn: str, at: dt.datetime) -> bool:
