@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mita.meter import Meter, storage
+from mita.sts.identity import luhn_digit
 
 KEY = 0x0123456789ABCDEF
 DRN = "47500150231"
@@ -24,13 +26,30 @@ class Sim:
     port: int
     path: Path
     now: list[dt.datetime] = field(default_factory=lambda: [T0])
+    objects: Any = None  # the meter's MeterObjects, on the loop's thread: reach it through call()
+    loop: asyncio.AbstractEventLoop | None = None
 
     def load(self) -> Meter:
         return storage.load(self.path)
 
+    def call(self, function: Callable[[], Any]) -> Any:
+        """Run ``function`` on the server's event loop (where the meter's objects are used) and return its value."""
+        assert self.loop is not None
 
-def make_meter(profile: str = "legacy-ea07") -> Meter:
-    return Meter.create(drn=DRN, ea=7, decoder_key=KEY, sgc="123456", ti=1, krn=1, kt=2, profile=profile)
+        async def run() -> Any:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(5)
+
+
+def make_meter(profile: str = "legacy-ea07", drn: str = DRN) -> Meter:
+    return Meter.create(drn=drn, ea=7, decoder_key=KEY, sgc="123456", ti=1, krn=1, kt=2, profile=profile)
+
+
+def drn_of(i: int) -> str:
+    """The i-th of a series of valid 11-digit meter numbers (the last digit is the Luhn check digit)."""
+    payload = f"{4750000000 + i:010d}"
+    return payload + str(luhn_digit(payload))
 
 
 def start(tmp_path: Path, profile: str = "legacy-ea07", encoding: str | None = None) -> Iterator[Sim]:
@@ -43,6 +62,7 @@ def start(tmp_path: Path, profile: str = "legacy-ea07", encoding: str | None = N
     objects = MeterObjects(storage.load(path), lambda m: storage.save(m, path), encoding)  # type: ignore[arg-type]
     server = MeterServer(objects, SECRET, lambda: sim.now[0])
     loop = asyncio.new_event_loop()
+    sim.objects, sim.loop = objects, loop
     listening = loop.run_until_complete(serve(server, "127.0.0.1", 0, idle_s=5))
     sim.port = listening.sockets[0].getsockname()[1]
     thread = threading.Thread(target=loop.run_forever, daemon=True)

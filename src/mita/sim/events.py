@@ -133,12 +133,12 @@ class Watcher:
 
     def observe(self, now: dt.datetime) -> None:
         tamper, reasons, mpl = self._seen(now)
+        if mpl != self.mpl:  # first: a new limit can be what trips the switch
+            self.logs.record("limiter_threshold_changed", now)
         for name in _changes(TAMPER_EVENTS, self.tamper, tamper):
             self.logs.record(name, now)
         for name in _changes(OPEN_REASON_EVENTS, self.reasons, reasons):
             self.logs.record(name, now)
-        if mpl != self.mpl:
-            self.logs.record("limiter_threshold_changed", now)
         self.tamper, self.reasons, self.mpl = tamper, reasons, mpl
 
 

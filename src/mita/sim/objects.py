@@ -118,10 +118,10 @@ class LogObject(GXDLMSProfileGeneric):  # type: ignore[misc]
 
     def getValue(self, settings: Any, e: Any) -> Any:
         if e.index == 2:
+            e.byteArray = True  # raw bytes; and a refusal must append none (gurux sends them after the error)
             if e.selector:
                 e.error = ErrorCode.READ_WRITE_DENIED
-                return None
-            e.byteArray = True
+                return b""
             return self.encode(settings)
         if e.index == 7:
             return len(self._logs.rows(self._log))
@@ -138,6 +138,22 @@ class LogObject(GXDLMSProfileGeneric):  # type: ignore[misc]
             _GXCommon.setObjectCount(len(self._types), out)
             for kind, value in zip(self._types, row, strict=True):
                 _GXCommon.setData(settings, out, kind, GXDateTime(value) if isinstance(value, dt.datetime) else value)
+        return bytes(out.array())
+
+
+class LimiterObject(GXDLMSLimiter):  # type: ignore[misc]
+    """gurux's limiter, its thresholds (attrs 3-5) encoded here as double-long-unsigned. Their declared type stays
+    unset because gurux's SET path converts a received octet-string to the declared type: an octet-string sent as a
+    threshold would become a number of watts; unconverted, :mod:`mita.sim.server` refuses it as type-unmatched."""
+
+    THRESHOLDS = (THRESHOLD_ACTIVE, THRESHOLD_NORMAL, 5)
+
+    def getValue(self, settings: Any, e: Any) -> Any:
+        if e.index not in self.THRESHOLDS:
+            return super().getValue(settings, e)
+        out = GXByteBuffer()
+        _GXCommon.setData(settings, out, DataType.UINT32, super().getValue(settings, e))
+        e.byteArray = True
         return bytes(out.array())
 
 
@@ -172,10 +188,8 @@ class MeterObjects:
         self.log_objects = {log: self._log_object(log) for log in LOG_OBIS}
 
     def _limiter(self) -> Any:
-        limiter = GXDLMSLimiter(LIMITER)
+        limiter = LimiterObject(LIMITER)
         limiter.monitoredValue, limiter.monitoredAttributeIndex = self.power, 2
-        for attribute in (THRESHOLD_ACTIVE, THRESHOLD_NORMAL, 5):
-            limiter.setDataType(attribute, DataType.UINT32)
         limiter.thresholdEmergency = 0  # no emergency profile
         limiter.minOverThresholdDuration = 0  # the model trips at once
         limiter.minUnderThresholdDuration = self.meter.profile.trip_reconnect_s

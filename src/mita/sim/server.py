@@ -17,8 +17,10 @@ offset the server keeps in memory (a restart forgets it, as it forgets the event
 
 Writable attributes (``MeterServer.writable``), for the management client only: the clock's time (attr 2) and the
 limiter's threshold_normal (attr 4). Every other SET, and every SET by the public client, is answered
-read-write-denied: ``onGetAttributeAccess`` gives the association's true rights (the object list shows the same),
-and :meth:`MeterServer.onPreWrite` checks again before it changes anything.
+read-write-denied: ``onGetAttributeAccess`` gives the association's true rights, and
+:meth:`MeterServer.onPreWrite` checks again before it changes anything. (The association's object list would show
+the same rights, but gurux fills it from ``e.server``, which its ``ValueEventArgs`` never sets: every entry's
+rights are empty.)
 
 gurux 1.0.203 answers *every* SET with hardware-fault: its SET handler calls ``isMultipleBlocks()`` and
 ``setStatus()`` on a parameters object that has neither (:func:`patch_set_request`, bug 8 below the shims of
@@ -132,7 +134,7 @@ class MeterServer(GXDLMSServer):  # type: ignore[misc]
         )
 
     def onGetAttributeAccess(self, arg: Any) -> int:
-        """The association's rights: what its object list shows, and what gurux checks a GET or SET against."""
+        """The association's rights: what gurux checks a GET or SET against."""
         if arg.target is self.association and arg.index == SECRET_ATTRIBUTE:
             return int(AccessMode.NO_ACCESS)
         if self._management() and (id(arg.target), arg.index) in self.writable:
