@@ -12,13 +12,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mita import sts
 from mita.meter import Meter, storage
+from mita.sim import carrier
 from mita.sts.identity import luhn_digit
 
 KEY = 0x0123456789ABCDEF
 DRN = "47500150231"
 SECRET = b"mgmt-7f3a"
 T0 = dt.datetime(2024, 3, 1, 12, 0)
+#: 100 base units (10 kWh) of electricity for a meter with KEY, TID at T0, as packed BCD: what enter carries.
+CREDIT_TOKEN = carrier.pack(
+    sts.encode(sts.TransferCredit(sts.tid_from_datetime(T0), 100, 5, sts.CreditKind.ELECTRICITY), sts.EA.STA, KEY)
+)
 
 
 @dataclass

@@ -11,17 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from mita import sts
 from mita.meter import Meter, storage
-from mita.sim import carrier
 from mita.sim.fleet import Endpoint, FleetError, FleetMeter, FleetThread
 
 from .cosem_calls import DISCONNECTOR_LOG, FRAUD_LOG, TOKEN_LOG, enter, rows, session, status_code
-from .sim_fixtures import KEY, SECRET, T0, drn_of, make_meter
+from .sim_fixtures import CREDIT_TOKEN, SECRET, T0, drn_of, make_meter
 
-TOKEN = carrier.pack(
-    sts.encode(sts.TransferCredit(sts.tid_from_datetime(T0), 100, 5, sts.CreditKind.ELECTRICITY), sts.EA.STA, KEY)
-)
+TOKEN = CREDIT_TOKEN
 
 
 def clock() -> dt.datetime:
