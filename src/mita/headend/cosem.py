@@ -2,12 +2,14 @@
 
 The meter side (mita.sim) encodes with gurux-dlms; this side decodes with dlms-cosem 21.3.2, so that one codec's
 bug cannot hide on both ends. dlms-cosem's decoder is used where it is right, and this module's own code only
-where it is not. What 21.3.2 gets wrong, found while writing this (each one has a test):
+where it is not. What 21.3.2 gets wrong, found while writing this (tests/headend/test_cosem.py has a canary for
+each, but the endless loop):
 
 ===================================  ================================================================  ===========
 dlms-cosem 21.3.2                    what goes wrong                                                    here
 ===================================  ================================================================  ===========
-decoder, short input                 reads past the end silently (``DoubleLongData`` of one octet = 1)  refused
+decoder, short input                 reads past the end without an error (one octet read as a           refused
+                                     double-long); ``utils.parse_as_dlms_data`` then loops forever
 decoder, bit-string (tag 4)          ``NotImplementedError`` (so token_status cannot be read)           own code
 decoder, visible/UTF-8 string        ``NotImplementedError``                                            own code
 decoder, float32/float64             ``NotImplementedError``                                            own code
