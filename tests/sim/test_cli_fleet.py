@@ -73,7 +73,15 @@ def test_a_secrets_file_others_can_read_is_refused(tmp_path: Path, master_key: N
 
 
 @pytest.mark.parametrize(
-    "secrets", [{drn_of(0): "xyz"}, {drn_of(0): "abc"}, {drn_of(0): 12}, {drn_of(0): "ab" * 33}, ["6d67"]]
+    "secrets",
+    [
+        {drn_of(0): "xyz"},
+        {drn_of(0): "abc"},
+        {drn_of(0): 12},
+        {drn_of(0): "ab" * 33},
+        ["6d67"],
+        {"abababab": drn_of(0)},  # swapped: the secret as the name
+    ],
 )
 def test_a_secret_that_is_not_hex_octets_is_refused_by_meter_never_shown(
     tmp_path: Path, master_key: None, secrets: object

@@ -148,6 +148,8 @@ def read_secrets(path: str) -> dict[str, bytes]:
         raise SecretError("invalid_key", f"--secrets {path!r} must be a JSON object: DRN -> secret, hex")
     out: dict[str, bytes] = {}
     for drn, value in data.items():
+        if not (drn.isdigit() and len(drn) in (11, 13)):  # a secret pasted as the name is not echoed
+            raise SecretError("invalid_key", f"--secrets {path!r}: a name is not a meter number (11 or 13 digits)")
         digits = len(value) if isinstance(value, str) else 0
         try:
             secret = bytes.fromhex(value) if digits in SECRET_DIGITS else None
