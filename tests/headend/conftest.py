@@ -49,12 +49,16 @@ def sim_token(amount: int = 100, tid: int | None = None, kind: sts.CreditKind = 
     return sts.encode(sts.TransferCredit(tid, amount, 5, kind), sts.EA.STA, SIM_KEY)
 
 
-def _serve(folder: Path, profile: str, encoding: str | None) -> Iterator[SimMeter]:
+def _serve(
+    folder: Path, profile: str, encoding: str | None, prepare: Callable[[Meter], object] | None
+) -> Iterator[SimMeter]:
     from mita.sim.objects import MeterObjects
     from mita.sim.server import MeterServer, serve
 
     path = folder / "meter.json"
     meter = Meter.create(drn=SIM_DRN, ea=7, decoder_key=SIM_KEY, sgc="123456", ti=1, krn=1, kt=2, profile=profile)
+    if prepare is not None:
+        prepare(meter)
     storage.save(meter, path)
     sim = SimMeter(0, path)
     objects = MeterObjects(storage.load(path), lambda m: storage.save(m, path), encoding)  # type: ignore[arg-type]
@@ -92,13 +96,16 @@ def sim_master_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def sim_meter(tmp_path: Path, sim_master_key: None) -> Iterator[Callable[..., SimMeter]]:
-    """``sim_meter(profile="legacy-ea07", encoding=None)``: a simulated meter served until the test ends."""
+    """``sim_meter(profile="legacy-ea07", encoding=None, prepare=None)``: a simulated meter served until the test
+    ends; ``prepare(meter)`` is called on the new meter before it is served (a keypad entry, consumption...)."""
     running: list[Iterator[SimMeter]] = []
 
-    def start(profile: str = "legacy-ea07", encoding: str | None = None) -> SimMeter:
+    def start(
+        profile: str = "legacy-ea07", encoding: str | None = None, prepare: Callable[[Meter], object] | None = None
+    ) -> SimMeter:
         folder = tmp_path / f"meter{len(running)}"
         folder.mkdir()
-        served = _serve(folder, profile, encoding)
+        served = _serve(folder, profile, encoding, prepare)
         running.append(served)
         return next(served)
 
