@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 from dlms_cosem import a_xdr, cosem, dlms_data
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mita.headend import cosem as axdr
 from mita.headend.cosem import CosemError
 
 KINDS = list(axdr.INTEGERS)
+#: No per-example deadline where an example imports gurux (the first) or handles long values: time is not the point.
+UNTIMED = settings(deadline=None)
 
 
 def bounds(kind: axdr.IntKind) -> tuple[int, int]:
@@ -88,6 +90,7 @@ def test_booleans_round_trip(value: bool) -> None:
     assert axdr.decode_bool(axdr.encode_bool(value)) is value
 
 
+@UNTIMED
 @given(st.binary(max_size=70_000))
 def test_octet_strings_of_any_length_round_trip(data: bytes) -> None:
     raw = axdr.encode_octet_string(data)
@@ -183,6 +186,7 @@ def test_nested_values_round_trip(value: tuple[bytes, Any]) -> None:
     assert axdr.decode(raw) == python
 
 
+@UNTIMED
 @given(values)
 def test_every_truncation_and_any_extra_octet_is_refused(value: tuple[bytes, Any]) -> None:
     raw, _ = value
@@ -300,6 +304,7 @@ def gurux_integers(draw: st.DrawFn) -> tuple[str, int]:
     return kind, draw(st.integers(*bounds(GURUX_INTEGERS[kind])))
 
 
+@UNTIMED
 @given(gurux_integers())
 def test_gurux_integers_decode_here(kind_value: tuple[str, int]) -> None:
     kind, value = kind_value
@@ -307,6 +312,7 @@ def test_gurux_integers_decode_here(kind_value: tuple[str, int]) -> None:
     assert gurux(kind, value) == axdr.encode_integer(value, GURUX_INTEGERS[kind])
 
 
+@UNTIMED
 @given(st.binary(max_size=400), st.text(alphabet="01", min_size=1, max_size=64))
 def test_gurux_octet_strings_and_bit_strings_decode_here(data: bytes, value: str) -> None:
     assert axdr.decode_octet_string(gurux("OCTET_STRING", data)) == data
@@ -314,6 +320,7 @@ def test_gurux_octet_strings_and_bit_strings_decode_here(data: bytes, value: str
     assert gurux("OCTET_STRING", data) == axdr.encode_octet_string(data)
 
 
+@UNTIMED
 @given(times(st.integers(-12 * 4, 14 * 4).map(lambda q: dt.timezone(dt.timedelta(minutes=15 * q)))))
 def test_gurux_date_times_decode_here_to_the_same_instant(when: dt.datetime) -> None:
     when = when.replace(year=2000 + when.year % 100)  # gurux reads times through the platform's clock functions
