@@ -129,6 +129,9 @@ def test_an_endpoint_never_shows_its_secret() -> None:
     assert "secret=<set>" in repr(endpoint)
     assert endpoint.client_sap == 1
     assert Endpoint("10.0.0.7", 4059).client_sap == 16  # without a secret: the public client
+    for port, timeout in ((0, 5.0), (70_000, 5.0), (4059, 0.0)):
+        with pytest.raises(ValueError):
+            Endpoint("10.0.0.7", port, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------------------ the sim

@@ -100,6 +100,10 @@ class Endpoint:
             f"server={self.server}, timeout={self.timeout}, release={self.release})"
         )
 
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536 or not self.timeout > 0:
+            raise ValueError("an endpoint needs a TCP port 1-65535 and a timeout above 0 s")
+
     @property
     def client_sap(self) -> int:
         return self.client if self.secret is not None else PUBLIC_CLIENT
@@ -310,18 +314,16 @@ class _DlmsCosemAssociation:
         self.associated = True
 
     def close(self) -> None:
-        """Release if asked to (and if it can still be), then drop the connection. Never raises."""
+        """Release if asked to (and if it can still be), then drop the connection. Never raises: an RLRE that does
+        not parse (gurux's has a wrong length octet, docs/notes/dlms-sim.md) is logged at DEBUG and ignored."""
         try:
             if self.endpoint.release and self.associated and self.usable:
-                try:
-                    rlre = self._request("release", self.connection.get_rlrq())
-                    if not isinstance(rlre, acse.ReleaseResponse):
-                        log.debug("release: answer is a %s, not an RLRE; connection dropped", type(rlre).__name__)
-                except LinkError as exc:
-                    # gurux's RLRE has a wrong length octet (docs/notes/dlms-sim.md): drop the connection anyway
-                    log.debug("release not completed (%s: %s); connection dropped", exc.code, exc)
-        except Exception:  # closing must never raise: whatever happened, the socket is closed below
-            log.debug("release failed; connection dropped", exc_info=False)
+                rlre = self._request("release", self.connection.get_rlrq())
+                if not isinstance(rlre, acse.ReleaseResponse):
+                    raise LinkError("protocol", f"answer to RLRQ is a {type(rlre).__name__}, not an RLRE")
+        except Exception as exc:  # leaving must never raise; the connection is dropped below either way
+            reason = f"{exc.code}: {exc}" if isinstance(exc, LinkError) else type(exc).__name__
+            log.debug("release not completed (%s); connection dropped", reason)
         finally:
             self.wire.close()
 
