@@ -91,7 +91,7 @@ def queue(
             raise VendError("not_connected", f"meter {number} has no communication endpoint (keypad only)")
     if what in TOKEN_KINDS:
         issued = engineering(caller, number, what.value, checked["value"], key)
-        vend_id = issued.body["vend_id"]
+        vend_id = issued.body["id"]
         with engine.connect() as conn:
             found = conn.execute(select(meter_commands.c.id).where(meter_commands.c.vend_id == vend_id)).scalar()
         if found is None:  # the endpoint was removed between the check and the token: it is on the answer only
