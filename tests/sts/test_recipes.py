@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from types import SimpleNamespace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, literal, select
@@ -91,12 +92,11 @@ def test_a_2_token_set_in_natural_order_and_a_rollover_sets_ro() -> None:
 
 def test_engineering_tokens_from_one_table() -> None:
     for kind, value in itertools.product(recipes.ENGINEERING, (None, 5000)):
-        needs_value = kind in ("set_power_limit", "set_phase_unbalance_limit")
+        needs_value = kind in ("set_power_limit", "set_phase_unbalance_limit", "set_tariff_rate")
         if needs_value and value is None:
-            try:
+            with pytest.raises(RecipeError) as refused:
                 recipes.engineering_token(kind, 7, value, 3)
-            except RecipeError as exc:
-                assert exc.code == "invalid_request"
+            assert refused.value.code == "invalid_request"
             continue
         token = recipes.engineering_token(kind, 7, value, 3)
         assert getattr(token, "tid", None) == (7 if recipes.engineering_needs_tid(kind) else None)
