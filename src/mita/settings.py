@@ -43,7 +43,8 @@ class OutboxSettings(_Base):
 
     outbox_senders: str = Field(
         default="",
-        description="channel=sender pairs over the defaults `receipt=log,sms=log,campaign.generate=campaign,headend=headend` "
+        description="channel=sender pairs over the defaults "
+        "`receipt=log,sms=log,campaign.generate=campaign,headend=headend` "
         "(senders: log, webhook, null, campaign, headend, off)",
     )
     webhook_url: str = Field(default="", description="where the webhook sender posts")
