@@ -117,6 +117,28 @@ def test_an_offline_meter_gets_its_tokens_when_it_answers_again(world: World, tm
         assert done["status"] == "acknowledged" and done["error"] is None
 
 
+def test_a_worker_that_died_mid_delivery_leaves_the_command_to_the_next_which_counts_used_as_delivered(
+    world: World, tmp_path: Path
+) -> None:
+    connect(world, 9)
+    vend = world.vend(5000)
+    queued = commands.for_vend(world.engine, vend["id"])
+    assert queued is not None
+    for token in vend["tokens"]:  # the first worker entered the tokens, then died before it wrote what came of it
+        assert str(world.meter.enter(token["digits"], world.now[0]).result) == "accept"
+    with world.engine.begin() as conn:
+        conn.execute(update(meter_commands).where(meter_commands.c.id == queued["id"]).values(status="sent"))
+    with serve_meter(world.meter, tmp_path / "meter.json", SECRET, lambda: world.now[0]) as online:
+        connect(world, online.port)
+        world.advance(minutes=10)  # its outbox lease has run out
+        run_worker(world)
+        done = commands.get(world.engine, queued["id"])
+        credit = online.load().registers()["electricity"]
+    assert done["status"] == "acknowledged", done
+    assert {t["result"] for t in done["result"]["tokens"]} == {"used"}  # on the meter already: delivered, once
+    assert credit == sum(t["units"] for t in vend["tokens"])
+
+
 def test_an_expired_command_is_reported_and_never_tried_again(world: World, tmp_path: Path) -> None:
     connect(world, 9)  # discard: nothing answers
     vend = world.vend(5000)

@@ -217,7 +217,9 @@ COMMAND = Lifecycle[CommandStatus](
     "command",
     {
         H.QUEUED: frozenset({H.SENT, H.EXPIRED, H.FAILED}),  # failed unsent: the meter's endpoint was removed
-        H.SENT: frozenset({H.ACKNOWLEDGED, H.FAILED, H.QUEUED, H.EXPIRED}),  # queued again: unreachable, retried
+        # queued again: unreachable, retried; sent again: the worker that sent it died before it knew the outcome
+        # (its outbox lease ran out), so another sends it again -- tokens the meter took then answer `used`
+        H.SENT: frozenset({H.SENT, H.ACKNOWLEDGED, H.FAILED, H.QUEUED, H.EXPIRED}),
         H.ACKNOWLEDGED: frozenset(),
         H.FAILED: frozenset(),
         H.EXPIRED: frozenset(),
