@@ -1,18 +1,14 @@
 """The limiter (IC 71, 0.0.17.0.0.255) over the model's power limit, through dlms-cosem 21.3.2; and the SET path of
-gurux, which needs the shim of mita.sim.server (bug 8)."""
+gurux, which needs bug 8's shim (mita.sim.shims; its canary is in test_shims.py)."""
 
 from __future__ import annotations
-
-import inspect
 
 import pytest
 from dlms_cosem import dlms_data
 from dlms_cosem import enumerations as en
-from gurux_dlms.GXDLMSLNCommandHandler import GXDLMSLNCommandHandler
-from gurux_dlms.GXDLMSLNParameters import GXDLMSLNParameters
 
 from mita import sts
-from mita.sim import carrier, shims
+from mita.sim import carrier
 from mita.sim.objects import MAX_WATTS
 
 from .cosem_calls import (
@@ -142,25 +138,3 @@ def test_the_object_list_carries_no_access_rights(sim: Sim) -> None:
         objects = get(c, IC.ASSOCIATION_LN, "0.0.40.0.0.255", 2)
     (limiter,) = [entry for entry in objects if entry[0] == 71]
     assert limiter[3] == [[], []]
-
-
-#: Bug 8's code, as the shim was written for it (gurux-dlms 1.0.203).
-PINNED_SET = {
-    "GXDLMSLNCommandHandler.handleSetRequestNormal": "3cbb90d399f57413",
-    "GXDLMSLNParameters": "571c4c782e4e14ca",
-}
-
-
-def test_the_set_bug_is_still_there_and_its_code_unchanged() -> None:
-    """If this fails after a gurux upgrade, re-check mita.sim.server.patch_set_request (drop it if fixed)."""
-    assert shims.VERSION == "1.0.203"
-    handler = inspect.getsource(GXDLMSLNCommandHandler.handleSetRequestNormal)
-    assert "p.isMultipleBlocks()" in handler and "p.setStatus(" in handler
-    params = inspect.getsource(GXDLMSLNParameters)
-    assert "def isMultipleBlocks" not in params and "def setStatus" not in params
-    assert {
-        "GXDLMSLNCommandHandler.handleSetRequestNormal": shims.source_hash(
-            GXDLMSLNCommandHandler.handleSetRequestNormal
-        ),
-        "GXDLMSLNParameters": shims.source_hash(GXDLMSLNParameters),
-    } == PINNED_SET

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 from gurux_dlms import GXDLMSServer, ValueEventArgs
+from gurux_dlms.GXDLMSLNParameters import GXDLMSLNParameters
 
 from mita.sim import shims
 
@@ -19,6 +20,8 @@ PINNED = {
     "GXDLMSServer.initialize": "a59f5580943275de",
     "GXDLMSLNCommandHandler.getRequestNormal": "cd8e5542313b33cc",
     "GXDLMSLNCommandHandler.handleMethodRequest": "6e69ecdf1699cded",
+    "GXDLMSLNCommandHandler.handleSetRequestNormal": "3cbb90d399f57413",
+    "GXDLMSLNParameters": "571c4c782e4e14ca",
     "ValueEventArgs.__init__": "751625c3239ee354",
 }
 
@@ -48,6 +51,11 @@ def test_the_shims_fill_what_the_library_lacks() -> None:
     reply.setReply(b"\x01")
     reply.setCount(3)
     assert (reply.reply, reply.getCount(), reply.getConnectionInfo()) == (b"\x01", 3, None)  # bug 1
+    params = GXDLMSLNParameters(SimpleNamespace(blockIndex=0, blockNumberAck=0, count=2, index=1), 1, 0, 1, None,
+                                None, 0)  # fmt: skip
+    assert params.isMultipleBlocks() is True  # bug 8
+    params.setStatus(3)
+    assert params.status == 3
 
 
 def test_the_bugs_are_still_there_unpatched() -> None:
@@ -59,6 +67,10 @@ def test_the_bugs_are_still_there_unpatched() -> None:
         shims.WATCHED["GXDLMSLNCommandHandler.handleMethodRequest"]
     )
     assert "server.notifyRead()" in shims.inspect.getsource(shims.WATCHED["GXDLMSLNCommandHandler.getRequestNormal"])
+    set_handler = shims.inspect.getsource(shims.WATCHED["GXDLMSLNCommandHandler.handleSetRequestNormal"])
+    assert "p.isMultipleBlocks()" in set_handler and "p.setStatus(" in set_handler  # bug 8: the calls...
+    params = shims.inspect.getsource(GXDLMSLNParameters)
+    assert "def isMultipleBlocks" not in params and "def setStatus" not in params  # ...of methods it lacks
 
 
 def test_another_gurux_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

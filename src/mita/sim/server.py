@@ -22,10 +22,8 @@ read-write-denied: ``onGetAttributeAccess`` gives the association's true rights,
 the same rights, but gurux fills it from ``e.server``, which its ``ValueEventArgs`` never sets: every entry's
 rights are empty.)
 
-gurux 1.0.203 answers *every* SET with hardware-fault: its SET handler calls ``isMultipleBlocks()`` and
-``setStatus()`` on a parameters object that has neither (:func:`patch_set_request`, bug 8 below the shims of
-:mod:`mita.sim.shims`; it belongs there, with its canary, and lives here only because that module is not this
-change's to edit). ``tests/sim/test_limiter.py`` pins the code it patches and checks the bug is still there.
+gurux 1.0.203 answered *every* SET hardware-fault (bug 8 of :mod:`mita.sim.shims`, patched there with the other
+shims by :func:`mita.sim.shims.apply`, its canary in ``tests/sim/test_shims.py``).
 """
 
 from __future__ import annotations
@@ -47,7 +45,6 @@ from gurux_dlms.enums import (
     MethodAccessMode,
     SourceDiagnostic,
 )
-from gurux_dlms.GXDLMSLNParameters import GXDLMSLNParameters
 from gurux_dlms.objects import GXDLMSAssociationLogicalName
 
 from . import shims
@@ -66,28 +63,11 @@ DATE_TIME_OCTETS = 12
 NOT_SPECIFIED = 0xFF
 
 
-def _is_multiple_blocks(self: Any) -> bool:
-    return bool(self.multipleBlocks)
-
-
-def _set_status(self: Any, value: Any) -> None:
-    self.status = value
-
-
-def patch_set_request() -> None:
-    """Bug 8: ``GXDLMSLNCommandHandler.handleSetRequestNormal`` calls ``p.isMultipleBlocks()`` on every SET and
-    ``p.setStatus(...)`` to refuse one, and ``GXDLMSLNParameters`` defines neither (it has the ``multipleBlocks``
-    and ``status`` fields): every SET ended in an AttributeError, answered hardware-fault. Idempotent."""
-    GXDLMSLNParameters.isMultipleBlocks = _is_multiple_blocks
-    GXDLMSLNParameters.setStatus = _set_status
-
-
 class MeterServer(GXDLMSServer):  # type: ignore[misc]
     """gurux's server callbacks, wired to one meter's objects."""
 
     def __init__(self, objects: MeterObjects, secret: bytes, clock: Callable[[], dt.datetime]) -> None:
         shims.apply()
-        patch_set_request()
         super().__init__(True, InterfaceType.WRAPPER)
         self.objects, self._secret, self.clock = objects, bytes(secret), clock
         self.offset = dt.timedelta(0)  # what SETs of the clock moved the meter's time by

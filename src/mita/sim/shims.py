@@ -15,6 +15,7 @@ from typing import Any
 import gurux_dlms
 from gurux_dlms import GXDLMSServer, GXServerReply, ValueEventArgs
 from gurux_dlms.GXDLMSLNCommandHandler import GXDLMSLNCommandHandler
+from gurux_dlms.GXDLMSLNParameters import GXDLMSLNParameters
 
 VERSION = "1.0.203"
 
@@ -34,6 +35,8 @@ WATCHED: dict[str, Any] = {
     "GXDLMSServer.initialize": GXDLMSServer.initialize,
     "GXDLMSLNCommandHandler.getRequestNormal": GXDLMSLNCommandHandler.getRequestNormal,
     "GXDLMSLNCommandHandler.handleMethodRequest": GXDLMSLNCommandHandler.handleMethodRequest,
+    "GXDLMSLNCommandHandler.handleSetRequestNormal": GXDLMSLNCommandHandler.handleSetRequestNormal,
+    "GXDLMSLNParameters": GXDLMSLNParameters,
     "ValueEventArgs.__init__": ValueEventArgs.__init__,
 }
 
@@ -77,8 +80,21 @@ def _on_post_read(self: Any, *args: Any) -> None:
     method takes one (TypeError). Nothing to do after a read here."""
 
 
+def _is_multiple_blocks(self: Any) -> bool:
+    """Bug 8: ``GXDLMSLNCommandHandler.handleSetRequestNormal`` calls ``p.isMultipleBlocks()`` on every SET, and
+    ``GXDLMSLNParameters`` has only the ``multipleBlocks`` field: every SET ended in an AttributeError, which the
+    library answered hardware-fault (so no SET worked at all, not even the clock's)."""
+    return bool(self.multipleBlocks)
+
+
+def _set_status(self: Any, value: Any) -> None:
+    """Bug 8 (second half): the same handler refuses a SET with ``p.setStatus(...)``, another method the
+    parameters object lacks (it has the ``status`` field): a refusal also became hardware-fault."""
+    self.status = value
+
+
 def apply() -> None:
-    """Patch the library once (bugs 3-5); bugs 1, 2 and 6 are handled by the caller (``ServerReply``,
+    """Patch the library once (bugs 3-5 and 8); bugs 1, 2 and 6 are handled by the caller (``ServerReply``,
     :func:`prefill_association`, no inactivity timeout set). Refuses any other gurux-dlms version."""
     global _applied
     if _applied:
@@ -90,6 +106,8 @@ def apply() -> None:
     ValueEventArgs.isSkipMaxPduSize = property(_is_skip_max_pdu_size)
     GXDLMSServer.notifyRead = _notify_read
     GXDLMSServer.onPostRead = _on_post_read
+    GXDLMSLNParameters.isMultipleBlocks = _is_multiple_blocks
+    GXDLMSLNParameters.setStatus = _set_status
     _applied = True
 
 
