@@ -16,6 +16,21 @@ secret, hex (a meter without one takes the public client only); like a key file 
 group or other permission bits), else ``error[secret_exposed]``. When every meter listens it prints one JSON line,
 ``{"meters": N, "endpoints": {DRN: {"host", "port"}}}`` (``--endpoints-out FILE`` writes the endpoints to a file
 too, before the line), then serves until SIGINT or SIGTERM.
+
+From the vending database (``--database-url``, which must exist and be migrated: exit 3 otherwise):
+
+* ``--from-database`` first makes the folder's missing meters: for each of the database's meters (not retired;
+  the first N by id with ``--limit N``) without a file ``FOLDER/<drn>.json``, a virtual meter holding the decoder
+  key the vending system derives for it (:func:`mita.vend.provision.virtual_meter`, sealed in the file as
+  ``mita meter`` seals it), and for each of them without a secret in ``SECRETS.json``, a fresh random 16-octet LLS
+  secret (the file is then rewritten atomically, mode 0600; made if missing). What exists is kept, so a second
+  start serves the same meters with the same secrets. The JSON line adds ``"made": N`` (files made).
+* ``--register``, once every meter listens, connects each served meter the database holds in the head-end's
+  registry (:func:`mita.headend.registry.register_many`: its endpoint, its secret, its gateway's token encoding),
+  so that ``mita worker`` delivers vends for it remotely; a file the database does not know is served, not
+  registered. The JSON line adds ``"registered": N``. Stopping the fleet does *not* unregister: a stopped meter is
+  an offline meter, and its commands wait for it until they expire (``mita headend unregister`` returns a meter to
+  keypad-only delivery).
 """
 
 from __future__ import annotations
@@ -23,7 +38,14 @@ from __future__ import annotations
 import argparse
 
 from .command import command, fail, group
-from .options import add_choice, add_key_source
+from .listing import positive
+from .options import add_choice, add_database_url, add_key_source
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from mita import compose
 
 ENCODINGS = ("bcd", "ascii")
 #: LLS secrets are octet strings; 1 to 32 octets, as hex.
@@ -116,6 +138,26 @@ def _fleet_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--endpoints-out", metavar="FILE", help="Also write the endpoints (JSON) to FILE.")
     add_choice(p, "--token-encoding", values=ENCODINGS, help="How enter carries the token (default: each profile's).")
+    p.add_argument(
+        "--from-database",
+        action="store_true",
+        help="First make a meter file FOLDER/<drn>.json for each of the database's meters that has none (and an LLS "
+        "secret in --secrets, made 0600 if missing, for each without one); existing files and secrets are kept.",
+    )
+    p.add_argument(
+        "--limit",
+        type=positive,
+        metavar="N",
+        help="With --from-database: only the database's first N meters (by id).",
+    )
+    p.add_argument(
+        "--register",
+        action="store_true",
+        help="Once every meter listens, register each one the database holds in the head-end (its endpoint, secret "
+        "and token encoding), so mita worker delivers its vends remotely. Stopping does not unregister: a stopped "
+        "meter is offline, and its commands wait until they expire.",
+    )
+    add_database_url(p)
 
 
 def read_secrets(path: str) -> dict[str, bytes]:
@@ -183,7 +225,17 @@ def fleet(args: argparse.Namespace) -> int:
     except ImportError:
         fail("dlms_missing", "mita sim needs the dlms extra (gurux-dlms): pip install 'mita[dlms]'")
 
-    secrets = read_secrets(args.secrets)
+    if args.limit is not None and not args.from_database:
+        fail("usage", "--limit goes with --from-database")
+    if args.register and args.addresses is None and _unspecified(args.host):
+        fail("usage", f"--register needs an address the head-end can reach, not --host {args.host}")
+    runtime = _database(args.database_url) if args.from_database or args.register else None
+    made = None
+    if runtime is not None and args.from_database:
+        lls = read_secrets(args.secrets) if os.path.exists(args.secrets) else {}
+        made = make_meters(runtime.engine, args.folder, lls, args.secrets, args.limit)
+    else:
+        lls = read_secrets(args.secrets)
     if not os.path.isdir(args.folder):
         fail("no_folder", f"{args.folder!r} is not a folder")
     skip = {os.path.realpath(p) for p in (args.secrets, args.endpoints_out) if p}
@@ -196,7 +248,7 @@ def fleet(args: argparse.Namespace) -> int:
             meter = storage.load(path)
         except MeterError as exc:
             fail(exc.code, f"{path}: {exc}")
-        meters.append((meter, path, secrets.get(meter.state.drn, b"")))
+        meters.append((meter, path, lls.get(meter.state.drn, b"")))
 
     # one socket per meter and per open connection: the soft limit (often 1,024) up to the hard one
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -218,13 +270,146 @@ def fleet(args: argparse.Namespace) -> int:
             gc.freeze()
             gc.enable()
         endpoints = {drn: {"host": e.host, "port": e.port} for drn, e in served.endpoints.items()}
+        line: dict[str, object] = {"meters": len(served), "endpoints": endpoints}
+        if made is not None:
+            line["made"] = made
+        if runtime is not None and args.register:
+            places: dict[str, tuple[str, int, str]] = {
+                drn: (e.host, e.port, served.servers[drn].objects.encoding) for drn, e in served.endpoints.items()
+            }
+            try:  # in a thread: the meters answer meanwhile
+                line["registered"] = await asyncio.to_thread(register_meters, runtime, places, lls)
+            except BaseException:
+                await served.stop()
+                raise
         if args.endpoints_out:
             with open(args.endpoints_out, "w") as f:
                 json.dump(endpoints, f)
-        sys.stdout.write(json.dumps({"meters": len(served), "endpoints": endpoints}) + "\n")
+        sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
         await stop.wait()
         await served.stop()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        if runtime is not None:
+            runtime.close()
     return exits.OK
+
+
+def _unspecified(host: str) -> bool:
+    """0.0.0.0 or ::: every address of the machine, where no head-end can connect to."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False  # a name
+
+
+def _database(url: str | None) -> compose.Runtime:
+    from . import dbshell
+
+    return dbshell.runtime(url)
+
+
+#: ``--from-database`` says how far it got every this many meter files made (on standard error).
+PROGRESS_EVERY = 500
+
+
+def make_meters(engine: Engine, folder: str, lls: dict[str, bytes], secrets_path: str, limit: int | None) -> int:
+    """``--from-database``: a meter file for each of the database's meters (not retired; the first ``limit`` by id)
+    that has none in ``folder``, and a fresh 16-octet LLS secret in ``lls`` for each without one (``secrets_path``
+    then rewritten: :func:`write_secrets`). Returns how many files were made; what exists is left as it is."""
+    import os
+    import secrets
+
+    from sqlalchemy import select
+
+    from mita.meter import storage
+    from mita.vend import provision
+    from mita.vend.errors import VendError
+    from mita.vend.keyring import KeyRing
+    from mita.vend.lifecycles import MeterStatus
+    from mita.vend.schema import meters
+
+    from .command import note
+    from .dbshell import refusals
+
+    query = select(meters.c.drn).where(meters.c.status != MeterStatus.RETIRED.value).order_by(meters.c.id)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        fail("no_folder", f"cannot make the folder {folder!r}: {exc.strerror or exc}")
+    keyring = KeyRing()  # the supply groups' vending keys, opened once each
+    with refusals():
+        with engine.connect() as conn:
+            drns = list(conn.execute(query.limit(limit) if limit else query).scalars())
+        missing = [drn for drn in drns if not os.path.exists(os.path.join(folder, f"{drn}.json"))]
+        for i, drn in enumerate(missing, 1):
+            try:
+                meter = provision.virtual_meter(engine, drn, keyring=keyring)
+            except VendError as exc:  # e.g. its supply group's key destroyed: say which meter
+                raise VendError(exc.code, f"meter {drn}: {exc}") from None
+            storage.save(meter, os.path.join(folder, f"{drn}.json"))
+            if i % PROGRESS_EVERY == 0 and i < len(missing):
+                note(f"made {i} of {len(missing)} meter files")
+    fresh = [drn for drn in drns if drn not in lls]
+    for drn in fresh:
+        lls[drn] = secrets.token_bytes(16)
+    if fresh or not os.path.exists(secrets_path):
+        write_secrets(secrets_path, lls)
+    return len(missing)
+
+
+def write_secrets(path: str, lls: dict[str, bytes]) -> None:
+    """The secrets file, replaced atomically (a temporary file beside it, then ``os.replace``), mode 0600 from the
+    start: never a moment when it is half-written or open to others."""
+    import contextlib
+    import json
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    data = json.dumps({drn: secret.hex() for drn, secret in lls.items()}, indent=1).encode()
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=".secrets-", suffix=".tmp", dir=folder)  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+    except OSError as exc:
+        fail("secret_unwritable", f"--secrets {path!r}: cannot write it ({exc.strerror or exc})")
+
+
+def register_meters(runtime: compose.Runtime, places: dict[str, tuple[str, int, str]], lls: dict[str, bytes]) -> int:
+    """``--register``: each served meter the database holds (DRN -> host, port, token encoding) connected in the
+    head-end's registry with its secret (none: the public client only), in one transaction; how many."""
+    from sqlalchemy import select
+
+    from mita.headend import registry
+    from mita.vend.registry import SYSTEM
+    from mita.vend.schema import meters
+
+    from .dbshell import refusals
+
+    served = sorted(places)
+    known: set[str] = set()
+    with refusals():
+        with runtime.engine.connect() as conn:
+            for i in range(0, len(served), 500):  # bound the IN list
+                chunk = served[i : i + 500]
+                known.update(conn.execute(select(meters.c.drn).where(meters.c.drn.in_(chunk))).scalars())
+        endpoints = [
+            {"drn": drn, "host": host, "port": port, "secret": lls.get(drn), "token_encoding": encoding}
+            for drn, (host, port, encoding) in places.items()
+            if drn in known
+        ]
+        return registry.register_many(runtime.engine, SYSTEM, endpoints, runtime.clock())
