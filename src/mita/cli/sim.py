@@ -57,7 +57,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     command(commands, "serve", serve, "Serve one meter file over DLMS/COSEM (TCP, IEC 62056-47 wrapper).",
             _serve_options)  # fmt: skip
     command(commands, "fleet", fleet, "Serve every meter file of a folder over DLMS/COSEM, one endpoint each, in "
-            "one process.", _fleet_options)  # fmt: skip
+            "one process.\n\nWith --from-database, the vending database's meters missing from the folder are made "
+            "first (and their LLS secrets); with --register, the served meters are connected in the head-end, so "
+            "mita worker delivers their vends remotely.", _fleet_options)  # fmt: skip
 
 
 def _serve_options(p: argparse.ArgumentParser) -> None:
