@@ -524,6 +524,7 @@ def test_vend_then_replay(world: World) -> None:
     credit_tokens = [t for t in vend["tokens"] if t["kind"] == "credit"]
     assert len(credit_tokens) == 1 and len(credit_tokens[0]["digits"]) == 20
     assert credit_tokens[0]["units"] == vend["receipt"]["units"]
+    assert vend["delivery"] is None  # a keypad meter: the receipt is the delivery
 
     before = world.counts()
     replay = c.post("/v1/vends", json=body, headers=headers)
@@ -703,6 +704,7 @@ def test_engineering_tokens(world: World) -> None:
     assert r.status_code == 201, r.text
     (token,) = r.json()["tokens"]
     assert token["kind"] == "engineering" and token["class"] == 2 and token["tid"] is not None
+    assert r.json()["delivery"] is None  # keypad only: typed in by a technician
     assert meter.enter(token["digits"], dt.datetime.now()).result == "accept"
     r = c.post(f"/v1/meters/{number}/engineering-tokens", json={"kind": "test", "value": 1}, headers=world.admin)
     assert r.status_code == 201 and r.json()["tokens"][0]["class"] == 1

@@ -291,6 +291,7 @@ def test_a_management_token_is_issued_and_delivered_once_per_key(world: World) -
     assert made["kind"] == "set_power_limit" and made["status"] == "queued" and made["vend_id"] is not None
     vend = world.client.get(f"/v1/vends/{made['vend_id']}", headers=world.admin).json()
     assert vend["receipt"] == {"engineering": "set_power_limit", "value": 2500}
+    assert vend["delivery"] == {"command": made["id"], "status": "queued", "finished_at": None, "error": None}
     assert [t["kind"] for t in vend["tokens"]] == ["engineering"]
     assert made["params"]["tokens"] == [t["digits"] for t in vend["tokens"]]
     history = world.client.get(f"/v1/meters/{CONNECTED}/vends", headers=world.admin).json()["items"]
@@ -319,9 +320,21 @@ def test_a_keypad_meter_takes_no_command(world: World) -> None:
 
 
 def test_a_vend_for_a_connected_meter_queues_its_tokens(world: World) -> None:
-    vend = world.vend(CONNECTED)
+    key = {**world.vendor, "Idempotency-Key": str(uuid.uuid4())}
+    r = world.client.post("/v1/vends", json={"meter": CONNECTED, "amount": 5000}, headers=key)
+    assert r.status_code == 201, r.text
+    vend = r.json()
     delivery = commands.for_vend(world.engine, vend["id"])
     assert delivery is not None
+    queued = {"command": delivery["id"], "status": "queued", "finished_at": None, "error": None}
+    assert vend["delivery"] == queued  # the answer knows its command, queued in the vend's transaction
+    # a replay is the same answer; a read, the list and the meter's history show the delivery too
+    again = world.client.post("/v1/vends", json={"meter": CONNECTED, "amount": 5000}, headers=key)
+    assert again.status_code == 200 and again.json() == vend
+    assert world.client.get(f"/v1/vends/{vend['id']}", headers=world.vendor).json()["delivery"] == queued
+    for path in ("/v1/vends", f"/v1/meters/{CONNECTED}/vends"):
+        items = world.client.get(path, headers=world.admin).json()["items"]
+        assert next(v for v in items if v["id"] == vend["id"])["delivery"] == queued
     assert delivery["kind"] == CommandKind.DELIVER_TOKENS and delivery["status"] == "queued"
     assert delivery["params"] == {"tokens": [t["digits"] for t in vend["tokens"]], "purpose": "purchase"}
     assert delivery["actor"] == "shop till"
@@ -333,6 +346,10 @@ def test_a_vend_for_a_connected_meter_queues_its_tokens(world: World) -> None:
     # a keypad meter's tokens are on the receipt only
     keypad = world.vend(KEYPAD)
     assert commands.for_vend(world.engine, keypad["id"]) is None
+    assert keypad["delivery"] is None
+    assert world.client.get(f"/v1/vends/{keypad['id']}", headers=world.vendor).json()["delivery"] is None
+    items = world.client.get(f"/v1/meters/{KEYPAD}/vends", headers=world.admin).json()["items"]
+    assert [v["delivery"] for v in items] == [None] * len(items)
     assert world.rows(select(outbox.c.id).where(outbox.c.vend_id == keypad["id"], outbox.c.channel == CHANNEL)) == []
 
 

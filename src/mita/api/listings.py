@@ -65,6 +65,9 @@ class VendItem(BaseModel):
         description="a purchase's itemised receipt (as in POST /v1/vends); {engineering, value} for an engineering "
         "token; {key_change: {from, to}} for a key change"
     )
+    delivery: m.RemoteDelivery | None = Field(
+        description="a connected meter's: how the tokens went to it; null: keypad only (the receipt is the delivery)"
+    )
 
 
 class VendPage(BaseModel):

@@ -698,6 +698,24 @@ class KeyWarning(BaseModel):
     detail: str = Field(description="what ends when, for people")
 
 
+class RemoteDelivery(BaseModel):
+    """How a vend's tokens went to a connected meter: the head-end's command that carries them (issue 12)."""
+
+    command: int = Field(description="the command that carries the tokens (GET /v1/commands/{id}: each token's status)")
+    status: CommandStatus = Field(
+        description="queued (waiting for the head-end, or to be tried again), sent (at the meter now), acknowledged "
+        "(the meter took the tokens: delivered), failed (the meter refused, or a fault a retry cannot change), "
+        "expired (not reached in time: the tokens are still on the receipt, for the keypad)"
+    )
+    finished_at: Timestamp | None = Field(description="RFC 3339: when the delivery ended; null: not yet")
+    error: str | None = Field(
+        examples=["unreachable"],
+        description="the last failure's code: why it failed or expired, or, while queued, why the last try did "
+        "not reach the meter (unreachable, timeout, refused, denied, protocol, token_refused, not_connected, "
+        "expired); null: none",
+    )
+
+
 class VendOut(BaseModel):
     id: str = Field(description="the vend's UUID")
     meter: str = Field(description="meter number (DRN)")
@@ -712,6 +730,11 @@ class VendOut(BaseModel):
     )
     status: VendStatus | None = Field(default=None, description="completed or reversed (reads only)")
     reprint: bool | None = Field(default=None, description="true on a reprint")
+    delivery: RemoteDelivery | None = Field(
+        default=None,
+        description="a connected meter's: how the tokens went to it (on a new vend: queued); null: keypad only, "
+        "the receipt is the delivery (absent: an answer stored before deliveries were shown, replayed)",
+    )
 
 
 class QuoteOut(BaseModel):

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 #: options imports no service.
 KINDS = ("purchase", "engineering", "key_change")
 STATUSES = ("completed", "reversed")
-COLUMNS = ("created_at", "kind", "status", "meter", "customer", "vendor", "amount", "currency", "units", "tokens",
-           "id")  # fmt: skip
+#: ``delivery``: a connected meter's vend, how its tokens went to it (the head-end command's status); ``-``: keypad.
+COLUMNS = ("created_at", "kind", "status", "meter", "customer", "vendor", "amount", "currency", "units", "delivery",
+           "tokens", "id")  # fmt: skip
 NUMBERS = ("vendor", "amount", "units")
 
 
@@ -100,4 +101,12 @@ def _row(v: dict[str, Any]) -> list[Any]:
     status = v["status"] if v["reversed_at"] is None else f"{v['status']} {v['reversed_at'][:16]}"
     tokens = " ".join(t["digits"] for t in v["tokens"])
     return [v["created_at"][:19], v["kind"], status, v["meter"], v["customer"], v["vendor_id"], v["amount"],
-            v["currency"], v["units"], tokens, v["id"]]  # fmt: skip
+            v["currency"], v["units"], _delivery(v.get("delivery")), tokens, v["id"]]  # fmt: skip
+
+
+def _delivery(sent: dict[str, Any] | None) -> str | None:
+    """The delivery's status, with the code of its last failure where that says more (``queued:unreachable``)."""
+    if sent is None:
+        return None
+    error = sent["error"]
+    return sent["status"] if error is None or error == sent["status"] else f"{sent['status']}:{error}"

@@ -80,11 +80,12 @@ class EngineeringTokens(Desk):
             )
             self._insert_tokens(conn, vend_id, meter.id, cfg.base_date, at, made)
             self._audit(conn, caller, "engineering_token", "meter", meter.drn, kind=kind, value=value, tid=tid)
-            remote.queue_delivery(
+            command = remote.queue_delivery(
                 conn, meter.id, meter.drn, vend_id, [digits], actor=caller.name, at=at,
                 expiry=self.ctx.delivery_expiry, purpose=kind,
             )  # fmt: skip
             response = vend_response(vend_id, meter.drn, at, made, {"engineering": kind, "value": value})
+            response["delivery"] = remote.queued(command)
             if key is not None:
                 conn.execute(
                     update(idempotency)

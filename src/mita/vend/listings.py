@@ -2,8 +2,9 @@
 
 One query serves the list (``GET /v1/vends``) and a meter's history (``GET /v1/meters/{drn}/vends``): purchases,
 engineering tokens and key changes, each with its tokens; a reversed purchase shows ``status: reversed`` and
-when (``reversed_at``). Pages are keyset pages over (``created_at``, ``id``), newest first: the cursor is
-opaque text, and a page never repeats or skips a vend however many are sold while a client reads.
+when (``reversed_at``); a vend for a connected meter, how its tokens went to it (``delivery``: the head-end's
+command, joined in the same query). Pages are keyset pages over (``created_at``, ``id``), newest first: the cursor
+is opaque text, and a page never repeats or skips a vend however many are sold while a client reads.
 
 Who sees what is the rule of a single vend's read: admins and operators see every vend, a vendor's keys their
 own vendor's (a ``vendor_id`` filter for another vendor then finds nothing).
@@ -21,10 +22,11 @@ from sqlalchemy import Connection, Engine, Select, or_, select
 
 from mita import sts
 
+from . import remote
 from .callers import Caller
 from .errors import VendError
 from .lifecycles import VendKind, VendStatus
-from .schema import customers, meters, tokens, vends
+from .schema import customers, meter_commands, meters, tokens, vends
 from .walltime import wall_clock, with_offset
 
 MAX_PAGE = 500
@@ -77,9 +79,11 @@ def _query(conn: Connection, caller: Caller, f: VendFilter) -> Select[Any] | Non
     q = select(
         vends.c.id, vends.c.kind, vends.c.status, vends.c.amount, vends.c.units, vends.c.receipt,
         vends.c.vendor_id, vends.c.api_key_id, vends.c.created_at, vends.c.reversed_at,
-        meters.c.drn, meters.c.utility, customers.c.account,
+        meters.c.drn, meters.c.utility, customers.c.account, *remote.DELIVERY_COLUMNS,
     ).select_from(
-        vends.join(meters, meters.c.id == vends.c.meter_id).outerjoin(customers, customers.c.id == vends.c.customer_id)
+        vends.join(meters, meters.c.id == vends.c.meter_id)
+        .outerjoin(customers, customers.c.id == vends.c.customer_id)
+        .outerjoin(meter_commands, meter_commands.c.vend_id == vends.c.id)
     )  # fmt: skip
     if caller.role == "vendor":  # a vendor's tills see each other's sales; nobody else's
         q = q.where(vends.c.vendor_id == caller.vendor_id if caller.vendor_id is not None else vends.c.api_key_id
@@ -168,4 +172,5 @@ def _item(r: Any, made: list[dict[str, Any]]) -> dict[str, Any]:
         "reversed_at": with_offset(r.reversed_at) if r.reversed_at is not None else None,
         "tokens": made,
         "receipt": receipt,
+        "delivery": remote.delivered(r),
     }

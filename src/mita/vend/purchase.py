@@ -178,6 +178,7 @@ class Purchases(Desk):
         key_doc = cfg.as_dict()
         response["key"] = key_doc
         response["warnings"] = expiry_warnings(at, vk.issued_until, cfg.ken, cfg.base_date, cfg.kt, self.ctx.warn_days)
+        response["delivery"] = None  # a keypad meter's: the receipt is the delivery (a connected one's: below)
         ids = {"vend_id": vend_id, "meter_id": meter.id, "at": at}
         vend_row = {
             "id": vend_id,
@@ -234,10 +235,19 @@ class Purchases(Desk):
             writes.append(("customer", change))
         hotpath.run(conn, writes)
         if meter.connected:
-            remote.queue_delivery(
+            # The command's id is known only now, after the answer was stored with the vend: the stored answer is
+            # written again with it, so that a replay is the same answer. The meter's read said it is connected,
+            # so the delivery does not ask again: the statement count is the one it always was.
+            command = remote.queue_delivery(
                 conn, meter.id, meter.drn, vend_id, [t["digits"] for t in made], actor=caller.name, at=at,
-                expiry=self.ctx.delivery_expiry, purpose="purchase",
+                expiry=self.ctx.delivery_expiry, purpose="purchase", is_connected=True,
             )  # fmt: skip
+            response["delivery"] = remote.queued(command)
+            conn.execute(
+                update(idempotency)
+                .where(idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key)
+                .values(response=response)
+            )
         if pending:
             self._key_change_delivered(conn, meter.id, current, cfg, made, vend_id, at)
         return response

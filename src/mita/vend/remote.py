@@ -4,6 +4,10 @@ A vend for a connected meter (one with a row in ``meter_endpoints``) queues a ``
 vend's own transaction, so the tokens are either sold and on their way or neither; the head-end (``mita worker``,
 channel ``headend``) delivers them. The vending service never imports the head-end: this module writes the two
 rows, and :mod:`mita.headend` reads them.
+
+A vend's answers say how its delivery went (``delivery``: :func:`delivery`), from the command's row joined where
+the vend is read (:data:`DELIVERY_COLUMNS`), so that showing it costs no query of its own; the answer to the vend
+itself knows the command it has just queued (:func:`queued`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from sqlalchemy import Connection, insert, select
 
 from .lifecycles import CommandKind, CommandStatus, OutboxStatus
 from .schema import meter_commands, meter_endpoints, outbox
+from .walltime import with_offset
 
 #: The outbox channel of head-end commands.
 CHANNEL = "headend"
@@ -89,12 +94,58 @@ def queue_delivery(
     at: dt.datetime,
     expiry: dt.timedelta,
     purpose: str,
+    is_connected: bool | None = None,
 ) -> int | None:
     """Queue a vend's tokens for a connected meter, in entry order (a key change set first, as the vend made
-    them); None for a keypad meter. ``purpose`` says what the tokens are for: a purchase, or an engineering kind
-    (the command's kind is then that kind where it is one, ``set_power_limit``, ``set_tariff_rate``)."""
-    if not connected(conn, meter_id):
+    them); the command's id, None for a keypad meter. ``purpose`` says what the tokens are for: a purchase, or an
+    engineering kind (the command's kind is then that kind where it is one, ``set_power_limit``,
+    ``set_tariff_rate``). ``is_connected``: whether the meter has an endpoint, when the caller has read it in this
+    transaction already (a purchase's one read of its meter does), else it is looked up here."""
+    if not (connected(conn, meter_id) if is_connected is None else is_connected):
         return None
     kind = CommandKind(purpose) if purpose in TOKEN_KINDS else CommandKind.DELIVER_TOKENS
     params = {"tokens": digits, "purpose": purpose}
     return queue_command(conn, meter_id, drn, kind, params, actor=actor, at=at, expires_at=at + expiry, vend_id=vend_id)
+
+
+# ---------------------------------------------------------------------- what a vend's answers show of it
+
+#: The command's columns a vend's answer shows: outer-joined (``meter_commands.vend_id`` is unique) where the vend
+#: is read, named apart from the vend's own ``status`` and ``id``.
+DELIVERY_COLUMNS = (
+    meter_commands.c.id.label("delivery_command"),
+    meter_commands.c.status.label("delivery_status"),
+    meter_commands.c.finished_at.label("delivery_finished_at"),
+    meter_commands.c.error.label("delivery_error"),
+)
+
+
+def error_code(error: str | None) -> str | None:
+    """The stable code of a command's last failure: the head-end writes ``code: short reason``."""
+    return None if error is None else error.split(":", 1)[0].strip()
+
+
+def delivery(
+    command_id: int | None, status: str, finished_at: dt.datetime | None, error: str | None
+) -> dict[str, Any] | None:
+    """A vend's ``delivery``: None for a vend with no command (a keypad meter's: the receipt is the delivery),
+    else the command, where it is, when it ended and why it failed (or why the last try did not reach the meter,
+    while it waits to be tried again)."""
+    if command_id is None:
+        return None
+    return {
+        "command": int(command_id),
+        "status": status,
+        "finished_at": None if finished_at is None else with_offset(finished_at),
+        "error": error_code(error),
+    }
+
+
+def delivered(row: Any) -> dict[str, Any] | None:
+    """The ``delivery`` of a vend read with :data:`DELIVERY_COLUMNS`."""
+    return delivery(row.delivery_command, row.delivery_status, row.delivery_finished_at, row.delivery_error)
+
+
+def queued(command_id: int | None) -> dict[str, Any] | None:
+    """The ``delivery`` of a vend whose command was queued in its own transaction (None: no command)."""
+    return delivery(command_id, CommandStatus.QUEUED.value, None, None)

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from . import remote
 from .answers import (
     same_seller,
     vend_response,
@@ -17,6 +18,7 @@ from .lifecycles import VEND, VendStatus
 from .schema import (
     customers,
     ledger,
+    meter_commands,
     meter_months,
     meters,
     supply_groups,
@@ -32,7 +34,11 @@ class Receipts(Desk):
 
     def get_vend(self, caller: Caller, vend_id: str, reprint: bool = False) -> dict[str, Any]:
         with self.engine.connect() as conn:
-            row = conn.execute(select(vends).where(vends.c.id == vend_id)).first()
+            row = conn.execute(
+                select(vends, *remote.DELIVERY_COLUMNS)
+                .select_from(vends.outerjoin(meter_commands, meter_commands.c.vend_id == vends.c.id))
+                .where(vends.c.id == vend_id)
+            ).first()
             if row is None or (caller.role == "vendor" and not same_seller(caller, row)):
                 raise VendError("not_found", f"no vend {vend_id}")
             toks = conn.execute(select(tokens).where(tokens.c.vend_id == vend_id).order_by(tokens.c.seq)).all()
@@ -55,6 +61,7 @@ class Receipts(Desk):
         if key_doc is not None:
             out["key"] = key_doc
         out["status"] = row.status
+        out["delivery"] = remote.delivered(row)  # a connected meter's: how its tokens went to it
         if reprint:
             out["reprint"] = True
         return out
