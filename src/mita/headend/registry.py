@@ -71,27 +71,11 @@ def register(
     """Connect a meter (or change its endpoint): audited; the endpoint as :func:`describe` shows it."""
     check(host, port, secret, token_encoding, client, server)
     with engine.begin() as conn:
-        meter_id = _meter_id(conn, drn)
-        number = sts.MeterNumber.parse(drn).drn
-        values = {
-            "host": host,
-            "port": port,
-            "client": client,
-            "server": server,
-            "token_encoding": token_encoding,
-            "secret": None if secret is None else seal(secret, _context(number)),
-            "updated_at": at,
-        }
-        c = meter_endpoints.c
-        if conn.execute(select(c.meter_id).where(c.meter_id == meter_id)).first() is None:
-            conn.execute(insert(meter_endpoints).values(meter_id=meter_id, created_at=at, **values))
-            action = "meter_connected"
-        else:
-            conn.execute(update(meter_endpoints).where(c.meter_id == meter_id).values(**values))
-            action = "meter_endpoint_changed"
-        shown = {k: v for k, v in values.items() if k not in ("secret", "updated_at")}
-        write_audit(conn, actor, at, action, "meter", number, **shown, secret=secret is not None)
-        endpoint = _describe(conn, meter_id, number)
+        meter_id = _register_in(
+            conn, actor, drn, host=host, port=port, secret=secret, at=at, token_encoding=token_encoding,
+            client=client, server=server,
+        )  # fmt: skip
+        endpoint = _describe(conn, meter_id, sts.MeterNumber.parse(drn).drn)
         assert endpoint is not None  # written just above, in this transaction
         return endpoint
 
@@ -131,15 +115,35 @@ def _describe(conn: Connection, meter_id: int, drn: str) -> dict[str, Any] | Non
     }
 
 
+#: What :func:`reach` reads of an endpoint, for a caller that selects it in its own statement (the head-end's
+#: sender reads it with the command it runs).
+REACH = (
+    meter_endpoints.c.host,
+    meter_endpoints.c.port,
+    meter_endpoints.c.client,
+    meter_endpoints.c.server,
+    meter_endpoints.c.token_encoding,
+    meter_endpoints.c.secret,
+)
+
+
 def endpoint(conn: Connection, meter_id: int, drn: str, timeout: float) -> tuple[Endpoint, str] | None:
-    """How to reach a meter (its secret unsealed, only here) and how its gateway takes tokens; None if the meter
-    is not connected."""
-    row = conn.execute(select(meter_endpoints).where(meter_endpoints.c.meter_id == meter_id)).first()
-    if row is None:
-        return None
+    """How to reach a meter and how its gateway takes tokens; None if the meter is not connected."""
+    row = conn.execute(select(*REACH).where(meter_endpoints.c.meter_id == meter_id)).first()
+    return None if row is None else reach(row, drn, timeout)
+
+
+def reach(row: Any, drn: str, timeout: float) -> tuple[Endpoint, str]:
+    """An endpoint row (:data:`REACH`) as the link takes it, its secret unsealed (only here).
+
+    The association ends with its TCP connection, without RLRQ: in the TCP profile (IEC 62056-47) closing the
+    transport releases the association, a release costs the meter a round trip, and gurux's RLRE is malformed.
+    """
     secret = None if row.secret is None else unseal(row.secret, _context(drn))
     client = row.client if secret is not None else PUBLIC_CLIENT
-    reach = Endpoint(row.host, row.port, secret=secret, client=client, server=row.server, timeout=timeout)
+    reach = Endpoint(
+        row.host, row.port, secret=secret, client=client, server=row.server, timeout=timeout, release=False
+    )
     return reach, str(row.token_encoding)
 
 

@@ -21,12 +21,12 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, bindparam, select, update
 
 from mita.outbox.senders import Message, SendError
 from mita.sts import StsError
 from mita.vend.lifecycles import COMMAND, CommandKind, CommandStatus
-from mita.vend.schema import meter_commands, meters
+from mita.vend.schema import meter_commands, meter_endpoints, meters
 
 from . import operations, registry
 from .link import Association, LinkError, associate
@@ -135,10 +135,26 @@ ACTIONS: dict[CommandKind, Action] = {
 
 # ---------------------------------------------------------------------- the sender
 
-_ROW = select(
-    meter_commands.c.id, meter_commands.c.kind, meter_commands.c.params, meter_commands.c.status,
-    meter_commands.c.meter_id, meter_commands.c.expires_at, meter_commands.c.attempts, meters.c.drn,
-).join(meters, meters.c.id == meter_commands.c.meter_id)  # fmt: skip
+_C = meter_commands.c
+#: The command, its meter and how to reach it, locked: one statement (the endpoint outer-joined: a meter whose
+#: endpoint was removed comes back with none). Statements are built once, with bound parameters: building them
+#: anew for every command cost the sender more than PostgreSQL took to run them.
+_ROW = (
+    select(_C.id, _C.kind, _C.params, _C.status, _C.meter_id, _C.expires_at, _C.attempts, meters.c.drn, *registry.REACH)
+    .join(meters, meters.c.id == _C.meter_id)
+    .outerjoin(meter_endpoints, meter_endpoints.c.meter_id == _C.meter_id)
+    .where(_C.id == bindparam("command"))
+    .with_for_update(of=meter_commands)
+)
+_SENT = (
+    update(meter_commands)
+    .where(_C.id == bindparam("command"), _C.status == bindparam("was"))
+    .values(status=S.SENT.value, attempts=_C.attempts + 1, sent_at=bindparam("at"))
+)
+_MOVE = update(meter_commands).where(_C.id == bindparam("command"), _C.status == bindparam("was"))
+_END = _MOVE.values(
+    status=bindparam("status"), result=bindparam("result"), error=bindparam("error"), finished_at=bindparam("at")
+)
 
 
 class CommandSender:
@@ -166,7 +182,7 @@ class CommandSender:
             raise SendError("malformed command row", permanent=True) from None
         now = self.clock()
         with self.engine.begin() as conn:
-            row = conn.execute(_ROW.where(meter_commands.c.id == command_id).with_for_update()).first()
+            row = conn.execute(_ROW, {"command": command_id}).first()
             if row is None:
                 raise SendError(f"no command {command_id}", permanent=True)
             if row.status in FINAL:  # settled by an earlier try whose outbox row was not
@@ -174,17 +190,12 @@ class CommandSender:
             if now >= row.expires_at:
                 self._end(conn, row, S.EXPIRED, None, f"expired: not reached by {row.expires_at.isoformat()}", now)
                 return
-            target = registry.endpoint(conn, row.meter_id, row.drn, self.timeout)
-            if target is None:
+            if row.host is None:
                 self._end(conn, row, S.FAILED, None, "not_connected: the meter's endpoint was removed", now)
                 return
             COMMAND.check(row.status, S.SENT)
-            conn.execute(
-                update(meter_commands)
-                .where(meter_commands.c.id == row.id)
-                .values(status=S.SENT.value, attempts=meter_commands.c.attempts + 1, sent_at=now)
-            )
-        endpoint, encoding = target
+            conn.execute(_SENT, {"command": row.id, "was": row.status, "at": now})
+        endpoint, encoding = registry.reach(row, row.drn, self.timeout)
         kind = CommandKind(row.kind)
         try:
             with associate(endpoint) as assoc:
@@ -210,11 +221,7 @@ class CommandSender:
 
     @staticmethod
     def _move(conn: Any, command_id: int, status: CommandStatus, **values: Any) -> None:
-        conn.execute(
-            update(meter_commands)
-            .where(meter_commands.c.id == command_id, meter_commands.c.status == S.SENT.value)
-            .values(status=status.value, **values)
-        )
+        conn.execute(_MOVE.values(status=status.value, **values), {"command": command_id, "was": S.SENT.value})
 
     @staticmethod
     def _end(
@@ -226,9 +233,10 @@ class CommandSender:
         at: dt.datetime,
         current: CommandStatus | None = None,
     ) -> None:
-        COMMAND.check(current or row.status, status)
+        was = current or S(row.status)
+        COMMAND.check(was, status)
         conn.execute(
-            update(meter_commands)
-            .where(meter_commands.c.id == row.id, meter_commands.c.status == (current or S(row.status)).value)
-            .values(status=status.value, result=result, error=None if error is None else error[:200], finished_at=at)
-        )
+            _END,
+            {"command": row.id, "was": was.value, "status": status.value, "result": result,
+             "error": None if error is None else error[:200], "at": at},
+        )  # fmt: skip
