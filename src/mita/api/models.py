@@ -732,8 +732,8 @@ class VendOut(BaseModel):
     reprint: bool | None = Field(default=None, description="true on a reprint")
     delivery: RemoteDelivery | None = Field(
         default=None,
-        description="a connected meter's: how the tokens went to it (on a new vend: queued); null: keypad only, "
-        "the receipt is the delivery (absent: an answer stored before deliveries were shown, replayed)",
+        description="a connected meter's: how the tokens went to it (a new vend's answer, and its replays: queued; "
+        "GET /v1/vends/{id} says where it is now); null: keypad only, the receipt is the delivery",
     )
 
 

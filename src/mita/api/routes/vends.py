@@ -127,7 +127,8 @@ def list_vends(
 
 @router.get("/vends/{vend_id}", response_model=None, responses={**_VEND_DOC, **responses(404)})
 def get_vend(vend_id: VendId, caller: Who, svc: Svc) -> JSONResponse:
-    """A vend (a vendor's key sees its own vends only)."""
+    """A vend (a vendor's key sees its own vends only); for a connected meter, how its tokens went to it
+    (``delivery``: queued, sent, acknowledged, failed or expired, with the head-end's command)."""
     return vend_json(svc.get_vend(caller, vend_id))
 
 
