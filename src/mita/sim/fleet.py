@@ -59,11 +59,11 @@ def local_clock() -> dt.datetime:
     return dt.datetime.now().replace(microsecond=0)
 
 
-def _saver(target: Saver) -> Callable[[Meter], None]:
+def _saver(target: Saver, sync: bool) -> Callable[[Meter], None]:
     if callable(target):
         return target
     path = os.fspath(target)
-    return lambda meter: storage.save(meter, path)
+    return lambda meter: storage.save(meter, path, sync=sync)
 
 
 def _endpoints(count: int, host: str, port_base: int, addresses: str | None) -> Iterator[Endpoint]:
@@ -131,9 +131,11 @@ async def start_fleet(
     clock: Callable[[], dt.datetime] = local_clock,
     idle_s: float = 60.0,
     encoding: carrier.Encoding | None = None,
+    sync: bool = True,
 ) -> Fleet:
     """Serve every meter; return once all listen. A failure to listen stops the ones started and raises
-    :class:`FleetError` (``listen_failed``), as does a DRN given twice (``duplicate_meter``)."""
+    :class:`FleetError` (``listen_failed``), as does a DRN given twice (``duplicate_meter``). ``sync=False``:
+    meter files are saved without fsync (:func:`mita.meter.storage.save`)."""
     fleet = Fleet()
     places = list(_endpoints(len(meters), host, port_base, addresses))
     seen: set[str] = set()
@@ -143,7 +145,8 @@ async def start_fleet(
         seen.add(meter.state.drn)
     with _gc_paused():
         servers = [
-            MeterServer(MeterObjects(meter, _saver(save), encoding), secret, clock) for meter, save, secret in meters
+            MeterServer(MeterObjects(meter, _saver(save, sync), encoding), secret, clock)
+            for meter, save, secret in meters
         ]
         for server, place in zip(servers, places, strict=True):
             await _listen(fleet, server, place, idle_s)
