@@ -18,12 +18,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, Row, func, inspect, select, text
+from sqlalchemy import Engine, Row, func, insert, inspect, select, text, update
 
 from mita import sts
+from mita.keys.software import key_check_value, seal_vending_key
 from mita.meter import Meter
 from mita.vend import pricing, registry, sample
-from mita.vend.schema import customers, metadata, meter_months, meters, vendors
+from mita.vend.schema import customers, metadata, meter_months, meters, supply_groups, vending_keys, vendors
 from mita.vend.service import Caller, VendingService, receipt_json, tariff_from_spec
 
 SGC = "123456"
@@ -241,3 +242,22 @@ def refused(code: str, fn: Any, *args: Any, **kwargs: Any) -> sts.StsError:
         fn(*args, **kwargs)
     assert exc.value.code == code, f"expected {code}, got {exc.value.code}: {exc.value}"
     return exc.value
+
+
+def rotate_vending_key(w: World) -> None:
+    """The supply group moves to KRN 2 with a second vending key (there is no registry function for it yet)."""
+    with w.engine.begin() as conn:
+        gid = conn.execute(select(supply_groups.c.id).where(supply_groups.c.sgc == SGC)).scalar_one()
+        kid = conn.execute(
+            insert(vending_keys)
+            .values(
+                supply_group_id=gid,
+                krn=2,
+                dkga=2,
+                sealed=seal_vending_key(SGC, 2, SECOND_KEY),
+                kcv=key_check_value(2, SECOND_KEY),
+                created_at=w.now[0],
+            )
+            .returning(vending_keys.c.id)
+        ).scalar_one()
+        conn.execute(update(supply_groups).where(supply_groups.c.id == gid).values(krn=2, vending_key_id=kid))

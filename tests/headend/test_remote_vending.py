@@ -18,8 +18,8 @@ from mita.headend import commands, registry
 from mita.headend.runner import CommandSender
 from mita.outbox import Policy, Worker
 from mita.vend import database, provision
-from mita.vend.schema import meter_commands, meters, outbox
-from vend_fixtures import DRN, World, build_world
+from mita.vend.schema import audit, meter_commands, meters, outbox
+from vend_fixtures import DRN, SECOND_KEY, World, build_world, decoder_key, rotate_vending_key
 
 from .online import serve_meter
 
@@ -97,6 +97,31 @@ def test_a_keypad_meter_gets_no_command_and_connecting_it_changes_nothing_of_its
     world.vend(5000)
     with world.engine.connect() as conn:
         assert conn.execute(select(meter_commands)).first() is None
+
+
+def test_a_key_change_set_goes_first_and_the_meter_that_executed_it_confirms_the_key_change(
+    world: World, tmp_path: Path
+) -> None:
+    rotate_vending_key(world)  # the supply group moves to KRN 2: the meter's next vend carries its key change
+    with serve_meter(world.meter, tmp_path / "meter.json", SECRET, lambda: world.now[0]) as online:
+        connect(world, online.port)
+        vend = world.vend(10_000, include_key_change=True)
+        queued = commands.for_vend(world.engine, vend["id"])
+        assert queued is not None
+        assert [t["kind"] for t in vend["tokens"]] == ["key_change", "key_change", "credit", "fbe"]
+        assert queued["params"]["tokens"] == [t["digits"] for t in vend["tokens"]]
+        assert world.meter_row().pending_key is not None
+        run_worker(world)
+        done = commands.get(world.engine, queued["id"])
+        meter = online.load()
+    assert done["status"] == "acknowledged", done
+    assert [t["result"] for t in done["result"]["tokens"]] == ["kct_pending", "key_changed", "accept", "accept"]
+    assert (meter.state.krn, meter.state.decoder_key) == (2, decoder_key(SECOND_KEY, krn=2))
+    row = world.meter_row()  # the meter said it took the new key: the change is confirmed, not pending
+    assert row.krn == 2 and row.pending_key is None
+    with world.engine.connect() as conn:
+        confirmed = conn.execute(select(audit).where(audit.c.action == "confirm_key_change")).one()
+    assert confirmed.detail["via"] == "meter"
 
 
 def test_an_offline_meter_gets_its_tokens_when_it_answers_again(world: World, tmp_path: Path) -> None:

@@ -29,11 +29,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from mita import sts
-from mita.keys.software import key_check_value, open_vending_key, seal_vending_key
+from mita.keys.software import key_check_value, open_vending_key
 from mita.sts.recipes import KeyConfig
 from mita.vend import database, pricing, registry
 from mita.vend.errors import VendError
-from mita.vend.schema import audit, meters, supply_groups, tokens, vending_keys, vends
+from mita.vend.schema import audit, meters, tokens, vending_keys, vends
 from vend_fixtures import (
     BAD_CHECK_DIGIT,
     BASE_DATE,
@@ -57,6 +57,7 @@ from vend_fixtures import (
     find_secrets,
     ledger_sums,
     refused,
+    rotate_vending_key,
     row_counts,
 )
 
@@ -478,25 +479,6 @@ def test_tid_beyond_the_key_expiry_number_needs_a_key_change(engine: Engine) -> 
 
 
 # ---------------------------------------------------------------------------------------------- key change
-
-
-def rotate_vending_key(w: World) -> None:
-    """The supply group moves to KRN 2 with a second vending key (there is no registry function for it yet)."""
-    with w.engine.begin() as conn:
-        gid = conn.execute(select(supply_groups.c.id).where(supply_groups.c.sgc == SGC)).scalar_one()
-        kid = conn.execute(
-            insert(vending_keys)
-            .values(
-                supply_group_id=gid,
-                krn=2,
-                dkga=2,
-                sealed=seal_vending_key(SGC, 2, SECOND_KEY),
-                kcv=key_check_value(2, SECOND_KEY),
-                created_at=w.now[0],
-            )
-            .returning(vending_keys.c.id)
-        ).scalar_one()
-        conn.execute(update(supply_groups).where(supply_groups.c.id == gid).values(krn=2, vending_key_id=kid))
 
 
 def test_key_change_flow(world: World) -> None:
