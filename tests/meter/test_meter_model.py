@@ -107,9 +107,9 @@ CURRENCY_100K = exact_currency(100_000)  # 100,004: 100,000 is not representable
 
 
 def frozen_view(meter: Meter) -> dict[str, object]:
-    """The state without what a rejected entry may change (reject counter, lock, display, clock)."""
+    """The state without what a rejected entry may change (reject counter, lock, display, clock, the last entry)."""
     view = meter.state.to_dict(include_key=True)
-    for name in ("failures", "locked_until", "lock_delay_s", "display", "clock"):
+    for name in ("failures", "locked_until", "lock_delay_s", "display", "clock", "last_entry"):
         view.pop(name)
     return view
 
@@ -444,6 +444,22 @@ def test_rejected_entries_change_nothing_but_the_reject_counter() -> None:
         assert meter.state.failures == n
     assert enter(meter, credit(TID0 + 5)) == Result.ACCEPT
     assert meter.state.failures == 0
+
+
+def test_every_entry_is_the_last_entry_with_how_it_came() -> None:
+    meter = make_meter()
+    assert meter.state.last_entry is None  # a new meter took no token
+    token, later = credit(TID0), T0 + GAP
+    assert meter.enter(token, T0, via="remote").result == Result.ACCEPT
+    last = meter.state.last_entry
+    assert last is not None and (last.token, last.at, last.result, last.via) == (token, T0, "accept", "remote")
+    assert meter.enter(token[:10] + "-" + token[10:], later).result == Result.USED  # typed again, with a dash
+    last = meter.state.last_entry
+    assert last is not None and (last.token, last.at, last.result, last.via) == (token, later, "used", "keypad")
+    with pytest.raises(MeterError) as exc:
+        meter.enter(token, later, via="post")
+    assert exc.value.code == "format_error"
+    assert meter.state.last_entry == last  # an entry that did not happen is not remembered
 
 
 # ---------------------------------------------------------------- key change

@@ -12,6 +12,8 @@ that decodes the same digits with the key the meter held), and checks the state:
   and every run's ``consumed`` is exactly what left the registers (in internal units);
 * the TID store keeps its size and changes only by an accepted token replacing its smallest TID (or RO = 1);
 * a rejected entry changes nothing but the reject counter and the keypad lock;
+* every entry, taken or not, from the keypad or delivered remotely, is the state's ``last_entry`` (its digits as
+  typed, but none of a key change section's);
 * the state survives ``to_dict`` / JSON / ``from_dict`` unchanged.
 
 Any exception fails the test: ``enter`` documents none, ``run`` only ``RangeError`` for negative inputs.
@@ -31,7 +33,7 @@ from hypothesis import strategies as st
 from mita import sts
 from mita.meter import PROFILES, Meter, MeterState, Profile, Result
 from mita.meter.model import ACCEPTED, TAMPER_KINDS, TEST_FUNCTIONS, TIME_REGISTER, UTILITY_REGISTERS
-from mita.meter.state import PER_BASE_UNIT
+from mita.meter.state import KEYPAD, PER_BASE_UNIT, REMOTE, TYPED_MAX, LastEntry
 from mita.sts.keychange import KeySection
 
 T0 = dt.datetime(2024, 3, 1, 12, 0)
@@ -86,6 +88,7 @@ operations = st.one_of(
     st.tuples(st.just("run"), st.integers(0, 3600), st.integers(0, 20_000)),
     st.tuples(st.just("wait"), st.integers(0, 2000)),
     st.tuples(st.just("tamper"), st.sampled_from(TAMPER_KINDS)),
+    st.tuples(st.just("remote"), credits),  # the same token delivered by a head-end (DLMS token gateway)
 )
 
 
@@ -164,7 +167,7 @@ def expected_test_result(state: MeterState, prof: Profile, token: sts.MeterTest 
 def rejected_view(state: MeterState, result: Result) -> dict[str, Any]:
     """The state without what a rejected entry may change."""
     view = state.to_dict(include_key=True)
-    for name in ("failures", "locked_until", "lock_delay_s", "display", "clock"):
+    for name in ("failures", "locked_until", "lock_delay_s", "display", "clock", "last_entry"):
         view.pop(name)
     if result == Result.KEY_TYPE_ERROR:  # the refused set is thrown away
         view.pop("pending_kct")
@@ -244,7 +247,7 @@ class Keypad:
 
     # -- the checks
 
-    def enter(self, digits: str) -> None:
+    def enter(self, digits: str, via: str = KEYPAD) -> None:
         meter, prof, ref, now = self.meter, self.prof, self.ref, self.now
         before = snapshot(meter.state)
         token = decoded(before, digits)
@@ -261,11 +264,14 @@ class Keypad:
         else:
             expected = expected_tid_result(before, prof, token)
 
-        entry = meter.enter(digits, now)
+        entry = meter.enter(digits, now, via=via)
         event(f"result: {entry.result.value}")
         self.entered.append(digits)
         state = meter.state
         assert entry.result == expected, (digits, token, entry)
+        section = isinstance(token, KeySection) and not locked  # its digits carry the new key: not kept
+        typed = None if section else digits.replace(" ", "").replace("-", "")[:TYPED_MAX]
+        assert state.last_entry == LastEntry(typed, now, entry.result.value, via)
         assert entry.display == prof.display[entry.result]
         assert len(state.tids) == prof.tid_store_size
         assert not {"nkho", "nklo", "nkmo1", "nkmo2"} & set(entry.token)
@@ -413,6 +419,11 @@ class Keypad:
             for sub in order:
                 if sub in SECTIONS[index]:
                     self.step(("kct", index, sub))
+        elif kind == "remote":
+            digits = self.token_for(op[1])
+            assert digits is not None
+            self.enter(digits, REMOTE)
+            self.now += dt.timedelta(seconds=1)
         else:
             digits = self.token_for(op)
             if digits is not None:

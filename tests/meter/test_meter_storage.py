@@ -147,6 +147,62 @@ def test_save_overwrites(folder: Path) -> None:
     assert only_file(folder) == ["meter.json"]
 
 
+def test_the_last_entry_is_saved_and_loaded(folder: Path) -> None:
+    meter = make_meter()
+    path = folder / "meter.json"
+    token = credit(meter, TID0, 70)
+    assert meter.enter(token, T0, via="remote").result == Result.ACCEPT
+    storage.save(meter, path)
+    saved = json.loads(path.read_text())["last_entry"]
+    assert saved == {"token": token, "at": "2024-03-01T12:00:00", "result": "accept", "via": "remote"}
+    loaded = storage.load(path)
+    assert loaded.state.last_entry == meter.state.last_entry
+    assert loaded.status()["last_entry"] == saved  # what `mita meter show` prints
+    assert loaded.enter(f"{token[:4]} {token[4:]}", T0 + dt.timedelta(minutes=1)).result == Result.USED
+    assert loaded.state.last_entry is not None
+    assert (loaded.state.last_entry.token, loaded.state.last_entry.via) == (token, "keypad")  # as typed, unspaced
+
+
+def test_a_file_from_before_the_last_entry_loads(folder: Path) -> None:
+    """Files saved before the meter remembered its last entry have no ``last_entry``: a meter that took none."""
+    path = folder / "meter.json"
+    storage.save(busy_meter(), path)
+    _edit(path, last_entry=None)
+    assert "last_entry" not in path.read_text()
+    loaded = storage.load(path)
+    assert loaded.state.last_entry is None
+    assert loaded.status()["last_entry"] is None
+    assert loaded.enter(credit(loaded, TID0 + 20), T0 + dt.timedelta(hours=1)).result == Result.ACCEPT
+    storage.save(loaded, path)
+    assert storage.load(path).state.last_entry == loaded.state.last_entry
+
+
+def test_a_key_change_sections_digits_are_not_remembered(folder: Path) -> None:
+    """A key change token carries part of the new key (encrypted under the old one, which may be a known default
+    key): the last entry keeps its time and result, not its digits."""
+    meter = make_meter()
+    section = sts.encode(sts.key_change_set(NEW_KEY, key_bits=64, ken=255, krn=2, kt=2, ti=1)[0], sts.EA.STA, KEY)
+    assert meter.enter(section, T0).result == Result.KCT_PENDING
+    path = folder / "meter.json"
+    storage.save(meter, path)
+    assert section not in path.read_text()
+    last = storage.load(path).state.last_entry
+    assert last is not None and (last.token, last.result, last.via) == (None, "kct_pending", "keypad")
+
+
+def test_save_says_which_file_it_wrote(folder: Path) -> None:
+    """The written file's status, taken before the rename: a program sharing the file compares it with a later
+    stat to learn whether someone else saved it since (mita.sim.meterfile)."""
+    meter = make_meter()
+    path = folder / "meter.json"
+    first = storage.save(meter, path)
+    now = os.stat(path)
+    assert (first.st_ino, first.st_mtime_ns, first.st_size) == (now.st_ino, now.st_mtime_ns, now.st_size)
+    second = storage.save(meter, path, sync=False)
+    assert second.st_ino != first.st_ino  # every save is a new file renamed over the old one
+    assert second.st_ino == os.stat(path).st_ino
+
+
 def test_master_key_file_is_created_private(folder: Path, master_file: Path) -> None:
     assert not master_file.exists()
     storage.save(make_meter(), folder / "meter.json")
@@ -329,8 +385,26 @@ def test_truncated_file_is_corrupt_state(folder: Path) -> None:
         {"clock": "yesterday"},
         {"locked_until": 5},
         {"pending_kct": {"3": 7}},
+        {"last_entry": "yesterday"},
+        {"last_entry": {"token": 5, "at": "2024-03-01T12:00:00", "result": "accept", "via": "keypad"}},
+        {"last_entry": {"token": "1", "at": "noon", "result": "accept", "via": "keypad"}},
+        {"last_entry": {"token": "1", "at": "2024-03-01T12:00:00", "result": "accept", "via": "post"}},
+        {"last_entry": {"token": "1", "result": "accept", "via": "keypad"}},
     ],
-    ids=["no-tids", "no-profile", "register-text", "register-name", "clock-text", "lock-number", "pending-int"],
+    ids=[
+        "no-tids",
+        "no-profile",
+        "register-text",
+        "register-name",
+        "clock-text",
+        "lock-number",
+        "pending-int",
+        "entry-text",
+        "entry-token-number",
+        "entry-time-text",
+        "entry-via-unknown",
+        "entry-no-time",
+    ],
 )
 def test_invalid_fields_are_corrupt_state(folder: Path, changes: dict[str, Any]) -> None:
     path = folder / "meter.json"

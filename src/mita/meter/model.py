@@ -2,7 +2,7 @@
 
 Token entry follows SPEC.md §9, one step after another; the first step that
 fails gives the result, and nothing in the state changes except the keypad's
-reject counter:
+reject counter (and ``last_entry``, the record of every entry, taken or not):
 
 ====  ===================================================  ======================
 step  check                                                result when it fails
@@ -42,7 +42,7 @@ from mita.sts.values import Value, field
 
 from .errors import MeterError
 from .profiles import Profile, get_profile
-from .state import PER_BASE_UNIT, REGISTER_NAMES, SECRET_FIELDS, MeterState
+from .state import KEYPAD, PER_BASE_UNIT, REGISTER_NAMES, SECRET_FIELDS, TYPED_MAX, VIAS, LastEntry, MeterState
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time of mita meter enter)
 if TYPE_CHECKING:
@@ -152,14 +152,27 @@ class Meter:
 
     # ------------------------------------------------------------ token entry
 
-    def enter(self, token: str, now: dt.datetime) -> EntryResult:
+    def enter(self, token: str, now: dt.datetime, *, via: str = KEYPAD) -> EntryResult:
+        """Take one token, typed on the keypad or (``via=REMOTE``) delivered by a head-end. Whatever the result, the
+        entry is remembered as ``state.last_entry`` (what a token gateway shows of the last token)."""
+        if via not in VIAS:
+            raise MeterError("format_error", f"a token comes via one of {', '.join(VIAS)}")
+        typed = str(token).replace(" ", "").replace("-", "")[:TYPED_MAX]
+        out, section = self._enter(token, now)
+        self.state.last_entry = LastEntry(None if section else typed, now, out.result.value, via)
+        return out
+
+    def _enter(self, token: str, now: dt.datetime) -> tuple[EntryResult, bool]:
+        """The entry's result, and whether the token was a key change section (its digits are not remembered)."""
         s = self.state
         self._advance_clock(now)
         if s.locked_until is not None and now < s.locked_until:
             wait = int((s.locked_until - now).total_seconds()) + 1
-            return self._answer(Result.LOCKED_OUT, f"keypad locked for {wait} s more")
+            return self._answer(Result.LOCKED_OUT, f"keypad locked for {wait} s more"), False
+        section = False
         try:
             decoded = self._decode(token)
+            section = isinstance(decoded, KeySection)
             out = self._execute(decoded, now)
         except _Reject as rej:
             s.failures += 1
@@ -167,10 +180,10 @@ class Meter:
             if lock is not None and s.failures >= lock.failures:
                 s.lock_delay_s = lock.first_s if s.lock_delay_s == 0 else min(s.lock_delay_s * 2, lock.max_s)
                 s.locked_until = now + dt.timedelta(seconds=s.lock_delay_s)
-            return self._answer(rej.result, rej.detail)
+            return self._answer(rej.result, rej.detail), section
         s.failures = 0
         s.lock_delay_s = 0
-        return out
+        return out, section
 
     def _decode(self, token: str) -> sts.Token:
         s = self.state

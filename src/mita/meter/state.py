@@ -47,6 +47,41 @@ def _parse_time(value: Any) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromisoformat(value)
 
 
+#: How a token reached the meter: typed on its keypad, or delivered by a head-end (DLMS token gateway).
+KEYPAD, REMOTE = "keypad", "remote"
+VIAS = (KEYPAD, REMOTE)
+#: What the meter keeps of what was typed: enough for a token (20 digits) and a mistyped one, never a megabyte.
+TYPED_MAX = 40
+
+
+class LastEntry(Value):
+    """The meter's last token entry, whatever its result: what a token gateway shows as the last token (IEC
+    62056-6-2 IC 115: token, time, delivery method, status), and how a simulated meter serving the same file tells
+    that a token was typed on the keypad since it last looked.
+
+    ``token`` is the digits as typed (spaces and dashes removed, at most :data:`TYPED_MAX` characters), or None for
+    a key change section: its digits carry part of the new key, which the meter file keeps only sealed."""
+
+    token: str | None
+    at: dt.datetime
+    result: str  # a mita.meter.model.Result value (the model imports this module, not the other way round)
+    via: str  # KEYPAD or REMOTE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"token": self.token, "at": _time(self.at), "result": self.result, "via": self.via}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LastEntry | None:
+        """None for ``None`` (a meter that never took a token, or a file older than the field)."""
+        if data is None:
+            return None
+        token, at = data["token"], dt.datetime.fromisoformat(data["at"])
+        result, via = data["result"], data["via"]
+        if (token is not None and not isinstance(token, str)) or not isinstance(result, str) or via not in VIAS:
+            raise ValueError(f"last_entry is not a token entry: {data!r}")
+        return cls(token, at, result, via)
+
+
 class MeterState(Value, frozen=False):
     profile: str
     drn: str
@@ -76,6 +111,7 @@ class MeterState(Value, frozen=False):
     clock: dt.datetime | None = None
     display: str = ""
     remote_open: bool = False  # the head-end opened the switch (DLMS disconnect control); only a reconnect closes it
+    last_entry: LastEntry | None = None  # the last token entered, keypad or remote; None: never one
 
     def to_dict(self, include_key: bool = False) -> dict[str, Any]:
         """A JSON-ready copy. Without ``include_key`` it holds no secrets: no decoder key, and no parts
@@ -89,6 +125,8 @@ class MeterState(Value, frozen=False):
                 continue
             if isinstance(value, dt.datetime):
                 value = _time(value)
+            elif isinstance(value, LastEntry):
+                value = value.to_dict()
             elif name == "registers":
                 value = {str(k): v for k, v in value.items()}
             elif name == "pending_kct":
@@ -122,6 +160,7 @@ class MeterState(Value, frozen=False):
             }
             values["tids"] = [int(t) for t in values["tids"]]
             values["tamper"] = list(values.get("tamper", []))
+            values["last_entry"] = LastEntry.from_dict(values.get("last_entry"))
             return cls(decoder_key=decoder_key, **values)
         except (KeyError, TypeError, ValueError) as exc:
             raise MeterError("corrupt_state", f"saved meter state is not valid: {exc}") from None

@@ -62,12 +62,16 @@ def loads(text: str) -> Meter:
     return Meter(MeterState.from_dict(data, secrets["decoder_key"], secrets.get("pending")))
 
 
-def save(meter: Meter, path: str | os.PathLike[str], *, sync: bool = True) -> None:
+def save(meter: Meter, path: str | os.PathLike[str], *, sync: bool = True) -> os.stat_result:
     """Write the temporary file, fsync it, rename it over ``path``, fsync the folder (the rename is durable).
 
     ``sync=False`` leaves out both fsyncs: the file is still whole (old state or new, for any reader), but a
     machine crash may lose the last saves. For simulated fleets under load tests, where a thousand meters' fsyncs
-    would queue behind one another and measure the disk instead of the head-end."""
+    would queue behind one another and measure the disk instead of the head-end.
+
+    Returns the written file's status, taken before the rename: a program sharing the file (a simulated meter
+    beside ``mita meter``) compares it with ``os.stat(path)`` later to learn whether another wrote the file since.
+    A stat of ``path`` after the rename could already be another writer's file."""
     target = os.path.abspath(path)
     folder = os.path.dirname(target)
     fd, tmp = _temporary(folder, os.path.basename(target))
@@ -77,18 +81,20 @@ def save(meter: Meter, path: str | os.PathLike[str], *, sync: bool = True) -> No
             f.flush()
             if sync:
                 os.fsync(f.fileno())
+            written = os.fstat(f.fileno())
         os.replace(tmp, target)
     except BaseException:
         if os.path.lexists(tmp):  # our own file: nobody else removes it
             os.unlink(tmp)
         raise
     if not sync:
-        return
+        return written
     dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return written
 
 
 def _temporary(folder: str, name: str) -> tuple[int, str]:
