@@ -1,4 +1,5 @@
-"""A simulated meter on a loopback port for each test, its state file in tmp_path, its clock in the test's hand.
+"""A simulated meter on a loopback port for each test, its state file in tmp_path (shared with ``mita meter``, as
+``mita sim serve`` shares it), its clock in the test's hand.
 
 The fixtures are in conftest.py; the values and helpers here are imported by the tests by name."""
 
@@ -59,13 +60,15 @@ def drn_of(i: int) -> str:
 
 
 def start(tmp_path: Path, profile: str = "legacy-ea07", encoding: str | None = None) -> Iterator[Sim]:
+    from mita.sim.meterfile import MeterFile
     from mita.sim.objects import MeterObjects
     from mita.sim.server import MeterServer, serve
 
     path = tmp_path / "meter.json"
     storage.save(make_meter(profile), path)
     sim = Sim(0, path)
-    objects = MeterObjects(storage.load(path), lambda m: storage.save(m, path), encoding)  # type: ignore[arg-type]
+    file = MeterFile(path)  # shared with `mita meter`, as `mita sim serve` shares it
+    objects = MeterObjects(file.load(), file, encoding)  # type: ignore[arg-type]
     server = MeterServer(objects, SECRET, lambda: sim.now[0])
     loop = asyncio.new_event_loop()
     sim.objects, sim.loop = objects, loop

@@ -1,9 +1,11 @@
 """``mita sim``: simulated smart STS meters over DLMS/COSEM (issue 12).
 
 ``mita sim serve STATE.json --host 127.0.0.1 --port 4059`` serves the meter file ``mita meter`` uses, so one meter
-takes tokens from its keypad and over DLMS alike; every change is saved to the file as ``mita meter`` saves it. When
-it listens, it prints one JSON line on standard output (``drn``, ``host``, ``port`` -- the real one with
-``--port 0`` -- and the client addresses), then serves until Ctrl-C.
+takes tokens from its keypad and over DLMS alike; every change is saved to the file as ``mita meter`` saves it, and
+before each request the sim takes the file if ``mita meter`` saved it meanwhile (:mod:`mita.sim.meterfile`): a token
+typed on the keypad counts once, shown in the token gateway as a manual entry. When it listens, it prints one JSON
+line on standard output (``drn``, ``host``, ``port`` -- the real one with ``--port 0`` -- and the client
+addresses), then serves until Ctrl-C.
 
 The management association (client 1, LLS) needs the meter's secret, hex, from ``--secret-file`` or
 ``--secret-env`` (never the command line: :mod:`mita.cli.secrets`); without one only the public, read-only client
@@ -76,11 +78,10 @@ def serve(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from mita.meter import storage
-
     from . import exits, secrets
 
     try:
+        from mita.sim.meterfile import MeterFile
         from mita.sim.objects import MeterObjects
         from mita.sim.server import MANAGEMENT_CLIENT, PUBLIC_CLIENT, MeterServer
         from mita.sim.server import serve as listen
@@ -89,8 +90,9 @@ def serve(args: argparse.Namespace) -> int:
 
     source = secrets.KeySource("secret", args.secret_file, args.secret_env)
     secret_hex = secrets.read_key(source, what="the LLS secret", digits=SECRET_DIGITS, required=False)
-    meter = storage.load(args.state_file)
-    objects = MeterObjects(meter, lambda m: storage.save(m, args.state_file), args.token_encoding)
+    file = MeterFile(args.state_file)  # shared with `mita meter`: the keypad's changes are taken before each request
+    meter = file.load()
+    objects = MeterObjects(meter, file, args.token_encoding)
 
     def clock() -> datetime.datetime:
         return datetime.datetime.now().replace(microsecond=0)
@@ -223,13 +225,13 @@ def fleet(args: argparse.Namespace) -> int:
     import signal
     import sys
 
-    from mita.meter import storage
     from mita.meter.errors import MeterError
 
     from . import exits
 
     try:
         from mita.sim.fleet import FleetError, start_fleet
+        from mita.sim.meterfile import MeterFile
     except ImportError:
         fail("dlms_missing", "mita sim needs the dlms extra (gurux-dlms): pip install 'mita[dlms]'")
 
@@ -252,11 +254,12 @@ def fleet(args: argparse.Namespace) -> int:
         fail("no_meters", f"no meter files (*.json) in {args.folder!r}")
     meters = []
     for path in paths:
+        file = MeterFile(path, sync=not args.no_sync)  # shared with `mita meter`: its changes are taken
         try:
-            meter = storage.load(path)
+            meter = file.load()
         except MeterError as exc:
             fail(exc.code, f"{path}: {exc}")
-        meters.append((meter, path, lls.get(meter.state.drn, b"")))
+        meters.append((meter, file, lls.get(meter.state.drn, b"")))
 
     # one socket per meter and per open connection: the soft limit (often 1,024) up to the hard one
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

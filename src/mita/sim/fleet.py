@@ -26,16 +26,18 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from mita.meter import Meter, storage
+from mita.meter import Meter
 
 from . import carrier
+from .meterfile import MeterFile
 from .objects import MeterObjects
 from .server import MeterServer, serve
 
 #: The DLMS/COSEM port (IANA), each meter's port when each has an address of its own.
 DLMS_PORT = 4059
 
-#: Where a meter's changes go: a callable, or the path of its file (saved as ``mita meter`` saves it).
+#: Where a meter's changes go: a callable, or its file, shared with ``mita meter`` (a path or a
+#: :class:`~mita.sim.meterfile.MeterFile`: saved as ``mita meter`` saves it, and its changes by others taken).
 Saver = Callable[[Meter], None] | str | os.PathLike[str]
 #: One meter of a fleet: the meter, where its changes are saved, its management client's LLS secret (empty: the
 #: public client only).
@@ -60,10 +62,11 @@ def local_clock() -> dt.datetime:
 
 
 def _saver(target: Saver, sync: bool) -> Callable[[Meter], None]:
+    """A callable (a :class:`MeterFile` among them) as it is; a path as a :class:`MeterFile`. That one has not
+    read the file, so the first request takes the file's meter (the file as it is then, which is what is served)."""
     if callable(target):
         return target
-    path = os.fspath(target)
-    return lambda meter: storage.save(meter, path, sync=sync)
+    return MeterFile(target, sync=sync)
 
 
 def _endpoints(count: int, host: str, port_base: int, addresses: str | None) -> Iterator[Endpoint]:

@@ -3,8 +3,10 @@
 =====================  ===================  ====  ==================================================================
 object                 OBIS                 IC    backed by
 =====================  ===================  ====  ==================================================================
-token gateway          0.0.19.40.0.255      115   method 1 *enter* runs :meth:`Meter.enter`; attr 6 token_status
-                                                  from :mod:`mita.sim.status`; delivery method REMOTE
+token gateway          0.0.19.40.0.255      115   method 1 *enter* runs :meth:`Meter.enter`; attrs 2-6 the meter's
+                                                  last entry: token, time, description, delivery method (REMOTE;
+                                                  MANUAL for a token typed on the keypad), token_status from
+                                                  :mod:`mita.sim.status`
 disconnect control     0.0.96.3.10.255      70    methods 1/2 remote disconnect/reconnect: :meth:`Meter.remote_switch`;
                                                   output_state is the model's switch (or valve)
 clock                  0.0.1.0.0.255        8     the server's clock (the model's clock is only an input); the
@@ -24,12 +26,17 @@ credit                 0.0.19.10.0.255      112   current_credit_amount: the uti
 account                0.0.19.0.0.255       111   available_credit: the same figure
 event logs             0.0.99.98.{0,1,2}.255 7    standard, fraud detection, disconnector control: rows of
                                                   (clock attr 2, event code object attr 2); :mod:`mita.sim.events`
-token transfer log     0.0.99.17.0.255      7     (clock attr 2, token gateway attr 2, token gateway attr 6 element 1)
+token transfer log     0.0.99.17.0.255      7     (clock attr 2, token gateway attr 2, token gateway attr 6 element 1):
+                                                  remote entries, and the keypad's the sim learns of from the file
 event code objects     0.0.96.11.{0,1,2}.255 1    the last event code of each event log (unsigned)
 =====================  ===================  ====  ==================================================================
 
 The model gets time passed in (sans-IO): every handler takes ``now`` from the server. After each change the state
-file is saved by the ``save`` callback, the one :mod:`mita.meter.storage` gives ``mita meter``.
+file is saved by the ``save`` callback, the one :mod:`mita.meter.storage` gives ``mita meter``. When that callback
+is a :class:`~mita.sim.meterfile.MeterFile`, the file is shared with ``mita meter``: before each request the server
+calls :meth:`MeterObjects.catch_up`, which takes the file's meter if another program saved it since (a token typed
+on the keypad, a tamper, a run), logs what changed, and shows a keypad token in the token gateway (delivery method
+MANUAL: IEC 62056-6-2 names a keypad "manual entry", 2; "local communication", 1, is an optical or local port).
 
 The logs' buffers (attr 2) are encoded here, not by gurux: its encoder types each column by the captured
 attribute's type, so the status-code column (one element of the token_status structure) would be encoded as a
@@ -41,6 +48,7 @@ answered with the whole buffer; gurux's own by-entry selection returns no rows (
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -61,11 +69,15 @@ from gurux_dlms.objects import (
 from gurux_dlms.objects.enums import ControlMode, ControlState, SortMethod, TokenDelivery
 
 from mita.meter import Meter, Result
+from mita.meter.errors import MeterError
 from mita.meter.model import UTILITY_REGISTERS
-from mita.meter.state import PER_BASE_UNIT
+from mita.meter.state import KEYPAD, PER_BASE_UNIT, REMOTE, LastEntry
 
 from . import carrier, status
 from .events import EventLogs, Log, Watcher
+from .meterfile import MeterFile
+
+log = logging.getLogger("mita.sim")
 
 TOKEN_GATEWAY = "0.0.19.40.0.255"
 DISCONNECT_CONTROL = "0.0.96.3.10.255"
@@ -98,6 +110,13 @@ PER_BASE_UNIT_SHOWN = PER_BASE_UNIT // PER_WH_OR_LITRE
 THRESHOLD_ACTIVE, THRESHOLD_NORMAL = 3, 4
 #: The thresholds are double-long-unsigned watts, the monitored register's type.
 MAX_WATTS = 2**32 - 1
+
+#: How the meter's last entry came (:data:`mita.meter.state.VIAS`) -> the token gateway's delivery method (attr 5).
+#: A keypad is IEC 62056-6-2's "manual entry" (2); "local communication" (1) is an optical or local port.
+DELIVERY: dict[str, TokenDelivery] = {REMOTE: TokenDelivery.REMOTE, KEYPAD: TokenDelivery.MANUAL}
+
+#: A COSEM date-time with nothing specified (IEC 62056-6-2 §4.1.6.1): the time of a token never entered.
+NO_TIME = bytes.fromhex("ffffffffffffffffff8000ff")
 
 #: One column of a log: (object, attribute, data index, the A-XDR type its values are written as).
 Column = tuple[Any, int, int, int]
@@ -141,6 +160,18 @@ class LogObject(GXDLMSProfileGeneric):  # type: ignore[misc]
         return bytes(out.array())
 
 
+class TokenGatewayObject(GXDLMSTokenGateway):  # type: ignore[misc]
+    """gurux's token gateway, readable before the meter took any token: attr 2 is then an empty octet-string and
+    attr 3 the unspecified date-time (every field 0xFF, deviation 0x8000), which gurux cannot encode (its date-time
+    needs a value: a GET of it was answered hardware-fault)."""
+
+    def getValue(self, settings: Any, e: Any) -> Any:
+        if e.index == 3 and self.time is None:
+            e.byteArray = True
+            return bytes([DataType.OCTET_STRING, len(NO_TIME)]) + NO_TIME
+        return super().getValue(settings, e)
+
+
 class LimiterObject(GXDLMSLimiter):  # type: ignore[misc]
     """gurux's limiter, its thresholds (attrs 3-5) encoded here as double-long-unsigned. Their declared type stays
     unset because gurux's SET path converts a received octet-string to the declared type: an octet-string sent as a
@@ -158,16 +189,21 @@ class LimiterObject(GXDLMSLimiter):  # type: ignore[misc]
 
 
 class MeterObjects:
-    """One meter's object set. ``save`` is called after every change the meter made."""
+    """One meter's object set. ``save`` is called after every change the meter made; a
+    :class:`~mita.sim.meterfile.MeterFile` (rather than any callable) also brings in the file's changes made by
+    others (:meth:`catch_up`)."""
 
     def __init__(self, meter: Meter, save: Callable[[Meter], None], encoding: carrier.Encoding | None = None) -> None:
         self.meter, self.save = meter, save
+        self.file = save if isinstance(save, MeterFile) else None
         self.encoding: carrier.Encoding = encoding or carrier.encoding_of(meter.profile.name)
         water = meter.profile.utility == "water"
-        self.token_gateway = GXDLMSTokenGateway(TOKEN_GATEWAY)
-        self.token_gateway.deliveryMethod = TokenDelivery.REMOTE
+        self.token_gateway = TokenGatewayObject(TOKEN_GATEWAY)
+        self.token_gateway.token, self.token_gateway.deliveryMethod = b"", TokenDelivery.REMOTE
         self.token_gateway.statusCode = status.STATUS_CODE[Result.ACCEPT]  # nothing entered yet: no failure either
         self.token_gateway.dataValue = "00000000"
+        if meter.state.last_entry is not None:  # the meter remembers its last token, however it came
+            self._show_entry(meter.state.last_entry)
         self.disconnect = GXDLMSDisconnectControl(DISCONNECT_CONTROL)
         self.disconnect.controlMode = ControlMode.MODE_1  # remote disconnect and reconnect both allowed
         self.clock = GXDLMSClock(CLOCK)
@@ -227,6 +263,63 @@ class MeterObjects:
             *self.log_objects.values(),
         ]
 
+    # ------------------------------------------------------------ the shared file
+
+    def catch_up(self, now: dt.datetime) -> None:
+        """Take the meter file if another program saved it since the sim last did (the server calls this before
+        every request: one ``os.stat``). What changed is logged as events; a token typed on the keypad since
+        shows in the token gateway (delivery method MANUAL) and gets a row in the token transfer log. Only the
+        last keypad entry is known: several typed between two requests show as the last one.
+
+        A file that does not load (or holds another meter or profile) is not taken; the warning names the file,
+        and the sim goes on with its own meter (its next save replaces that file: restart the sim to serve another
+        meter)."""
+        file = self.file
+        if file is None or not file.changed():
+            return
+        try:
+            meter = file.load()
+        except MeterError as exc:
+            log.warning("meter file %s changed but does not load (%s): the meter served as it was", file.path, exc.code)
+            file.signature = file.current()
+            return
+        mine = self.meter.state
+        if (meter.state.drn, meter.profile.name) != (mine.drn, self.meter.profile.name):
+            theirs = f"{meter.state.drn} ({meter.profile.name})"
+            log.warning("meter file %s now holds meter %s, not %s (%s): not taken", file.path, theirs, mine.drn,
+                        self.meter.profile.name)  # fmt: skip
+            return
+        entry, seen = meter.state.last_entry, mine.last_entry
+        self.meter = meter
+        if self.watcher is not None:
+            self.watcher.meter = meter
+        if entry is not None and entry.via == KEYPAD and entry != seen and self._show_entry(entry):
+            self.logs.token(entry.at, self.token_gateway.token, int(self.token_gateway.statusCode))
+        self.observe(now)
+
+    def _show_entry(self, entry: LastEntry) -> bool:
+        """The token gateway as the meter's last entry left it (attrs 2-6); False (left as it was) for a result
+        this sim does not know (a newer model's): nothing shown rather than a wrong status."""
+        try:
+            result = Result(entry.result)
+        except ValueError:
+            return False
+        tg = self.token_gateway
+        tg.token, tg.time, tg.deliveryMethod = self._octets(entry.token), GXDateTime(entry.at), DELIVERY[entry.via]
+        tg.statusCode, tg.dataValue = status.STATUS_CODE[result], status.data_bits(result)
+        tg.descriptions = [result.value.encode()]
+        return True
+
+    def _octets(self, typed: str | None) -> bytes:
+        """A remembered token as the gateway carries it: in the meter's encoding when it is 20 digits, else what was
+        typed as ASCII; empty for a key change section (the meter keeps its digits only sealed)."""
+        if typed is None:
+            return b""
+        try:
+            return carrier.pack(typed, self.encoding)
+        except carrier.CarrierError:
+            return typed.encode("utf-8", "replace")
+
     # ------------------------------------------------------------ reads
 
     def refresh(self, now: dt.datetime) -> None:
@@ -282,7 +375,7 @@ class MeterObjects:
             tg.descriptions = [str(exc).encode()]
             self.logs.token(now, bytes(data), int(tg.statusCode))
             return int(tg.statusCode)
-        entry = self.meter.enter(digits, now)
+        entry = self.meter.enter(digits, now, via=REMOTE)
         self.save(self.meter)  # a reject changes the state too (the reject counter, the lockout)
         tg.statusCode, tg.dataValue = status.STATUS_CODE[entry.result], status.data_bits(entry.result)
         tg.descriptions = [entry.result.value.encode()]
