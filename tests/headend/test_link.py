@@ -4,6 +4,8 @@ its LinkError code, against the sim or against a scripted fake meter that answer
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import inspect
 import logging
 import socket
 import threading
@@ -12,11 +14,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from dlms_cosem import cosem, enumerations
+from dlms_cosem import state as dlms_state
+from dlms_cosem.connection import DlmsConnection
 from dlms_cosem.protocol import xdlms
 from dlms_cosem.protocol.xdlms.invoke_id_and_priority import InvokeIdAndPriority
 
 from mita.headend import cosem as axdr
-from mita.headend.link import CODES, Endpoint, LinkError, associate
+from mita.headend.link import CODES, Endpoint, LinkError, _DlmsCosemAssociation, associate
 
 from .conftest import SIM_SECRET, SimMeter
 
@@ -192,10 +197,33 @@ def test_the_secret_is_in_no_log_record(sim_meter: Callable[..., SimMeter], capl
             assoc.get(*ENERGY, 2)
         with contextlib.suppress(LinkError), associate(sim.endpoint(b"another-secret")):
             pass
-    assert "Sending" in caplog.text  # the library's logging was on
+    assert "DLMS state transitioned" in caplog.text  # the library's logging was on
     for secret in (SIM_SECRET, b"another-secret"):
         for form in (secret.decode(), repr(secret), secret.hex()):
             assert form not in caplog.text
+
+
+def test_canary_the_association_encodes_as_dlms_cosem_send_does() -> None:
+    """``_DlmsCosemAssociation._encode`` is ``DlmsConnection.send`` without its log lines: the same octets and the
+    same state for every request the head-end makes; and ``send`` is still the code it was read from (21.3.2)."""
+    source = inspect.getsource(DlmsConnection.send)
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == "78bdedda767cc710", "DlmsConnection.send changed"
+    ours, theirs = (_DlmsCosemAssociation(Endpoint("127.0.0.1", 4059, secret=SIM_SECRET), None) for _ in "ab")  # type: ignore[arg-type]
+    aarq = ours.connection.get_aarq()
+    assert ours._encode(aarq) == theirs.connection.send(aarq)
+    assert ours.connection.state.current_state is theirs.connection.state.current_state
+    gateway = cosem.Obis(0, 0, 19, 40, 0, 255)
+    status = cosem.CosemAttribute(enumerations.CosemInterface.TOKEN_GATEWAY, gateway, 6)
+    enter = cosem.CosemMethod(enumerations.CosemInterface.TOKEN_GATEWAY, gateway, 1)
+    for apdu in (
+        xdlms.GetRequestNormal(cosem_attribute=status),
+        xdlms.SetRequestNormal(cosem_attribute=status, data=b"\x11\x01"),
+        xdlms.ActionRequestNormal(cosem_method=enter, data=b"\x09\x0a" + bytes(10)),
+    ):
+        for assoc in (ours, theirs):  # associated, as if the meter had accepted
+            assoc.connection.state.current_state = dlms_state.READY
+        assert ours._encode(apdu) == theirs.connection.send(apdu)
+        assert ours.connection.state.current_state is theirs.connection.state.current_state
 
 
 # ------------------------------------------------------------------------------------------------ failures

@@ -19,10 +19,12 @@ Only dlms-cosem's APDU codec and connection state machine are used. The socket i
 (:class:`_Wire`): dlms-cosem's ``BlockingTcpTransport`` loops forever when the meter closes the connection in the
 middle of an answer (``recv`` returning ``b""``), and its timeout is per ``recv`` rather than per request.
 
-Secrets: the LLS secret goes into the AARQ and nowhere else. dlms-cosem logs every APDU it sends at INFO and
-DEBUG, the AARQ with its ``authentication_value`` included, so its connection logger is silenced while the AARQ
-is encoded (:class:`_QuietWhileAssociating`). No :class:`LinkError` message or ``repr`` holds the secret, and
-a LinkError never chains dlms-cosem's exception (whose text may quote an APDU): each is raised ``from None``.
+Secrets: the LLS secret goes into the AARQ and nowhere else. dlms-cosem's ``DlmsConnection.send`` logs every APDU at
+INFO and DEBUG, the AARQ with its ``authentication_value`` included: the association encodes its APDUs without it
+(:meth:`_DlmsCosemAssociation._encode`, also for the CPU), and should the library's ``send`` run, its connection
+logger is silenced while the AARQ is encoded (:class:`_QuietWhileAssociating`). No :class:`LinkError` message or
+``repr`` holds the secret, and a LinkError never chains dlms-cosem's exception (whose text may quote an APDU): each
+is raised ``from None``.
 """
 
 from __future__ import annotations
@@ -285,15 +287,31 @@ class _DlmsCosemAssociation:
     def __repr__(self) -> str:
         return f"<association {self.endpoint!r}>"
 
+    def _encode(self, apdu: Any) -> bytes:
+        """What ``DlmsConnection.send`` does with an APDU (the state machine moved on, the octets, the PDU size
+        checked), without its two log lines: each formats the whole APDU (its repr) even when nobody logs it, and
+        at INFO, where ``mita worker`` logs, one line per request went to the worker's log (0.2 ms of the
+        worker's CPU per head-end delivery). Only the plain path: the head-end neither ciphers nor uses a
+        pre-established association, and for either the library's own ``send`` runs (a canary test keeps
+        ``send`` as this reads it)."""
+        connection = self.connection
+        if connection.use_protection or connection.is_pre_established:
+            return bytes(connection.send(apdu))
+        connection.state.process_event(apdu)
+        out = bytes(apdu.to_bytes())
+        if len(out) > connection.max_pdu_size:
+            raise LinkError("protocol", f"{type(apdu).__name__} of {len(out)} octets, above the PDU size agreed")
+        return out
+
     def _request(self, what: str, apdu: Any) -> Any:
         """Send one APDU and return the APDU answered, every failure a LinkError."""
         try:
             if isinstance(apdu, acse.ApplicationAssociationRequest):
                 with _quiet():
-                    out = _library(what, lambda: self.connection.send(apdu))
+                    out = _library(what, lambda: self._encode(apdu))
             else:
-                out = _library(what, lambda: self.connection.send(apdu))
-            answer = self.wire.exchange(bytes(out))
+                out = _library(what, lambda: self._encode(apdu))
+            answer = self.wire.exchange(out)
             self.connection.receive_data(answer)
             return _library(what, self.connection.next_event)
         except LinkError:
