@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, or_, select, update
 
 from mita.outbox.senders import Message, SendError
 from mita.sts import StsError
@@ -151,6 +151,24 @@ _SENT = (
     .where(_C.id == bindparam("command"), _C.status == bindparam("was"))
     .values(status=S.SENT.value, attempts=_C.attempts + 1, sent_at=bindparam("at"))
 )
+#: The statuses a command may be sent from (the lifecycle's one table).
+_SENDABLE = tuple(s.value for s, after in COMMAND.moves.items() if S.SENT in after)
+#: PostgreSQL: the common case in one statement committed alone (BEGIN, SELECT ... FOR UPDATE, UPDATE and COMMIT
+#: were four round trips): a command still to send, not expired, whose meter has an endpoint, moved to sent,
+#: answering what :data:`_ROW` answers (its status the new one). Anything else goes the way of :data:`_ROW`.
+_TAKE = (
+    update(meter_commands)
+    .where(
+        _C.id == bindparam("command"),
+        or_(*(_C.status == status for status in _SENDABLE)),  # not IN: SA expands an IN list on every execution
+        _C.expires_at > bindparam("at"),
+        meters.c.id == _C.meter_id,
+        meter_endpoints.c.meter_id == _C.meter_id,
+    )
+    .values(status=S.SENT.value, attempts=_C.attempts + 1, sent_at=bindparam("at"))
+    .returning(_C.id, _C.kind, _C.params, _C.status, _C.meter_id, _C.expires_at, _C.attempts, meters.c.drn,
+               *registry.REACH)
+)  # fmt: skip
 _MOVE = update(meter_commands).where(_C.id == bindparam("command"), _C.status == bindparam("was"))
 _END = _MOVE.values(
     status=bindparam("status"), result=bindparam("result"), error=bindparam("error"), finished_at=bindparam("at")
@@ -174,6 +192,10 @@ class CommandSender:
     ) -> None:
         self.engine, self.clock, self.timeout = engine, clock, timeout
         self.confirm_key_change = confirm_key_change
+        # PostgreSQL: one-statement writes without BEGIN and COMMIT round trips (each statement is its own
+        # transaction, as durable). Not SQLite: its engine issues BEGIN IMMEDIATE itself (mita.vend.database).
+        self.postgresql = engine.dialect.name == "postgresql"
+        self.single = engine.execution_options(isolation_level="AUTOCOMMIT") if self.postgresql else engine
 
     def send(self, message: Message) -> None:
         try:
@@ -181,20 +203,9 @@ class CommandSender:
         except (KeyError, TypeError, ValueError):
             raise SendError("malformed command row", permanent=True) from None
         now = self.clock()
-        with self.engine.begin() as conn:
-            row = conn.execute(_ROW, {"command": command_id}).first()
-            if row is None:
-                raise SendError(f"no command {command_id}", permanent=True)
-            if row.status in FINAL:  # settled by an earlier try whose outbox row was not
-                return
-            if now >= row.expires_at:
-                self._end(conn, row, S.EXPIRED, None, f"expired: not reached by {row.expires_at.isoformat()}", now)
-                return
-            if row.host is None:
-                self._end(conn, row, S.FAILED, None, "not_connected: the meter's endpoint was removed", now)
-                return
-            COMMAND.check(row.status, S.SENT)
-            conn.execute(_SENT, {"command": row.id, "was": row.status, "at": now})
+        row = self._take(command_id, now)
+        if row is None:
+            return
         endpoint, encoding = registry.reach(row, row.drn, self.timeout)
         kind = CommandKind(row.kind)
         try:
@@ -210,7 +221,7 @@ class CommandSender:
                 raise SendError(exc.code) from None  # the outbox tries again after its backoff
             return
         status = S.ACKNOWLEDGED if outcome.error is None else S.FAILED
-        with self.engine.begin() as conn:
+        with self.single.begin() as conn:  # one statement
             self._end(conn, row, status, outcome.result, outcome.error, self.clock(), current=S.SENT)
         log.info("command %s (%s) at meter %s: %s", row.id, kind.value, row.drn, outcome.error or status.value)
         if self.confirm_key_change and any(t.get("result") == "key_changed" for t in outcome.result.get("tokens", [])):
@@ -218,6 +229,30 @@ class CommandSender:
                 self.confirm_key_change(row.drn)
             except StsError as exc:  # confirmed already (by an operator): the command's answer stands
                 log.warning("command %s: key change of meter %s not confirmed: %s", row.id, row.drn, exc.code)
+
+    def _take(self, command_id: int, now: dt.datetime) -> Any:
+        """The command moved to sent, with its meter and how to reach it; None when there is nothing to send (it
+        ended, now or before)."""
+        if self.postgresql:
+            with self.single.begin() as conn:
+                row = conn.execute(_TAKE, {"command": command_id, "at": now}).first()
+            if row is not None:
+                return row
+        with self.engine.begin() as conn:
+            row = conn.execute(_ROW, {"command": command_id}).first()
+            if row is None:
+                raise SendError(f"no command {command_id}", permanent=True)
+            if row.status in FINAL:  # settled by an earlier try whose outbox row was not
+                return None
+            if now >= row.expires_at:
+                self._end(conn, row, S.EXPIRED, None, f"expired: not reached by {row.expires_at.isoformat()}", now)
+                return None
+            if row.host is None:
+                self._end(conn, row, S.FAILED, None, "not_connected: the meter's endpoint was removed", now)
+                return None
+            COMMAND.check(row.status, S.SENT)
+            conn.execute(_SENT, {"command": row.id, "was": row.status, "at": now})
+        return row
 
     @staticmethod
     def _move(conn: Any, command_id: int, status: CommandStatus, **values: Any) -> None:
