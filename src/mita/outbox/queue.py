@@ -14,11 +14,12 @@ ran out and was taken over by another therefore changes nothing, and no row is e
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, case, func, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mita.vend.errors import VendError
@@ -113,28 +114,26 @@ class Claimed:
         return {"k_id": self.id, "k_attempts": self.attempts}
 
 
-_o = outbox.c
-#: A claim, built once with bound parameters (building it anew for every batch cost the worker more CPU than
-#: PostgreSQL took to run it): the due rows of ``channels``, oldest due first, their attempt counted and leased.
-_CLAIM = (
-    update(outbox)
-    .where(
-        _o.id.in_(
-            select(_o.id)
-            .where(
-                _o.status == PENDING,
-                _o.next_attempt_at <= bindparam("now"),
-                _o.channel.in_(bindparam("channels", expanding=True)),
-            )
-            .order_by(_o.next_attempt_at)
-            .limit(bindparam("limit"))
-            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders none (BEGIN IMMEDIATE serialises)
-            .scalar_subquery()
-        )
+@functools.lru_cache(maxsize=64)
+def _claim_statement(channels: tuple[str, ...]) -> Any:
+    """A claim of ``channels``, built once per set of channels with bound parameters (building it for every batch
+    cost the worker more CPU than PostgreSQL took to run it), the channels as ``=`` terms, not an ``IN`` list
+    that SQLAlchemy would expand on every execution: the due rows, oldest due first, their attempt counted and
+    leased."""
+    o = outbox.c
+    due = (
+        select(o.id)
+        .where(o.status == PENDING, o.next_attempt_at <= bindparam("now"), or_(*(o.channel == c for c in channels)))
+        .order_by(o.next_attempt_at)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders none (BEGIN IMMEDIATE serialises)
     )
-    .values(attempts=_o.attempts + 1, next_attempt_at=bindparam("lease_until"))
-    .returning(_o.id, _o.channel, _o.recipient, _o.dedupe_key, _o.payload, _o.attempts, _o.created_at, _o.vend_id)
-)
+    return (
+        update(outbox)
+        .where(o.id.in_(due.scalar_subquery()))
+        .values(attempts=o.attempts + 1, next_attempt_at=bindparam("lease_until"))
+        .returning(o.id, o.channel, o.recipient, o.dedupe_key, o.payload, o.attempts, o.created_at, o.vend_id)
+    )
 
 
 def claim(
@@ -143,10 +142,9 @@ def claim(
     """Take up to ``limit`` due rows of ``channels``, oldest due first, leased until ``lease_until`` (committed)."""
     if not channels or limit < 1:
         return []
+    stmt = _claim_statement(tuple(sorted(set(channels))))
     with engine.begin() as conn:
-        rows = conn.execute(
-            _CLAIM, {"now": now, "channels": sorted(channels), "limit": limit, "lease_until": lease_until}
-        ).all()
+        rows = conn.execute(stmt, {"now": now, "limit": limit, "lease_until": lease_until}).all()
     found = [Claimed(*r) for r in rows]
     found.sort(key=lambda c: c.id)  # RETURNING has no order; in id order, as written
     return found
