@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -115,6 +116,26 @@ def test_a_token_typed_beside_the_sim_counts_once_and_a_remote_one_after_it_too(
     assert remote(sim.port, delivered).result == "used"
     assert sim.load().registers()["electricity"] == 100
     assert credit(sim.port) == 100 * 100  # Wh
+
+
+def test_a_remote_token_arriving_while_the_keypad_saves_waits_its_turn_and_neither_is_lost(sim: Sim) -> None:
+    """The keypad holds the file's lock from its load to its save (as ``mita meter`` does); a remote delivery that
+    arrives in between waits, then takes the keypad's save. Without the lock the sim answered from its stale
+    meter and its save dropped the keypad's credit."""
+    typed, delivered = token(TID, 70), token(TID + 1, 30)
+    answers: list[op.TokenStatus] = []
+    with storage.FileLock(sim.path):
+        meter = storage.load(sim.path)
+        arriving = threading.Thread(target=lambda: answers.append(remote(sim.port, delivered)))
+        arriving.start()
+        arriving.join(0.5)
+        assert arriving.is_alive() and not answers  # the sim waits for the keypad
+        assert str(meter.enter(typed, AT_KEYPAD).result) == "accept"
+        storage.save(meter, sim.path)
+    arriving.join(5)
+    assert [a.result for a in answers] == ["accept"]
+    meter = sim.load()
+    assert meter.registers()["electricity"] == 70 + 30 and {TID, TID + 1} <= set(meter.state.tids)
 
 
 def test_the_sim_takes_the_file_at_each_request_not_only_at_each_change(sim: Sim) -> None:

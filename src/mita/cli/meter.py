@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from mita.meter import Meter
     from mita.meter.model import EntryResult
+    from mita.meter.storage import FileLock
 
 TAMPER_KINDS = ("cover", "magnetic", "bypass")
 AT_HELP = "Time of the event, YYYY-MM-DDTHH:MM[:SS]; default now."
@@ -117,6 +118,13 @@ def _load(path: str) -> Meter:
     return storage.load(path)
 
 
+def _locked(path: str) -> FileLock:
+    """Held from load to save, so that a simulated meter serving the same file (``mita sim``) takes turns."""
+    from mita.meter.storage import FileLock
+
+    return FileLock(path)
+
+
 def _save(meter: Meter, path: str) -> None:
     from mita.meter import storage
 
@@ -173,10 +181,11 @@ def new(args: argparse.Namespace) -> None:
 
 
 def enter(args: argparse.Namespace) -> int:
-    meter = _load(args.state_file)
-    now = _time(args.at)
-    result = meter.enter(args.token, now)
-    _save(meter, args.state_file)
+    with _locked(args.state_file):
+        meter = _load(args.state_file)
+        now = _time(args.at)
+        result = meter.enter(args.token, now)
+        _save(meter, args.state_file)
     emit(_entry(meter, result, now))
     return exits.for_meter_result(result.result.value)
 
@@ -192,10 +201,11 @@ def run(args: argparse.Namespace) -> None:
 
     from mita.meter.state import PER_BASE_UNIT
 
-    meter = _load(args.state_file)
-    start = _time(args.at, meter.state.clock)
-    result = meter.run(args.seconds, args.load_w, start)
-    _save(meter, args.state_file)
+    with _locked(args.state_file):
+        meter = _load(args.state_file)
+        start = _time(args.at, meter.state.clock)
+        result = meter.run(args.seconds, args.load_w, start)
+        _save(meter, args.state_file)
     end = start + datetime.timedelta(seconds=args.seconds)
     emit(
         {
@@ -211,10 +221,11 @@ def run(args: argparse.Namespace) -> None:
 
 
 def tamper(args: argparse.Namespace) -> None:
-    meter = _load(args.state_file)
-    now = _time(args.at, meter.state.clock)
-    display = meter.tamper(args.kind, now)
-    _save(meter, args.state_file)
+    with _locked(args.state_file):
+        meter = _load(args.state_file)
+        now = _time(args.at, meter.state.clock)
+        display = meter.tamper(args.kind, now)
+        _save(meter, args.state_file)
     emit({"display": display, "tamper": meter.state.tamper, "switch": _switch(meter, now)})
 
 
@@ -260,6 +271,8 @@ def keypad(args: argparse.Namespace) -> None:
             continue
         if not line:
             continue
-        result = meter.enter(line, datetime.datetime.now().replace(microsecond=0))
-        _save(meter, args.state_file)
+        with _locked(args.state_file):  # the file as it is now: a simulated meter may serve it too
+            meter = _load(args.state_file)
+            result = meter.enter(line, datetime.datetime.now().replace(microsecond=0))
+            _save(meter, args.state_file)
         lcd(result.display, " · ".join([result.result.value, result.detail, *result.lines]))

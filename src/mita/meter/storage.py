@@ -110,6 +110,32 @@ def _temporary(folder: str, name: str) -> tuple[int, str]:
     raise FileExistsError(f"no free temporary name for {name} in {folder}")
 
 
+class FileLock:
+    """A meter file's lock, ``.NAME.lock`` beside it (every save replaces the file itself, so the lock cannot be on
+    it). Whoever loads a meter, changes it and saves it holds the lock throughout (``with FileLock(path):``), so
+    two programs sharing one file -- the keypad (``mita meter``) and a simulated meter (``mita sim``) -- take turns
+    instead of one saving over the other's change. Advisory (``flock``): without ``fcntl`` (not POSIX), no lock."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        target = os.path.abspath(path)
+        self.path = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.lock")
+        self.fd: int | None = None
+
+    def __enter__(self) -> FileLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:  # closing the descriptor releases the lock
+            os.close(self.fd)
+            self.fd = None
+
+
 def load(path: str | os.PathLike[str]) -> Meter:
     try:
         with open(path) as f:

@@ -11,9 +11,10 @@ is a new inode: a signature that differs means another program saved the file si
 the sim stats the file (one ``os.stat``, a few microseconds) and, if the signature differs, takes the file's meter
 (:meth:`mita.sim.objects.MeterObjects.catch_up`).
 
-What this does not do: lock. A keypad entry and a remote one that overlap within the few milliseconds of a load and
-a save can still lose one of the two (the later save wins), as two ``mita meter enter`` on one file can today. The
-signature would also miss a change whose file reused the inode, size and modification time of the sim's own last
+The two take turns: ``mita meter`` holds the file's lock (:class:`mita.meter.storage.FileLock`, ``flock`` on
+``.NAME.lock`` beside it) from its load to its save, and the server holds it while it answers a request, so a
+keypad entry and a remote one never interleave (the later save can no longer drop the earlier's change). The
+signature would miss a change whose file reused the inode, size and modification time of the sim's own last
 save (the inode freed by a later save, then a save in the same clock tick with the same size).
 """
 
@@ -70,6 +71,11 @@ class MeterFile:
         meter = storage.loads(text)
         self.signature = seen
         return meter
+
+    def lock(self) -> storage.FileLock:
+        """The file's lock, which ``mita meter`` takes from load to save: the server holds it while it answers a
+        request (taking the file's changes, changing the meter, saving it), so the two take turns."""
+        return storage.FileLock(self.path)
 
     def current(self) -> Signature | None:
         """The file's signature now; None if it is gone (or cannot be read)."""

@@ -50,6 +50,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from gurux_dlms import GXByteBuffer, GXDateTime
@@ -264,6 +265,10 @@ class MeterObjects:
         ]
 
     # ------------------------------------------------------------ the shared file
+
+    def locked(self) -> AbstractContextManager[object]:
+        """The meter file's lock when the file is shared with ``mita meter`` (:meth:`MeterFile.lock`); else none."""
+        return self.file.lock() if self.file is not None else nullcontext()
 
     def catch_up(self, now: dt.datetime) -> None:
         """Take the meter file if another program saved it since the sim last did (the server calls this before

@@ -198,11 +198,12 @@ class MeterServer(GXDLMSServer):  # type: ignore[misc]
         """The reply to one chunk of the TCP stream (empty while a wrapper frame is incomplete). First the meter
         file's changes by others (``mita meter`` on the same file: :meth:`MeterObjects.catch_up`), then the model's
         values into the objects."""
-        now = self.now()
-        self.objects.catch_up(now)
-        self.objects.refresh(now)
-        reply = shims.ServerReply(bytearray(data))
-        self.handleRequest(reply)
+        with self.objects.locked():  # mita meter on the same file waits, or is waited for
+            now = self.now()
+            self.objects.catch_up(now)
+            self.objects.refresh(now)
+            reply = shims.ServerReply(bytearray(data))
+            self.handleRequest(reply)
         return bytes(reply.reply or b"")
 
 
