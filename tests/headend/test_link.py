@@ -34,7 +34,8 @@ AARE_ACCEPTED = bytes.fromhex("6129a109060760857405080101a203020100a305a10302010
 
 # ------------------------------------------------------------------------------------------------ a fake meter
 
-#: An APDU to send back in a proper wrapper frame, or "close", "hang", "raw:<hex>"; after the last, the fake closes.
+#: An APDU to send back in a proper wrapper frame, or "close", "hang", "raw:<hex>", "drip:<hex>" (its first 8
+#: octets at once, then an octet every 0.1 s); after the last, the fake closes.
 Answer = bytes | str
 
 
@@ -64,7 +65,14 @@ class FakeMeter:
                     if answer == "hang":
                         self.done.wait(10)
                         return
-                    if isinstance(answer, str):
+                    if isinstance(answer, str) and answer.startswith("drip:"):
+                        dripped = bytes.fromhex(answer.removeprefix("drip:"))
+                        conn.sendall(dripped[:8])
+                        for octet in dripped[8:]:
+                            if self.done.wait(0.1):
+                                return
+                            conn.sendall(bytes([octet]))
+                    elif isinstance(answer, str):
                         conn.sendall(bytes.fromhex(answer.removeprefix("raw:")))
                     else:
                         conn.sendall(frame(answer))
@@ -249,6 +257,17 @@ def test_a_meter_that_drips_its_answer_is_a_timeout_per_request(fake_meter: Call
     started = time.monotonic()
     fails("timeout", public(meter.port, timeout=0.3))
     assert time.monotonic() - started < 2
+
+
+def test_a_meter_that_drips_a_whole_answer_slower_than_its_timeout_is_a_timeout(
+    fake_meter: Callable[..., FakeMeter],
+) -> None:
+    """The header at once, then every octet of the APDU within the socket's timeout, but the answer as a whole not
+    within it: the request's deadline holds across its header and its APDU."""
+    meter = fake_meter([frame(AARE_ACCEPTED).hex().join(("drip:", ""))])
+    started = time.monotonic()
+    fails("timeout", public(meter.port, timeout=0.35))
+    assert time.monotonic() - started < 0.8
 
 
 def test_a_meter_that_closes_in_the_middle_of_an_answer_is_unreachable(fake_meter: Callable[..., FakeMeter]) -> None:
