@@ -289,7 +289,10 @@ class CommandSender:
         else:
             with self.engine.begin() as conn:
                 conn.execute(_END, ended)
-        log.info("command %s (%s) at meter %s: %s", row.id, kind.value, row.drn, outcome.error or status.value)
+        # an acknowledged command at DEBUG: the outbox logs each batch's counts, the row keeps the outcome, and a
+        # line per command written at INFO cost the worker 0.1 ms of CPU per delivery (8 %)
+        log.log(logging.INFO if outcome.error else logging.DEBUG, "command %s (%s) at meter %s: %s", row.id,
+                kind.value, row.drn, outcome.error or status.value)  # fmt: skip
         if self.confirm_key_change and any(t.get("result") == "key_changed" for t in outcome.result.get("tokens", [])):
             try:
                 self.confirm_key_change(row.drn)
