@@ -68,11 +68,11 @@ def refusals(tried: str | None = None) -> Iterator[None]:
         raise VendError("database_error", f"cannot use the database ({type(exc).__name__}){where}") from None
 
 
-def runtime(option: str | None) -> compose.Runtime:
+def runtime(option: str | None, pool_size: int = 2) -> compose.Runtime:
     """The command's runtime (the composition root's), on a database that exists and is migrated: a forgotten
     ``--database-url`` is an error naming the URL tried, not a new, empty ``./mita.db``."""
     tried = url(option)
     with refusals(tried):
-        built = compose.build(database_url=tried, pool_size=2)
+        built = compose.build(database_url=tried, pool_size=pool_size)
         database.check_existing(built.engine)
     return built

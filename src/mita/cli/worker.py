@@ -69,7 +69,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from . import dbshell
 
-    runtime = dbshell.runtime(args.database_url) if args.status else _runtime(args.database_url, args.concurrency)
+    runtime = _runtime(args.database_url, args.concurrency)
     try:
         with dbshell.refusals():
             if args.status:
@@ -81,19 +81,12 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def _runtime(option: str | None, dispatchers: int) -> Runtime:
-    """``dbshell.runtime`` with a pooled connection for each dispatcher (each holds one at a time: a claim, a send's
-    transactions, a settle). With fewer, dispatchers queue for the pool, and the pool closes its overflow
-    connections on check-in and opens new ones at once: a PostgreSQL backend started and ended per transaction."""
-    from mita import compose
-    from mita.vend import database
-
+    """A pooled connection for each dispatcher (each holds one at a time: a claim, a send, a settle): with fewer,
+    dispatchers queue for the pool, which closes its overflow connections on check-in and opens new ones at once
+    (a PostgreSQL backend started and ended per transaction)."""
     from . import dbshell
 
-    tried = dbshell.url(option)
-    with dbshell.refusals(tried):
-        built = compose.build(database_url=tried, pool_size=max(2, dispatchers))
-        database.check_existing(built.engine)
-    return built
+    return dbshell.runtime(option, pool_size=max(2, dispatchers))
 
 
 def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
