@@ -26,10 +26,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 import contract
+from headend_pass import run_headend
 from mita.api import create_app
-from mita.headend.runner import CommandSender
 from mita.meter import storage
-from mita.outbox import Policy, Worker
 from mita.vend import database, provision, registry
 from mita.vend.callers import local_now
 from mita.vend.sample import meter_number
@@ -43,7 +42,6 @@ VENDING_KEY = "abababababababab"
 CONNECTED = meter_number("4750015041")  # served by the simulated meter, connected through the API
 KEYPAD = meter_number("4750015042")  # never connected
 LLS = secrets.token_hex(8)  # the management association's secret (fresh per run: the leak scans look for it)
-FAST = Policy(max_attempts=1000, backoff_base=0.001, backoff_max=0.001)
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
@@ -87,12 +85,7 @@ class World:
         def clock() -> dt.datetime:
             return local_now() + ahead
 
-        confirm = self.svc.confirm_key_change
-        sender = CommandSender(
-            self.engine, clock=clock, confirm_key_change=lambda drn: confirm(registry.SYSTEM, drn, via="meter"),
-            timeout=2.0,
-        )  # fmt: skip
-        Worker(self.engine, {"headend": sender}, policy=FAST, clock=clock).run(once=True)
+        run_headend(self.engine, self.svc, registry.SYSTEM, clock)
 
 
 @pytest.fixture

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from headend_pass import run_headend
 from mita.headend import commands, registry
-from mita.headend.runner import CommandSender
-from mita.outbox import Policy, Worker
 from mita.vend import database, provision
 from mita.vend.schema import audit, meter_commands, meters, outbox
 from vend_fixtures import DRN, SECOND_KEY, World, build_world, decoder_key, rotate_vending_key
@@ -24,7 +23,6 @@ from vend_fixtures import DRN, SECOND_KEY, World, build_world, decoder_key, rota
 from .online import serve_meter
 
 SECRET = b"lls-" + bytes(range(8))
-FAST = Policy(max_attempts=1000, backoff_base=0.001, backoff_max=0.001)
 
 
 @pytest.fixture
@@ -40,12 +38,7 @@ def world(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
 
 def run_worker(world: World) -> None:
     """One ``mita worker`` pass over the head-end channel: everything due now."""
-    confirm = world.svc.confirm_key_change
-    sender = CommandSender(
-        world.engine, clock=lambda: world.now[0], confirm_key_change=lambda drn: confirm(world.admin, drn, via="meter"),
-        timeout=2.0,
-    )  # fmt: skip
-    Worker(world.engine, {"headend": sender}, policy=FAST, clock=lambda: world.now[0]).run(once=True)
+    run_headend(world.engine, world.svc, world.admin, lambda: world.now[0])
 
 
 def ask(world: World, kind: str, params: dict[str, int] | None = None) -> dict[str, Any]:

@@ -25,10 +25,9 @@ import pytest
 from sqlalchemy import select
 
 from cli_run import run
+from headend_pass import run_headend
 from mita.headend import commands, registry
-from mita.headend.runner import CommandSender
 from mita.meter import storage
-from mita.outbox import Policy, Worker
 from mita.vend import database, sample
 from mita.vend import registry as vend_registry
 from mita.vend.schema import audit, meter_endpoints, meters
@@ -38,14 +37,18 @@ from .sim_fixtures import drn_of, make_meter
 
 #: The meters the test utility gets besides vend_fixtures' DRN (made after it: higher ids).
 MORE = [sample.meter_number(f"4750099{i:03d}") for i in range(3)]
-FAST = Policy(max_attempts=1000, backoff_base=0.001, backoff_max=0.001)
 
 
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     """The test utility on a SQLite file, its master key in the environment the fleet process inherits."""
+    yield from _utility(f"sqlite:///{tmp_path}/mita.db", monkeypatch)
+
+
+def _utility(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """The test utility with the meters of :data:`MORE` too, its master key in the environment the fleet process
+    inherits."""
     monkeypatch.setenv("MITA_MASTER_KEY", secrets.token_hex(32))
-    url = f"sqlite:///{tmp_path}/mita.db"
     database.upgrade(url)
     engine = database.make_engine(url, pool_size=2)
     try:
@@ -90,12 +93,7 @@ def digest(path: Path) -> str:
 
 def run_worker(world: World) -> None:
     """One ``mita worker`` pass over the head-end channel (as tests/headend/test_remote_vending.py runs it)."""
-    confirm = world.svc.confirm_key_change
-    sender = CommandSender(
-        world.engine, clock=lambda: world.now[0], confirm_key_change=lambda drn: confirm(world.admin, drn, via="meter"),
-        timeout=5.0,
-    )  # fmt: skip
-    Worker(world.engine, {"headend": sender}, policy=FAST, clock=lambda: world.now[0]).run(once=True)
+    run_headend(world.engine, world.svc, world.admin, lambda: world.now[0], timeout=5.0)
 
 
 # ---------------------------------------------------------------------- --from-database
@@ -254,16 +252,7 @@ def test_the_help_says_stopping_does_not_unregister() -> None:
 @pytest.fixture
 def utility(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     """The test utility on each backend (no fleet: the registry alone)."""
-    monkeypatch.setenv("MITA_MASTER_KEY", secrets.token_hex(32))
-    database.upgrade(url)
-    engine = database.make_engine(url, pool_size=2)
-    try:
-        built = build_world(engine)
-        for drn in MORE:
-            vend_registry.Registry(engine).create_meter(vend_registry.SYSTEM, drn=drn, sgc=SGC, tariff="domestic")
-        yield built
-    finally:
-        engine.dispose()
+    yield from _utility(url, monkeypatch)
 
 
 def test_register_many_is_register_for_each_in_one_transaction(utility: World) -> None:
