@@ -87,6 +87,20 @@ class Settings(MasterKeySettings, HsmSettings, OutboxSettings):
     metrics_public: bool = Field(
         default=True, description="`/metrics` answers without an API key (false: it needs an admin or operator key)"
     )
+    mqtt_url: str = Field(
+        default="mqtt://127.0.0.1:1883",
+        description="the MQTT broker of telemetry and MQTT-native meters (`mqtt://[user[:password]@]host:port`)",
+    )
+    mqtt_group: str = Field(
+        default="mita-ingest",
+        description="the shared subscription group the ingest workers split the meters' messages in",
+    )
+    readings_retention_months: int = Field(
+        default=24, ge=1, le=240, description="months of readings kept; older monthly partitions are dropped"
+    )
+    low_credit_days: float = Field(
+        default=3, gt=0, le=60, description="days of credit left, by recent consumption, that warn the customer"
+    )
 
 
 def table() -> str:

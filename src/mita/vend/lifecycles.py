@@ -82,6 +82,28 @@ class CommandKind(StrEnum):
     SET_CLOCK = "set_clock"
 
 
+class Transport(StrEnum):
+    """How the head-end reaches a connected meter: DLMS/COSEM over TCP (the meter's address), or MQTT (the broker
+    the meter is on: commands on its ``cmd`` topic, outcomes on its ``ack`` topic)."""
+
+    DLMS = "dlms"
+    MQTT = "mqtt"
+
+
+class AlarmStatus(StrEnum):
+    """An alarm is open until a person acknowledges it (seen, someone is on it) and closes it (dealt with)."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    CLOSED = "closed"
+
+
+class AlarmSeverity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
 class TokenEncoding(StrEnum):
     """How a meter's token gateway takes a token: packed BCD in 10 octets, or 20 ASCII digits."""
 
@@ -167,6 +189,7 @@ class Lifecycle(Generic[S]):
 
 K, M, V, C, P, Q = KeyStatus, MeterStatus, VendStatus, KeyChangeStatus, CampaignStatus, OutboxStatus
 H = CommandStatus
+A = AlarmStatus
 
 VENDING_KEY = Lifecycle[KeyStatus](
     "vending key",
@@ -223,5 +246,15 @@ COMMAND = Lifecycle[CommandStatus](
         H.ACKNOWLEDGED: frozenset(),
         H.FAILED: frozenset(),
         H.EXPIRED: frozenset(),
+    },
+)
+ALARM = Lifecycle[AlarmStatus](
+    "alarm",
+    {
+        # a repeat of what raised it keeps it where it is (its count and last-seen time move); closed is final: the
+        # same condition seen again opens a new alarm
+        A.OPEN: frozenset({A.ACKNOWLEDGED, A.CLOSED}),
+        A.ACKNOWLEDGED: frozenset({A.CLOSED}),
+        A.CLOSED: frozenset(),
     },
 )

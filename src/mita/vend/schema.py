@@ -8,6 +8,7 @@ triggers keep append-only.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 from sqlalchemy import (
@@ -25,10 +26,13 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    text,
 )
 
 from . import limits
 from .lifecycles import (
+    AlarmSeverity,
+    AlarmStatus,
     CampaignStatus,
     CommandKind,
     CommandStatus,
@@ -41,6 +45,7 @@ from .lifecycles import (
     Role,
     TokenEncoding,
     TokenKind,
+    Transport,
     Utility,
     VendKind,
     VendStatus,
@@ -391,8 +396,11 @@ meter_endpoints = Table(
     Column("secret", LargeBinary, nullable=True),  # sealed LLS secret; NULL: public client, reading only
     _created(),
     Column("updated_at", DateTime, nullable=False),
+    # dlms: host and port are the meter's; mqtt: the broker's (client, server and secret unused)
+    Column("transport", String(4), nullable=False, default=Transport.DLMS, server_default=Transport.DLMS.value),
     CheckConstraint("port between 1 and 65535", name="port"),
     one_of("token_encoding", TokenEncoding),
+    one_of("transport", Transport),
 )
 
 #: What the head-end is asked to do at a meter, and what came of it. Each command has one outbox row (channel
@@ -419,4 +427,99 @@ meter_commands = Table(
     CheckConstraint("attempts >= 0", name="attempts"),
     Index("ix_meter_commands_meter_created", "meter_id", "created_at"),
     Index("ix_meter_commands_status", "status"),
+)
+
+# Telemetry (issue 13): what meters report over MQTT (``mita.telemetry``), kept by the ingest workers
+# (``mita worker ingest``); times from meters are UTC (timestamptz), the rest of the schema's are wall clock.
+UtcTime = DateTime(timezone=True)
+
+#: Interval readings. On PostgreSQL a table partitioned by month on ``read_at`` (migration 0008; the partitions,
+#: ``readings_pYYYYMM``, are made ahead and dropped past the retention by the ingest, never listed here). The key
+#: is the idempotency of a reading: (meter, seq) with its time, since a partitioned table's keys must hold the
+#: partition column. No foreign key: a reading costs one index insert, and the ingest only writes known meters.
+readings = Table(
+    "readings",
+    metadata,
+    Column("meter_id", Id, primary_key=True),
+    Column("read_at", UtcTime, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("received_at", UtcTime, nullable=False),  # the ingest's receipt: the meter's clock against it
+    Column("register", BigInteger, nullable=False),  # Wh or L, cumulative (mita.telemetry.obis)
+    Column("demand", BigInteger, nullable=False),  # W or L/h
+    Column("credit", BigInteger, nullable=False),  # Wh or L
+    Column("relay_closed", Boolean, nullable=False),
+    Column("reverse", BigInteger, nullable=True),  # Wh exported, cumulative
+    postgresql_partition_by="RANGE (read_at)",
+)
+
+#: A month's partition of ``readings`` on PostgreSQL (not a table of the models: ``mita db check`` skips them).
+READINGS_PARTITION = re.compile(r"readings_p\d{6}")
+
+#: Each meter's latest reading and status: what a meter's page, the detection's silence rule and the alarms read
+#: without touching ``readings``. One row per meter, moved forward by the ingest (never back: a late reading
+#: older than the one held changes nothing).
+meter_state = Table(
+    "meter_state",
+    metadata,
+    Column("meter_id", ForeignKey("meters.id"), primary_key=True),
+    Column("medium", String(12), nullable=True),
+    Column("seq", BigInteger, nullable=True),
+    Column("read_at", UtcTime, nullable=True),
+    Column("received_at", UtcTime, nullable=True),
+    Column("register", BigInteger, nullable=True),
+    Column("demand", BigInteger, nullable=True),
+    Column("credit", BigInteger, nullable=True),
+    Column("relay_closed", Boolean, nullable=True),
+    Column("online", Boolean, nullable=True),  # the retained status (false: its last will)
+    Column("status_at", UtcTime, nullable=True),
+    Column("event_at", UtcTime, nullable=True),  # the last event's time
+)
+
+#: Events meters report (``mita.telemetry.events``), once each: the key is the event's idempotency, as for
+#: readings.
+meter_events = Table(
+    "meter_events",
+    metadata,
+    Column("meter_id", Id, primary_key=True),
+    Column("occurred_at", UtcTime, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("event", String(40), nullable=False),
+    Column("code", Integer, nullable=False),
+    Column("received_at", UtcTime, nullable=False),
+)
+
+#: What the detection (``mita.headend.detect``) raised for a person to look at: tamper at once, bypass, leaks,
+#: silent meters. At most one alarm per (meter, rule) is not closed (a partial unique index): a condition seen
+#: again while its alarm is open counts an occurrence, not a new alarm.
+alarms = Table(
+    "alarms",
+    metadata,
+    _id(),
+    Column("meter_id", ForeignKey("meters.id"), nullable=False),
+    Column("rule", String(40), nullable=False),
+    Column("severity", String(8), nullable=False),
+    Column("status", String(12), nullable=False, default=AlarmStatus.OPEN),
+    Column("summary", String(200), nullable=False),  # plain words: what was seen
+    Column("evidence", JSON, nullable=False),  # the figures the rule decided on
+    Column("occurrences", Integer, nullable=False, default=1),
+    Column("opened_at", DateTime, nullable=False),
+    Column("last_seen_at", DateTime, nullable=False),
+    Column("acknowledged_at", DateTime, nullable=True),
+    Column("acknowledged_by", String(limits.NAME), nullable=True),
+    Column("closed_at", DateTime, nullable=True),
+    Column("closed_by", String(limits.NAME), nullable=True),
+    Column("note", String(limits.REASON), nullable=True),  # the person's words on closing
+    one_of("status", AlarmStatus),
+    one_of("severity", AlarmSeverity),
+    CheckConstraint("occurrences >= 1", name="occurrences"),
+    Index(
+        "uq_alarms_meter_rule_open",
+        "meter_id",
+        "rule",
+        unique=True,
+        postgresql_where=text("status <> 'closed'"),
+        sqlite_where=text("status <> 'closed'"),
+    ),
+    Index("ix_alarms_status_opened", "status", "opened_at"),
+    Index("ix_alarms_meter_opened", "meter_id", "opened_at"),
 )
