@@ -295,3 +295,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     """An empty database for a whole module (the API suites set one utility up and run many requests on it)."""
     with empty_database(request.param, tmp_path_factory.mktemp("db")) as empty:
         yield empty
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path: Path) -> Iterator[Any]:
+    """A Mosquitto of the test's own (tests/mqtt_broker.py), stopped with the test."""
+    from mqtt_broker import broker
+
+    with broker(tmp_path / "mosquitto") as started:
+        yield started
