@@ -8,11 +8,17 @@ import subprocess
 import sys
 from array import array
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from mita.sts import misty1, sta
 
 PROBE = """
 import json, sys
 import mita.sts
+from hypothesis import given
+from hypothesis import strategies as st
+
 from mita.sts import misty1, sta
 before = {"sta": "_enc" in vars(sta.STA), "misty1": misty1._fi_tables.cache_info().currsize,
           "des": "cryptography" in sys.modules}
@@ -51,3 +57,29 @@ def test_the_misty1_fi_tables_are_the_fi_halves() -> None:
     fi_in, fi_out = misty1._fi_tables()
     assert fi_in == array("H", map(misty1._fi_in, range(1 << 16)))
     assert fi_out == array("H", map(misty1._fi_out, range(1 << 16)))
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+def test_the_direct_sta_decryption_is_the_table_one(block: int, key: int) -> None:
+    for cipher in (sta.STA, sta.SAMPLE_STA):
+        assert cipher.decrypt_direct(block, key) == cipher.decrypt_scheduled(block, cipher.decrypt_schedule(key))
+        assert cipher.decrypt_direct(cipher.encrypt(block, key), key) == block
+
+
+ONE_TOKEN = """
+import json, mita.sts
+from mita.sts import ea, sta
+key = 0xE653341F9D5BF36F
+block = ea.encrypt(ea.EA.STA, 0x00FF00FF00FF00FE, key)
+first = ea.decrypt(ea.EA.STA, block, key)
+built_after_first = "_dec" in vars(sta.STA)
+second = ea.decrypt(ea.EA.STA, block, key)
+print(json.dumps([first, second, built_after_first, "_dec" in vars(sta.STA)]))
+"""
+
+
+def test_a_process_decrypting_one_token_builds_no_decryption_tables() -> None:
+    done = subprocess.run([sys.executable, "-c", ONE_TOKEN], capture_output=True, text=True, check=True, timeout=60)
+    first, second, built_after_first, built_after_second = json.loads(done.stdout)
+    assert first == second == 0x00FF00FF00FF00FE
+    assert (built_after_first, built_after_second) == (False, True)

@@ -100,6 +100,8 @@ _misty1_schedule = lru_cache(maxsize=256)(misty1.schedule)
 
 def decrypt(ea: EA, block: int, key: int) -> int:
     if ea is EA.STA:
+        if STA.first_decryption():  # one token per process (mita meter enter): no tables
+            return STA.decrypt_direct(block, key)
         return STA.decrypt_scheduled(block, _sta_schedule(key))
     if ea is EA.MISTY1:
         return misty1.decrypt_scheduled(block, _misty1_schedule(key))
