@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, Select, case, or_, select, text
+from sqlalchemy import Connection, Engine, Select, and_, case, false, or_, select, text, true
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mita import sts
@@ -33,7 +33,7 @@ from mita.vend.audit import write_audit
 from mita.vend.callers import Caller
 from mita.vend.errors import VendError
 from mita.vend.lifecycles import ALARM, AlarmSeverity, AlarmStatus
-from mita.vend.schema import alarms, meters
+from mita.vend.schema import alarms, meter_commands, meter_events, meter_state, meters, vends
 from mita.vend.walltime import wall_clock
 
 MAX_PAGE = 500
@@ -235,9 +235,8 @@ def list_alarms(
             q = q.where(alarms.c.opened_at <= at, or_(alarms.c.opened_at < at, alarms.c.id < alarm_id))
         rows = conn.execute(q.order_by(alarms.c.opened_at.desc(), alarms.c.id.desc()).limit(limit + 1)).all()
     page = rows[:limit]
-    last = page[-1] if page else None
-    more = last is not None and len(rows) > limit
-    return {"items": [_shown(r) for r in page], "next": encode_cursor(last.opened_at, last.id) if more else None}
+    nxt = encode_cursor(page[-1].opened_at, page[-1].id) if page and len(rows) > limit else None
+    return {"items": [_shown(r) for r in page], "next": nxt}
 
 
 # ---------------------------------------------------------------------- a person's moves
@@ -290,3 +289,169 @@ def close(engine: Engine, caller: Caller, alarm_id: int, *, at: dt.datetime, not
     """Dealt with (admin, operator): open or acknowledged -> closed, with the person's note; the same condition
     seen again opens a new alarm. Audited."""
     return _move(engine, caller, alarm_id, AlarmStatus.CLOSED, at, note)
+
+
+# ---------------------------------------------------------------------- a meter's timeline and telemetry
+
+#: The timeline's kinds of entry, in the order entries of the same time are listed.
+TIMELINE_TYPES = ("alarm", "event", "command", "vend")
+
+
+def _utc(at: dt.datetime) -> dt.datetime:
+    """A stored meter time (UTC: SQLite gives it back without a zone) as an aware time."""
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at
+
+
+def _local(at: dt.datetime | None, *, utc: bool = False) -> dt.datetime | None:
+    """A stored time as an aware time in the utility's zone (wall-clock columns, or UTC ones with ``utc``)."""
+    if at is None:
+        return None
+    return (_utc(at) if utc else at).astimezone()
+
+
+def _timeline_cursor(at: dt.datetime, kind: str, key: object) -> str:
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{kind}|{key}".encode()).decode().rstrip("=")
+
+
+def _timeline_after(cursor: str) -> tuple[dt.datetime, int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        at, kind, key = raw.split("|", 2)
+        when = dt.datetime.fromisoformat(at)
+        if when.tzinfo is None or kind not in TIMELINE_TYPES:
+            raise ValueError(kind)
+        return when, TIMELINE_TYPES.index(kind), key
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise VendError("invalid_cursor", "after= takes the next cursor of the previous page, unchanged") from None
+
+
+def _entries(conn: Connection, meter_id: int, after: tuple[dt.datetime, int, str] | None, n: int) -> list[Any]:
+    """Each source's newest ``n`` entries after the cursor, as (aware time, rank, key, entry)."""
+    utc_columns = conn.dialect.name != "sqlite"  # SQLite keeps UTC times without their zone
+    sources: list[tuple[str, Any, Any, bool, Select[Any]]] = [
+        ("alarm", alarms.c.opened_at, alarms.c.id, False, select(alarms).where(alarms.c.meter_id == meter_id)),
+        ("event", meter_events.c.occurred_at, meter_events.c.seq, True,
+         select(meter_events).where(meter_events.c.meter_id == meter_id)),
+        ("command", meter_commands.c.created_at, meter_commands.c.id, False,
+         select(meter_commands).where(meter_commands.c.meter_id == meter_id)),
+        ("vend", vends.c.created_at, vends.c.id, False,
+         select(vends.c.id, vends.c.kind, vends.c.status, vends.c.amount, vends.c.units, vends.c.created_at)
+         .where(vends.c.meter_id == meter_id)),  # not the receipt: the vend's own page shows it
+    ]  # fmt: skip
+    out: list[Any] = []
+    for rank, (kind, when, key, utc, q) in enumerate(sources):
+        if after is not None:
+            at, rank_c, key_c = after
+            t = at.astimezone(dt.UTC) if utc else wall_clock(at)
+            if utc and not utc_columns:
+                t = t.replace(tzinfo=None)
+            native: Any = key_c if kind == "vend" else _int_key(key_c)
+            tie = true() if rank > rank_c else (key < native if rank == rank_c else false())
+            q = q.where(when <= t, or_(when < t, and_(when == t, tie)))
+        for row in conn.execute(q.order_by(when.desc(), key.desc()).limit(n)):
+            at_row = _local(getattr(row, when.name), utc=utc)
+            assert at_row is not None
+            out.append((at_row, rank, getattr(row, key.name), _entry(kind, at_row, row)))
+    return out
+
+
+def _int_key(key: str) -> int:
+    try:
+        return int(key)
+    except ValueError:
+        raise VendError("invalid_cursor", "after= takes the next cursor of the previous page, unchanged") from None
+
+
+def _entry(kind: str, at: dt.datetime, row: Any) -> dict[str, Any]:
+    """One shape for every kind: what happened, when, in a sentence, and the kind's own figures."""
+    if kind == "alarm":
+        summary = f"{row.severity} alarm {row.rule}: {row.summary}"
+        detail = {"alarm_id": row.id, "rule": row.rule, "severity": row.severity, "status": row.status,
+                  "occurrences": row.occurrences, "last_seen_at": _local(row.last_seen_at)}  # fmt: skip
+        ref = str(row.id)
+    elif kind == "event":
+        summary = f"the meter reported {row.event.replace('_', ' ')}"
+        detail = {
+            "event": row.event,
+            "code": row.code,
+            "seq": row.seq,
+            "received_at": _local(row.received_at, utc=True),
+        }
+        ref = str(row.seq)
+    elif kind == "command":
+        summary = f"command {row.kind}: {row.status}"
+        detail = {"command_id": row.id, "kind": row.kind, "status": row.status, "actor": row.actor,
+                  "error": row.error, "finished_at": _local(row.finished_at)}  # fmt: skip
+        ref = str(row.id)
+    else:
+        summary = f"{row.kind.replace('_', ' ')} {row.status}: {row.units} base units"
+        detail = {"vend_id": row.id, "kind": row.kind, "status": row.status, "amount": row.amount,
+                  "units": row.units}  # fmt: skip
+        ref = str(row.id)
+    return {"type": kind, "at": at, "id": ref, "summary": summary, "detail": detail}
+
+
+def timeline(engine: Engine, caller: Caller, drn: str, limit: int = 50, after: str | None = None) -> dict[str, Any]:
+    """A meter's alarms, events, head-end commands and vends, newest first, in one shape with a ``type`` (admin,
+    operator). Keyset pages over (time, type, id); ``not_found`` for a meter that is not registered.
+
+    Each source is read newest first from its own index, at most a page of each, and merged here: four small
+    queries rather than one ``UNION`` whose times are in two zones."""
+    caller.require("admin", "operator")
+    number = sts.MeterNumber.parse(drn).drn
+    limit = max(1, min(limit, MAX_PAGE))
+    cursor = None if after is None else _timeline_after(after)
+    with engine.connect() as conn:
+        meter_id = _drn_of(conn, number)
+        if meter_id is None:
+            raise VendError("not_found", f"no meter {number}")
+        found = _entries(conn, meter_id, cursor, limit + 1)
+    # newest first; same time: by type, then the newest id first (vend ids are UUIDs: any fixed order will do)
+    found.sort(key=lambda e: (-e[0].timestamp(), e[1]))
+    ordered: list[Any] = []
+    for _, group in _by_time_and_rank(found):
+        ordered.extend(sorted(group, key=lambda e: e[2], reverse=True))
+    page = ordered[:limit]
+    more = len(ordered) > limit
+    last = page[-1] if page else None
+    nxt = _timeline_cursor(last[0], TIMELINE_TYPES[last[1]], last[2]) if more and last is not None else None
+    return {"items": [e[3] for e in page], "next": nxt}
+
+
+def _by_time_and_rank(entries: list[Any]) -> list[tuple[tuple[float, int], list[Any]]]:
+    groups: list[tuple[tuple[float, int], list[Any]]] = []
+    for e in entries:
+        key = (e[0].timestamp(), e[1])
+        if groups and groups[-1][0] == key:
+            groups[-1][1].append(e)
+        else:
+            groups.append((key, [e]))
+    return groups
+
+
+def telemetry(engine: Engine, caller: Caller, drn: str) -> dict[str, Any]:
+    """A meter's latest reading and status, as the ingest keeps them (admin, operator): ``not_found`` for a meter
+    that is not registered or has reported nothing."""
+    caller.require("admin", "operator")
+    number = sts.MeterNumber.parse(drn).drn
+    with engine.connect() as conn:
+        meter_id = _drn_of(conn, number)
+        if meter_id is None:
+            raise VendError("not_found", f"no meter {number}")
+        row = conn.execute(select(meter_state).where(meter_state.c.meter_id == meter_id)).first()
+    if row is None:
+        raise VendError("not_found", f"meter {number} has reported no telemetry")
+    return {
+        "meter": number,
+        "medium": row.medium,
+        "seq": row.seq,
+        "read_at": _local(row.read_at, utc=True),
+        "received_at": _local(row.received_at, utc=True),
+        "register": row.register,
+        "demand": row.demand,
+        "credit": row.credit,
+        "relay_closed": row.relay_closed,
+        "online": row.online,
+        "status_at": _local(row.status_at, utc=True),
+        "event_at": _local(row.event_at, utc=True),
+    }
