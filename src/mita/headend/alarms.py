@@ -44,7 +44,8 @@ _RANK = {AlarmSeverity.LOW.value: 0, AlarmSeverity.MEDIUM.value: 1, AlarmSeverit
 
 
 class Raised(NamedTuple):
-    """A condition a rule saw on a meter: ``at`` is when (aware, or the utility's wall clock when naive);
+    """A condition a rule saw on a meter: ``at`` is when it began (aware, or the utility's wall clock when naive),
+    ``seen_at`` when it was seen (default ``at``: an event is both; a periodic rule sees an old condition again);
     ``evidence`` the figures it decided on (small JSON values)."""
 
     meter_id: int
@@ -53,6 +54,7 @@ class Raised(NamedTuple):
     summary: str
     evidence: Mapping[str, Any]
     at: dt.datetime
+    seen_at: dt.datetime | None = None
 
 
 # ---------------------------------------------------------------------- raising
@@ -90,19 +92,20 @@ def _merged(items: Iterable[Raised], now: dt.datetime) -> list[dict[str, Any]]:
             raise VendError("invalid_request", f"an alarm's rule is text of 1 to {RULE_MAX} characters")
         severity = AlarmSeverity(item.severity).value
         at = min(wall_clock(item.at), now)  # a meter's clock ahead of ours does not open an alarm in the future
+        seen = at if item.seen_at is None else max(min(wall_clock(item.seen_at), now), at)
         key = (int(item.meter_id), item.rule)
         row = rows.get(key)
         if row is None:
             rows[key] = {
                 "meter_id": key[0], "rule": item.rule, "severity": severity, "status": AlarmStatus.OPEN.value,
                 "summary": item.summary[:SUMMARY_MAX], "evidence": dict(item.evidence), "occurrences": 1,
-                "opened_at": at, "last_seen_at": at,
+                "opened_at": at, "last_seen_at": seen,
             }  # fmt: skip
             continue
         row["occurrences"] += 1
         row["opened_at"] = min(row["opened_at"], at)
-        if at >= row["last_seen_at"]:
-            row.update(last_seen_at=at, summary=item.summary[:SUMMARY_MAX], evidence=dict(item.evidence))
+        if seen >= row["last_seen_at"]:
+            row.update(last_seen_at=seen, summary=item.summary[:SUMMARY_MAX], evidence=dict(item.evidence))
         if _RANK[severity] > _RANK[row["severity"]]:
             row["severity"] = severity
     return list(rows.values())
