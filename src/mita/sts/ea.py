@@ -11,9 +11,12 @@ from __future__ import annotations
 from enum import IntEnum
 from functools import lru_cache
 
-from . import misty1
 from .errors import FormatError
 from .sta import STA
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from . import misty1
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
@@ -84,18 +87,40 @@ def check_key(ea: EA, key: int) -> None:
         raise FormatError(f"EA{ea.value:02d} needs a {ea.key_bits}-bit decoder key")
 
 
+def _misty1_encrypt(block: int, key: int) -> int:
+    """MISTY1 imported on first use (a keypad command for an EA07 meter does not load it), then this name is the
+    cipher's own function."""
+    global _misty1_encrypt
+    from .misty1 import encrypt as _misty1_encrypt
+
+    return _misty1_encrypt(block, key)
+
+
+def _misty1_decrypt_scheduled(block: int, schedule: misty1.Schedule) -> int:
+    global _misty1_decrypt_scheduled
+    from .misty1 import decrypt_scheduled as _misty1_decrypt_scheduled
+
+    return _misty1_decrypt_scheduled(block, schedule)
+
+
 def encrypt(ea: EA, block: int, key: int) -> int:
     if ea is EA.STA:
         return STA.encrypt(block, key)
     if ea is EA.MISTY1:
-        return misty1.encrypt(block, key)
+        return _misty1_encrypt(block, key)
     return des_encrypt(block, key)
 
 
 # Decryption is what a meter (or a support desk) does many times with one key:
 # keep the last few keys' schedules.
 _sta_schedule = lru_cache(maxsize=256)(STA.decrypt_schedule)
-_misty1_schedule = lru_cache(maxsize=256)(misty1.schedule)
+
+
+@lru_cache(maxsize=256)
+def _misty1_schedule(key: int) -> misty1.Schedule:
+    from .misty1 import schedule
+
+    return schedule(key)
 
 
 def decrypt(ea: EA, block: int, key: int) -> int:
@@ -104,5 +129,5 @@ def decrypt(ea: EA, block: int, key: int) -> int:
             return STA.decrypt_direct(block, key)
         return STA.decrypt_scheduled(block, _sta_schedule(key))
     if ea is EA.MISTY1:
-        return misty1.decrypt_scheduled(block, _misty1_schedule(key))
+        return _misty1_decrypt_scheduled(block, _misty1_schedule(key))
     return des_decrypt(block, key)
