@@ -16,6 +16,12 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import cache
 
+# Mita's command line speaks English, and Python ships no catalogue for argparse's own texts, yet argparse looks
+# each of them up in gettext's catalogues (a search of the locale directories per text, and the locale module
+# imported for it): about 2 ms of every command's start-up, for no translation. Its texts are taken as written.
+argparse._ = str  # type: ignore[attr-defined]
+argparse.ngettext = lambda singular, plural, n: singular if n == 1 else plural  # type: ignore[attr-defined]
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mita --help does not load it)
 
 if TYPE_CHECKING:
