@@ -39,6 +39,7 @@ CODES: dict[str, Answer] = {
     "import_refused": Answer(422, "Rows of the import are not valid: nothing was imported"),
     "invalid_role": Answer(422, "Role not valid"),
     "invalid_status": Answer(422, "Status not valid"),
+    "invalid_severity": Answer(422, "Severity not valid"),
     "invalid_utility": Answer(422, "Utility not valid"),
     "invalid_kind": Answer(422, "Kind not valid"),
     "invalid_key_change": Answer(422, "The meter cannot follow this key change"),
@@ -83,6 +84,8 @@ CODES: dict[str, Answer] = {
     "reversed": Answer(409, "The vend was reversed"),
     "invalid_transition": Answer(409, "Not allowed from the current state"),
     "not_connected": Answer(409, "The meter has no communication endpoint (keypad only)"),
+    "alarm_closed": Answer(409, "The alarm is closed"),
+    "already_acknowledged": Answer(409, "The alarm is acknowledged already"),
     "credit_limit": Answer(402, "Vendor credit limit reached"),
     "key_credit_limit": Answer(402, "Vending key credit limit reached"),
     # the server and its database

@@ -113,6 +113,13 @@ ROUTE_CODES: dict[str, tuple[str, ...]] = {
     ),
     "GET /v1/meters/{drn}/commands": ("not_found", *METER_NUMBER),
     "GET /v1/commands/{command_id}": ("not_found",),
+    # alarms and telemetry (mita.headend.alarms)
+    "GET /v1/alarms": ("invalid_cursor", "invalid_status", "invalid_severity", "invalid_period", *METER_NUMBER),
+    "GET /v1/alarms/{alarm_id}": ("not_found",),
+    "POST /v1/alarms/{alarm_id}/acknowledge": ("not_found", "alarm_closed", "already_acknowledged", "conflict"),
+    "POST /v1/alarms/{alarm_id}/close": ("not_found", "alarm_closed", "conflict"),
+    "GET /v1/meters/{drn}/timeline": ("not_found", "invalid_cursor", *METER_NUMBER),
+    "GET /v1/meters/{drn}/telemetry": ("not_found", *METER_NUMBER),
     # campaigns
     "POST /v1/campaigns": (
         "not_found", "conflict", "no_vending_key", "invalid_dkga", "invalid_key_change", "format_error", "range_error",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from . import (
+    alarms,
     api_keys,
     audit,
     campaigns,
@@ -31,6 +32,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     tariffs.router,
     meters.router,
     headend.router,
+    alarms.router,
     vends.router,
     vending_keys.router,
     key_changes.router,
