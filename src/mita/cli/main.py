@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "conformance": ("mita.cli.conformance", "add_commands", "Run the shipped STS vectors; check another system."),
     "sim": ("mita.cli.sim", "add_commands", "Simulated smart meters: serve a meter file over DLMS/COSEM."),
     "headend": ("mita.cli.headend", "add_commands", "Connected meters: their endpoint, commands sent to them."),
+    "alarms": ("mita.cli.alarms", "add_commands", "Alarms: list, show, acknowledge, close; a meter's timeline."),
     "help": ("mita.cli.main", "add_help", "Reference: the exit codes."),
 }
 
