@@ -1,5 +1,11 @@
 """The device registry: which meters are connected, where they answer, and their management secret.
 
+A meter is reached one of two ways (``transport``): over DLMS/COSEM at its own address (``host``, ``port``, the
+client and server addresses, the LLS secret, how its gateway takes tokens), or over MQTT (``mqtt``: an MQTT-native
+meter on the utility's broker; ``host`` and ``port`` are that broker's, shown to operators, while the head-end
+publishes through the one broker of ``MITA_MQTT_URL``; no secret: the broker's own authentication and ACLs guard
+the meter's topics).
+
 Registering an endpoint for an existing meter changes nothing about its keys, TIDs or history, and removing it
 returns the meter to keypad-only delivery; commands already queued then fail as ``not_connected`` when their turn
 comes. The LLS secret is sealed under the master key, bound to the meter's number (so a sealed secret copied onto
@@ -17,7 +23,7 @@ from mita import sts
 from mita.sealing import seal, unseal
 from mita.vend.audit import Actor, write_audit
 from mita.vend.errors import VendError
-from mita.vend.lifecycles import TokenEncoding
+from mita.vend.lifecycles import TokenEncoding, Transport
 from mita.vend.limits import HOST
 from mita.vend.schema import meter_endpoints, meters
 
@@ -41,8 +47,15 @@ def _meter_id(conn: Connection, drn: str) -> int:
     return int(found)
 
 
-def check(host: str, port: int, secret: bytes | None, encoding: str, client: int, server: int) -> None:
+def check(
+    host: str, port: int, secret: bytes | None, encoding: str, client: int, server: int,
+    transport: str = Transport.DLMS.value,
+) -> None:  # fmt: skip
     """Refuse an endpoint no meter could have, before anything is written."""
+    if transport not in {t.value for t in Transport}:
+        raise VendError("invalid_request", "transport is dlms or mqtt")
+    if transport == Transport.MQTT and secret is not None:
+        raise VendError("invalid_request", "an MQTT meter has no LLS secret (the broker authenticates it)")
     if not host or len(host) > HOST or any(c.isspace() for c in host):
         raise VendError("invalid_request", f"host is a name or an address of 1 to {HOST} characters, no spaces")
     if not 1 <= port <= 65535:
@@ -67,13 +80,14 @@ def register(
     token_encoding: str = TokenEncoding.BCD.value,
     client: int = 1,
     server: int = 1,
+    transport: str = Transport.DLMS.value,
 ) -> dict[str, Any]:
     """Connect a meter (or change its endpoint): audited; the endpoint as :func:`describe` shows it."""
-    check(host, port, secret, token_encoding, client, server)
+    check(host, port, secret, token_encoding, client, server, transport)
     with engine.begin() as conn:
         meter_id = _register_in(
             conn, actor, drn, host=host, port=port, secret=secret, at=at, token_encoding=token_encoding,
-            client=client, server=server,
+            client=client, server=server, transport=transport,
         )  # fmt: skip
         endpoint = _describe(conn, meter_id, sts.MeterNumber.parse(drn).drn)
         assert endpoint is not None  # written just above, in this transaction
@@ -92,7 +106,7 @@ def unregister(engine: Engine, actor: Actor, drn: str, at: dt.datetime) -> bool:
 
 def describe(engine: Engine, drn: str) -> dict[str, Any] | None:
     """A meter's endpoint as the API and CLI show it (whether it has a secret, never the secret); None if the
-    meter is keypad-only."""
+    meter is keypad-only. ``transport`` is there for an MQTT meter (absent: DLMS)."""
     with engine.connect() as conn:
         return _describe(conn, _meter_id(conn, drn), sts.MeterNumber.parse(drn).drn)
 
@@ -102,7 +116,7 @@ def _describe(conn: Connection, meter_id: int, drn: str) -> dict[str, Any] | Non
     row = conn.execute(select(meter_endpoints).where(c.meter_id == meter_id)).first()
     if row is None:
         return None
-    return {
+    shown = {
         "meter": drn,
         "host": row.host,
         "port": row.port,
@@ -113,6 +127,9 @@ def _describe(conn: Connection, meter_id: int, drn: str) -> dict[str, Any] | Non
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
+    if row.transport != Transport.DLMS:  # a DLMS endpoint's answer as it was before there were two transports
+        shown["transport"] = row.transport
+    return shown
 
 
 #: What :func:`reach` reads of an endpoint, for a caller that selects it in its own statement (the head-end's
@@ -124,6 +141,7 @@ REACH = (
     meter_endpoints.c.server,
     meter_endpoints.c.token_encoding,
     meter_endpoints.c.secret,
+    meter_endpoints.c.transport,
 )
 
 
@@ -147,6 +165,15 @@ def reach(row: Any, drn: str, timeout: float) -> tuple[Endpoint, str]:
     return reach, str(row.token_encoding)
 
 
+def any_mqtt(engine: Engine) -> bool:
+    """Whether any meter is reached over MQTT (``mita worker`` then listens for acknowledgements)."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(meter_endpoints.c.meter_id).where(meter_endpoints.c.transport == Transport.MQTT.value).limit(1)
+        ).first()
+    return found is not None
+
+
 def register_many(engine: Engine, actor: Actor, endpoints: list[dict[str, Any]], at: dt.datetime) -> int:
     """Connect many meters at once (``mita sim fleet --register``): for each mapping of :func:`register`'s keyword
     arguments plus ``drn``, what :func:`register` does (the same rows, the same audit entry per meter), but in one
@@ -156,7 +183,7 @@ def register_many(engine: Engine, actor: Actor, endpoints: list[dict[str, Any]],
     for e in endpoints:
         check(
             e["host"], e["port"], e.get("secret"), e.get("token_encoding", TokenEncoding.BCD.value),
-            e.get("client", 1), e.get("server", 1),
+            e.get("client", 1), e.get("server", 1), e.get("transport", Transport.DLMS.value),
         )  # fmt: skip
     with engine.begin() as conn:
         for e in endpoints:
@@ -176,6 +203,7 @@ def _register_in(
     token_encoding: str = TokenEncoding.BCD.value,
     client: int = 1,
     server: int = 1,
+    transport: str = Transport.DLMS.value,
 ) -> int:
     """:func:`register`'s writes inside the caller's transaction (checked already); the meter's id."""
     meter_id = _meter_id(conn, drn)
@@ -186,6 +214,7 @@ def _register_in(
         "client": client,
         "server": server,
         "token_encoding": token_encoding,
+        "transport": transport,
         "secret": None if secret is None else seal(secret, _context(number)),
         "updated_at": at,
     }

@@ -11,6 +11,11 @@ before (by an earlier try that lost its connection, or from the keypad): it is o
 and it never counts twice (the meter refuses it). Any other refusal stops the delivery: the command fails with
 the meter's answer for each token tried. When the meter answers ``key_changed`` the pending key change is
 confirmed (``via="meter"``).
+
+An MQTT-native meter (endpoint transport ``mqtt``) is not reached here: its command, once ``sent``, is published
+(:class:`mita.headend.mqttlink.Publisher`) and the outbox row is done; the meter's ack, applied by :meth:`settle`
+(from :class:`mita.headend.mqttlink.AckListener`), ends it by the same rules, and :meth:`sweep` expires what got no
+ack by its deadline.
 """
 
 from __future__ import annotations
@@ -22,16 +27,18 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Engine, bindparam, or_, select, update
+from sqlalchemy import Engine, bindparam, exists, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from mita.outbox.senders import Message, SendError
 from mita.sts import StsError
-from mita.vend.lifecycles import COMMAND, CommandKind, CommandStatus
+from mita.telemetry.payload import Ack
+from mita.vend.lifecycles import COMMAND, CommandKind, CommandStatus, Transport
 from mita.vend.schema import meter_commands, meter_endpoints, meters
 
-from . import operations, registry
+from . import mqttlink, operations, registry
 from .link import Association, LinkError, associate
+from .mqttclient import MqttError
 
 log = logging.getLogger("mita.headend")
 
@@ -177,6 +184,27 @@ _END = _MOVE.values(
 )
 
 
+#: An MQTT meter's ack: its command and the command's meter, locked.
+_ACKED = (
+    select(_C.id, _C.kind, _C.status, meters.c.drn)
+    .join(meters, meters.c.id == _C.meter_id)
+    .where(_C.id == bindparam("command"))
+    .with_for_update(of=meter_commands)
+)
+#: Commands sent and past their deadline with no answer, on meters not reached over DLMS (a DLMS command in
+#: ``sent`` is its worker's, or its outbox row's once the lease runs out): expired.
+_SWEEP = (
+    update(meter_commands)
+    .where(
+        _C.status == S.SENT.value,
+        _C.expires_at <= bindparam("at"),
+        ~exists().where(meter_endpoints.c.meter_id == _C.meter_id, meter_endpoints.c.transport == Transport.DLMS),
+    )
+    .values(status=S.EXPIRED.value, error="expired: no acknowledgement by its deadline", finished_at=bindparam("at"))
+)
+COMMAND.check(S.SENT, S.EXPIRED)  # what the sweep does, allowed (checked once, at import)
+
+
 def _ended(
     command: int, was: CommandStatus, status: CommandStatus, result: Any, error: str | None, at: dt.datetime
 ) -> dict[str, Any]:
@@ -250,9 +278,11 @@ class CommandSender:
         clock: Callable[[], dt.datetime],
         confirm_key_change: Callable[[str], None] | None = None,
         timeout: float = 5.0,
+        publisher: mqttlink.Publisher | None = None,
     ) -> None:
         self.engine, self.clock, self.timeout = engine, clock, timeout
         self.confirm_key_change = confirm_key_change
+        self.publisher = publisher  # MQTT-native meters' commands; None: such a command waits, queued
         # PostgreSQL on psycopg: the two writes of every command run by the driver, each its own transaction.
         # Otherwise (SQLite: its engine issues BEGIN IMMEDIATE itself, mita.vend.database) SQLAlchemy's way.
         direct = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
@@ -267,6 +297,9 @@ class CommandSender:
         now = self.clock()
         row = self._take(command_id, now)
         if row is None:
+            return
+        if row.transport == Transport.MQTT:
+            self._publish(row, now)
             return
         endpoint, encoding = registry.reach(row, row.drn, self.timeout)
         kind = CommandKind(row.kind)
@@ -298,6 +331,57 @@ class CommandSender:
                 self.confirm_key_change(row.drn)
             except StsError as exc:  # confirmed already (by an operator): the command's answer stands
                 log.warning("command %s: key change of meter %s not confirmed: %s", row.id, row.drn, exc.code)
+
+    def _publish(self, row: Any, now: dt.datetime) -> None:
+        """An MQTT meter's command, sent: published (QoS 1, until the broker's PUBACK); it stays ``sent`` until the
+        meter's ack (:meth:`settle`) or its deadline (:meth:`sweep`). No broker: back to queued, tried again."""
+        try:
+            if self.publisher is None:
+                raise MqttError("mqtt_unconfigured", "this worker publishes no MQTT commands")
+            topic, payload, props = mqttlink.command_message(row.drn, row.id, row.kind, row.params or {},
+                                                             row.expires_at, now)  # fmt: skip
+            self.publisher.publish(topic, payload, props)
+        except MqttError as exc:
+            with self.engine.begin() as conn:
+                self._move(conn, row.id, S.QUEUED, error=f"{exc.code}: {exc.message}"[:200])
+            raise SendError(exc.code) from None
+        log.debug("command %s (%s) published to meter %s", row.id, row.kind, row.drn)
+
+    def settle(self, drn: str, ack: Ack) -> CommandStatus | None:
+        """An MQTT meter's ack, on the topic of meter ``drn``, applied in one transaction: the command's final
+        status (:func:`mita.headend.mqttlink.outcome`), or None when it changes nothing (an unknown command,
+        another meter's, or one already ended: a repeated ack). A key change the meter executed is confirmed, as
+        over DLMS."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            row = conn.execute(_ACKED, {"command": ack.id}).first()
+            if row is None or row.drn != drn:
+                log.warning("ack on meter %s's topic for command %s, which is not one of its commands", drn, ack.id)
+                return None
+            was = S(row.status)
+            if was in FINAL:
+                log.log(logging.INFO if was is S.EXPIRED else logging.DEBUG, "command %s (%s): ack after it ended",
+                        row.id, was.value)  # fmt: skip
+                return None
+            done = mqttlink.outcome(CommandKind(row.kind), ack)
+            if was is S.QUEUED:  # its publish timed out here, yet reached the meter: sent, then ended
+                COMMAND.check(was, S.SENT)
+                conn.execute(_SENT, {"command": row.id, "was": was.value, "at": now})
+                was = S.SENT
+            conn.execute(_END, _ended(row.id, was, done.status, done.result, done.error, now))
+        log.log(logging.INFO if done.error else logging.DEBUG, "command %s (%s) at meter %s: %s", row.id, row.kind,
+                drn, done.error or done.status.value)  # fmt: skip
+        if self.confirm_key_change and mqttlink.key_changed(done.result):
+            try:
+                self.confirm_key_change(drn)
+            except StsError as exc:
+                log.warning("command %s: key change of meter %s not confirmed: %s", row.id, drn, exc.code)
+        return done.status
+
+    def sweep(self) -> int:
+        """Commands sent to MQTT meters and past their deadline with no ack, ended ``expired``; how many."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(_SWEEP, {"at": self.clock()}).rowcount)
 
     def _take(self, command_id: int, now: dt.datetime) -> Any:
         """The command moved to sent, with its meter and how to reach it; None when there is nothing to send (it
