@@ -147,3 +147,23 @@ def test_the_settings_threshold_decides_the_low_credit_forecast(world: World) ->
     running_low(e, meter_id, 24_000)  # ~19.5 kWh left at ~13 kWh a day: 1.5 days
     assert detection.run(e, now=NOW, low_credit_days=1.0).messages_queued == 0
     assert detection.run(e, now=NOW, low_credit_days=2.0).messages_queued == 1
+
+
+def test_mita_headend_detect_once_prints_the_summary(world: World, url: str) -> None:
+    import io
+    import json
+    from contextlib import redirect_stdout
+
+    from mita.cli.main import main
+
+    e = world.engine
+    silent = add_meter(e, 3)
+    store(e, list(rows(silent, Load(house(3)), NOW - 3 * DAY, NOW - 2 * DAY)))  # silent for two days by now
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["headend", "detect", "--once", "--database-url", url]) == 0
+    summary = json.loads(out.getvalue())
+    assert summary["meters"] == 1 and summary["findings"]["silent"] == 1 and summary["alarms_opened"] == 1
+    assert set(summary) == {"at", "meters", "findings", "alarms_opened", "alarms_repeated", "messages_queued",
+                            "messages_without_phone", "seconds"}  # fmt: skip
+    assert (drn_of(e, silent), "silent") in open_alarms(e)

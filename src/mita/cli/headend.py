@@ -55,6 +55,12 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
             f"{POLL_S} s until the meter answered (acknowledged: exit 0) or not (failed or expired, or still not "
             "done when the wait ends: exit 1; the JSON's status says which).", _command_options)  # fmt: skip
     command(commands, "commands", list_commands, "A meter's commands, newest first.", _list_options)
+    command(commands, "detect", detect, "Run the detection over the stored telemetry: alarms for bypass, leaks, "
+            "silent meters and clock drift, and one SMS per low-credit forecast through the outbox.\n\nOne pass by "
+            "default (--once), or one every --every seconds until interrupted. Each pass prints a JSON summary (one "
+            "line per pass with --every): meters looked at, findings per rule, alarms opened and repeated, messages "
+            "queued. A condition still seen counts on its open alarm; a person closes alarms (mita alarms close).",
+            _detect_options)  # fmt: skip
 
 
 def _drn(p: argparse.ArgumentParser) -> None:
@@ -108,6 +114,17 @@ def _list_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=page_size, default=50, metavar="N", help="At most this many: 1..500, default 50.")
     add_database_url(p)
     add_json(p)
+
+
+def _detect_options(p: argparse.ArgumentParser) -> None:
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--once", action="store_true", help="One pass, then exit (the default).")
+    how.add_argument("--every", type=positive, metavar="SECONDS", help="A pass every this many seconds, until "
+                     "interrupted (the rules' cadence: hourly, 3600, is what they were tuned at).")  # fmt: skip
+    p.add_argument("--interval", type=positive, default=900, metavar="SECONDS",
+                   help="The meters' reading interval (default 900: the MQTT format's).")  # fmt: skip
+    add_database_url(p)
+    add_json(p, always=True)
 
 
 # ---------------------------------------------------------------------- handlers
@@ -251,6 +268,30 @@ def list_commands(args: argparse.Namespace) -> None:
         emit(out)
     else:
         _show_commands(out)
+
+
+def detect(args: argparse.Namespace) -> None:
+    import datetime
+    import sys
+    import time
+
+    from mita.headend import detection
+
+    from .dbshell import refusals
+
+    runtime = _runtime(args)
+    days = runtime.settings.low_credit_days
+    while True:
+        started = time.monotonic()
+        with refusals():
+            summary = detection.run(
+                runtime.engine, now=datetime.datetime.now(datetime.UTC), interval=args.interval, low_credit_days=days
+            )
+        emit(summary.as_json(), indent=None if args.every else 2)
+        if not args.every:
+            return
+        sys.stdout.flush()  # a line per pass, as it is made, to whatever reads the pipe
+        time.sleep(max(args.every - (time.monotonic() - started), 0.0))
 
 
 # ---------------------------------------------------------------------- for people
