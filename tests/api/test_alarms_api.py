@@ -257,3 +257,12 @@ def test_the_cli_json_is_the_api_answer(world: World) -> None:
     assert code != 0
     code, timeline = run_cli(w, "alarms", "timeline", LEAKING)
     assert code == 0 and timeline == w.get(f"/v1/meters/{LEAKING}/timeline").json()
+
+
+def test_the_cli_lists_the_services_statuses_and_severities() -> None:
+    from mita.cli import alarms as alarms_cli
+    from mita.vend import limits
+    from mita.vend.lifecycles import AlarmStatus
+
+    assert tuple(AlarmStatus) == alarms_cli.STATUSES and tuple(AlarmSeverity) == alarms_cli.SEVERITIES
+    assert alarms_cli.NOTE_MAX == limits.REASON
