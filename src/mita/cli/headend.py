@@ -29,6 +29,8 @@ LOGS = ("standard", "fraud", "disconnector", "token")
 STATUSES = ("queued", "sent", "acknowledged", "failed", "expired")
 FINAL = frozenset({"acknowledged", "failed", "expired"})
 ENCODINGS = ("bcd", "ascii")
+#: As ``mita.vend.lifecycles.Transport``.
+TRANSPORTS = ("dlms", "mqtt")
 #: LLS secrets are 1 to 32 octets, as hex.
 SECRET_DIGITS = tuple(range(2, 65, 2))
 #: How often ``--wait`` reads the command again, and how long it waits when no time is given.
@@ -75,8 +77,11 @@ def _drn_options(p: argparse.ArgumentParser) -> None:
 
 def _register_options(p: argparse.ArgumentParser) -> None:
     _drn(p)
-    p.add_argument("--host", required=True, help="The meter's DNS name or IP address.")
-    p.add_argument("--port", type=int, required=True, help="Its TCP port (4059: the DLMS/COSEM port).")
+    add_choice(p, "--transport", values=TRANSPORTS, default="dlms",
+               help="dlms (default): the meter answers at --host/--port; mqtt: an MQTT-native meter on the broker "
+                    "(--host/--port default to MITA_MQTT_URL's; no secret).")  # fmt: skip
+    p.add_argument("--host", help="The meter's DNS name or IP address (mqtt: the broker's). Required for dlms.")
+    p.add_argument("--port", type=int, help="Its TCP port (4059: the DLMS/COSEM port). Required for dlms.")
     add_key_source(p, "secret", "the management association's LLS secret, hex (1 to 32 octets)")
     add_choice(p, "--token-encoding", values=ENCODINGS, default="bcd",
                help="How its token gateway takes a token: packed BCD (default) or 20 ASCII digits.")  # fmt: skip
@@ -161,11 +166,22 @@ def register(args: argparse.Namespace) -> None:
     source = secrets.KeySource("secret", args.secret_file, args.secret_env)
     secret = secrets.read_key(source, what="the meter's LLS secret", digits=SECRET_DIGITS, required=False)
     runtime = _runtime(args)
+    host, port = args.host, args.port
+    if args.transport == "mqtt" and (host is None or port is None):
+        from mita.headend.mqttclient import MqttError, parse_url
+
+        try:
+            broker = parse_url(runtime.settings.mqtt_url)
+        except MqttError as exc:
+            fail(exc.code, f"MITA_MQTT_URL: {exc.message}")
+        host, port = host or broker.host, port or broker.port
+    if host is None or port is None:
+        fail("usage", "--host and --port say where a DLMS meter answers")
     with refusals():
         out = registry.register(
-            runtime.engine, SYSTEM, args.drn, host=args.host, port=args.port,
+            runtime.engine, SYSTEM, args.drn, host=host, port=port,
             secret=None if secret is None else bytes.fromhex(secret), at=runtime.clock(),
-            token_encoding=args.token_encoding, client=args.client, server=args.server,
+            token_encoding=args.token_encoding, client=args.client, server=args.server, transport=args.transport,
         )  # fmt: skip
     _show_endpoint(_shown(out), args.json)
 
@@ -300,6 +316,10 @@ def detect(args: argparse.Namespace) -> None:
 def _show_endpoint(endpoint: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit(endpoint)
+        return
+    if endpoint.get("transport") == "mqtt":
+        fields = {"transport": "mqtt", "broker": f"{endpoint['host']}:{endpoint['port']}"}
+        show_fields(f"meter {endpoint['meter']}: connected", {**fields, "since": endpoint["created_at"]})
         return
     fields = {k: endpoint[k] for k in ("host", "port", "client", "server", "token_encoding")}
     fields["secret"] = "kept (sealed)" if endpoint["secret"] else "none: reading only (public client)"

@@ -33,6 +33,23 @@ From the vending database (``--database-url``, which must exist and be migrated:
   registered. The JSON line adds ``"registered": N``. Stopping the fleet does *not* unregister: a stopped meter is
   an offline meter, and its commands wait for it until they expire (``mita headend unregister`` returns a meter to
   keypad-only delivery).
+
+``mita sim mqtt PATH...`` runs MQTT-native meters instead (:mod:`mita.sim.mqttmeter`, :mod:`mita.sim.mqttfleet`;
+no DLMS, no gurux): each meter file (or every ``*.json`` of a folder) its own MQTT v5 session on the broker of
+``--mqtt-url`` (default ``MITA_MQTT_URL``), all in one process, on a clock ``--speed`` times faster than real time
+(from ``--start``, default now). Every ``--interval`` seconds of simulated time (900) each meter draws its
+customer's load (``--load loads``: :mod:`mita.sim.loads`'s shapes, seeded by ``--seed``; ``simple``: a small daily
+curve) through the meter model, so credit falls and the relay opens at zero credit; it publishes a readings block
+every ``--push-every`` intervals, its events as they happen, a retained status with a last will; and it executes
+the head-end's commands on its ``cmd`` topic, answering an ack. ``--fault DRN=KIND[:VALUE][@FROM[-TO]]`` (hours
+from the start; repeatable) injects bypass, magnetic, cover, leak, dead or clock_drift
+(:func:`mita.sim.mqttload.parse_fault`). The meter files are shared with ``mita meter`` as ``serve`` shares them;
+each meter's sequence counter and its last command outcomes live beside its file (``.NAME.mqtt``). When every meter
+is connected it prints one JSON line (``meters``, ``broker``, ``speed``, ``interval``, ``push_every``, ``start``),
+then runs until SIGINT or SIGTERM (what was published, on standard error). ``--from-database`` (one folder) first
+makes the database's missing meters as ``fleet`` does (no secrets: an MQTT meter has none); ``--register``
+connects each served meter the database holds in the head-end with transport ``mqtt`` (its broker's address), so
+``mita worker`` publishes its vends' tokens to it.
 """
 
 from __future__ import annotations
@@ -62,6 +79,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
             "one process.\n\nWith --from-database, the vending database's meters missing from the folder are made "
             "first (and their LLS secrets); with --register, the served meters are connected in the head-end, so "
             "mita worker delivers their vends remotely.", _fleet_options)  # fmt: skip
+    command(commands, "mqtt", mqtt, "Run meter files as MQTT-native meters on a broker, on a clock that may run "
+            "faster than real time: readings, events, a retained status with a last will, and the head-end's "
+            "commands answered.\n\nNo DLMS here (no gurux needed).", _mqtt_options)  # fmt: skip
 
 
 def _serve_options(p: argparse.ArgumentParser) -> None:
@@ -330,10 +350,11 @@ def _database(url: str | None) -> compose.Runtime:
 PROGRESS_EVERY = 500
 
 
-def make_meters(engine: Engine, folder: str, lls: dict[str, bytes], secrets_path: str, limit: int | None) -> int:
+def make_meters(engine: Engine, folder: str, lls: dict[str, bytes], secrets_path: str | None, limit: int | None) -> int:
     """``--from-database``: a meter file for each of the database's meters (not retired; the first ``limit`` by id)
     that has none in ``folder``, and a fresh 16-octet LLS secret in ``lls`` for each without one (``secrets_path``
-    then rewritten: :func:`write_secrets`). Returns how many files were made; what exists is left as it is."""
+    then rewritten: :func:`write_secrets`; None: no secrets, for MQTT meters). Returns how many files were made;
+    what exists is left as it is."""
     import os
     import secrets
 
@@ -367,6 +388,8 @@ def make_meters(engine: Engine, folder: str, lls: dict[str, bytes], secrets_path
             storage.save(meter, os.path.join(folder, f"{drn}.json"))
             if i % PROGRESS_EVERY == 0 and i < len(missing):
                 note(f"made {i} of {len(missing)} meter files")
+    if secrets_path is None:
+        return len(missing)
     fresh = [drn for drn in drns if drn not in lls]
     for drn in fresh:
         lls[drn] = secrets.token_bytes(16)
@@ -422,6 +445,186 @@ def register_meters(runtime: compose.Runtime, places: dict[str, tuple[str, int, 
         endpoints = [
             {"drn": drn, "host": host, "port": port, "secret": lls.get(drn), "token_encoding": encoding}
             for drn, (host, port, encoding) in places.items()
+            if drn in known
+        ]
+        return registry.register_many(runtime.engine, SYSTEM, endpoints, runtime.clock())
+
+
+# ---------------------------------------------------------------------- mita sim mqtt
+
+
+def _mqtt_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="Meter files (JSON, as `mita meter new` made them), or "
+                   "folders of them (*.json).")  # fmt: skip
+    p.add_argument("--mqtt-url", metavar="URL", help="The broker, mqtt://[user[:password]@]host:port (default "
+                   "MITA_MQTT_URL).")  # fmt: skip
+    p.add_argument("--speed", type=_positive_float, default=1.0, metavar="N",
+                   help="Simulated seconds per real second (default 1; 900: an interval a second).")  # fmt: skip
+    p.add_argument("--interval", type=positive, default=900, metavar="SECONDS",
+                   help="The meters' integration period (default 900; a minute or more, dividing a day).")  # fmt: skip
+    p.add_argument("--push-every", type=positive, default=1, metavar="K",
+                   help="Intervals per readings message (default 1; 4: an hour of 15-minute readings).")  # fmt: skip
+    p.add_argument("--start", metavar="TIME", help="Simulated start, ISO 8601 (local time when no offset), or "
+                   "Unix seconds (default now).")  # fmt: skip
+    add_choice(p, "--load", values=("loads", "simple"), default="loads",
+               help="The customers' load: loads (realistic shapes, seeded) or simple (a daily curve).")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="Seed of the load shapes (default 0).")
+    p.add_argument("--fault", action="append", default=[], metavar="DRN=KIND[:VALUE][@FROM[-TO]]",
+                   help="Inject a fault (bypass, magnetic, cover, leak, dead, clock_drift), FROM/TO hours after the "
+                        "start; repeatable.")  # fmt: skip
+    p.add_argument("--no-sync", action="store_true", help="Save meter files without fsync (load tests).")
+    p.add_argument("--from-database", action="store_true", help="First make a meter file in the (one) folder for "
+                   "each of the database's meters that has none.")  # fmt: skip
+    p.add_argument("--limit", type=positive, metavar="N", help="With --from-database: the first N meters only.")
+    p.add_argument("--register", action="store_true", help="Once connected, register each served meter the "
+                   "database holds in the head-end with transport mqtt.")  # fmt: skip
+    add_database_url(p)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive (got {text})")
+    return value
+
+
+def _start_time(text: str | None) -> float:
+    import datetime
+    import time
+
+    if text is None:
+        return time.time()
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        fail("usage", f"--start {text!r} is neither ISO 8601 nor Unix seconds")
+
+
+def mqtt(args: argparse.Namespace) -> int:
+    import asyncio
+    import gc
+    import json
+    import resource
+    import signal
+    import sys
+
+    from mita.meter.errors import MeterError
+    from mita.sim import mqttload
+    from mita.sim.faults import Fault
+    from mita.sim.meterfile import MeterFile
+    from mita.sim.mqttfleet import MqttFleet, SimClock, parse_broker
+    from mita.sim.mqttmeter import MeterSim, SideFile, SimError, meter_files
+
+    from . import exits
+    from .command import note
+
+    if args.limit is not None and not args.from_database:
+        fail("usage", "--limit goes with --from-database")
+    url = args.mqtt_url
+    if url is None:
+        from mita.settings import Settings
+
+        url = Settings().mqtt_url
+    try:
+        broker = parse_broker(url)
+    except SimError as exc:
+        fail(exc.code, exc.message)
+    start = _start_time(args.start)
+    runtime = _database(args.database_url) if args.from_database or args.register else None
+    if runtime is not None and args.from_database:
+        if len(args.paths) != 1:
+            fail("usage", "--from-database makes the meters in one folder: give one PATH")
+        make_meters(runtime.engine, args.paths[0], {}, None, args.limit)
+    faults: dict[str, list[Fault]] = {}
+    for text in args.fault:
+        try:
+            drn, fault = mqttload.parse_fault(text, int(start))
+        except mqttload.FaultError as exc:
+            fail(exc.code, str(exc))
+        faults.setdefault(drn, []).append(fault)
+    paths = meter_files(args.paths)
+    if not paths:
+        fail("no_meters", "no meter files (*.json) in " + ", ".join(repr(p) for p in args.paths))
+    sims = []
+    for path in paths:
+        file = MeterFile(path, sync=not args.no_sync)
+        try:
+            meter = file.load()
+            load = mqttload.make(meter.state.drn, meter.profile.utility, args.interval,
+                                 faults.pop(meter.state.drn, []), shape=args.load, seed=args.seed)  # fmt: skip
+            side = SideFile.beside(path, meter.state.drn, sync=not args.no_sync)
+            sims.append(MeterSim(meter, load, push_every=args.push_every, file=file, side=side))
+        except MeterError as exc:
+            fail(exc.code, f"{path}: {exc}")
+        except SimError as exc:
+            fail(exc.code, f"{path}: {exc.message}")
+        except ValueError as exc:
+            fail("usage", f"{path}: {exc}")
+    if faults:
+        fail("invalid_fault", f"--fault for meters not served: {', '.join(sorted(faults))}")
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # a socket per meter
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        fleet = MqttFleet(sims, url, clock=SimClock(start, args.speed))
+        try:
+            await fleet.start()
+        except SimError as exc:
+            fail(exc.code, exc.message)
+        gc.freeze()  # the meters live as long as the process: the collector need not walk them
+        line: dict[str, object] = {
+            "meters": len(sims), "broker": broker.shown(), "speed": args.speed, "interval": args.interval,
+            "push_every": args.push_every, "start": int(start),
+        }  # fmt: skip
+        if runtime is not None and args.register:
+            try:  # in a thread: the meters go on meanwhile
+                line["registered"] = await asyncio.to_thread(
+                    register_mqtt_meters, runtime, [s.drn for s in sims], broker.host, broker.port
+                )
+            except BaseException:
+                await fleet.stop(flush=False)
+                raise
+        sys.stdout.write(json.dumps(line) + "\n")
+        sys.stdout.flush()
+        await stop.wait()
+        await fleet.stop()
+        note(json.dumps({"published": fleet.counts}))
+
+    try:
+        asyncio.run(run())
+    finally:
+        if runtime is not None:
+            runtime.close()
+    return exits.OK
+
+
+def register_mqtt_meters(runtime: compose.Runtime, drns: list[str], host: str, port: int) -> int:
+    """``mita sim mqtt --register``: each served meter the database holds connected in the head-end's registry with
+    transport ``mqtt`` (the broker's host and port), in one transaction; how many."""
+    from sqlalchemy import select
+
+    from mita.headend import registry
+    from mita.vend.registry import SYSTEM
+    from mita.vend.schema import meters
+
+    from .dbshell import refusals
+
+    known: set[str] = set()
+    with refusals():
+        with runtime.engine.connect() as conn:
+            for i in range(0, len(drns), 500):  # bound the IN list
+                known.update(conn.execute(select(meters.c.drn).where(meters.c.drn.in_(drns[i : i + 500]))).scalars())
+        endpoints = [
+            {"drn": drn, "host": host, "port": port, "secret": None, "transport": "mqtt"}
+            for drn in drns
             if drn in known
         ]
         return registry.register_many(runtime.engine, SYSTEM, endpoints, runtime.clock())

@@ -5,11 +5,20 @@ Channels go to senders as ``MITA_OUTBOX_SENDERS`` says (``receipt=log,sms=log,we
 queue without waiting for each other; on SQLite run one. SIGTERM or Ctrl-C stops a worker after its current
 batch (a second Ctrl-C at once). ``--status`` prints the queue's depth as JSON; on exit the worker prints what
 it did, also as JSON.
+
+Head-end commands for MQTT-native meters are published to the broker of ``MITA_MQTT_URL``
+(:mod:`mita.headend.mqttlink`); their acknowledgements are applied by an ack listener this worker runs beside its
+dispatchers (a thread: the shared subscription ``$share/<MITA_MQTT_GROUP>-acks/mita/v1/+/ack`` on a persistent
+session, which also expires the commands no ack answered by their deadline) when any meter is registered on MQTT,
+or with ``--mqtt-acks``. Its client id is ``--mqtt-client-id`` (default ``mita-acks-<host>-0``): give each worker on
+one machine its own, so that each takes its own session back when it restarts. Not with ``--once``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -17,7 +26,11 @@ from .command import emit
 from .options import add_database_url, add_json
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from mita.compose import Runtime
+    from mita.headend import mqttlink
+    from mita.headend.runner import CommandSender
 
 
 def _bounded(kind: type[int] | type[float], low: float, high: float | None = None) -> Callable[[str], float]:
@@ -58,6 +71,14 @@ def add_worker(parser: argparse.ArgumentParser) -> None:
                         help="Seconds before the first retry (default 30).")  # fmt: skip
     parser.add_argument("--backoff-max", type=_bounded(float, 0.001), default=3600.0,
                         help="Longest wait between tries, seconds (default 3600).")  # fmt: skip
+    parser.add_argument("--mqtt-acks", action="store_true",
+                        help="Listen for MQTT meters' acknowledgements even before any meter is registered on MQTT "
+                             "(by default: when one is).")  # fmt: skip
+    parser.add_argument(
+        "--mqtt-client-id",
+        metavar="ID",
+        help="The ack listener's MQTT client id, one per worker (default mita-acks-<host>-0).",
+    )
     add_json(parser, always=True)
     parser.set_defaults(handler=worker)
 
@@ -125,9 +146,10 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
     def confirm(drn: str) -> None:  # the meter answered key_changed: the pending configuration becomes current
         services.confirm_key_change(meter, drn, via="meter")
 
+    publisher = _publisher(runtime.settings.mqtt_url, log)
     register_kind(
         "headend", lambda ctx: CommandSender(ctx.engine, clock=local_now, confirm_key_change=confirm,
-                                             timeout=args.meter_timeout)
+                                             timeout=args.meter_timeout, publisher=publisher)
     )  # fmt: skip
     settings = OutboxSettings()
     routes = parse_routes(settings.outbox_senders or None, {**DEFAULT_ROUTES, HEADEND: "headend"})
@@ -167,6 +189,10 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
         for i in range(args.concurrency)
     ]  # fmt: skip
     totals, adding = Counts(), threading.Lock()
+    listener = None
+    if not args.once and HEADEND in routes and (args.mqtt_acks or _any_mqtt(engine)):
+        settler = CommandSender(engine, clock=local_now, confirm_key_change=confirm)
+        listener = _ack_listener(runtime, args, settler, stopping, log)
 
     def run(w: Worker) -> None:
         done = w.run(once=args.once, poll_interval=args.poll_interval)
@@ -189,5 +215,52 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        stopping.set()
+        if listener is not None:
+            listener.join(10)
+        if publisher is not None:
+            publisher.close()
     log.info("worker %s: stopped: %s", os.getpid(), totals.as_dict())
     emit(totals.as_dict(), indent=None)
+
+
+def _publisher(url: str, log: logging.Logger) -> mqttlink.Publisher | None:
+    """The MQTT publisher of head-end commands (it connects on its first command); None when ``MITA_MQTT_URL`` is
+    not a broker URL: MQTT meters' commands then wait, queued, with the reason."""
+    from mita.headend import mqttlink
+    from mita.headend.mqttclient import MqttError
+
+    try:
+        return mqttlink.Publisher(url)
+    except MqttError as exc:
+        log.warning("no MQTT commands from this worker: %s", exc)
+        return None
+
+
+def _any_mqtt(engine: Engine) -> bool:
+    from mita.headend import registry
+
+    return registry.any_mqtt(engine)
+
+
+def _ack_listener(
+    runtime: Runtime, args: argparse.Namespace, settler: CommandSender, stopping: threading.Event,
+    log: logging.Logger,
+) -> threading.Thread | None:  # fmt: skip
+    """The ack listener on its own thread, until ``stopping``; None (a warning) when the URL is not a broker's."""
+    from mita.headend import mqttlink
+    from mita.headend.mqttclient import MqttError
+
+    try:
+        listener = mqttlink.AckListener(
+            runtime.settings.mqtt_url, settle=settler.settle, sweep=settler.sweep,
+            group=runtime.settings.mqtt_group, client_id=args.mqtt_client_id,
+        )  # fmt: skip
+    except MqttError as exc:
+        log.warning("no MQTT acknowledgements in this worker: %s", exc)
+        return None
+    thread = threading.Thread(target=listener.run, args=(stopping,), name="mita-acks", daemon=True)
+    thread.start()
+    log.info("listening for MQTT acknowledgements on %s as %s", listener.session.url.shown(),
+             listener.session.client_id)  # fmt: skip
+    return thread

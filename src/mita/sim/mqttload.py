@@ -239,7 +239,7 @@ class Shaped(_Faulted):
         return profile.simulate().potential
 
 
-def make(drn: str, medium: Medium, interval: int, faults: Sequence[Fault] = (), *, shape: str = "loads",
+def make(drn: str, medium: Medium | str, interval: int, faults: Sequence[Fault] = (), *, shape: str = "loads",
          seed: int = 0, utc_offset_s: int | None = None) -> Load:  # fmt: skip
     """A meter's load: ``shape`` ``loads`` (:class:`Shaped`; :class:`Simple` when NumPy is missing) or
     ``simple``. ``utc_offset_s``: where the daily cycle's local time is (default: this machine's now)."""
@@ -249,10 +249,14 @@ def make(drn: str, medium: Medium, interval: int, faults: Sequence[Fault] = (), 
             import numpy  # noqa: F401
         except ImportError:  # pragma: no cover - NumPy is a core dependency today
             shape = "simple"
+    try:
+        kind = Medium(medium)
+    except ValueError:
+        raise ValueError(f"no load shape for {medium} meters") from None
     if shape == "loads":
-        return Shaped(drn, medium, interval, faults, seed=seed, utc_offset_s=offset)
+        return Shaped(drn, kind, interval, faults, seed=seed, utc_offset_s=offset)
     if shape == "simple":
-        return Simple(drn, medium, interval, faults, offset)
+        return Simple(drn, kind, interval, faults, offset)
     raise ValueError(f"a load shape is loads or simple, not {shape!r}")
 
 

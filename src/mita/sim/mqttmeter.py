@@ -136,9 +136,13 @@ class SideFile:
             self._read(path)
 
     @classmethod
-    def beside(cls, meter_path: str | os.PathLike[str], drn: str, *, sync: bool = True) -> SideFile:
+    def beside(
+        cls, meter_path: str | os.PathLike[str], drn: str, *, sync: bool = True, block: int = SEQ_BLOCK
+    ) -> SideFile:
+        """The side file of a meter file: ``.NAME.mqtt`` in its folder (hidden, as its lock ``.NAME.lock``)."""
         target = os.path.abspath(meter_path)
-        return cls(os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.mqtt"), drn, sync=sync)
+        path = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.mqtt")
+        return cls(path, drn, sync=sync, block=block)
 
     def _read(self, path: str) -> None:
         try:
