@@ -6,9 +6,10 @@ One pass (:func:`run`), for every meter with telemetry (a ``meter_state`` row):
 
    * an hourly window for the rules whose figures are hourly or daily over weeks (:data:`HOURLY_RULES`: bypass
      over four weeks, clock drift, the low-credit forecast): SQL keeps one reading per meter and hour, the
-     hour's last (``ROW_NUMBER() OVER (PARTITION BY meter, hour ...)``), so the window's register differences are
-     per-hour consumption, and every figure of a sample (register and credit) comes from one reading, as the
-     low-credit forecast's key needs; 4 times fewer rows than the readings at 15 minutes;
+     hour's last (the next reading, by ``LEAD`` in the primary key's order, is in another hour), so the window's
+     register differences are per-hour consumption, and every figure of a sample (register and credit) comes
+     from one reading, as the low-credit forecast's key needs; 4 times fewer rows than the readings at 15
+     minutes, times as epoch seconds computed by the database, taken into NumPy in one go;
    * a window at the readings' own interval for the rules that look at single intervals (the leak rule's
      unbroken flow), for the meters of the media they apply to only (water), over their short window;
    * the silent rule reads no readings: the last one received is ``meter_state.received_at``.
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -39,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Integer, cast, func, literal_column, select
+from sqlalchemy import BigInteger, Connection, Engine, Integer, cast, func, literal_column, or_, select
 
 from mita.outbox.queue import Outgoing, enqueue_many
 from mita.vend.lifecycles import AlarmSeverity
@@ -115,12 +117,33 @@ def _epochs(values: Sequence[dt.datetime]) -> np.ndarray[Any, np.dtype[np.int64]
     )
 
 
-def _hour_of(conn: Connection) -> Any:
-    """The hour a reading belongs to, as an integer: (h - 1, h] is hour h, so a reading stamped at the end of an
-    interval lands on its hour's grid point."""
+def _epoch_of(conn: Connection, column: Any) -> Any:
+    """A telemetry time column as whole epoch seconds, computed by the database: the rows come back as integers
+    that NumPy takes in one go (datetimes cost a Python call each)."""
     if conn.dialect.name == "postgresql":
-        return cast(func.ceil(func.extract("epoch", readings.c.read_at) / HOUR), Integer)
-    return (cast(func.strftime("%s", readings.c.read_at), Integer) + (HOUR - 1)).op("/")(literal_column(str(HOUR)))
+        return cast(func.floor(func.extract("epoch", column)), BigInteger)
+    return cast(func.strftime("%s", column), BigInteger)
+
+
+def _hour_of(conn: Connection, column: Any) -> Any:
+    """The hour a time belongs to: (h - 1, h] is hour h, so a reading stamped at the end of an interval lands on
+    its hour's grid point (PostgreSQL: ``date_bin``, whole hours of UTC whatever the session's zone)."""
+    if conn.dialect.name == "postgresql":
+        return func.date_bin(
+            literal_column("interval '1 hour'"), column - literal_column("interval '1 microsecond'"),
+            literal_column("timestamptz '2000-01-01 00:00:00+00'"),
+        )  # fmt: skip
+    return (cast(func.strftime("%s", column), BigInteger) + (HOUR - 1)).op("/")(literal_column(str(HOUR)))
+
+
+def _as_numbers(conn: Connection, rows: Any) -> list[Any]:
+    """meter, read_at, received_at (epoch seconds), register, demand, credit, relay closed (0 or 1) of ``rows``
+    (computed on the rows kept, after the filters)."""
+    return [
+        rows.c.meter_id, _epoch_of(conn, rows.c.read_at).label("read_at"),
+        _epoch_of(conn, rows.c.received_at).label("received_at"), rows.c.register, rows.c.demand, rows.c.credit,
+        cast(rows.c.relay_closed, Integer).label("relay_closed"),
+    ]  # fmt: skip
 
 
 # ---------------------------------------------------------------------- reading
@@ -150,49 +173,57 @@ def _meters(conn: Connection) -> list[Meter]:
     return found
 
 
-Columns = dict[str, list[Any]]
+#: One meter's readings as arrays, in time order: read_at, received_at (epoch seconds), register, demand, credit,
+#: relay_closed (0 or 1).
+Columns = tuple[np.ndarray[Any, np.dtype[np.int64]], ...]
+NO_READINGS: Columns = tuple(np.zeros(0, dtype=np.int64) for _ in range(6))
+
+
+def _window_rows(conn: Connection, since: dt.datetime, until: dt.datetime) -> list[Any]:
+    return [
+        readings.c.read_at > _bind(conn, since), readings.c.read_at <= _bind(conn, until),
+        readings.c.received_at <= _bind(conn, until),
+    ]  # fmt: skip
 
 
 def _hourly(conn: Connection, lo: int, hi: int, since: dt.datetime, until: dt.datetime) -> dict[int, Columns]:
-    """Each meter's last reading per hour in (since, until], meters ``lo``..``hi``."""
-    hour = _hour_of(conn)
-    ranked = (
+    """Each meter's last reading per hour in (since, until], meters ``lo``..``hi``: a reading whose next one (in
+    the primary key's order: no sort) is in another hour, or that has none. ``ROW_NUMBER() OVER (PARTITION BY
+    meter, hour ...)`` says the same but sorts every reading (0.57 against 0.40 s for 556,800 readings)."""
+    ordered = (
         select(
-            readings.c.meter_id, readings.c.read_at, readings.c.received_at, readings.c.register,
-            readings.c.demand, readings.c.credit, readings.c.relay_closed,
-            func.row_number().over(
-                partition_by=(readings.c.meter_id, hour), order_by=(readings.c.read_at.desc(), readings.c.seq.desc())
-            ).label("n"),
+            readings.c.meter_id, readings.c.read_at, readings.c.received_at, readings.c.register, readings.c.demand,
+            readings.c.credit, readings.c.relay_closed,
+            func.lead(readings.c.read_at).over(
+                partition_by=readings.c.meter_id, order_by=(readings.c.read_at, readings.c.seq)
+            ).label("next_at"),
         )
-        .where(readings.c.meter_id.between(lo, hi), readings.c.read_at > _bind(conn, since),
-               readings.c.read_at <= _bind(conn, until), readings.c.received_at <= _bind(conn, until))
+        .where(readings.c.meter_id.between(lo, hi), *_window_rows(conn, since, until))
         .subquery()
     )  # fmt: skip
-    q = select(*[c for c in ranked.c if c.name != "n"]).where(ranked.c.n == 1)
-    return _columns(conn.execute(q.order_by(ranked.c.meter_id, ranked.c.read_at)))
+    last = or_(ordered.c.next_at.is_(None), _hour_of(conn, ordered.c.next_at) != _hour_of(conn, ordered.c.read_at))
+    q = select(*_as_numbers(conn, ordered)).where(last).order_by(ordered.c.meter_id, ordered.c.read_at)
+    return _split(conn.execute(q).all())
 
 
 def _native(conn: Connection, ids: Sequence[int], since: dt.datetime, until: dt.datetime) -> dict[int, Columns]:
     """Every reading of the meters ``ids`` in (since, until]."""
     if not ids:
         return {}
-    q = select(
-        readings.c.meter_id, readings.c.read_at, readings.c.received_at, readings.c.register, readings.c.demand,
-        readings.c.credit, readings.c.relay_closed,
-    ).where(readings.c.meter_id.in_(ids), readings.c.read_at > _bind(conn, since),
-            readings.c.read_at <= _bind(conn, until), readings.c.received_at <= _bind(conn, until))  # fmt: skip
-    return _columns(conn.execute(q.order_by(readings.c.meter_id, readings.c.read_at)))
+    q = select(*_as_numbers(conn, readings)).where(readings.c.meter_id.in_(ids), *_window_rows(conn, since, until))
+    return _split(conn.execute(q.order_by(readings.c.meter_id, readings.c.read_at)).all())
 
 
-def _columns(rows: Iterable[Any]) -> dict[int, Columns]:
+def _split(rows: Sequence[Any]) -> dict[int, Columns]:
+    """Rows ordered by meter as one integer array, cut where the meter changes."""
+    if not rows:
+        return {}
+    flat = itertools.chain.from_iterable(rows)  # (rows as a NumPy array would ask each Row for its keys)
+    table = np.fromiter(flat, dtype=np.int64, count=len(rows) * 7).reshape(len(rows), 7)
+    cuts = np.flatnonzero(np.diff(table[:, 0])) + 1
     out: dict[int, Columns] = {}
-    names = ("read_at", "received_at", "register", "demand", "credit", "relay_closed")
-    for r in rows:
-        cols = out.get(r[0])
-        if cols is None:
-            cols = out[r[0]] = {n: [] for n in names}
-        for name, value in zip(names, r[1:], strict=True):
-            cols[name].append(value)
+    for part in np.split(table, cuts):
+        out[int(part[0, 0])] = tuple(np.ascontiguousarray(part[:, k]) for k in range(1, 7))
     return out
 
 
@@ -212,14 +243,11 @@ def _events(conn: Connection, lo: int, hi: int, since: dt.datetime, until: dt.da
 def _window(
     m: Meter, cols: Columns | None, events: list[Any], *, interval: int, now: int, days: float, offset: int
 ) -> MeterWindow:
-    c = cols or {"read_at": [], "received_at": [], "register": [], "demand": [], "credit": [], "relay_closed": []}
+    read_at, received_at, register, demand, credit, relay = cols or NO_READINGS
     return MeterWindow.from_arrays(
-        m.drn, m.medium, interval=interval, now=now, days=days,
-        read_at=_epochs(c["read_at"]), received_at=_epochs(c["received_at"]),
-        register=np.asarray(c["register"], dtype=np.float64), demand=np.asarray(c["demand"], dtype=np.float64),
-        credit=np.asarray(c["credit"], dtype=np.float64),
-        relay_closed=np.asarray([1.0 if v else 0.0 for v in c["relay_closed"]], dtype=np.float64),
-        events=events, group=m.group, utc_offset_s=offset, last_received_at=m.last_received_at,
+        m.drn, m.medium, interval=interval, now=now, days=days, read_at=read_at, received_at=received_at,
+        register=register, demand=demand, credit=credit, relay_closed=relay, events=events, group=m.group,
+        utc_offset_s=offset, last_received_at=m.last_received_at,
     )  # fmt: skip
 
 
