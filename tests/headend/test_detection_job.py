@@ -167,3 +167,23 @@ def test_mita_headend_detect_once_prints_the_summary(world: World, url: str) -> 
     assert set(summary) == {"at", "meters", "findings", "alarms_opened", "alarms_repeated", "messages_queued",
                             "messages_without_phone", "seconds"}  # fmt: skip
     assert (drn_of(e, silent), "silent") in open_alarms(e)
+
+
+def test_mita_headend_detect_rules_chooses_rules(world: World, url: str) -> None:
+    import io
+    import json
+    from contextlib import redirect_stdout
+
+    from mita.cli import headend as cli
+    from mita.cli.main import main
+    from mita.headend.detect import RULES
+
+    assert tuple(RULES) == cli.RULES
+    e = world.engine
+    silent = add_meter(e, 3)
+    store(e, list(rows(silent, Load(house(3)), NOW - 3 * DAY, NOW - 2 * DAY)))
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["headend", "detect", "--rules", "leak,bypass", "--database-url", url]) == 0
+    assert json.loads(out.getvalue())["findings"] == {}  # not the silent rule
+    assert main(["headend", "detect", "--rules", "nonsense", "--database-url", url]) == 2

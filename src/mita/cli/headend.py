@@ -39,6 +39,8 @@ WAIT_S = 60.0
 #: How many of its commands ``show`` lists.
 SHOWN = 10
 COLUMNS = ("id", "created_at", "kind", "status", "attempts", "finished_at", "error")
+#: The detection's periodic rules (``mita.headend.detect.RULES``; a test checks).
+RULES = ("bypass", "leak", "silent", "clock_drift", "low_credit")
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
@@ -99,6 +101,14 @@ def _logs(text: str) -> list[str]:
     return names
 
 
+def _rules(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    wrong = [name for name in names if name not in RULES]
+    if not names or wrong:
+        raise argparse.ArgumentTypeError(f"invalid rules: {text!r} (a comma-separated list of {', '.join(RULES)})")
+    return list(dict.fromkeys(names))
+
+
 def _command_options(p: argparse.ArgumentParser) -> None:
     _drn(p)
     add_choice(p, "kind", values=KINDS, help="What to do.")
@@ -128,6 +138,9 @@ def _detect_options(p: argparse.ArgumentParser) -> None:
                      "interrupted (the rules' cadence: hourly, 3600, is what they were tuned at).")  # fmt: skip
     p.add_argument("--interval", type=positive, default=900, metavar="SECONDS",
                    help="The meters' reading interval (default 900: the MQTT format's).")  # fmt: skip
+    p.add_argument("--rules", type=_rules, metavar="RULE,...", help=f"Only these rules ({', '.join(RULES)}; default "
+                   "all): e.g. leak,silent,low_credit every hour and bypass,clock_drift once a day, the bypass rule's "
+                   "four weeks of readings read daily only.")  # fmt: skip
     add_database_url(p)
     add_json(p, always=True)
 
@@ -301,7 +314,11 @@ def detect(args: argparse.Namespace) -> None:
         started = time.monotonic()
         with refusals():
             summary = detection.run(
-                runtime.engine, now=datetime.datetime.now(datetime.UTC), interval=args.interval, low_credit_days=days
+                runtime.engine,
+                now=datetime.datetime.now(datetime.UTC),
+                interval=args.interval,
+                low_credit_days=days,
+                rules=args.rules,
             )
         emit(summary.as_json(), indent=None if args.every else 2)
         if not args.every:
