@@ -23,8 +23,8 @@ What fools a plain "consumption fell" rule, and the guards
       never a bypass here: a complete bypass looks like a vacant house, which this rule cannot tell apart.
     * A day of noise: the fall must hold on every one of the last :data:`RECENT_DAYS` days (each under
       :data:`COLLAPSE_DAY_MAX`, their mean under :data:`COLLAPSE_RATIO`).
-    * A magnet on the meter also makes it under-register; while a ``strong_dc_field_detected`` has not been
-      cleared, the magnetic alarm explains the fall and this rule stays quiet.
+    * A magnet on the meter also makes it under-register; when the meter reported a strong DC field at any time
+      during the recent days, the magnetic alarm explains the fall and this rule stays quiet.
     * A rise (a new appliance) or a shifted day (night shift) is not a fall; the baseline is a median, so a few
       odd days in it (a vacation last week, a watering day) move it little.
 
@@ -58,7 +58,7 @@ COLLAPSE_RATIO = 0.65
 #: ... and each day's under this.
 COLLAPSE_DAY_MAX = 0.85
 #: The correlation of the recent hour-of-day profile with the usual one, at least.
-SHAPE_MIN_CORR = 0.4
+SHAPE_MIN_CORR = 0.5
 #: The share of the recent intervals with the relay closed, at least.
 RELAY_CLOSED_MIN = 0.98
 #: A meter using less than this a day has too little to judge (Wh or L).
@@ -72,10 +72,12 @@ QUIET_RATIO = 0.7
 #: Electricity's quiet level: the night's hours [from, to), local time (the standby and the fridge).
 NIGHT_FROM_H = 1
 NIGHT_TO_H = 4
-#: Water's quiet level: the mean draw of the ordinary ones (up to this quantile: not the showers, not the garden),
-#: over at least MIN_DRAWS intervals with flow. A mean, not a median: draws are whole litres, and a median of
-#: small whole numbers moves in steps (3 L against 4 L is 0.75).
-ORDINARY_DRAWS = 0.5
+#: The quiet level is the mean of the intervals up to this quantile: at night, not the water heater's reheat
+#: (electricity); of the draws, not the showers nor the garden (water). A trimmed mean, not a median: the
+#: night's intervals are two crowds (the fridge on, the fridge off) and their median jumps between them, and
+#: draws are whole litres, whose median moves in steps (3 L against 4 L is 0.75).
+ORDINARY = {Medium.ELECTRICITY: 0.8, Medium.WATER: 0.5}
+#: Water's quiet level needs at least this many intervals with flow.
 MIN_DRAWS = 20
 #: Below this mean ratio the finding is high severity.
 HIGH_BELOW = 0.3
@@ -172,7 +174,7 @@ def _corr(a: F64, b: F64) -> float:
 
 def quiet_level(cons: F64, relay: F64, medium: Medium) -> float:
     """What the meter registers in its ordinary intervals, over days' rows of intervals (local midnight first):
-    electricity's median interval in the night hours :data:`NIGHT_FROM_H`-:data:`NIGHT_TO_H` (standby and the
+    electricity's ordinary interval in the night hours :data:`NIGHT_FROM_H`-:data:`NIGHT_TO_H` (standby and the
     fridge: what runs whether anyone is home or not), water's ordinary draw (a flush, a tap: the same size
     whatever else the day held). A bypass scales these like everything else; a vacation, a watering day or a
     holiday does not. Only intervals with the supply on count."""
@@ -181,20 +183,27 @@ def quiet_level(cons: F64, relay: F64, medium: Medium) -> float:
         cols = slice(per * NIGHT_FROM_H // 24, per * NIGHT_TO_H // 24)
         cons, relay = cons[:, cols], relay[:, cols]
     v = cons[~np.isnan(cons) & (relay == 1)]
-    if medium is Medium.ELECTRICITY:
-        return float(np.median(v)) if len(v) else float("nan")
-    drawn = v[v > 0]
-    if len(drawn) < MIN_DRAWS:
+    if medium is Medium.WATER:
+        v = v[v > 0]
+        if len(v) < MIN_DRAWS:
+            return float("nan")
+    if not len(v):
         return float("nan")
-    return float(drawn[drawn <= np.quantile(drawn, ORDINARY_DRAWS)].mean())
+    return float(v[v <= np.quantile(v, ORDINARY[medium])].mean())
 
 
-def _magnet_on(w: MeterWindow) -> bool:
+def magnet_during(w: MeterWindow, since: int) -> bool:
+    """Whether a strong DC field was reported present at any time from ``since`` on (a
+    ``strong_dc_field_detected`` not yet followed by ``no_strong_dc_field_anymore`` at ``since``, or one after)."""
     on = False
     for e in w.events:
         if e.name == "strong_dc_field_detected":
+            if e.at >= since:
+                return True
             on = True
         elif e.name == "no_strong_dc_field_anymore":
+            if e.at >= since and on:
+                return True
             on = False
     return on
 
@@ -213,7 +222,7 @@ def bypass(w: MeterWindow, context: FleetContext, now: int) -> list[Finding]:
     d = w.days
     relay = d.relay_closed[r.recent]
     closed_share = float(np.nanmean(relay)) if (~np.isnan(relay)).any() else 0.0
-    if closed_share < RELAY_CLOSED_MIN or _magnet_on(w):
+    if closed_share < RELAY_CLOSED_MIN or magnet_during(w, int(r.start[0])):
         return []
     base_days = r.valid
     base_rows = d.consumption[: r.recent.start][base_days]

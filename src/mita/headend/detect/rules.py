@@ -34,10 +34,10 @@ RULES: dict[str, Rule] = {
     r.name: r
     for r in (
         Rule("bypass", bypass.bypass, _BOTH, bypass.WINDOW_DAYS, 86_400),
-        Rule("leak", leak.leak, (Medium.WATER,), leak.WINDOW_DAYS, 3 * 3_600),
-        Rule("silent", silent.silent, _BOTH, silent.WINDOW_DAYS, 3 * 3_600),
+        Rule("leak", leak.leak, (Medium.WATER,), leak.WINDOW_DAYS, 6 * 3_600),
+        Rule("silent", silent.silent, _BOTH, silent.WINDOW_DAYS, 6 * 3_600),
         Rule("clock_drift", clock.clock_drift, _BOTH, clock.WINDOW_DAYS, 86_400),
-        Rule("low_credit", credit.low_credit, _BOTH, credit.WINDOW_DAYS, 3 * 3_600),
+        Rule("low_credit", credit.low_credit, _BOTH, credit.WINDOW_DAYS, 6 * 3_600),
     )
 }
 
