@@ -369,3 +369,36 @@ def test_an_offline_meter_gets_its_command_from_its_persistent_session_when_back
         fleet.call(lambda: fleet.fleet.online(DRN))
         acks = watcher.wait(lambda got: [g for g in got if g[0] == f"mita/v1/{DRN}/ack"])
         assert Ack.decode(acks[0][1]).ok
+
+
+def test_mita_sim_mqtt_runs_meter_files_on_a_broker(tmp_path: Path, mqtt_broker: Any, watcher: Watcher) -> None:
+    """The command: a folder of meter files, a clock 9,000 times real time (ten intervals a second), hourly
+    blocks, a fault; one JSON line when connected, the counts on standard error when stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "meters"
+    folder.mkdir()
+    storage.save(new_meter(), folder / f"{DRN}.json")
+    storage.save(new_meter(OTHER), folder / f"{OTHER}.json")
+    argv = [sys.executable, "-m", "mita.cli.main", "sim", "mqtt", str(folder), "--mqtt-url", mqtt_broker.url,
+            "--speed", "9000", "--push-every", "4", "--load", "simple", "--no-sync",
+            "--fault", f"{OTHER}=dead@1"]  # fmt: skip
+    process = subprocess.Popen(argv, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = json.loads(process.stdout.readline())
+        assert line["meters"] == 2 and line["speed"] == 9000 and line["push_every"] == 4
+        blocks = watcher.wait(lambda got: [p for t, p, *_ in got if t == f"mita/v1/{DRN}/readings"][2:])
+        assert len(Readings.decode(blocks[0]).readings) == 4
+        watcher.wait(on(f"mita/v1/{OTHER}/status", '"online":false'))  # dead after an hour: its will
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert json.loads(err.strip().splitlines()[-1])["published"]["readings"] >= 3
+    assert json.loads((folder / f".{DRN}.json.mqtt").read_text())["seq"] > 1
+    bad = subprocess.run([*argv[:6], "--fault", "melt"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "invalid_fault" in bad.stderr + bad.stdout
