@@ -312,6 +312,12 @@ def _local(at: dt.datetime | None, *, utc: bool = False) -> dt.datetime | None:
     return (_utc(at) if utc else at).astimezone()
 
 
+def _text(at: dt.datetime | None, *, utc: bool = False) -> str | None:
+    """A time inside an entry's ``detail`` as the API writes times (RFC 3339 with the utility's offset)."""
+    local = _local(at, utc=utc)
+    return None if local is None else local.isoformat()
+
+
 def _timeline_cursor(at: dt.datetime, kind: str, key: object) -> str:
     return base64.urlsafe_b64encode(f"{at.isoformat()}|{kind}|{key}".encode()).decode().rstrip("=")
 
@@ -370,7 +376,7 @@ def _entry(kind: str, at: dt.datetime, row: Any) -> dict[str, Any]:
     if kind == "alarm":
         summary = f"{row.severity} alarm {row.rule}: {row.summary}"
         detail = {"alarm_id": row.id, "rule": row.rule, "severity": row.severity, "status": row.status,
-                  "occurrences": row.occurrences, "last_seen_at": _local(row.last_seen_at)}  # fmt: skip
+                  "occurrences": row.occurrences, "last_seen_at": _text(row.last_seen_at)}  # fmt: skip
         ref = str(row.id)
     elif kind == "event":
         summary = f"the meter reported {row.event.replace('_', ' ')}"
@@ -378,13 +384,13 @@ def _entry(kind: str, at: dt.datetime, row: Any) -> dict[str, Any]:
             "event": row.event,
             "code": row.code,
             "seq": row.seq,
-            "received_at": _local(row.received_at, utc=True),
+            "received_at": _text(row.received_at, utc=True),
         }
         ref = str(row.seq)
     elif kind == "command":
         summary = f"command {row.kind}: {row.status}"
         detail = {"command_id": row.id, "kind": row.kind, "status": row.status, "actor": row.actor,
-                  "error": row.error, "finished_at": _local(row.finished_at)}  # fmt: skip
+                  "error": row.error, "finished_at": _text(row.finished_at)}  # fmt: skip
         ref = str(row.id)
     else:
         summary = f"{row.kind.replace('_', ' ')} {row.status}: {row.units} base units"
