@@ -37,8 +37,8 @@ from mita.sim.mqttmeter import MeterSim, SideFile
 from mita.telemetry.payload import Ack
 from mita.vend import database
 from mita.vend.lifecycles import CommandKind, CommandStatus
-from mita.vend.schema import outbox
-from vend_fixtures import DRN, World, build_world
+from mita.vend.schema import audit, outbox
+from vend_fixtures import DRN, SECOND_KEY, World, build_world, decoder_key, rotate_vending_key
 
 FAST = Policy(max_attempts=1000, backoff_base=0.001, backoff_max=0.001)
 WAIT_S = 10.0
@@ -173,6 +173,23 @@ def test_a_vend_for_an_mqtt_meter_is_published_entered_acknowledged_and_its_deli
     meter = rig.meter()
     assert meter.registers()["electricity"] == units and meter.state.last_entry.via == "remote"  # type: ignore[union-attr]
     assert [str(meter.enter(d, world.now[0]).result) for d in digits] == ["used"] * len(digits)
+
+
+def test_a_key_change_the_mqtt_meter_executed_is_confirmed_as_over_dlms(rig: Rig) -> None:
+    world = rig.world
+    rotate_vending_key(world)  # the supply group moves to KRN 2: the meter's next vend carries its key change
+    vend = world.vend(10_000, include_key_change=True)
+    command_id = commands.for_vend(world.engine, vend["id"])["id"]  # type: ignore[index]
+    rig.run_worker()
+    done = rig.wait(command_id)
+    assert [t["result"] for t in done["result"]["tokens"]] == ["kct_pending", "key_changed", "accept", "accept"]
+    meter = rig.meter()
+    assert (meter.state.krn, meter.state.decoder_key) == (2, decoder_key(SECOND_KEY, krn=2))
+    row = world.meter_row()
+    assert row.krn == 2 and row.pending_key is None
+    with world.engine.connect() as conn:
+        confirmed = conn.execute(select(audit).where(audit.c.action == "confirm_key_change")).one()
+    assert confirmed.detail["via"] == "meter"
 
 
 def test_an_offline_meter_gets_its_command_when_back_before_the_deadline(rig: Rig) -> None:
