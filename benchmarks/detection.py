@@ -1,6 +1,6 @@
 """Detection's precision and recall on a simulated fleet with injected faults (one core, NumPy).
 
-    .venv/bin/python benchmarks/detection.py [--json] [--seed 20250303] [--meters 1000] [--days 30]
+    .venv/bin/python benchmarks/detection.py [--json] [--seed 20250303] [--meters 1000] [--days 30] [--no-context]
 
 The fleet (``mita.sim.loads.Fleet``: electricity households and businesses, water households) runs for ``days``
 days with faults on known meters (bypass, magnet, cover, leak, dead meter, clock drift) and the tricky normals
@@ -115,7 +115,7 @@ def _times(fleet: Fleet, every: int) -> Iterator[int]:
         t += every
 
 
-def run(fleet: Fleet) -> Seen:
+def run(fleet: Fleet, context: bool = True) -> Seen:
     """Every rule over the fleet's month, as a head-end would run them (module docstring)."""
     feeds = [Feed.of(m) for m in fleet.meters]
     seen = Seen(defaultdict(lambda: defaultdict(list)), defaultdict(dict))
@@ -136,12 +136,12 @@ def run(fleet: Fleet) -> Seen:
         rules = [RULES[name] for name in moments[now]]
         days = max(r.window_days for r in rules)
         windows = [feed.window(fleet, now, days) for feed in feeds]
-        context = FleetContext.build(windows) if any(r.name == "bypass" for r in rules) else FleetContext()
+        peers = FleetContext.build(windows) if context and any(r.name == "bypass" for r in rules) else FleetContext()
         for i, w in enumerate(windows):
             for rule in rules:
                 if w.medium not in rule.media:
                     continue
-                for f in rule.evaluate(w, context, now):
+                for f in rule.evaluate(w, peers, now):
                     seen.times[i][f.rule].append(now)
                     if f.rule == "low_credit":
                         seen.forecasts[i].setdefault(f.key, now)
@@ -225,11 +225,11 @@ def _score_credit(fleet: Fleet, seen: Seen) -> dict[str, Any]:
     }
 
 
-def evaluate(seed: int, meters: int, days: int) -> dict[str, Any]:
-    """The benchmark's figures for one fleet."""
+def evaluate(seed: int, meters: int, days: int, context: bool = True) -> dict[str, Any]:
+    """The benchmark's figures for one fleet (``context=False``: the bypass rule without its peers)."""
     started = time.perf_counter()
     fleet = Fleet.make(seed, meters, START, days)
-    seen = run(fleet)
+    seen = run(fleet, context)
     rules = score(fleet, seen)
     return {
         "seed": seed,
@@ -238,6 +238,7 @@ def evaluate(seed: int, meters: int, days: int) -> dict[str, Any]:
         "start": START.isoformat(),
         "holidays": [int(h) for h in fleet.holidays],
         "faults": {k.value: sum(1 for m in fleet.meters if m.fault(k)) for k in FaultKind},
+        "fleet_context": context,
         "rules": rules,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -249,8 +250,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--meters", type=int, default=1000)
     parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--no-context", action="store_true", help="the bypass rule without the peers' context")
     args = parser.parse_args()
-    figures = evaluate(args.seed, args.meters, args.days)
+    figures = evaluate(args.seed, args.meters, args.days, not args.no_context)
     if args.json:
         print(json.dumps(figures))
         return

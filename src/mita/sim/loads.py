@@ -600,6 +600,9 @@ class MeterProfile:
         return _simulate(self)
 
 
+#: Simulations kept for :meth:`MeterProfile.readings` and :meth:`~MeterProfile.events` (a 30-day month at 15
+#: minutes is about 0.25 MB): a caller reading a larger fleet slice by slice holds ``simulate()``'s result itself.
+CACHE_SIZE = 256
 _CACHE: dict[tuple[str, tuple[int, int], int, int], Simulation] = {}
 
 
@@ -608,7 +611,7 @@ def _simulate(m: MeterProfile) -> Simulation:
     hit = _CACHE.get(key)
     if hit is None:
         hit = _CACHE[key] = _run(m)
-        while len(_CACHE) > 4096:
+        while len(_CACHE) > CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))
     return hit
 
