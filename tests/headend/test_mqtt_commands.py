@@ -353,3 +353,33 @@ def test_mita_worker_listens_for_acks_when_a_meter_is_on_mqtt(
     assert "listening for MQTT acknowledgements" in err and json.loads(out.strip().splitlines()[-1])["sent"] >= 1
     assert storage.load(path).registers()["electricity"] == sum(t["units"] for t in vend["tokens"])
     engine.dispose()
+
+
+# ---------------------------------------------------------------------- registering
+
+
+def test_mita_headend_register_transport_mqtt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli_run import run
+
+    monkeypatch.setenv("MITA_MASTER_KEY", secrets.token_hex(32))
+    url = f"sqlite:///{tmp_path / 'mita.db'}"
+    database.upgrade(url)
+    engine = database.make_engine(url, pool_size=2)
+    world = build_world(engine)
+    env = {"MITA_MQTT_URL": "mqtt://broker.example:1884"}
+    done = run(["headend", "register", DRN, "--transport", "mqtt", "--database-url", url, "--json"], env=env)
+    assert done.exit_code == 0, done.output
+    shown = json.loads(done.stdout)
+    assert (shown["transport"], shown["host"], shown["port"], shown["secret"]) == ("mqtt", "broker.example", 1884,
+                                                                                    False)  # fmt: skip
+    assert registry.any_mqtt(world.engine)
+    text = run(["headend", "show", DRN, "--database-url", url]).stdout
+    assert "broker" in text and "broker.example:1884" in text
+    dlms = run(["headend", "register", DRN, "--database-url", url])  # a DLMS meter needs its address
+    assert dlms.exit_code != 0 and "--host and --port" in dlms.output
+    many = [{"drn": DRN, "host": "127.0.0.1", "port": 1883, "secret": None, "transport": "mqtt"}]
+    assert registry.register_many(world.engine, world.admin, many, world.now[0]) == 1  # mita sim mqtt --register
+    with pytest.raises(Exception, match="no LLS secret"):
+        registry.register(world.engine, world.admin, DRN, host="h", port=1, secret=b"s", at=world.now[0],
+                          transport="mqtt")  # fmt: skip
+    engine.dispose()
