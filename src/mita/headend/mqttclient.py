@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from paho.mqtt import client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -133,6 +135,79 @@ def connect_properties(session_expiry: int, receive_maximum: int | None = None) 
     return props
 
 
+#: What one read takes from the socket (paho reads a packet in three or more reads of a few octets each).
+READ_SIZE = 65_536
+#: Packets read in one go before paho's loop gets to write (acknowledgements, pings) again.
+READ_BURST = 1_000
+_PUBACK = struct.Struct("!BBH")
+_PUBACK_TYPE = 0x40
+
+
+class _BufferedSocket:
+    """A socket whose ``recv`` takes up to :data:`READ_SIZE` octets from the kernel and hands them out as paho asks
+    (paho reads each packet's type, length and body separately: four system calls a message, each releasing and
+    taking back the interpreter's lock, which another busy thread holds for up to 5 ms each time). ``pending``
+    (which paho already asks of TLS sockets) says what is buffered, so paho's loop reads on without waiting on
+    ``select``. Everything else is the socket's."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._at = 0
+
+    def recv(self, size: int) -> bytes:
+        buffered = len(self._buffer) - self._at
+        if buffered <= 0:
+            data: bytes = self._sock.recv(max(size, READ_SIZE))
+            if len(data) <= size:
+                return data
+            self._buffer, self._at = data, size
+            return data[:size]
+        end = self._at + min(size, buffered)
+        out = self._buffer[self._at : end]
+        self._at = end
+        if end == len(self._buffer):
+            self._buffer, self._at = b"", 0
+        return out
+
+    def buffered(self) -> int:
+        return len(self._buffer) - self._at
+
+    def pending(self) -> int:
+        inner = getattr(self._sock, "pending", None)
+        return self.buffered() + (int(inner()) if inner is not None else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _Client(paho.Client):
+    """paho's client with buffered reads (:class:`_BufferedSocket`), a burst of packets a read, and many
+    acknowledgements sent as one write (:meth:`ack_many`). Relies on three of paho 2's private methods
+    (``_create_socket``, ``loop_read``'s loop, ``_packet_queue``): tests/headend/test_ingest_mqttclient.py checks
+    they are still there, with the shapes used here."""
+
+    def _create_socket(self) -> Any:
+        return _BufferedSocket(super()._create_socket())
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        sock = self._sock
+        burst = 1
+        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and isinstance(sock, _BufferedSocket) and sock.buffered() > 0:
+            if self._sock is not sock or burst >= READ_BURST:
+                break
+            rc = super().loop_read(max_packets)
+            burst += 1
+        return rc
+
+    def ack_many(self, mids: list[int]) -> None:
+        """PUBACKs of QoS 1 messages, queued as one write (one wake-up of paho's thread, one system call)."""
+        if mids:
+            packet = b"".join([_PUBACK.pack(_PUBACK_TYPE, 2, mid) for mid in mids])
+            self._packet_queue(_PUBACK_TYPE, packet, 0, 1)
+
+
 class Session:
     """A paho client on a persistent session, its network loop on paho's own thread.
 
@@ -168,8 +243,12 @@ class Session:
         self.connected = threading.Event()
         self.refused: str | None = None  # the broker's reason when it refused us (bad credentials...)
         self._stopping = False
+        self.min_delay, self.max_delay = float(min_delay), float(max_delay)
+        self._retry_at: float | None = None  # pump's next reconnection, while disconnected
+        self._pumped = False  # the network loop runs in the caller's thread (open and pump)
+        self._delay = 0.0
         self._on_connect, self._on_disconnect = on_connect, on_disconnect
-        client = paho.Client(
+        client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
@@ -186,7 +265,7 @@ class Session:
         client.on_disconnect = self._disconnected
         if on_message is not None:
             client.on_message = lambda _client, _userdata, message: on_message(message)
-        self.client = client
+        self.client: _Client = client
 
     # paho's callbacks, on its network thread
     def _connected(self, _client: Any, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any) -> None:
@@ -223,10 +302,61 @@ class Session:
         )
         self.client.loop_start()
 
+    def open(self) -> None:
+        """Connect without a thread of paho's: the caller runs the network loop with :meth:`pump` (one thread
+        doing the network, the decoding and the database in turns: none waits for the interpreter's lock
+        another holds)."""
+        self.client.connect_async(
+            self.url.host,
+            self.url.port,
+            keepalive=self.keepalive,
+            clean_start=self.clean_start,
+            properties=self.properties,
+        )
+        self._delay = 0.0
+        self._pumped = True
+        self._reconnect()
+
+    def pump(self, timeout: float) -> None:
+        """One turn of the network loop in the caller's thread: what arrived is read (callbacks run here), what
+        is queued is written, pings are sent; after a lost connection, a reconnection once its backoff passed
+        (doubling from ``min_delay`` to ``max_delay``). Returns within about ``timeout`` seconds."""
+        if self._retry_at is not None:
+            wait = self._retry_at - time.monotonic()
+            if wait > 0:
+                time.sleep(min(wait, timeout))
+                return
+            self._reconnect()
+            return
+        rc = self.client.loop(timeout)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not self._stopping:
+            self._schedule()
+
+    def _reconnect(self) -> None:
+        try:
+            self.client.reconnect()
+            self._retry_at = None
+        except OSError as exc:
+            log.warning("MQTT %s: cannot connect (%s)", self.url.shown(), type(exc).__name__)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._delay = min(max(self._delay * 2, self.min_delay), self.max_delay)
+        self._retry_at = time.monotonic() + self._delay
+
     def wait_connected(self, timeout: float) -> None:
-        """Block until connected; ``mqtt_refused`` when the broker said no, ``mqtt_unreachable`` after
-        ``timeout``."""
-        if self.connected.wait(timeout):
+        """Block until connected (pumping the loop when it runs in this thread); ``mqtt_refused`` when the broker
+        said no, ``mqtt_unreachable`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not self.connected.is_set() and self.refused is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if self._pumped:
+                self.pump(min(left, 0.05))
+            else:
+                self.connected.wait(min(left, 0.05))
+        if self.connected.is_set():
             return
         if self.refused is not None:
             raise MqttError("mqtt_refused", f"{self.url.shown()} refused client {self.client_id}: {self.refused}")
@@ -240,14 +370,20 @@ class Session:
         """PUBACK a message (``manual_ack``): thread-safe, queued for paho's thread to send."""
         self.client.ack(mid, qos)
 
+    def ack_many(self, mids: list[int]) -> None:
+        """PUBACK many QoS 1 messages (``manual_ack``) in one write: thread-safe, as :meth:`ack`."""
+        self.client.ack_many(mids)
+
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> paho.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos, retain=retain)
 
     def stop(self) -> None:
-        """A clean DISCONNECT (no last will sent; the session kept for its expiry), then the loop stopped."""
+        """A clean DISCONNECT (no last will sent; the session kept for its expiry), then the loop stopped (paho's
+        thread, or :meth:`pump`'s: a DISCONNECT is written at once when no thread of paho's runs)."""
         self._stopping = True
         self.client.disconnect()
-        self.client.loop_stop()
+        if self.client._thread is not None:
+            self.client.loop_stop()
         self.connected.clear()
 
 

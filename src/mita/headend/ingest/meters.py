@@ -44,7 +44,7 @@ class MeterCache:
             if len(known) + len(missing) > MAX_KNOWN:
                 known.clear()
             with engine.connect() as conn:
-                rows = dict(conn.execute(_LOOKUP, {"drns": missing}).tuples().all())
+                rows = {drn: meter for drn, meter in conn.execute(_LOOKUP, {"drns": missing})}
             for drn in missing:
                 meter = rows.get(drn)
                 if meter is None:

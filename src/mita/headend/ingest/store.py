@@ -157,10 +157,9 @@ class Store:
 
     def write_readings(self, conn: Connection, batch: Batch, staged: bool) -> int:
         rows = [
-            {"meter_id": r.meter_id, "read_at": _utc(r.at), "seq": r.seq, "received_at": _utc(r.received),
-             "register": r.register, "demand": r.demand, "credit": r.credit, "relay_closed": r.relay,
-             "reverse": r.reverse}
-            for r in batch.readings
+            {"meter_id": m, "read_at": _utc(at), "seq": seq, "received_at": _utc(rec), "register": reg,
+             "demand": dem, "credit": cred, "relay_closed": relay, "reverse": rev}
+            for m, at, seq, rec, reg, dem, cred, relay, rev in batch.readings
         ]  # fmt: skip
         return int(conn.execute(self.insert_readings, rows).rowcount)
 
@@ -218,17 +217,17 @@ class PostgresStore(Store):
             if not staged:
                 ts = self._time()
                 text = "".join([
-                    f"{r.meter_id}\t{ts(r.at)}\t{r.seq}\t{ts(r.received)}\t{r.register}\t{r.demand}\t{r.credit}\t"
-                    f"{'t' if r.relay else 'f'}\t{_NULL if r.reverse is None else r.reverse}\n"
-                    for r in batch.readings
+                    f"{m}\t{ts(at)}\t{seq}\t{ts(rec)}\t{reg}\t{dem}\t{cred}\t{'t' if relay else 'f'}\t"
+                    f"{_NULL if rev is None else rev}\n"
+                    for m, at, seq, rec, reg, dem, cred, relay, rev in batch.readings
                 ])  # fmt: skip
                 with cursor.copy(_COPY_READINGS) as copy:
                     copy.write(text)
                 return len(batch.readings)
             text = "".join([
-                f"{r.meter_id}\t{r.at}\t{r.seq}\t{r.received}\t{r.register}\t{r.demand}\t{r.credit}\t"
-                f"{'t' if r.relay else 'f'}\t{_NULL if r.reverse is None else r.reverse}\n"
-                for r in batch.readings
+                f"{m}\t{at}\t{seq}\t{rec}\t{reg}\t{dem}\t{cred}\t{'t' if relay else 'f'}\t"
+                f"{_NULL if rev is None else rev}\n"
+                for m, at, seq, rec, reg, dem, cred, relay, rev in batch.readings
             ])  # fmt: skip
             with cursor.copy(_COPY_STAGED) as copy:
                 copy.write(text)

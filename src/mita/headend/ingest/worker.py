@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import queue
 import threading
 import time
 from collections import Counter
@@ -108,6 +107,9 @@ class Counts:
     partitions_dropped: list[str] = field(default_factory=list)
     meter_lookups: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the process's, all threads (the MQTT thread's decoding included)
+    first_batch_at: float | None = None  # the clock's time the first batch was taken (benchmarks: a drain's span)
+    last_commit_at: float | None = None  # ... and the last one committed
 
     def add(self, written: Written) -> None:
         self.readings += written.readings
@@ -147,7 +149,9 @@ class IngestWorker:
         self.meters = MeterCache(clock, options.unknown_ttl)
         self.partitions = Partitions(engine)
         self.counts = Counts()
-        self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self.pending: list[Message] = []  # received, not yet in a batch
+        self._first = 0.0  # when the first of them arrived (monotonic)
+        self._open = False  # the session is open: pauses pump its network loop
         self._said: dict[str, float] = {}  # refusal code -> when it was last logged
         self.session = Session(
             broker,
@@ -159,14 +163,14 @@ class IngestWorker:
             on_message=self._received,
         )
 
-    # ------------------------------------------------------------------ on paho's thread
+    # ------------------------------------------------------------------ the network's callbacks
 
     def _subscribe(self, _session_present: bool) -> None:
         self.session.subscribe([topics.subscription(kind, self.options.group) for kind in KINDS], qos=1)
 
     def _received(self, message: MQTTMessage) -> None:
-        """Decode and hand over. Never raises: a message left without an answer would hold a slot of the Receive
-        Maximum until the session ends."""
+        """Decode and keep for the next batch. Never raises: a message left without an answer would hold a slot
+        of the Receive Maximum until the session ends."""
         received, generation = int(self.clock()), self.session.generation
         try:
             payload = message.payload
@@ -176,76 +180,81 @@ class IngestWorker:
             item = Message(message.mid, message.qos, generation, received, "", None, exc.code)
         except Exception:  # a topic that is not UTF-8, a decoder's bug: refused, not fatal
             item = Message(message.mid, message.qos, generation, received, "", None, "bad_message")
-        self.inbox.put(item)
+        if not self.pending:
+            self._first = time.monotonic()
+        self.pending.append(item)
 
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> Counts:
+        """Until ``stopping`` (or ``idle_exit``): one thread takes turns at the network (paho's loop, run here by
+        :meth:`Session.pump`, decoding as messages arrive) and the database (a batch written, then acknowledged).
+        One thread, not two: a network thread and a database thread of one process wait for each other's
+        interpreter lock at every system call (up to 5 ms each), which cost more than the turns do."""
         started = time.monotonic()
         self._upkeep(required=True)
         next_upkeep = time.monotonic() + self.options.upkeep_every
-        self.session.start()
+        size, delay = self.options.batch_size, self.options.max_delay
+        self.session.open()
+        self._open = True
         try:
             self.session.wait_connected(self.options.connect_timeout)
             log.info("ingest %s: group %s, batches of %d (%g s), Receive Maximum %d", self.options.client_id,
-                     self.options.group, self.options.batch_size, self.options.max_delay,
-                     self.options.window)  # fmt: skip
+                     self.options.group, size, delay, self.options.window)  # fmt: skip
             last_message = time.monotonic()
             while not self.stopping.is_set():
-                items = self._collect()
                 now = time.monotonic()
-                if items:
-                    last_message = now
+                if self.pending and (len(self.pending) >= size or now - self._first >= delay):
+                    items, self.pending = self.pending, []
                     if not self._handle(items):
                         break  # stopping during a database outage: the batch stays with the broker
-                elif self.options.idle_exit is not None and now - last_message >= self.options.idle_exit:
-                    break
+                    last_message = time.monotonic()
+                    continue
+                if self.pending:
+                    self.session.pump(max(0.0, self._first + delay - now))
+                else:
+                    if self.options.idle_exit is not None and now - last_message >= self.options.idle_exit:
+                        break
+                    self.session.pump(0.2)
+                    if self.pending:
+                        last_message = time.monotonic()
                 if now >= next_upkeep:
                     done = self._upkeep()
                     next_upkeep = time.monotonic() + (self.options.upkeep_every if done else 3600.0)
         finally:
+            self._open = False
             self.session.stop()
             self.counts.seconds = time.monotonic() - started
+            self.counts.cpu_seconds = round(time.process_time(), 3)
             self.counts.meter_lookups = self.meters.lookups
             self.counts.partitions_made = list(self.partitions.made)
             self.counts.partitions_dropped = list(self.partitions.dropped)
         return self.counts
 
-    def _collect(self) -> list[Message]:
-        """Up to a batch of messages: waits up to 0.2 s for the first, then up to ``max_delay`` for the rest."""
-        inbox, size = self.inbox, self.options.batch_size
-        try:
-            items = [inbox.get(timeout=0.2)]
-        except queue.Empty:
-            return []
-        deadline = time.monotonic() + self.options.max_delay
-        while len(items) < size:
-            try:
-                items.append(inbox.get_nowait())
-                continue
-            except queue.Empty:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                items.append(inbox.get(timeout=remaining))
-            except queue.Empty:
-                break
-        return items
+    def _pause(self, seconds: float) -> bool:
+        """Wait (the network loop kept turning, so pings go out and the connection holds); False when
+        ``stopping`` was set meanwhile."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self.stopping.is_set():
+                return False
+            if self._open:
+                self.session.pump(min(left, 0.2))
+            else:
+                self.stopping.wait(min(left, 0.2))
+        return not self.stopping.is_set()
 
     def _handle(self, items: list[Message]) -> bool:
         """Write and acknowledge a batch; False when stopping cut a retry short (nothing acknowledged)."""
+        if self.counts.first_batch_at is None:
+            self.counts.first_batch_at = self.clock()
         if not self._write_retrying(items):
             return False
+        self.counts.last_commit_at = self.clock()
         generation = self.session.generation
-        ack = self.session.ack
-        stale = 0
-        for item in items:
-            if item.generation != generation:
-                stale += 1
-            elif item.qos:
-                ack(item.mid, item.qos)
+        mids = [item.mid for item in items if item.qos and item.generation == generation]
+        self.session.ack_many(mids)  # QoS 1: the subscriptions' QoS caps what the broker sends
+        stale = sum(item.generation != generation for item in items)
         self.counts.messages += len(items)
         self.counts.batches += 1
         self.counts.not_acked += stale
@@ -264,7 +273,7 @@ class IngestWorker:
                 self.counts.db_retries += 1
                 log.warning("ingest: database unavailable (%s); batch of %d kept, retry in %g s",
                             type(getattr(exc, "orig", None) or exc).__name__, len(items), delay)  # fmt: skip
-                if self.stopping.wait(delay):
+                if not self._pause(delay):
                     return False
                 delay = min(delay * 2, 10.0)
 
@@ -333,7 +342,7 @@ class IngestWorker:
                     log.error("ingest: partition upkeep failed (%s); tried again later", type(exc).__name__)
                     return False
                 log.warning("ingest: partition upkeep: database unavailable, retry in %g s", delay)
-                if self.stopping.wait(delay):
+                if not self._pause(delay):
                     return False
                 delay = min(delay * 2, 10.0)
         return False
