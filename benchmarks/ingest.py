@@ -187,8 +187,12 @@ def check(meters: int, per_meter: int, t0: int) -> dict[str, int]:
     published = meters * per_meter
     # the primary key holds one row per (meter, time, seq): a duplicate would be a row never published
     assert rows == keys
-    return {"published": published, "rows": int(total[0]), "lost": published - matching,
-            "duplicated": int(total[0]) - matching}
+    return {
+        "published": published,
+        "rows": int(total[0]),
+        "lost": published - matching,
+        "duplicated": int(total[0]) - matching,
+    }
 
 
 def cpu_seconds(pid: int) -> float:

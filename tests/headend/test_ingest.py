@@ -208,12 +208,13 @@ def test_partitions_are_made_ahead_and_on_demand_and_dropped_past_retention(flee
     now = int(time.time())
     current = months.month_of(now)
     old = current - 30
+    bounds = f"FROM (to_timestamp({months.start(old)})) TO (to_timestamp({months.start(old + 1)}))"
     with fleet.engine.begin() as conn:
-        conn.execute(text(f"CREATE TABLE {months.name(old)} PARTITION OF readings FOR VALUES FROM "
-                          f"(to_timestamp({months.start(old)})) TO (to_timestamp({months.start(old + 1)}))"))  # fmt: skip
+        conn.execute(text(f"CREATE TABLE {months.name(old)} PARTITION OF readings FOR VALUES {bounds}"))
     primed(fleet, mqtt_broker, retention_months=24)
     with fleet.engine.connect() as conn:
-        names = set(conn.execute(text("SELECT relname FROM pg_class WHERE relname LIKE 'readings_p%' AND relkind = 'r'")).scalars())
+        listed = conn.execute(text("SELECT relname FROM pg_class WHERE relname LIKE 'readings_p%' AND relkind = 'r'"))
+        names = set(listed.scalars())
     assert names == {months.name(m) for m in range(current, current + 3)}  # the old one dropped, three ahead
     drn = fleet.drns[0]
     ahead = months.start(current + 5) + 3600  # a clock five months ahead: its month made on demand
