@@ -97,45 +97,64 @@ def start_time() -> int:
 
 def publish(broker: str, first: int, last: int, messages: int, per_message: int, t0: int, index: int) -> None:
     """Publish meters ``[first, last)``'s ``messages`` messages each, hour by hour across the slice; QoS 1, every
-    PUBACK waited for."""
+    PUBACK waited for. The payloads are encoded first; then ``ready`` is printed and publishing starts when a
+    line arrives on standard input (so that a live run times the publishing, not the encoding)."""
     from mita.headend.mqttclient import Session
     from mita.telemetry import topics
     from mita.telemetry.obis import Medium
     from mita.telemetry.payload import Reading, Readings
 
-    session = Session(broker, f"bench-publisher-{index}", clean_start=True, session_expiry=0)
-    session.client.max_inflight_messages_set(2000)
-    session.client.max_queued_messages_set(0)
-    session.start()
-    session.wait_connected(10)
     names = {i: topics.topic(drn_of(i), topics.Kind.READINGS) for i in range(first, last)}
-    pending = []
-    for m in range(messages):
-        for i in range(first, last):
-            block = tuple(
-                Reading(seq, t0 + seq * INTERVAL, Medium.ELECTRICITY, 1000 + seq, 400 + i % 100, 50_000 - seq, True)
-                for seq in range(m * per_message, (m + 1) * per_message)
-            )
-            pending.append(session.publish(names[i], Readings(INTERVAL, block).encode(), qos=1))
-        if len(pending) > 20_000:
-            for info in pending:
-                info.wait_for_publish(60)
-            pending.clear()
-    for info in pending:
-        info.wait_for_publish(60)
+    payloads = [
+        (names[i], Readings(INTERVAL, tuple(
+            Reading(seq, t0 + seq * INTERVAL, Medium.ELECTRICITY, 1000 + seq, 400 + i % 100, 50_000 - seq, True)
+            for seq in range(m * per_message, (m + 1) * per_message)
+        )).encode())
+        for m in range(messages)
+        for i in range(first, last)
+    ]  # fmt: skip
+    # the network loop in this thread (Session.pump): a publishing thread and paho's network thread would wait
+    # for each other's interpreter lock at every system call
+    session = Session(broker, f"bench-publisher-{index}", clean_start=True, session_expiry=0)
+    session.client.max_inflight_messages_set(1000)
+    session.client.max_queued_messages_set(0)
+    session.open()
+    session.wait_connected(10)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    infos = []
+    for n, (topic, payload) in enumerate(payloads, 1):
+        infos.append(session.publish(topic, payload, qos=1))
+        if n % 200 == 0:
+            session.pump(0.0)  # PUBACKs in, the queued PUBLISHes out as the inflight window frees
+    deadline = time.monotonic() + 120
+    while not all(info.is_published() for info in infos[-1000:]) and time.monotonic() < deadline:
+        session.pump(0.05)
+    while any(not info.is_published() for info in infos) and time.monotonic() < deadline:
+        session.pump(0.05)
     session.stop()
 
 
 def start_publishers(args: argparse.Namespace, broker: str, messages: int, t0: int) -> list[subprocess.Popen[str]]:
+    """The publisher processes, each with its payloads encoded and connected: :func:`go` starts them."""
     share = -(-args.meters // args.publishers)
     procs = []
     for p in range(args.publishers):
         first, last = p * share, min(args.meters, (p + 1) * share)
         procs.append(subprocess.Popen(
             [sys.executable, __file__, "--publish", broker, str(first), str(last), str(messages),
-             str(args.per_message), str(t0), str(p)], text=True,
+             str(args.per_message), str(t0), str(p)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         ))  # fmt: skip
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return procs
+
+
+def go(publishers: list[subprocess.Popen[str]]) -> None:
+    for proc in publishers:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
 
 
 # ---------------------------------------------------------------------- workers
@@ -200,6 +219,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL process so far, with the ended backends' (the postmaster's children's)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def machine_busy() -> float:
     user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
@@ -241,22 +276,25 @@ def main() -> None:
         # the sessions and their subscriptions, before anything is published
         for w in [start_worker(args, url, i, 0.5, log) for i in range(args.workers)]:
             finish(w)
-        busy0, load0 = machine_busy(), os.getloadavg()
+        busy0, load0, pg0 = machine_busy(), os.getloadavg(), postgres_cpu()
         publishing = 0.0
         if args.mode == "backlog":
+            publishers = start_publishers(args, url, messages, t0)
             began = time.time()
-            for p in start_publishers(args, url, messages, t0):
+            go(publishers)
+            for p in publishers:
                 p.wait()
             publishing = time.time() - began
-            busy0 = machine_busy()
+            busy0, pg0, mq0 = machine_busy(), postgres_cpu(), cpu_seconds(mosquitto.process.pid)
             started = time.time()
             workers = [start_worker(args, url, i, 3.0, log) for i in range(args.workers)]
         else:
-            workers = [start_worker(args, url, i, 5.0, log) for i in range(args.workers)]
-            time.sleep(1.0)  # connected and subscribed
-            busy0 = machine_busy()
-            started = time.time()
             publishers = start_publishers(args, url, messages, t0)
+            workers = [start_worker(args, url, i, 5.0, log) for i in range(args.workers)]
+            time.sleep(1.5)  # connected and subscribed
+            busy0, pg0, mq0 = machine_busy(), postgres_cpu(), cpu_seconds(mosquitto.process.pid)
+            started = time.time()
+            go(publishers)
         results: list[dict[str, Any]] = []
         killed = False
         if args.kill:
@@ -273,8 +311,8 @@ def main() -> None:
             publishing = time.time() - started
         for w in workers:
             results.append(finish(w))
-        busy = machine_busy() - busy0
-        mosquitto_cpu = cpu_seconds(mosquitto.process.pid)
+        busy, pg = machine_busy() - busy0, postgres_cpu() - pg0
+        mosquitto_cpu = cpu_seconds(mosquitto.process.pid) - mq0
     ended = max(r.get("last_commit_at") or 0 for r in results)
     span = ended - started
     checked = check(args.meters, per_meter, t0)
@@ -300,6 +338,7 @@ def main() -> None:
             "load_after": [round(x, 2) for x in os.getloadavg()],
             "busy_cpu_s": round(busy, 1),
             "mosquitto_cpu_s": round(mosquitto_cpu, 1),
+            "postgres_cpu_s": round(pg, 1),
             "python": platform.python_version(),
         },
     }

@@ -205,7 +205,8 @@ class IngestWorker:
             while not self.stopping.is_set():
                 now = time.monotonic()
                 if self.pending and (len(self.pending) >= size or now - self._first >= delay):
-                    items, self.pending = self.pending, []
+                    items, self.pending = self.pending[:size], self.pending[size:]
+                    self._first = now  # the rest (a read brings up to a burst) waits no longer than a new batch
                     if not self._handle(items):
                         break  # stopping during a database outage: the batch stays with the broker
                     last_message = time.monotonic()
