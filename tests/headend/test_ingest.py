@@ -288,3 +288,27 @@ def test_a_password_in_the_mqtt_url_option_is_refused() -> None:
     result = run(["worker", "ingest", "--mqtt-url", "mqtt://ingest:hunter2@127.0.0.1:1"])
     assert result.exit_code == 1 and result.stderr.startswith("error[secret_on_command_line]: ")
     assert "hunter2" not in result.output
+
+
+def test_sigterm_stops_a_worker_after_its_batch_and_the_rest_waits_in_its_session(
+    fleet: Fleet, mqtt_broker: Any
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MITA_DATABASE")}
+    subprocess.run(_command(fleet, mqtt_broker, 0.3), env=env, check=True, capture_output=True, timeout=60)
+    messages = [readings_of(drn, block(4 * m, at=T0 + 4 * m * 900)) for m in range(300) for drn in fleet.drns]
+    publish(mqtt_broker, messages)
+    running = subprocess.Popen(_command(fleet, mqtt_broker, 60), env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while count(fleet.engine, readings) == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    running.send_signal(signal.SIGTERM)
+    out, err = running.communicate(timeout=30)
+    assert running.returncode == 0, err[-2000:]
+    assert "SIGTERM: stopping after the current batch" in err
+    first = json.loads(out.strip().splitlines()[-1])
+    assert count(fleet.engine, readings) == first["readings"] < 4 * len(messages)  # acknowledged = stored
+    rest = subprocess.run(_command(fleet, mqtt_broker, 1.0), env=env, capture_output=True, text=True, timeout=120)
+    second = json.loads(rest.stdout.strip().splitlines()[-1])
+    assert second["duplicate_readings"] == 0, (first, second, err[-3000:])
+    assert count(fleet.engine, readings) == 4 * len(messages)

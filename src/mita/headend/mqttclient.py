@@ -21,7 +21,9 @@ What every head-end client is:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
 import socket
 import struct
 import threading
@@ -139,6 +141,9 @@ def connect_properties(session_expiry: int, receive_maximum: int | None = None) 
 READ_SIZE = 65_536
 #: Packets read in one go before paho's loop gets to write (acknowledgements, pings) again.
 READ_BURST = 1_000
+_DISCONNECTING = paho._ConnectionState.MQTT_CS_DISCONNECTING  # type: ignore[attr-defined]
+#: How long a clean disconnect waits for the broker to close its side.
+DRAIN_SECONDS = 2.0
 _PUBACK = struct.Struct("!BBH")
 _PUBACK_TYPE = 0x40
 
@@ -173,6 +178,19 @@ class _BufferedSocket:
     def buffered(self) -> int:
         return len(self._buffer) - self._at
 
+    def drain(self, seconds: float) -> None:
+        """After our DISCONNECT: our side shut for writing, and what the broker still sends read and dropped until
+        it closes its side. Closing a socket with unread data makes the kernel reset the connection, and a reset
+        can discard what we sent last (the last PUBACKs: the broker would send those messages again)."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                if not select.select([self._sock], [], [], left)[0]:
+                    return
+                if not self._sock.recv(READ_SIZE):
+                    return
+
     def pending(self) -> int:
         inner = getattr(self._sock, "pending", None)
         return self.buffered() + (int(inner()) if inner is not None else 0)
@@ -183,12 +201,18 @@ class _BufferedSocket:
 
 class _Client(paho.Client):
     """paho's client with buffered reads (:class:`_BufferedSocket`), a burst of packets a read, and many
-    acknowledgements sent as one write (:meth:`ack_many`). Relies on three of paho 2's private methods
-    (``_create_socket``, ``loop_read``'s loop, ``_packet_queue``): tests/headend/test_ingest_mqttclient.py checks
-    they are still there, with the shapes used here."""
+    acknowledgements sent as one write (:meth:`ack_many`), and a clean close after a DISCONNECT. Relies on paho
+    2's private ``_create_socket``, ``_sock_close``, ``_packet_queue``, ``_state`` and ``loop_read``'s loop:
+    tests/headend/test_ingest_mqttclient.py checks they are still there, with the shapes used here."""
 
     def _create_socket(self) -> Any:
         return _BufferedSocket(super()._create_socket())
+
+    def _sock_close(self) -> None:
+        sock = self._sock
+        if isinstance(sock, _BufferedSocket) and self._state == _DISCONNECTING:
+            sock.drain(DRAIN_SECONDS)  # a clean DISCONNECT: see _BufferedSocket.drain
+        super()._sock_close()
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)
