@@ -192,9 +192,19 @@ def test_connect_replace_read_and_disconnect(world: World, caplog: pytest.LogCap
     is_problem(c.get(f"/v1/meters/{SPARE}/connection", headers=world.admin), 404, "not_found")
     is_problem(c.delete(f"/v1/meters/{SPARE}/connection", headers=world.admin), 404, "not_found")
     is_problem(world.command(SPARE, kind="disconnect"), 409, "not_connected")
+    r = world.connect(SPARE, host="broker.example.net", port=1883, transport="mqtt")  # an MQTT-native meter
+    assert r.status_code == 200, r.text
+    assert (r.json()["transport"], r.json()["secret"]) == ("mqtt", False) and shown["transport"] == "dlms"
+    assert c.delete(f"/v1/meters/{SPARE}/connection", headers=world.admin).status_code == 204
     # audited, the secret never: only whether there was one
     entries = [(a, d) for a, d in world.audited(SPARE) if a.startswith("meter_")]
-    assert [a for a, _ in entries] == ["meter_connected", "meter_endpoint_changed", "meter_disconnected"]
+    assert [a for a, _ in entries] == [
+        "meter_connected",
+        "meter_endpoint_changed",
+        "meter_disconnected",
+        "meter_connected",
+        "meter_disconnected",
+    ]
     assert entries[0][1]["secret"] is True and entries[1][1]["secret"] is False
     assert entries[0][1]["host"] == "meter-7.example.net" and entries[1][1]["port"] == 4060
     listed = c.get("/v1/audit?limit=500", headers=world.admin).text.lower()
@@ -218,6 +228,8 @@ def test_connection_refusals(world: World, caplog: pytest.LogCaptureFixture) -> 
         ({"host": "h", "port": 4059, "client": 0}, "invalid_request"),
         ({"host": "h", "port": 4059, "server": 16384}, "invalid_request"),
         ({"host": "h", "port": 4059, "password": LLS}, "invalid_request"),
+        ({"host": "h", "port": 4059, "transport": "lorawan"}, "invalid_request"),
+        ({"host": "h", "port": 1883, "transport": "mqtt", "secret": LLS}, "invalid_request"),  # no LLS over MQTT
     ]
     for body, code in cases:
         problem = is_problem(world.connect(SPARE, **body), 422, code)

@@ -81,7 +81,7 @@ def test_a_keypad_meter_gets_no_command_and_connecting_it_changes_nothing_of_its
     connect(world, 4059)
     assert registry.describe(world.engine, DRN) == {
         "meter": DRN, "host": "127.0.0.1", "port": 4059, "client": 1, "server": 1, "token_encoding": "bcd",
-        "secret": True, "created_at": world.now[0], "updated_at": world.now[0],
+        "secret": True, "created_at": world.now[0], "updated_at": world.now[0], "transport": "dlms",
     }  # fmt: skip
     assert registry.unregister(world.engine, world.admin, DRN, world.now[0])
     with world.engine.connect() as conn:

@@ -264,7 +264,7 @@ def test_register_many_is_register_for_each_in_one_transaction(utility: World) -
     many[1].update(secret=None, token_encoding="ascii")
     assert registry.register_many(engine, vend_registry.SYSTEM, many, at) == 4
     one = {"meter": DRN, "host": "127.0.0.1", "port": 5000, "client": 1, "server": 1, "token_encoding": "bcd",
-           "secret": True, "created_at": at, "updated_at": at}  # fmt: skip
+           "secret": True, "created_at": at, "updated_at": at, "transport": "dlms"}  # fmt: skip
     assert registry.describe(engine, DRN) == one
     assert registry.describe(engine, MORE[0]) == {**one, "meter": MORE[0], "port": 5001, "secret": False,
                                                   "token_encoding": "ascii"}  # fmt: skip

@@ -18,6 +18,7 @@ class Answer(NamedTuple):
 CODES: dict[str, Answer] = {
     # the request itself
     "invalid_request": Answer(422, "The request is not valid"),
+    "invalid_fault": Answer(422, "A simulated fault not valid"),
     "invalid_json": Answer(400, "The request body is not valid JSON"),
     "bad_request": Answer(400, "Bad request"),
     "payload_too_large": Answer(413, "Request body too large"),

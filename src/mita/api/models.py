@@ -40,6 +40,7 @@ from mita.vend.lifecycles import (
     MeterStatus,
     TokenEncoding,
     TokenKind,
+    Transport,
     Utility,
     VendStatus,
     Via,
@@ -475,6 +476,11 @@ class ConnectionIn(Body):
         "logged or audited (the example's all-f secret is a placeholder). Absent: the meter is reached over the "
         "public client, reading only",
     )
+    transport: Transport = Field(
+        default=Transport.DLMS,
+        description="dlms: the head-end reaches the meter at host and port over DLMS/COSEM; mqtt: an MQTT-native "
+        "meter (docs/telemetry.md), host and port are its broker's, and no secret is taken",
+    )
     token_encoding: TokenEncoding = Field(
         default=TokenEncoding.BCD,
         description="how the meter's token gateway takes a token: bcd (packed BCD, 10 octets) or ascii (20 digits)",
@@ -861,6 +867,7 @@ class ConnectionOut(BaseModel):
     client: int = Field(description="the management client's address (client SAP)")
     server: int = Field(description="the meter's logical device address (server SAP)")
     token_encoding: TokenEncoding = Field(description="how its token gateway takes a token: bcd or ascii")
+    transport: Transport = Field(description="how the head-end reaches it: dlms (its address) or mqtt (its broker)")
     secret: bool = Field(description="whether an LLS secret is kept (sealed; never shown): false, reading only")
     created_at: CreatedAt
     updated_at: Timestamp = Field(description="RFC 3339: when the endpoint was last registered or changed")

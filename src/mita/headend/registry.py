@@ -106,7 +106,7 @@ def unregister(engine: Engine, actor: Actor, drn: str, at: dt.datetime) -> bool:
 
 def describe(engine: Engine, drn: str) -> dict[str, Any] | None:
     """A meter's endpoint as the API and CLI show it (whether it has a secret, never the secret); None if the
-    meter is keypad-only. ``transport`` is there for an MQTT meter (absent: DLMS)."""
+    meter is keypad-only. ``transport`` says how it is reached (dlms or mqtt)."""
     with engine.connect() as conn:
         return _describe(conn, _meter_id(conn, drn), sts.MeterNumber.parse(drn).drn)
 
@@ -126,9 +126,8 @@ def _describe(conn: Connection, meter_id: int, drn: str) -> dict[str, Any] | Non
         "secret": row.secret is not None,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
+        "transport": row.transport,
     }
-    if row.transport != Transport.DLMS:  # a DLMS endpoint's answer as it was before there were two transports
-        shown["transport"] = row.transport
     return shown
 
 

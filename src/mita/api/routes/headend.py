@@ -48,6 +48,7 @@ def connect(drn: DrnPath, body: m.ConnectionIn, caller: Who, svc: Svc) -> Any:
     return registry.register(
         svc.engine, caller, drn, host=body.host, port=body.port, secret=secret, at=svc.clock(),
         token_encoding=body.token_encoding.value, client=body.client, server=body.server,
+        transport=body.transport.value,
     )  # fmt: skip
 
 
