@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import inspect
 import socket
+import struct
 import time
 from typing import Any
 
 import pytest
+from paho.mqtt import _packet as paho_packets
 from paho.mqtt import client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from mita.headend import mqttclient
 from mita.headend.mqttclient import BrokerUrl, MqttError, Session, parse_url, stable_client_id
@@ -54,6 +58,24 @@ def test_paho_still_has_what_the_client_relies_on() -> None:
     assert (
         client._state == paho._ConnectionState.MQTT_CS_NEW and mqttclient._DISCONNECTING.name == "MQTT_CS_DISCONNECTING"
     )
+
+
+def test_properties_decode_as_paho_decodes_them() -> None:
+    sent = Properties(PacketTypes.PUBLISH)
+    sent.CorrelationData = b"command-7"
+    sent.MessageExpiryInterval = 60
+    sent.UserProperty = [("meter", "47500770018")]
+    packed = sent.pack()
+    topic = b"mita/v1/47500770018/ack"
+    body = struct.pack("!H", len(topic)) + topic + struct.pack("!H", 7) + packed + b'{"v":1}'
+    decoded = paho_packets.decode_publish(0x32, body, paho.MQTTv5)
+    assert type(decoded.properties) is mqttclient._QuickProperties and decoded.payload == b'{"v":1}'
+    stock = Properties(PacketTypes.PUBLISH)
+    stock.unpack(packed)
+    assert decoded.properties.json() == stock.json() == sent.json()
+    assert decoded.properties.CorrelationData == b"command-7"
+    bare = paho_packets.decode_publish(0x32, body[: len(topic) + 4] + b"\x00payload", paho.MQTTv5)
+    assert bare.properties.json() == {} and bare.payload == b"payload" and bare.mid == 7
 
 
 def test_buffered_reads_hand_out_what_one_recv_took() -> None:
