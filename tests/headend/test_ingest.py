@@ -200,6 +200,41 @@ def test_unknown_meters_and_bad_payloads_are_counted_acknowledged_and_not_fatal(
     assert worker(fleet, mqtt_broker).run().messages == 0
 
 
+def test_a_worker_reconnects_after_the_broker_restarts(fleet: Fleet, mqtt_broker: Any) -> None:
+    """The broker killed and started again: the worker reconnects (with backoff) and subscribes again. (The
+    broker's persistence file cannot be written here: Mosquitto started as root runs as ``mosquitto``, which cannot
+    enter pytest's folders; so the sessions are lost with the broker, and the test publishes again once the worker
+    is back.)"""
+    import threading
+
+    drn = fleet.drns[0]
+    primed(fleet, mqtt_broker)
+    stopping = threading.Event()
+    running = worker(fleet, mqtt_broker, idle_exit=None)
+    running.stopping = stopping
+    thread = threading.Thread(target=running.run)
+    thread.start()
+    try:
+        publish(mqtt_broker, [readings_of(drn, block(4 * m, at=T0 + 4 * m * 900)) for m in range(10)])
+        _wait(lambda: count(fleet.engine, readings) == 40)
+        mqtt_broker.restart(signal.SIGKILL)
+        _wait(lambda: running.session.generation >= 2 and running.session.connected.is_set())
+        time.sleep(0.3)  # subscribed again
+        publish(mqtt_broker, [readings_of(drn, block(4 * m, at=T0 + 4 * m * 900)) for m in range(10, 20)])
+        _wait(lambda: count(fleet.engine, readings) == 80)
+    finally:
+        stopping.set()
+        thread.join(30)
+    assert running.counts.readings == 80 and running.counts.duplicate_readings == 0
+
+
+def _wait(done: Any, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "not done in time"
+        time.sleep(0.02)
+
+
 # ---------------------------------------------------------------------- partitions and retention
 
 
