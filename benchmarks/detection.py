@@ -216,12 +216,13 @@ def _score_credit(fleet: Fleet, seen: Seen) -> dict[str, Any]:
             else:
                 missed += 1
     return {
-        "precision": _ratio(right, right + wrong),
-        "recall": _ratio(warned, warned + missed),
-        "tp": warned,
-        "fp": wrong,
-        "fn": missed,
+        "precision": _ratio(right, right + wrong),  # over forecasts: right / (right + wrong)
+        "recall": _ratio(warned, warned + missed),  # over run-outs: warned / (warned + missed)
+        "tp": warned,  # run-outs warned of
+        "fp": wrong,  # forecasts that were wrong
+        "fn": missed,  # run-outs not warned of
         "forecasts": right + wrong,
+        "right": right,
     }
 
 
