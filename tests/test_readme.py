@@ -189,6 +189,8 @@ def test_every_readme_example_runs(tmp_path: Path, stage: dict[str, str]) -> Non
     script = _staged(_script(all_steps), stage)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MITA_")}
     env |= {"HOME": str(tmp_path), "MITA_MASTER_KEY_FILE": str(tmp_path / "master.key"), "NO_COLOR": "1"}
+    # the machine's broker is shared: a shared subscription group of this run's own
+    env["MITA_MQTT_GROUP"] = f"readme-{uuid.uuid4().hex[:10]}"
     # A session of its own: whatever the README started in the background (a server and its workers) is stopped
     # with it, even when a step hangs and the timeout ends the shell before its EXIT trap could.
     session = subprocess.Popen(
