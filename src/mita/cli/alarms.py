@@ -10,14 +10,12 @@ and be migrated (exit 3 otherwise). By default a table for people; ``--json`` pr
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .command import command, emit, group, note, say, show_fields
+from .headend import runtime_of, shown
 from .listing import add_period, every_page, page_size, positive, show_table
 from .options import add_choice, add_database_url, add_json
-
-if TYPE_CHECKING:
-    from mita import compose
 
 #: As :class:`mita.vend.lifecycles.AlarmStatus` and ``AlarmSeverity`` (a test checks): listed here so that
 #: defining the options imports no service.
@@ -71,27 +69,6 @@ def _drn_options(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------- handlers
 
 
-def _runtime(args: argparse.Namespace) -> compose.Runtime:
-    from . import dbshell
-
-    return dbshell.runtime(args.database_url)
-
-
-def _shown(value: Any) -> Any:
-    """An answer as the API sends it: times in RFC 3339 with the utility's offset."""
-    import datetime
-
-    from mita.vend.walltime import with_offset
-
-    if isinstance(value, datetime.datetime):
-        return with_offset(value)
-    if isinstance(value, dict):
-        return {k: _shown(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_shown(v) for v in value]
-    return value
-
-
 def list_alarms(args: argparse.Namespace) -> None:
     from mita.headend import alarms
     from mita.vend.registry import SYSTEM
@@ -99,9 +76,9 @@ def list_alarms(args: argparse.Namespace) -> None:
     from .dbshell import refusals
 
     f = alarms.AlarmFilter(args.status, args.meter, args.rule, args.severity, args.since, args.until)
-    engine = _runtime(args).engine
+    engine = runtime_of(args).engine
     with refusals():
-        page = _shown(alarms.list_alarms(engine, SYSTEM, f, args.limit, args.after))
+        page = shown(alarms.list_alarms(engine, SYSTEM, f, args.limit, args.after))
     if args.json:
         emit(page)
         return
@@ -117,7 +94,7 @@ def show(args: argparse.Namespace) -> None:
     from .dbshell import refusals
 
     with refusals():
-        out = _shown(alarms.get(_runtime(args).engine, SYSTEM, args.alarm_id))
+        out = shown(alarms.get(runtime_of(args).engine, SYSTEM, args.alarm_id))
     _show_alarm(out, args.json)
 
 
@@ -127,9 +104,9 @@ def ack(args: argparse.Namespace) -> None:
 
     from .dbshell import refusals
 
-    runtime = _runtime(args)
+    runtime = runtime_of(args)
     with refusals():
-        out = _shown(alarms.acknowledge(runtime.engine, SYSTEM, args.alarm_id, at=runtime.clock()))
+        out = shown(alarms.acknowledge(runtime.engine, SYSTEM, args.alarm_id, at=runtime.clock()))
     _show_alarm(out, args.json)
 
 
@@ -143,9 +120,9 @@ def close(args: argparse.Namespace) -> None:
     text = args.note.strip()
     if not text or len(text) > NOTE_MAX or any(ord(c) < 32 or ord(c) == 127 for c in text):
         fail("invalid_request", f"--note is 1 to {NOTE_MAX} printable characters")
-    runtime = _runtime(args)
+    runtime = runtime_of(args)
     with refusals():
-        out = _shown(alarms.close(runtime.engine, SYSTEM, args.alarm_id, at=runtime.clock(), note=text))
+        out = shown(alarms.close(runtime.engine, SYSTEM, args.alarm_id, at=runtime.clock(), note=text))
     _show_alarm(out, args.json)
 
 
@@ -155,10 +132,10 @@ def timeline(args: argparse.Namespace) -> None:
 
     from .dbshell import refusals
 
-    engine = _runtime(args).engine
+    engine = runtime_of(args).engine
     with refusals():
         out = every_page(lambda after: alarms.timeline(engine, SYSTEM, args.drn, alarms.MAX_PAGE, after))
-    out = _shown(out)
+    out = shown(out)
     if args.json:
         emit(out)
         return
@@ -176,7 +153,7 @@ def telemetry(args: argparse.Namespace) -> None:
     from .dbshell import refusals
 
     with refusals():
-        out = _shown(alarms.telemetry(_runtime(args).engine, SYSTEM, args.drn))
+        out = shown(alarms.telemetry(runtime_of(args).engine, SYSTEM, args.drn))
     if args.json:
         emit(out)
     else:

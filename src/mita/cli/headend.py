@@ -148,13 +148,13 @@ def _detect_options(p: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------- handlers
 
 
-def _runtime(args: argparse.Namespace) -> compose.Runtime:
+def runtime_of(args: argparse.Namespace) -> compose.Runtime:
     from . import dbshell
 
     return dbshell.runtime(args.database_url)
 
 
-def _shown(value: Any) -> Any:
+def shown(value: Any) -> Any:
     """An answer as the API sends it: times in RFC 3339 with the utility's offset."""
     import datetime
 
@@ -163,9 +163,9 @@ def _shown(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
         return with_offset(value)
     if isinstance(value, dict):
-        return {k: _shown(v) for k, v in value.items()}
+        return {k: shown(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_shown(v) for v in value]
+        return [shown(v) for v in value]
     return value
 
 
@@ -178,7 +178,7 @@ def register(args: argparse.Namespace) -> None:
 
     source = secrets.KeySource("secret", args.secret_file, args.secret_env)
     secret = secrets.read_key(source, what="the meter's LLS secret", digits=SECRET_DIGITS, required=False)
-    runtime = _runtime(args)
+    runtime = runtime_of(args)
     host, port = args.host, args.port
     if args.transport == "mqtt" and (host is None or port is None):
         from mita.headend.mqttclient import MqttError, parse_url
@@ -196,7 +196,7 @@ def register(args: argparse.Namespace) -> None:
             secret=None if secret is None else bytes.fromhex(secret), at=runtime.clock(),
             token_encoding=args.token_encoding, client=args.client, server=args.server, transport=args.transport,
         )  # fmt: skip
-    _show_endpoint(_shown(out), args.json)
+    _show_endpoint(shown(out), args.json)
 
 
 def unregister(args: argparse.Namespace) -> None:
@@ -205,7 +205,7 @@ def unregister(args: argparse.Namespace) -> None:
 
     from .dbshell import refusals
 
-    runtime = _runtime(args)
+    runtime = runtime_of(args)
     with refusals():
         removed = registry.unregister(runtime.engine, SYSTEM, args.drn, runtime.clock())
     if not removed:
@@ -221,11 +221,11 @@ def show(args: argparse.Namespace) -> None:
 
     from .dbshell import refusals
 
-    engine = _runtime(args).engine
+    engine = runtime_of(args).engine
     with refusals():
         endpoint = registry.describe(engine, args.drn)
         recent = commands.for_meter(engine, args.drn, limit=SHOWN)
-    out = _shown({"connection": endpoint, "commands": recent})
+    out = shown({"connection": endpoint, "commands": recent})
     if args.json:
         emit(out)
         return
@@ -250,7 +250,7 @@ def send(args: argparse.Namespace) -> int:
     if args.expires_in is not None and args.kind in TOKEN_KINDS:
         fail("invalid_request", f"{args.kind} is an STS token, tried for the delivery expiry like a vend's tokens "
              "(MITA_DELIVERY_EXPIRY_HOURS): it takes no --expires-in")  # fmt: skip
-    runtime = _runtime(args)
+    runtime = runtime_of(args)
     params = {k: v for k, v in (("value", args.value), ("logs", args.logs)) if v is not None}
     expiry = runtime.services.ctx.delivery_expiry
     if args.expires_in is not None:
@@ -262,7 +262,7 @@ def send(args: argparse.Namespace) -> int:
         )  # fmt: skip
         if args.wait is not None:
             out = _wait(runtime, out, args.wait)
-    emit(_shown(out))
+    emit(shown(out))
     if args.wait is None or out["status"] == "acknowledged":
         return exits.OK
     if out["status"] in FINAL:
@@ -290,9 +290,9 @@ def list_commands(args: argparse.Namespace) -> None:
 
     from .dbshell import refusals
 
-    engine = _runtime(args).engine
+    engine = runtime_of(args).engine
     with refusals():
-        out = _shown(commands.for_meter(engine, args.drn, limit=args.limit, status=args.status))
+        out = shown(commands.for_meter(engine, args.drn, limit=args.limit, status=args.status))
     if args.json:
         emit(out)
     else:
@@ -308,7 +308,7 @@ def detect(args: argparse.Namespace) -> None:
 
     from .dbshell import refusals
 
-    runtime = _runtime(args)
+    runtime = runtime_of(args)
     days = runtime.settings.low_credit_days
     while True:
         started = time.monotonic()
