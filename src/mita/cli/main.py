@@ -33,8 +33,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "admin": ("mita.cli.server", "add_admin", "Administration: API keys (create, list, revoke)."),
     "serve": ("mita.cli.server", "add_serve", "Run the vending service's HTTP API (migrating the schema first)."),
     "demo": ("mita.cli.server", "add_demo", "Set up a demo utility on its own SQLite file and serve it."),
-    "worker": ("mita.cli.ingest", "add_worker", "Send what the outbox holds; run its jobs; `worker ingest`: MQTT "
-               "telemetry in."),
+    "worker": (
+        "mita.cli.ingest",
+        "add_worker",
+        "Send what the outbox holds; run its jobs; `worker ingest`: MQTT telemetry in.",
+    ),
     "conformance": ("mita.cli.conformance", "add_commands", "Run the shipped STS vectors; check another system."),
     "sim": ("mita.cli.sim", "add_commands", "Simulated smart meters: serve a meter file over DLMS/COSEM."),
     "headend": ("mita.cli.headend", "add_commands", "Connected meters: their endpoint, commands sent to them."),
