@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -219,20 +220,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_cpu() -> float:
-    """CPU seconds of every PostgreSQL process so far, with the ended backends' (the postmaster's children's)."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "comm").read_text().strip() != "postgres":
+class Sampler:
+    """CPU seconds of this run's PostgreSQL backends (those of ``mita_ingest_bench``) and of the publishers, read
+    every 0.2 s while they live (a process's CPU is gone from /proc when it ends, and PostgreSQL's ended
+    backends are summed over every database of the server, other sessions' included)."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, tuple[str, float]] = {}
+        self.publishers: set[int] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            self.sample()
+
+    def sample(self) -> None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
                 continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(f) for f in fields[11:15])
-    return total / os.sysconf("SC_CLK_TCK")
+            pid = int(entry.name)
+            try:
+                if pid in self.publishers:
+                    kind = "publishers"
+                elif DB.encode() in (entry / "cmdline").read_bytes():
+                    kind = "postgres"
+                else:
+                    continue
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            self.last[pid] = (kind, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+
+    def total(self, kind: str) -> float:
+        return sum(cpu for k, cpu in self.last.values() if k == kind)
 
 
 def machine_busy() -> float:
@@ -276,23 +297,31 @@ def main() -> None:
         # the sessions and their subscriptions, before anything is published
         for w in [start_worker(args, url, i, 0.5, log) for i in range(args.workers)]:
             finish(w)
-        busy0, load0, pg0 = machine_busy(), os.getloadavg(), postgres_cpu()
+        load0 = os.getloadavg()
+        sampler = Sampler()
+        sampler.thread.start()
         publishing = 0.0
         if args.mode == "backlog":
             publishers = start_publishers(args, url, messages, t0)
+            sampler.publishers = {p.pid for p in publishers}
             began = time.time()
             go(publishers)
             for p in publishers:
                 p.wait()
             publishing = time.time() - began
-            busy0, pg0, mq0 = machine_busy(), postgres_cpu(), cpu_seconds(mosquitto.process.pid)
+            sampler.sample()
+            busy0, pg0, pub0 = machine_busy(), sampler.total("postgres"), sampler.total("publishers")
+            mq0 = cpu_seconds(mosquitto.process.pid)
             started = time.time()
             workers = [start_worker(args, url, i, 3.0, log) for i in range(args.workers)]
         else:
             publishers = start_publishers(args, url, messages, t0)
+            sampler.publishers = {p.pid for p in publishers}
             workers = [start_worker(args, url, i, 5.0, log) for i in range(args.workers)]
             time.sleep(1.5)  # connected and subscribed
-            busy0, pg0, mq0 = machine_busy(), postgres_cpu(), cpu_seconds(mosquitto.process.pid)
+            sampler.sample()
+            busy0, pg0, pub0 = machine_busy(), sampler.total("postgres"), sampler.total("publishers")
+            mq0 = cpu_seconds(mosquitto.process.pid)
             started = time.time()
             go(publishers)
         results: list[dict[str, Any]] = []
@@ -311,11 +340,15 @@ def main() -> None:
             publishing = time.time() - started
         for w in workers:
             results.append(finish(w))
-        busy, pg = machine_busy() - busy0, postgres_cpu() - pg0
+        busy = machine_busy() - busy0
         mosquitto_cpu = cpu_seconds(mosquitto.process.pid) - mq0
+        sampler.stop.set()
+        sampler.thread.join()
+        pg, publishers_cpu = sampler.total("postgres") - pg0, sampler.total("publishers") - pub0
     ended = max(r.get("last_commit_at") or 0 for r in results)
     span = ended - started
     first_batch = min(r.get("first_batch_at") or ended for r in results)
+    worker_cpu = sum(r.get("cpu_seconds", 0) for r in results)
     checked = check(args.meters, per_meter, t0)
     readings = checked["published"]
     out = {
@@ -332,15 +365,19 @@ def main() -> None:
         "first_batch_to_last_commit_s": round(ended - first_batch, 2),  # without the workers' start-up
         "publishing_seconds": round(publishing, 2),
         "batch_size": args.batch_size,
-        "worker_cpu_s": round(sum(r.get("cpu_seconds", 0) for r in results), 1),
+        "worker_cpu_s": round(worker_cpu, 1),
         "worker_results": results,
         "machine": {
             "cpus": os.cpu_count(),
             "load_before": [round(x, 2) for x in load0],
             "load_after": [round(x, 2) for x in os.getloadavg()],
+            # CPU seconds from the timed start until the workers exited (their idle exit included)
             "busy_cpu_s": round(busy, 1),
             "mosquitto_cpu_s": round(mosquitto_cpu, 1),
-            "postgres_cpu_s": round(pg, 1),
+            "postgres_cpu_s": round(pg, 1),  # this run's backends
+            "publishers_cpu_s": round(publishers_cpu, 1),
+            # what else ran on the machine meanwhile (other sessions' tests and benchmarks): the run shares with it
+            "other_cpu_s": round(busy - worker_cpu - mosquitto_cpu - pg - publishers_cpu, 1),
             "python": platform.python_version(),
         },
     }

@@ -204,6 +204,9 @@ class IngestWorker:
             last_message = time.monotonic()
             while not self.stopping.is_set():
                 now = time.monotonic()
+                if now >= next_upkeep:  # before the batches: under a steady stream there is always a batch
+                    done = self._upkeep()
+                    next_upkeep = time.monotonic() + (self.options.upkeep_every if done else 3600.0)
                 if self.pending and (len(self.pending) >= size or now - self._first >= delay):
                     items, self.pending = self.pending[:size], self.pending[size:]
                     self._first = now  # the rest (a read brings up to a burst) waits no longer than a new batch
@@ -219,9 +222,6 @@ class IngestWorker:
                     self.session.pump(0.2)
                     if self.pending:
                         last_message = time.monotonic()
-                if now >= next_upkeep:
-                    done = self._upkeep()
-                    next_upkeep = time.monotonic() + (self.options.upkeep_every if done else 3600.0)
         finally:
             self._open = False
             self.session.stop()
