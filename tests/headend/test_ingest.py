@@ -268,6 +268,18 @@ def test_partitions_are_made_ahead_and_on_demand_and_dropped_past_retention(flee
 
 
 @pytest.mark.parametrize("url", ["sqlite"], indirect=True)
+def test_the_upkeep_runs_under_a_steady_stream(fleet: Fleet, mqtt_broker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    primed(fleet, mqtt_broker)
+    publish(mqtt_broker, [readings_of(fleet.drns[0], block(4 * m, at=T0 + 4 * m * 900)) for m in range(300)])
+    running = worker(fleet, mqtt_broker, batch_size=2, receive_maximum=1000, upkeep_every=0.05)
+    upkept = []
+    real = running._upkeep
+    monkeypatch.setattr(running, "_upkeep", lambda required=False: upkept.append(required) or real(required))
+    assert running.run().readings == 1200
+    assert upkept[0] is True and len(upkept) >= 4  # at start, and again while the 150 batches kept coming
+
+
+@pytest.mark.parametrize("url", ["sqlite"], indirect=True)
 def test_sqlite_keeps_readings_within_the_retention_without_partitions(fleet: Fleet, mqtt_broker: Any) -> None:
     current = months.month_of(int(time.time()))
     stale = months.start(current - 3)
