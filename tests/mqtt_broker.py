@@ -72,6 +72,7 @@ def broker(folder: Path, *, persistence: bool = True) -> Iterator[Broker]:
     lines = [
         f"listener {port} 127.0.0.1",
         "allow_anonymous true",
+        *(["user root"] if os.geteuid() == 0 else []),  # as root it would drop to `mosquitto`, who cannot write here
         "max_queued_messages 0",  # no limit: a persistent session's share is kept while its worker restarts
         "max_inflight_messages 0",
         f"persistence {'true' if persistence else 'false'}",

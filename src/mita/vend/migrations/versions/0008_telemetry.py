@@ -6,7 +6,7 @@ Revises: 0007
 Create Date: 2026-12-04 09:00:00
 
 ``readings`` is declared ``PARTITION BY RANGE (read_at)`` on PostgreSQL; its monthly partitions are made by the
-ingest (``mita.headend.partitions``), ahead of the readings, and dropped past the retention. ``alarms`` has a
+ingest (``mita.headend.ingest.partitions``), ahead of the readings, and dropped past the retention. ``alarms`` has a
 partial unique index: one alarm per (meter, rule) that is not closed. ``meter_endpoints.transport`` says how the
 head-end reaches a meter (``dlms`` for every existing row).
 """
