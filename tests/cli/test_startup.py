@@ -78,6 +78,15 @@ def test_meter_enter_loads_nothing_heavy(folder: Path) -> None:
     assert code == 0 and json.loads(out)["result"] == "accept"
     assert not tops(modules) & set(HEAVY)  # cryptography is needed: the state file's key is sealed (AES-GCM)
     assert not modules & SLOW_STDLIB  # (typing is loaded, by cryptography)
+    # neither MISTY1 (an EA07 meter) nor cryptography's cipher package (the AES-GCM class is taken where it lives)
+    assert not modules & {"mita.sts.misty1", "cryptography.hazmat.primitives.ciphers"}
+
+
+def test_sealing_uses_cryptographys_own_aesgcm() -> None:
+    """mita.sealing takes AESGCM from cryptography's Rust binding (start-up time): it must be the public class."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    assert sealing.AESGCM is AESGCM
 
 
 @pytest.mark.parametrize(
