@@ -22,13 +22,13 @@ import gc
 import ipaddress
 import itertools
 import os
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 from mita.meter import Meter
 
 from . import carrier
+from .loopthread import LoopThread
 from .meterfile import MeterFile
 from .objects import MeterObjects
 from .server import MeterServer, serve
@@ -171,7 +171,7 @@ async def _listen(fleet: Fleet, server: MeterServer, place: Endpoint, idle_s: fl
     fleet.endpoints[drn] = Endpoint(bound_host, bound_port)
 
 
-class FleetThread:
+class FleetThread(LoopThread[Fleet]):
     """A fleet on its own event loop in a daemon thread: ``start()`` returns when every meter listens.
 
     Use it as a context manager, or call :meth:`stop`. :meth:`call` runs a function on the fleet's loop (where the
@@ -185,53 +185,16 @@ class FleetThread:
         port_base: int = 0,
         **options: Any,
     ) -> None:
+        super().__init__("mita-sim-fleet")
         self._args = (meters, host, port_base)
         self._options = options
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="mita-sim-fleet", daemon=True)
-        self._fleet: Fleet | None = None
-
-    @property
-    def fleet(self) -> Fleet:
-        if self._fleet is None:
-            raise RuntimeError("the fleet is not started")
-        return self._fleet
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
         return self.fleet.endpoints
 
-    def start(self, timeout: float = 60.0) -> FleetThread:
-        self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(start_fleet(*self._args, **self._options), self._loop)
-        try:
-            self._fleet = future.result(timeout)
-        except BaseException:
-            self._halt()
-            raise
-        return self
-
-    def call(self, function: Callable[[], Any], timeout: float = 10.0) -> Any:
-        async def run() -> Any:
-            return function()
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+    def start(self, timeout: float = 60.0) -> Self:
+        return self._begin(start_fleet(*self._args, **self._options), timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._fleet is not None:
-            asyncio.run_coroutine_threadsafe(self._fleet.stop(), self._loop).result(timeout)
-            self._fleet = None
-        self._halt()
-
-    def _halt(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        if not self._loop.is_closed() and not self._loop.is_running():
-            self._loop.close()
-
-    def __enter__(self) -> FleetThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._end(lambda fleet: fleet.stop(), timeout)

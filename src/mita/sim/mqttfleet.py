@@ -25,10 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 from urllib.parse import unquote, urlsplit
 
 from paho.mqtt import client as paho
@@ -40,6 +39,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from mita.telemetry import topics
 from mita.telemetry.topics import Kind
 
+from .loopthread import LoopThread
 from .mqttmeter import Message, MeterSim, SimError, ack_topic_ok
 
 log = logging.getLogger("mita.sim.mqtt")
@@ -369,58 +369,21 @@ class MqttFleet:
                     sock.close()
 
 
-class MqttFleetThread:
+class MqttFleetThread(LoopThread[MqttFleet]):
     """A fleet on its own event loop in a daemon thread (tests, benchmarks): ``start()`` returns when every meter
     is connected and powered up; :meth:`call` runs a function on the fleet's loop (where the meters live)."""
 
     def __init__(self, sims: Sequence[MeterSim], url: str, **options: Any) -> None:
+        super().__init__("mita-sim-mqtt")
         self._args, self._options = (list(sims), url), options
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="mita-sim-mqtt", daemon=True)
-        self._fleet: MqttFleet | None = None
 
-    @property
-    def fleet(self) -> MqttFleet:
-        if self._fleet is None:
-            raise RuntimeError("the fleet is not started")
-        return self._fleet
-
-    def start(self, timeout: float = 30.0) -> MqttFleetThread:
-        self._thread.start()
-
+    def start(self, timeout: float = 30.0) -> Self:
         async def begin() -> MqttFleet:
             fleet = MqttFleet(*self._args, **self._options)
             await fleet.start(timeout)
             return fleet
 
-        try:
-            self._fleet = asyncio.run_coroutine_threadsafe(begin(), self._loop).result(timeout + 5)
-        except BaseException:
-            self._halt()
-            raise
-        return self
-
-    def call(self, function: Callable[[], Any], timeout: float = 10.0) -> Any:
-        async def run() -> Any:
-            return function()
-
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
+        return self._begin(begin(), timeout + 5)
 
     def stop(self, timeout: float = 10.0, *, flush: bool = True) -> None:
-        if self._fleet is not None:
-            asyncio.run_coroutine_threadsafe(self._fleet.stop(flush=flush), self._loop).result(timeout)
-            self._fleet = None
-        self._halt()
-
-    def _halt(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        if not self._loop.is_closed() and not self._loop.is_running():
-            self._loop.close()
-
-    def __enter__(self) -> MqttFleetThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._end(lambda fleet: fleet.stop(flush=flush), timeout)

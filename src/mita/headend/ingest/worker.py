@@ -86,17 +86,11 @@ class Options:
 
 
 @dataclass
-class Counts:
-    """What a worker did: printed as JSON when it stops."""
+class Counts(Written):
+    """What a worker did: its batches' :class:`Written` summed, and its own counts; printed as JSON when it stops."""
 
     messages: int = 0
     batches: int = 0
-    readings: int = 0
-    duplicate_readings: int = 0
-    events: int = 0
-    duplicate_events: int = 0
-    statuses: int = 0
-    alarms_opened: int = 0
     repeats_in_batch: int = 0
     staged_batches: int = 0  # batches that met a reading stored before, and took the staged path
     not_acked: int = 0  # messages of an earlier connection: the broker sends them again
@@ -112,12 +106,8 @@ class Counts:
     last_commit_at: float | None = None  # ... and the last one committed
 
     def add(self, written: Written) -> None:
-        self.readings += written.readings
-        self.duplicate_readings += written.duplicate_readings
-        self.events += written.events
-        self.duplicate_events += written.duplicate_events
-        self.statuses += written.statuses
-        self.alarms_opened += written.alarms_opened
+        for name in Written.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(written, name))
 
     def as_dict(self) -> dict[str, Any]:
         out = {name: getattr(self, name) for name in self.__dataclass_fields__}
