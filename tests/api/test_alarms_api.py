@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import secrets
 from collections.abc import Iterator
 from contextlib import redirect_stdout
 from dataclasses import dataclass
@@ -21,14 +20,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from keyed_utility import keyed_utility
 from sqlalchemy import Engine, insert, select
 
 import contract
-from mita.api import create_app
 from mita.api.alarm_models import AlarmCloseIn
 from mita.cli.main import main as cli
 from mita.headend.alarms import Raised, raise_alarms
-from mita.vend import database, registry
+from mita.vend import registry
 from mita.vend.callers import local_now
 from mita.vend.lifecycles import AlarmSeverity
 from mita.vend.sample import meter_number
@@ -41,10 +40,6 @@ LEAKING = meter_number("4750017042")
 QUIET = meter_number("4750017043")  # no alarm, no telemetry
 UNKNOWN = meter_number("4750017049")
 PROBLEM = "application/problem+json"
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @dataclass
@@ -84,25 +79,13 @@ def is_problem(r: httpx.Response, status: int, code: str) -> None:
 
 @pytest.fixture(scope="module")
 def world(database_url: str) -> Iterator[World]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MITA_MASTER_KEY", secrets.token_hex(32))
-        database.upgrade(database_url)
-        app = create_app(database_url)
-        engine: Engine = app.state.engine
-        reg, system = registry.Registry(engine), registry.SYSTEM
-        shop = reg.create_vendor(system, "Corner shop")
-        keys = {
-            "admin": reg.create_api_key("head office", "admin")[1],
-            "operator": reg.create_api_key("control room", "operator")[1],
-            "vendor": reg.create_api_key("shop till", "vendor", shop["id"])[1],
-        }
-        reg.create_supply_group(system, sgc=SGC, name="Test utility", vending_key=VENDING_KEY, base_date=2014)
+    with keyed_utility(database_url, VENDING_KEY, SGC) as u:
+        reg, system, app, engine = u.registry, registry.SYSTEM, u.app, u.engine
         for drn in (TAMPERED, LEAKING, QUIET):
             reg.create_meter(system, drn=drn, sgc=SGC, utility="water" if drn == LEAKING else "electricity")
         with TestClient(app) as client:
             client.event_hooks["response"] = [contract.checker(app)]
-            w = World(client, engine, database_url, bearer(keys["admin"]), bearer(keys["operator"]),
-                      {"X-API-Key": keys["vendor"]})  # fmt: skip
+            w = World(client, engine, database_url, u.admin, u.operator, u.vendor)
             w.raise_(TAMPERED, "cover", AlarmSeverity.MEDIUM, 30)
             w.raise_(TAMPERED, "magnetic", AlarmSeverity.HIGH, 20)
             w.raise_(LEAKING, "leak", AlarmSeverity.HIGH, 10)

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from keyed_utility import bearer
 from sqlalchemy import Engine, func, select
 
 import contract
@@ -65,10 +66,6 @@ _serial = itertools.count(1_000_000)
 def new_drn() -> str:
     """A valid meter number not used before in this run (DRN 47500150231 is serial 0015023)."""
     return drn(f"475{next(_serial):07d}")
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @dataclass

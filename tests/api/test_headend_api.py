@@ -20,13 +20,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from keyed_utility import keyed_utility
 from sqlalchemy import Engine, func, select
 
 import contract
-from mita.api import create_app
 from mita.api import models as m
 from mita.headend import commands
-from mita.vend import database, registry
+from mita.vend import registry
 from mita.vend.lifecycles import CommandKind
 from mita.vend.remote import CHANNEL
 from mita.vend.sample import meter_number
@@ -43,10 +43,6 @@ UNKNOWN = meter_number("4750015039")  # no such meter
 LLS = secrets.token_hex(16)
 PROBLEM = "application/problem+json"
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @dataclass
@@ -93,20 +89,8 @@ def is_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def world(database_url: str) -> Iterator[World]:
-    with pytest.MonkeyPatch.context() as mp:
-        master = secrets.token_hex(32)
-        mp.setenv("MITA_MASTER_KEY", master)
-        database.upgrade(database_url)
-        app = create_app(database_url)
-        engine: Engine = app.state.engine
-        reg, system = registry.Registry(engine), registry.SYSTEM
-        shop = reg.create_vendor(system, "Corner shop")
-        keys = {
-            "admin": reg.create_api_key("head office", "admin")[1],
-            "operator": reg.create_api_key("control room", "operator")[1],
-            "vendor": reg.create_api_key("shop till", "vendor", shop["id"])[1],
-        }
-        reg.create_supply_group(system, sgc=SGC, name="Test utility", vending_key=VENDING_KEY, base_date=2014)
+    with keyed_utility(database_url, VENDING_KEY, SGC) as u:
+        reg, system, app, engine, master, keys = u.registry, registry.SYSTEM, u.app, u.engine, u.master, u.keys
         spec = {"blocks": [{"up_to": None, "price": "1.10"}], "vat_rate": "0.15"}
         reg.create_tariff(system, name="domestic", currency="ZAR", spec=spec, effective_from=dt.datetime(2020, 1, 1))
         for drn in (CONNECTED, KEYPAD, SPARE, EXAMPLE):
@@ -121,7 +105,7 @@ def world(database_url: str) -> Iterator[World]:
 
         with TestClient(app) as client:
             client.event_hooks["response"] = [no_secrets, contract.checker(app)]
-            w = World(client, engine, bearer(keys["admin"]), bearer(keys["operator"]), {"X-API-Key": keys["vendor"]})
+            w = World(client, engine, u.admin, u.operator, u.vendor)
             r = w.connect(CONNECTED, host="127.0.0.1", port=4059, secret=LLS)
             assert r.status_code == 200, r.text
             yield w

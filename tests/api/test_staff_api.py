@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from keyed_utility import bearer
 from sqlalchemy import Engine, func, select
 
 import contract
@@ -35,10 +36,6 @@ SECOND_DRN = meter_number("4750015027")
 SPEC = {"blocks": [{"up_to": "50", "price": "1.10"}, {"up_to": None, "price": "2.50"}], "vat_rate": "0.15"}
 PROBLEM = "application/problem+json"
 CSV = {"Content-Type": "text/csv"}
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from keyed_utility import bearer
 from sqlalchemy import Engine, func, select
 
 import contract
@@ -43,10 +44,6 @@ CONNECTED = meter_number("4750015041")  # served by the simulated meter, connect
 KEYPAD = meter_number("4750015042")  # never connected
 LLS = secrets.token_hex(8)  # the management association's secret (fresh per run: the leak scans look for it)
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @dataclass
