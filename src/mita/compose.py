@@ -8,8 +8,10 @@ clock is handed to every service, and the keystores are opened by the keyring th
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -17,6 +19,9 @@ from mita.settings import Settings
 from mita.vend.callers import local_now
 from mita.vend.database import make_engine
 from mita.vend.service import VendingService
+
+if TYPE_CHECKING:
+    from mita.channels.payments import Payments
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,14 @@ class Runtime:
     @property
     def clock(self) -> Callable[[], dt.datetime]:
         return self.services.clock
+
+    @functools.cached_property
+    def payments(self) -> Payments:
+        """The channels' payment pipeline (built on first use: most processes never take a payment)."""
+        from mita.channels.payments import Payments
+
+        s = self.settings
+        return Payments(self.services, currency=s.currency, unverified_cap=s.mpesa_unverified_cap)
 
     def close(self) -> None:
         self.engine.dispose()

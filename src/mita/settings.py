@@ -64,7 +64,41 @@ class OutboxSettings(_Base):
         return {f"MITA_{k.upper()}": v for k, v in values.items() if v}
 
 
-class Settings(MasterKeySettings, HsmSettings, OutboxSettings):
+class ChannelSettings(_Base):
+    """The payment and message channels (``mita.channels``): M-Pesa (Daraja), SMS through Kannel, USSD."""
+
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="the address providers reach Mita's callbacks at (`https://vend.example.com` in production)",
+    )
+    hook_secret: SecretStr | None = Field(
+        default=None, description="the secret path segment of every provider callback (`/hooks/.../<secret>`)"
+    )
+    hook_secret_file: str = Field(default="", description="file holding the callback secret instead")
+    currency: str = Field(default="KES", min_length=3, max_length=3, description="the currency payments are in")
+    mpesa_url: str = Field(
+        default="", description="Daraja's base URL (`https://api.safaricom.co.ke`; empty: no M-Pesa)"
+    )
+    mpesa_shortcode: str = Field(default="174379", description="the paybill or till that payments go to")
+    mpesa_consumer_key: SecretStr | None = Field(default=None, description="the Daraja app's consumer key")
+    mpesa_consumer_secret: SecretStr | None = Field(default=None, description="the Daraja app's consumer secret")
+    mpesa_passkey: SecretStr | None = Field(default=None, description="the STK push passkey of the shortcode")
+    mpesa_initiator: str = Field(default="", description="the API operator for status queries and reversals")
+    mpesa_credential: SecretStr | None = Field(
+        default=None, description="the initiator's security credential (its password encrypted, base64)"
+    )
+    mpesa_unverified_cap: int = Field(
+        default=500_000,
+        ge=0,
+        description="minor units an unverified callback may buy at once; above it, vended once the provider confirms",
+    )
+    kannel_url: str = Field(default="", description="Kannel's sendsms address (`http://127.0.0.1:13013`; empty: no SMS)")
+    kannel_user: str = Field(default="mita", description="the Kannel sendsms user")
+    kannel_password: SecretStr | None = Field(default=None, description="the Kannel sendsms user's password")
+    sms_from: str = Field(default="MITA", description="the sender name or short code of Mita's SMS")
+
+
+class Settings(MasterKeySettings, HsmSettings, OutboxSettings, ChannelSettings):
     """Everything, for a process's composition root."""
 
     database_url: str = Field(

@@ -15,6 +15,9 @@ before its 401. This ASGI middleware answers from the headers alone, in this ord
 The database's refusals are ``database_unavailable``, ``unsafe_database`` or ``schema_outdated``.
 A body sent without a length (chunked) is counted as it is read, and refused with 413 at the limit.
 Paths outside ``/v1`` (documentation, ``/healthz``, ``/readyz``) and ``/v1/health`` pass without a key.
+Providers' callbacks (``/hooks/...``: M-Pesa, Kannel, the USSD aggregator) carry no API key either: a secret path
+segment authenticates them (checked by their routes, ``mita.channels.hooks``); the gate still asks for a ready
+database and holds them to the body limit (their bodies are JSON or forms, as each provider sends).
 ``/metrics`` passes without a key while ``MITA_METRICS_PUBLIC`` is true (the default: a Prometheus server on the
 private network has none); otherwise it needs an admin or operator key (a vendor's till has no business seeing
 the utility's totals), and is refused like a ``/v1`` route.
@@ -39,6 +42,7 @@ from mita.vend.service import Caller
 from .problems import problem, refusal
 
 OPEN_PATHS = frozenset({"/v1/health"})
+HOOKS = "/hooks/"  # providers' callbacks: no key, a secret in the path (mita.channels.hooks)
 METRICS_PATH = "/metrics"
 METRICS_ROLES = ("admin", "operator")  # who may scrape when the metrics are not public
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -101,6 +105,9 @@ class Gate:
         if scope["type"] != "http" or path in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
+        if path.startswith(HOOKS):
+            await self._hook(scope, receive, send)
+            return
         if not path.startswith("/v1/"):
             if path == METRICS_PATH and not self.metrics_public:
                 await self._admit(scope, receive, send, METRICS_ROLES)
@@ -126,6 +133,23 @@ class Gate:
         if refused is not None:
             status, code, detail = refused
             await problem(status, code, detail)(scope, receive, send)
+            return
+        await self.app(scope, self._counted(receive), send)
+
+    async def _hook(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A provider's callback: a ready database and the body limit; its route checks the path's secret."""
+        headers = Headers(scope=scope)
+        try:
+            if not self.readiness.ready:
+                await run_in_threadpool(self.readiness.check)
+        except VendError as exc:
+            await refusal(exc)(scope, receive, send)
+            return
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await problem(413, "payload_too_large", f"request bodies are limited to {self.max_body} bytes")(
+                scope, receive, send
+            )
             return
         await self.app(scope, self._counted(receive), send)
 

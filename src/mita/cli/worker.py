@@ -119,6 +119,7 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
     from types import FrameType
 
     from mita import campaign
+    from mita.channels import senders as channel_senders
     from mita.headend.runner import CommandSender
     from mita.outbox import (
         DEFAULT_ROUTES,
@@ -152,7 +153,8 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
                                              timeout=args.meter_timeout, publisher=publisher)
     )  # fmt: skip
     settings = OutboxSettings()
-    routes = parse_routes(settings.outbox_senders or None, {**DEFAULT_ROUTES, HEADEND: "headend"})
+    channels = channel_senders.install(runtime.payments, runtime.settings, register_kind)
+    routes = parse_routes(settings.outbox_senders or None, {**DEFAULT_ROUTES, HEADEND: "headend", **channels})
     if args.channels is not None:
         wanted = [c for c in (part.strip() for part in args.channels.split(",")) if c]
         missing = [c for c in wanted if c not in routes]

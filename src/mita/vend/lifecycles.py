@@ -111,6 +111,51 @@ class TokenEncoding(StrEnum):
     ASCII = "ascii"
 
 
+class PaymentStatus(StrEnum):
+    """Where money paid through a channel is, from the provider's first word to a final state.
+
+    ``initiated``: Mita asked the provider to collect (an STK push), nothing paid yet. ``received``: the provider
+    says it was paid; a vend is queued. ``held``: paid, but by an unverified callback above the cap, so it waits
+    until the provider's own records (a query, the pull of recent transactions) confirm it. ``vended``: the tokens
+    exist, delivery is queued. ``unvendable``: paid for a meter that cannot be sold to (unknown, blocked, an amount
+    out of range); a refund is asked for. Final: ``delivered``, ``refunded``, ``cancelled``/``failed``/``expired``
+    (no money moved), ``flagged`` (a person must look: a forged callback, a refund refused, no way to deliver).
+    """
+
+    INITIATED = "initiated"
+    RECEIVED = "received"
+    HELD = "held"
+    VENDED = "vended"
+    DELIVERED = "delivered"
+    UNVENDABLE = "unvendable"
+    REFUND_PENDING = "refund_pending"
+    REFUNDED = "refunded"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    FLAGGED = "flagged"
+
+
+class SmsStatus(StrEnum):
+    """An outbound SMS, as Kannel reports it: handed over (``submitted``: sendsms said accepted or queued), at the
+    operator (``smsc``: delivery report 8), on the phone (``delivered``: report 1); ``rejected`` (report 2 or 16);
+    ``unknown`` (no final report in time: not failed, the customer can ask again)."""
+
+    SUBMITTED = "submitted"
+    SMSC = "smsc"
+    DELIVERED = "delivered"
+    REJECTED = "rejected"
+    UNKNOWN = "unknown"
+
+
+class PosStatus(StrEnum):
+    """A retail till's purchase (Electrum PUSI semantics): issued, then confirmed (settled) or reversed."""
+
+    ISSUED = "issued"
+    CONFIRMED = "confirmed"
+    REVERSED = "reversed"
+
+
 class VendKind(StrEnum):
     PURCHASE = "purchase"
     ENGINEERING = "engineering"
@@ -188,6 +233,7 @@ class Lifecycle(Generic[S]):
 
 
 K, M, V, C, P, Q = KeyStatus, MeterStatus, VendStatus, KeyChangeStatus, CampaignStatus, OutboxStatus
+Y, G, T = PaymentStatus, SmsStatus, PosStatus
 H = CommandStatus
 A = AlarmStatus
 
@@ -257,4 +303,43 @@ ALARM = Lifecycle[AlarmStatus](
         A.ACKNOWLEDGED: frozenset({A.CLOSED}),
         A.CLOSED: frozenset(),
     },
+)
+
+PAYMENT = Lifecycle[PaymentStatus](
+    "payment",
+    {
+        Y.INITIATED: frozenset({Y.RECEIVED, Y.HELD, Y.CANCELLED, Y.FAILED, Y.EXPIRED}),
+        Y.RECEIVED: frozenset({Y.VENDED, Y.UNVENDABLE}),
+        Y.HELD: frozenset({Y.RECEIVED, Y.FLAGGED}),  # confirmed by the provider's records, or never
+        Y.VENDED: frozenset({Y.DELIVERED, Y.FLAGGED}),  # flagged: no phone, no connection, reports all failed
+        Y.UNVENDABLE: frozenset({Y.REFUND_PENDING, Y.FLAGGED}),
+        Y.REFUND_PENDING: frozenset({Y.REFUNDED, Y.FLAGGED}),
+        Y.DELIVERED: frozenset(),
+        Y.REFUNDED: frozenset(),
+        # a later "paid" after the payer cancelled: the provider's record wins, the money is there
+        Y.CANCELLED: frozenset({Y.RECEIVED}),
+        Y.FAILED: frozenset({Y.RECEIVED}),
+        Y.EXPIRED: frozenset({Y.RECEIVED}),
+        # a person's decision: sell after all (the meter number fixed, the payment confirmed), or refund
+        Y.FLAGGED: frozenset({Y.RECEIVED, Y.REFUND_PENDING, Y.DELIVERED}),
+    },
+)
+#: The states a payment ends in; the reconciliation job looks at every other one.
+PAYMENT_FINAL = frozenset({Y.DELIVERED, Y.REFUNDED, Y.CANCELLED, Y.FAILED, Y.EXPIRED, Y.FLAGGED})
+
+SMS = Lifecycle[SmsStatus](
+    "SMS",
+    {
+        # reports arrive out of order and twice: a later report never moves a message backwards
+        G.SUBMITTED: frozenset({G.SMSC, G.DELIVERED, G.REJECTED, G.UNKNOWN}),
+        G.SMSC: frozenset({G.DELIVERED, G.REJECTED, G.UNKNOWN}),
+        G.UNKNOWN: frozenset({G.SMSC, G.DELIVERED, G.REJECTED}),  # a late report still counts
+        G.DELIVERED: frozenset(),
+        G.REJECTED: frozenset({G.DELIVERED}),  # an operator that reports failure, then delivers
+    },
+)
+
+POS_PURCHASE = Lifecycle[PosStatus](
+    "POS purchase",
+    {T.ISSUED: frozenset({T.CONFIRMED, T.REVERSED}), T.CONFIRMED: frozenset(), T.REVERSED: frozenset()},
 )

@@ -205,6 +205,48 @@ class Registry:
             self._audit(conn, SYSTEM, "create_api_key", "api_key", key_id, name=name, role=role, vendor_id=vendor_id)
         return key_id, plaintext
 
+    def channel_caller(self, channel: str) -> Caller:
+        """The vendor a payment channel sells as (``channel:<name>``, e.g. ``channel:mpesa``) and its API key, made
+        on first use: its vends are reported, reconciled and limited like any vendor's, and their idempotency keys
+        are the channel's own. The key's plaintext is thrown away: nobody can call the API with it."""
+        name = f"channel:{channel}"
+        text(name, "name", limits.NAME)
+        for _ in range(2):  # a second process that made them at the same moment: read what it made
+            with self.engine.begin() as conn:
+                found = conn.execute(
+                    select(api_keys.c.id, api_keys.c.vendor_id)
+                    .join(vendors, vendors.c.id == api_keys.c.vendor_id)
+                    .where(vendors.c.name == name, api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
+                    .order_by(api_keys.c.id)
+                ).first()
+                if found is not None:
+                    return Caller(found.id, name, "vendor", found.vendor_id)
+                try:
+                    with conn.begin_nested():
+                        at = self.clock()
+                        vid = conn.execute(
+                            select(vendors.c.id).where(vendors.c.name == name)
+                        ).scalar() or _insert(conn, vendors, f"vendor {name}", name=name, balance=0, created_at=at)
+                        plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
+                        kid = _insert(
+                            conn, api_keys, "API key", name=name, role="vendor", key_hash=hash_key(plaintext),
+                            key_last4=plaintext[-4:], vendor_id=vid, created_at=at,
+                        )  # fmt: skip
+                        self._audit(conn, SYSTEM, "create_channel", "vendor", vid, name=name, api_key_id=kid)
+                    return Caller(kid, name, "vendor", vid)
+                except (IntegrityError, VendError):
+                    continue
+        raise VendError("conflict", f"the vendor {name} could not be made")
+
+    def meter_phone(self, drn: str) -> str | None:
+        """The phone of the customer a meter belongs to (where a channel sends its tokens), if any."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(customers.c.phone)
+                .join(meters, meters.c.customer_id == customers.c.id)
+                .where(meters.c.drn == drn)
+            ).scalar()
+
     def revoke_api_key(self, caller: Caller, key_id: int) -> dict[str, Any]:
         """Revoke a key (admin), audited: see :func:`.apikeys.revoke_api_key`."""
         return apikeys.revoke_api_key(self.engine, caller, key_id, self.clock())

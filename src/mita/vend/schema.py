@@ -42,7 +42,10 @@ from .lifecycles import (
     Keystore,
     MeterStatus,
     OutboxStatus,
+    PaymentStatus,
+    PosStatus,
     Role,
+    SmsStatus,
     TokenEncoding,
     TokenKind,
     Transport,
@@ -102,6 +105,8 @@ vendors = Table(
     # owed to the utility, minor units; kept here for vendors on credit only (others: their ledger account)
     Column("balance", BigInteger, nullable=False, default=0),
     _created(),
+    # a partner's webhook (a name in MITA_WEBHOOK_URLS): its vends and their deliveries are posted to it, signed
+    Column("webhook", String(limits.NAME), nullable=True),
     CheckConstraint("credit_limit is null or credit_limit >= 0", name="credit_limit"),
 )
 
@@ -522,4 +527,102 @@ alarms = Table(
     ),
     Index("ix_alarms_status_opened", "status", "opened_at"),
     Index("ix_alarms_meter_opened", "meter_id", "opened_at"),
+)
+
+# Channels (issue 14): money that arrives through a provider (M-Pesa, a retail till, USSD, SMS) and the messages
+# that carry tokens back (``mita.channels``). One payment per provider transaction; its vend is an ordinary vend
+# under the channel's own API key (idempotency key ``pay:<id>``), so the vending tables are written only by the
+# vending service.
+
+#: A payment through a channel, keyed by the provider's own reference: a C2B ``TransID``, or for an STK push Mita's
+#: purchase code (the push's ``AccountReference``; the provider's ``CheckoutRequestID`` is ``checkout_id``).
+payments = Table(
+    "payments",
+    metadata,
+    _id(),
+    Column("provider", String(20), nullable=False),  # mpesa, ...
+    Column("kind", String(12), nullable=False),  # c2b, stk
+    Column("provider_ref", String(64), nullable=False),
+    Column("checkout_id", String(64), nullable=True, unique=True),  # STK: the provider's CheckoutRequestID
+    Column("receipt", String(64), nullable=True),  # the provider's receipt number, once known
+    Column("account_ref", String(40), nullable=False, default=""),  # what the payer typed or was shown
+    Column("meter", String(limits.DRN), nullable=True),  # the meter it is for; NULL: none found
+    Column("amount", BigInteger, nullable=False),  # minor units
+    Column("currency", String(3), nullable=False),
+    Column("payer", String(40), nullable=False, default=""),  # as the provider gives it (C2B masks it)
+    Column("deliver_to", String(limits.PHONE), nullable=True),  # where the token goes (never a masked number)
+    Column("status", String(16), nullable=False, default=PaymentStatus.RECEIVED),
+    Column("verified", Boolean, nullable=False, default=False),  # seen in the provider's own records
+    Column("vend_id", ForeignKey("vends.id"), nullable=True, unique=True),
+    Column("api_key_id", ForeignKey("api_keys.id"), nullable=False),  # the channel's key: its vends' caller
+    Column("detail", String(200), nullable=True),  # why it is where it is, in plain words
+    Column("refund_ref", String(64), nullable=True),  # the provider's reference of the refund
+    _created(),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("provider", "provider_ref"),
+    UniqueConstraint("provider", "receipt", name="uq_payments_provider_receipt"),
+    one_of("status", PaymentStatus),
+    CheckConstraint("amount > 0", name="amount"),
+    Index("ix_payments_status_updated", "status", "updated_at"),
+    Index("ix_payments_meter_created", "meter", "created_at"),
+)
+
+#: Everything a provider said about a payment, as received (callbacks, query answers, pull rows, forged posts):
+#: append-only, for audit and replay. Never holds a secret (the callback path's secret is not part of it).
+payment_events = Table(
+    "payment_events",
+    metadata,
+    _id(),
+    Column("payment_id", ForeignKey("payments.id"), nullable=True),  # NULL: matched no payment (refused)
+    Column("provider", String(20), nullable=False),
+    Column("source", String(20), nullable=False),  # c2b_confirm, stk_callback, stk_query, pull, status, ...
+    Column("body", JSON, nullable=False),
+    Column("at", DateTime, nullable=False),
+    Index("ix_payment_events_payment", "payment_id"),
+)
+
+#: Outbound SMS (one per outbox row of channel ``sms``: the same dedupe key) and what the gateway reported.
+sms_messages = Table(
+    "sms_messages",
+    metadata,
+    _id(),  # the delivery id Kannel's delivery reports carry back
+    Column("dedupe_key", String(200), nullable=False, unique=True),
+    Column("phone", String(limits.PHONE), nullable=False),
+    Column("kind", String(20), nullable=False),  # token, low_credit, key_change, reply
+    Column("payment_id", ForeignKey("payments.id"), nullable=True),
+    Column("status", String(10), nullable=False, default=SmsStatus.SUBMITTED),
+    Column("submits", Integer, nullable=False, default=1),  # times handed to the gateway (a resend counts)
+    Column("report", String(200), nullable=True),  # the last delivery report's text (the SMSC's receipt)
+    _created(),
+    Column("updated_at", DateTime, nullable=False),
+    one_of("status", SmsStatus),
+    Index("ix_sms_messages_status_updated", "status", "updated_at"),
+)
+
+#: Inbound SMS, once each: the gateway's message id (Kannel's ``%I``, the same on every retry) is the key.
+sms_inbound = Table(
+    "sms_inbound",
+    metadata,
+    _id(),
+    Column("gateway_id", String(64), nullable=False, unique=True),
+    Column("phone", String(limits.PHONE), nullable=False),
+    Column("text", String(400), nullable=False),
+    Column("answer", String(400), nullable=False),  # the reply (sent through the outbox)
+    Column("at", DateTime, nullable=False),
+)
+
+#: A retail till's purchase (Electrum PUSI semantics): the client's purchase id is its idempotency key (the vend's
+#: too); confirmation and reversal advices are recorded by their own ids, so a repeated advice answers the same.
+pos_purchases = Table(
+    "pos_purchases",
+    metadata,
+    Column("api_key_id", ForeignKey("api_keys.id"), primary_key=True),
+    Column("purchase_id", String(limits.IDEMPOTENCY_KEY), primary_key=True),
+    Column("vend_id", ForeignKey("vends.id"), nullable=False, unique=True),
+    Column("status", String(10), nullable=False, default=PosStatus.ISSUED),
+    Column("advice_id", String(limits.IDEMPOTENCY_KEY), nullable=True),  # the advice that made it final
+    _created(),
+    Column("settled_at", DateTime, nullable=True),
+    one_of("status", PosStatus),
+    Index("ix_pos_purchases_status_created", "status", "created_at"),
 )
