@@ -92,7 +92,9 @@ class ChannelSettings(_Base):
         ge=0,
         description="minor units an unverified callback may buy at once; above it, vended once the provider confirms",
     )
-    kannel_url: str = Field(default="", description="Kannel's sendsms address (`http://127.0.0.1:13013`; empty: no SMS)")
+    kannel_url: str = Field(
+        default="", description="Kannel's sendsms address (`http://127.0.0.1:13013`; empty: no SMS)"
+    )
     kannel_user: str = Field(default="mita", description="the Kannel sendsms user")
     kannel_password: SecretStr | None = Field(default=None, description="the Kannel sendsms user's password")
     sms_from: str = Field(default="MITA", description="the sender name or short code of Mita's SMS")

@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from channel_world import PHONE
 from sqlalchemy import update
-from vend_fixtures import World, build_world
 
 from mita.channels.payments import Payments
 from mita.outbox import Policy, Worker
 from mita.outbox.senders import Sender
 from mita.vend import database
 from mita.vend.schema import customers
-
-PHONE = "254712345678"
+from vend_fixtures import World, build_world
 
 
 @pytest.fixture

@@ -5,24 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import PHONE
+from channel_world import PHONE, Collect
 from sqlalchemy import func, select
-from vend_fixtures import DRN, OTHER_DRN, World
 
 from mita.channels.payments import PaymentFact, Payments, purchase_code
 from mita.channels.senders import PaymentSender
-from mita.outbox.senders import Message
-from mita.vend.schema import outbox, payment_events, payments as payments_table, vends
-
-
-class Collect:
-    """An SMS sender that keeps what it was given."""
-
-    def __init__(self) -> None:
-        self.sent: list[Message] = []
-
-    def send(self, message: Message) -> None:
-        self.sent.append(message)
+from mita.vend.schema import outbox, payment_events, vends
+from mita.vend.schema import payments as payments_table
+from vend_fixtures import DRN, OTHER_DRN, World
 
 
 def fact(ref: str = "RKL51ZDR4F", amount: int = 10_000, **kw: Any) -> PaymentFact:

@@ -224,9 +224,9 @@ class Registry:
                 try:
                     with conn.begin_nested():
                         at = self.clock()
-                        vid = conn.execute(
-                            select(vendors.c.id).where(vendors.c.name == name)
-                        ).scalar() or _insert(conn, vendors, f"vendor {name}", name=name, balance=0, created_at=at)
+                        vid = conn.execute(select(vendors.c.id).where(vendors.c.name == name)).scalar() or _insert(
+                            conn, vendors, f"vendor {name}", name=name, balance=0, created_at=at
+                        )
                         plaintext = API_KEY_PREFIX + secrets.token_urlsafe(32)
                         kid = _insert(
                             conn, api_keys, "API key", name=name, role="vendor", key_hash=hash_key(plaintext),
