@@ -104,6 +104,7 @@ CODES: dict[str, Answer] = {
     "key_unreadable": Answer(500, "A stored vending key cannot be opened"),
     "bad_master_key": Answer(500, "The master key is not usable"),
     "outbox_misconfigured": Answer(500, "Outbox sender misconfigured"),
+    "channels_misconfigured": Answer(500, "Payment or message channel misconfigured"),
     "internal_error": Answer(500, "Internal error"),
 }
 

@@ -42,6 +42,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sim": ("mita.cli.sim", "add_commands", "Simulated smart meters: serve a meter file over DLMS/COSEM."),
     "headend": ("mita.cli.headend", "add_commands", "Connected meters: their endpoint, commands sent to them."),
     "alarms": ("mita.cli.alarms", "add_commands", "Alarms: list, show, acknowledge, close; a meter's timeline."),
+    "channels": (
+        "mita.cli.channels",
+        "add_commands",
+        "Payment channels: payments, reconciliation with M-Pesa, a fake Daraja for tests and demos.",
+    ),
+    "sms": ("mita.cli.sms", "add_commands", "SMS through Kannel: its configuration, the delivery sweep."),
     "help": ("mita.cli.main", "add_help", "Reference: the exit codes."),
 }
 
