@@ -47,7 +47,9 @@ def test_a_payment_recorded_three_times_vends_once_and_delivers_one_sms(
 def test_a_vend_that_ran_but_was_not_marked_is_not_made_again(world: World, payments: Payments) -> None:
     r = payments.record(fact())
     caller = payments.caller("mpesa")
-    world.svc.vend(caller, f"pay:{r.id}", {"meter": DRN, "amount": 10_000})  # the worker died after the vend
+    world.svc.vend(
+        caller, f"pay:{r.id}", {"meter": DRN, "amount": 10_000, "include_key_change": True}
+    )  # the worker died after the vend
     assert payments.vend(r.id) == "vended"
     assert count(world, vends) == 1
 

@@ -46,7 +46,7 @@ VEND_CHANNEL, SMS_CHANNEL = "payment", "sms"
 #: Refusals of the vending service that a retry cannot change: the money is refunded or a person looks.
 UNVENDABLE = frozenset(
     {
-        "not_found", "meter_blocked", "invalid_amount", "no_tariff", "key_change_required", "credit_limit",
+        "not_found", "meter_blocked", "invalid_amount", "no_tariff", "credit_limit",
         "key_credit_limit", "key_expired", "key_not_issuable", "format_error", "check_digit", "invalid_meter",
     }
 )  # fmt: skip
@@ -262,7 +262,9 @@ class Payments:
         if p.meter is None:
             return self._unvendable(payment_id, f"no meter for account {p.account_ref!r}")
         try:
-            issued = self.service.vend(caller, f"pay:{payment_id}", {"meter": p.meter, "amount": p.amount})
+            # a meter with a key change pending gets its key change tokens with the credit, first in the SMS
+            body = {"meter": p.meter, "amount": p.amount, "include_key_change": True}
+            issued = self.service.vend(caller, f"pay:{payment_id}", body)
         except VendError as exc:
             if exc.code in UNVENDABLE:
                 return self._unvendable(payment_id, f"{exc.code}: {exc}"[:200])
