@@ -46,7 +46,7 @@ VEND_CHANNEL, SMS_CHANNEL = "payment", "sms"
 #: Refusals of the vending service that a retry cannot change: the money is refunded or a person looks.
 UNVENDABLE = frozenset(
     {
-        "not_found", "meter_blocked", "invalid_amount", "no_tariff", "credit_limit",
+        "not_found", "meter_blocked", "invalid_amount", "no_tariff", "key_change_required", "credit_limit",
         "key_credit_limit", "key_expired", "key_not_issuable", "format_error", "check_digit", "invalid_meter",
     }
 )  # fmt: skip

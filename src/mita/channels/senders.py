@@ -19,7 +19,7 @@ from .payments import VEND_CHANNEL, Payments
 
 Register = Callable[[str, Callable[[SenderContext], Sender]], None]
 #: Vending refusals worth another try later (the database, a lock): the others are for a person.
-TRANSIENT = frozenset({"retry", "database_unavailable", "unsafe_database", "schema_outdated"})
+TRANSIENT = frozenset({"retry", "in_progress", "database_unavailable", "unsafe_database", "schema_outdated"})
 
 
 class PaymentSender:
