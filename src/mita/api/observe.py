@@ -94,6 +94,8 @@ class Observe:
         key_id = getattr(caller, "api_key_id", None)
         path = (scope.get("raw_path") or scope["path"].encode()).partition(b"?")[0]  # never the query string
         shown = path.decode("latin-1")  # as sent, still %-escaped: no control character reaches the log
+        if shown.startswith("/hooks/"):  # a provider's callback: its last segment is the secret that admits it
+            shown = shown.rstrip("/").rpartition("/")[0] + "/***"
         ms = round(seconds * 1000, 1)
         access.info(
             "%s %s %d %.1fms rid=%s key=%s", method, shown, status, ms, rid, key_id if key_id is not None else "-",
