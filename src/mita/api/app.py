@@ -91,6 +91,7 @@ def create_app(database_url: str | None = None, *, settings: Settings | None = N
     app.add_middleware(Observe, routes=routes, metrics=metrics)  # outermost: sees what the gate refuses
     app.state.engine = engine
     app.state.service = service
+    app.state.runtime = runtime
     app.state.metrics = metrics
     install_problem_handlers(app)
     for router in ROUTERS:

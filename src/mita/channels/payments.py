@@ -20,6 +20,7 @@ payment's, outbox rows are unique by dedupe key, and a state the payment already
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -325,6 +326,46 @@ class Payments:
                 self._queue_vend(conn, payment_id, at)
         return new
 
+    def request_refund(self, payment_id: int, channel: str, detail: str | None = None) -> bool:
+        """Ask the provider to give an unvendable (or a person's flagged) payment's money back: the payment
+        ``refund_pending`` and the outbox row (``channel``, dedupe ``refund:<id>``) in one transaction. False if
+        it is not in a state a refund may start from."""
+        at = self.clock()
+        with self.engine.begin() as conn:
+            current = conn.execute(_locked(select(payments).where(payments.c.id == payment_id), conn)).first()
+            if current is None or not PAYMENT.allows(current.status, S.REFUND_PENDING):
+                return False
+            self._set(conn, payment_id, S.REFUND_PENDING, at, detail=detail or current.detail)
+            payload = {"payment_id": payment_id}
+            enqueue_many(conn, [Outgoing(channel, current.payer, f"refund:{payment_id}", payload, at)])
+        return True
+
+    def note_refund(self, payment_id: int, reference: str) -> None:
+        """The provider's reference of the reversal it accepted (its result names it)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(payments)
+                .where(payments.c.id == payment_id, payments.c.refund_ref.is_(None))
+                .values(refund_ref=reference[:64], updated_at=self.clock())
+            )
+
+    def refund_result(
+        self, provider: str, reference: str, receipt: str | None, ok: bool, detail: str, body: Mapping[str, Any]
+    ) -> int | None:
+        """A reversal's outcome: refunded, or flagged for a person. Found by the reversed payment's receipt (a
+        success names it) or by the reference :meth:`note_refund` kept (a result may overtake that note: the
+        success's receipt does not depend on it)."""
+        p = payments.c
+        with self.engine.connect() as conn:
+            by = p.receipt == receipt if receipt else p.refund_ref == reference
+            found = conn.execute(select(p.id).where(p.provider == provider, by)).scalar()
+        self.event(provider, "refund_result", body, found)
+        if found is not None:
+            with contextlib.suppress(VendError):  # a repeated result: the payment is final already
+                why = None if ok else f"refund refused: {detail}"[:200]
+                self.move(found, S.REFUNDED if ok else S.FLAGGED, detail=why)
+        return found
+
     def delivered(self, payment_id: int, detail: str | None = None) -> str:
         """The token reached the customer (a delivery report): the payment's final state."""
         with self.engine.connect() as conn:
@@ -339,6 +380,18 @@ class Payments:
         if row is None:
             raise VendError("not_found", f"no payment {payment_id}")
         return dict(row._mapping)
+
+    def verified(self, provider: str, refs: list[str]) -> set[str]:
+        """Which of ``refs`` (provider references or receipts) name payments already verified: what a pull of the
+        provider's records can skip."""
+        p = payments.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(p.provider_ref, p.receipt).where(
+                    p.provider == provider, p.verified.is_(True), p.provider_ref.in_(refs) | p.receipt.in_(refs)
+                )
+            ).all()
+        return {r for row in rows for r in row if r}
 
     def find(self, provider: str, provider_ref: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
