@@ -87,6 +87,9 @@ CODES: dict[str, Answer] = {
     "not_connected": Answer(409, "The meter has no communication endpoint (keypad only)"),
     "alarm_closed": Answer(409, "The alarm is closed"),
     "already_acknowledged": Answer(409, "The alarm is acknowledged already"),
+    # retail tills (PUSI: a 400 is final for the till)
+    "duplicate_record": Answer(400, "The request id was used before: retry it, or use a new id"),
+    "reversal_refused": Answer(400, "The purchase cannot be reversed: reprint its tokens"),
     "credit_limit": Answer(402, "Vendor credit limit reached"),
     "key_credit_limit": Answer(402, "Vending key credit limit reached"),
     # the server and its database
