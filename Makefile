@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean softhsm
+.PHONY: run test lint bench clean softhsm kannel
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 run: $(BIN)/.installed
+	@$(MAKE) --no-print-directory kannel || echo "(no Kannel: the demo's SMS are shown from the log)"
 	$(BIN)/mita demo
 
 lint: $(BIN)/.installed
@@ -28,7 +29,14 @@ softhsm:
 	  apt-get install -y -qq --no-install-recommends softhsm2 || \
 	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends softhsm2; }; }
 
-test: lint softhsm
+# SMS go through a real Kannel in the tests and the demo (Debian's kannel; its fake SMSC is in kannel-extras).
+kannel:
+	@command -v bearerbox >/dev/null && test -x /usr/lib/kannel/test/fakesmsc || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends kannel kannel-extras || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends kannel kannel-extras; }; }
+
+test: lint softhsm kannel
 	$(BIN)/pytest -q
 
 bench: $(BIN)/.installed

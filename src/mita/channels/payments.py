@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from mita import sts
 from mita.outbox.queue import Outgoing, enqueue_many
+from mita.vend import listings
 from mita.vend.callers import Caller
 from mita.vend.errors import VendError
 from mita.vend.lifecycles import PAYMENT, PAYMENT_FINAL, PaymentStatus
@@ -51,6 +52,10 @@ UNVENDABLE = frozenset(
         "key_credit_limit", "key_expired", "key_not_issuable", "format_error", "check_digit", "invalid_meter",
     }
 )  # fmt: skip
+
+
+#: How a channel reads a meter's purchases for the customer who asks (never writes: vends go through the service).
+READER = Caller(None, "channels", "operator")
 
 
 @dataclass(frozen=True)
@@ -132,7 +137,7 @@ class Payments:
                 "api_key_id": caller.api_key_id, "created_at": at, "updated_at": at,
                 "detail": None if status == S.RECEIVED else "unverified callback above the cap: waits for the provider",
             }  # fmt: skip
-            stmt = _dialect(conn).insert(payments).values(row).on_conflict_do_nothing()
+            stmt = dialect_of(conn).insert(payments).values(row).on_conflict_do_nothing()
             new_id = conn.execute(stmt.returning(payments.c.id)).scalar()
             if new_id is not None:
                 self._event(conn, new_id, fact.provider, fact.source, fact.body, at)
@@ -190,7 +195,7 @@ class Payments:
                 "updated_at": at,
             }  # fmt: skip
             new_id = conn.execute(
-                _dialect(conn).insert(payments).values(row).on_conflict_do_nothing().returning(payments.c.id)
+                dialect_of(conn).insert(payments).values(row).on_conflict_do_nothing().returning(payments.c.id)
             ).scalar()
             if new_id is None:
                 current = self._lock(conn, provider, code)
@@ -374,6 +379,12 @@ class Payments:
             return str(status)
         return self.move(payment_id, S.DELIVERED, detail=detail)
 
+    def last_purchase(self, drn: str) -> dict[str, Any] | None:
+        """A meter's latest purchase that was not reversed (its tokens and receipt), for a customer who asks again
+        by SMS or USSD; read as the utility's own staff would (a channel's vendor sees only its own sales)."""
+        found = listings.meter_history(self.engine, READER, drn, limit=20)
+        return next((v for v in found["items"] if v["kind"] == "purchase" and v["status"] == "completed"), None)
+
     def get(self, payment_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
             row = conn.execute(select(payments).where(payments.c.id == payment_id)).first()
@@ -451,7 +462,7 @@ class Payments:
             self._event(conn, payment_id, provider, source, body, self.clock())
 
 
-def _dialect(conn: Connection) -> Any:
+def dialect_of(conn: Connection) -> Any:
     return postgresql if conn.dialect.name == "postgresql" else sqlite
 
 

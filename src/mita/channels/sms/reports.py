@@ -1,0 +1,107 @@
+"""Kannel's delivery reports, and the sweep of messages whose report never came.
+
+A report moves its message by the SMS lifecycle (:data:`mita.vend.lifecycles.SMS`), never backwards: reports
+arrive late, twice and out of order (an "at the SMSC" after "delivered" changes nothing). A token SMS the phone got
+ends its payment (``delivered``). One the operator refused is sent again, the same text, at most
+:data:`RESENDS` times; then its payment is flagged for a person. No final report is not a failure: after a while
+the message is ``unknown`` (the customer can ask again by SMS or USSD), and a payment whose delivery stays
+unconfirmed is flagged after a day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, select, update
+
+from mita.outbox.queue import Outgoing, enqueue_many
+from mita.vend.lifecycles import SMS
+from mita.vend.schema import outbox, payments, sms_messages
+
+from ..payments import Payments
+
+RESENDS = 2
+#: Kannel's report types (dlr-mask bits) and the state each means.
+TYPES = {1: "delivered", 2: "rejected", 4: None, 8: "smsc", 16: "rejected"}
+
+
+@dataclass(frozen=True)
+class Report:
+    sms_id: int
+    kind: int
+    reply: str
+
+
+def apply(pay: Payments, report: Report) -> str | None:
+    """Apply one report; the message's state after it (None: no such message)."""
+    new = TYPES.get(report.kind)
+    at = pay.clock()
+    m = sms_messages.c
+    with pay.engine.begin() as conn:
+        row = conn.execute(select(sms_messages).where(m.id == report.sms_id)).first()
+        if row is None:
+            return None
+        if new is None or not SMS.allows(row.status, new):
+            return str(row.status)
+        conn.execute(update(sms_messages).where(m.id == row.id).values(status=new, report=report.reply[:200],
+                                                                         updated_at=at))  # fmt: skip
+        if new == "rejected":
+            _resend(conn, row, at)
+    if new == "delivered" and row.payment_id is not None:
+        pay.delivered(row.payment_id, detail="the SMS reached the phone")
+    elif new == "rejected" and row.payment_id is not None and _resends(row.dedupe_key) >= RESENDS:
+        pay.move(row.payment_id, "flagged", detail="the operator refused the token SMS every time")
+    return new
+
+
+def _resends(key: str) -> int:
+    return int(key.rpartition(":resend")[2]) if ":resend" in key else 0
+
+
+def _resend(conn: Connection, row: Row[Any], at: dt.datetime) -> None:
+    """The same text again, under a new dedupe key (``<original>:resend<N>``), while resends are left."""
+    n = _resends(row.dedupe_key)
+    if n >= RESENDS:
+        return
+    base = row.dedupe_key.rpartition(":resend")[0] if n else row.dedupe_key
+    original = conn.execute(select(outbox.c.payload).where(outbox.c.dedupe_key == row.dedupe_key)).scalar()
+    if original is not None:
+        enqueue_many(conn, [Outgoing("sms", row.phone, f"{base}:resend{n + 1}", original, at)])
+
+
+@dataclass
+class Swept:
+    unknown: int = 0
+    flagged: int = 0
+
+
+def sweep(pay: Payments, *, report_within: dt.timedelta = dt.timedelta(hours=1),
+          confirm_within: dt.timedelta = dt.timedelta(hours=24)) -> Swept:  # fmt: skip
+    """Messages with no final report after ``report_within``: unknown. Payments vended longer than
+    ``confirm_within`` ago whose SMS never reported delivery: flagged."""
+    now = pay.clock()
+    m = sms_messages.c
+    out = Swept()
+    with pay.engine.begin() as conn:
+        out.unknown = int(
+            conn.execute(
+                update(sms_messages)
+                .where(m.status.in_(("submitted", "smsc")), m.updated_at <= now - report_within)
+                .values(status="unknown", updated_at=now)
+            ).rowcount
+        )
+        stale = (
+            conn.execute(
+                select(payments.c.id).where(
+                    payments.c.status == "vended", payments.c.updated_at <= now - confirm_within
+                )
+            )
+            .scalars()
+            .all()
+        )
+    for payment_id in stale:
+        pay.move(payment_id, "flagged", detail="the token SMS was never confirmed delivered")
+        out.flagged += 1
+    return out
