@@ -6,10 +6,10 @@ from ``MITA_WEBHOOK_URLS`` (``name=url`` pairs) and every body is signed with ``
 outbox's :class:`~mita.outbox.senders.WebhookSender` (``X-Mita-Signature: sha256=<hex HMAC>``, the event's id as
 ``Idempotency-Key``: a partner drops a repeat, since after a crash an event may come twice, never zero times).
 
-| event | when | outbox row |
+| event | when | outbox channel |
 |---|---|---|
-| ``vend.created`` | every vend (its ``receipt`` row, written in the vend's own transaction) | ``receipt``, recipient the meter |
-| ``vend.delivered``, ``vend.delivery_failed`` | a delivery's report (:func:`queue_delivery_event`) | ``partner``, recipient the webhook |
+| ``vend.created`` | every vend (its row, written in the vend's own transaction) | ``receipt`` |
+| ``vend.delivered``, ``vend.delivery_failed`` | a final delivery report (:func:`queue_delivery_event`) | ``partner`` |
 
 The sender (kind ``partner``) looks the vend's vendor up: no webhook, nothing to post (the row is done); a webhook
 name with no URL configured is a dead row (a person fixes the configuration and requeues it).
@@ -110,9 +110,10 @@ def queue_delivery_event(
     if name is None:
         return False
     event = DELIVERED if delivered else DELIVERY_FAILED
-    payload = {"id": f"{event}:{vend_id}", "event": event, "vend_id": vend_id, "via": via,
+    key = f"{event}:{vend_id}"
+    payload = {"id": key, "event": event, "vend_id": vend_id, "via": via,
                "at": with_offset(at), "detail": (detail or "")[:200] or None}  # fmt: skip
-    return enqueue_many(conn, [Outgoing(EVENT_CHANNEL, name, payload["id"], payload, at, vend_id=vend_id)]) == 1
+    return enqueue_many(conn, [Outgoing(EVENT_CHANNEL, name, key, payload, at, vend_id=vend_id)]) == 1
 
 
 def configured(settings: Settings) -> dict[str, str]:

@@ -6,7 +6,7 @@ How a till reads an answer (PUSI's status types):
 | HTTP status | type | what the till does |
 |---|---|---|
 | 200, 201, 202 | successful | done (a purchase: print the tokens, then send the confirmation advice) |
-| 500, 504, no answer within 60 s | unknown | ``POST .../retry`` (same id); a 404 there: never issued, buy with a NEW id |
+| 500, 504, no answer in 60 s | unknown | ``POST .../retry`` (same id); its 404: never issued, buy with a NEW id |
 | 400, 501, 503 and every other | failed | final: nothing was issued (a purchase), or the advice is settled |
 
 A second create with a purchase id is a 400 ``duplicate_record``; advices are answered from the purchase's state,
@@ -43,7 +43,9 @@ def _json(out: dict[str, Any], status: int = 200) -> JSONResponse:
     return JSONResponse(out, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-_ADVICE = {202: {"model": pm.PosAdviceOut, "description": "accepted: the purchase's state (the same if repeated)"}}
+_ADVICE: dict[int | str, dict[str, Any]] = {
+    202: {"model": pm.PosAdviceOut, "description": "accepted: the purchase's state (the same if repeated)"}
+}
 
 
 @router.post(
@@ -65,7 +67,10 @@ def purchase(purchase_id: pm.PurchaseId, body: pm.PosPurchaseIn, caller: Who, re
 @router.post(
     "/pos/purchases/{purchase_id}/retry",
     response_model=None,
-    responses={200: {"model": pm.PosPurchaseOut, "description": "what was issued: the same tokens"}, **responses(404, 409)},
+    responses={
+        200: {"model": pm.PosPurchaseOut, "description": "what was issued: the same tokens"},
+        **responses(404, 409),
+    },
 )
 def retry(purchase_id: pm.PurchaseId, caller: Who, request: Request) -> Any:
     """What the purchase issued (a till whose create timed out): the same tokens, however often asked. A 404
