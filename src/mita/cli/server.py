@@ -84,6 +84,12 @@ def add_demo(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     _listen(parser)
     parser.add_argument("--no-serve", action="store_true", help="Set up and print, but do not start the server.")
+    parser.add_argument(
+        "--no-story", action="store_true", help="Serve without first showing a purchase by M-Pesa, SMS and meter."
+    )
+    parser.add_argument(
+        "--show-and-exit", action="store_true", help="Show the purchase, then stop (exit 1 if it did not end well)."
+    )
     parser.set_defaults(handler=demo)
 
 
@@ -335,8 +341,31 @@ def demo(args: argparse.Namespace) -> None:
     )
     say(f"  .venv/bin/mita meter enter {folder}/{first}.json <a token from the vend>")
     say(f"  open http://{args.host}:{args.port}/docs for the API, Ctrl-C to stop")
-    if not args.no_serve:
-        import sys
+    if args.no_serve:
+        return
+    import sys
 
-        sys.stdout.flush()
+    sys.stdout.flush()
+    if args.no_story:
         _serve(url, args.host, args.port, 1, "text")
+        return
+    import os
+    import signal
+
+    from sqlalchemy import update
+
+    from mita.vend.schema import customers
+
+    from . import demo_story
+
+    with engine.begin() as conn:  # the story's customer gets the token by SMS
+        conn.execute(update(customers).where(customers.c.account == "DEMO-001").values(phone=demo_story.PHONE))
+    story = demo_story.prepare(url, args.host, args.port, folder / f"{first}.json", first)
+    on_end = (lambda: os.kill(os.getpid(), signal.SIGINT)) if args.show_and_exit else None
+    demo_story.tell(story, on_end)
+    try:
+        _serve(url, args.host, args.port, 1, "text")
+    finally:
+        story.stop()
+    if args.show_and_exit and not story.ok:
+        raise SystemExit(1)
