@@ -137,6 +137,21 @@ ROUTE_CODES: dict[str, tuple[str, ...]] = {
     "POST /v1/imports/customers": ("import_refused", "invalid_csv", "conflict"),
     "POST /v1/imports/meters": ("import_refused", "invalid_csv", "conflict"),
     "GET /v1/reports/sales": ("invalid_period",),
+    # retail tills (mita.channels.pos: PUSI semantics) and the operators' payments (mita.channels.payments)
+    "POST /v1/pos/purchases/{purchase_id}": (
+        "duplicate_record", "credit_limit", "key_credit_limit", "not_found", "key_change_required", "meter_blocked",
+        "key_expired", "key_not_active", "no_tariff", "no_vending_key", "invalid_amount", "amount_too_small", "retry",
+        "invalid_key_change", "invalid_dkga", *METER_NUMBER, *TOKEN_ENGINE, *KEY_USE,
+    ),
+    "POST /v1/pos/purchases/{purchase_id}/retry": ("not_found", "reversed"),
+    "POST /v1/pos/purchases/{purchase_id}/confirmations/{advice_id}": ("not_found", "reversed"),
+    "POST /v1/pos/purchases/{purchase_id}/reversals/{advice_id}": ("not_found", "reversal_refused"),
+    "POST /v1/pos/trials/{request_id}": ("not_found", "no_tariff", "invalid_amount", "amount_too_small", *METER_NUMBER),
+    "POST /v1/pos/reprints/{reprint_id}": ("not_found", "reversed", *METER_NUMBER),
+    "GET /v1/payments": ("invalid_cursor", *METER_NUMBER),
+    "GET /v1/payments/{payment_id}": ("not_found",),
+    "POST /v1/payments/{payment_id}/refund": ("not_found", "invalid_transition", "conflict"),
+    "POST /v1/payments/{payment_id}/resolve": ("not_found", "invalid_transition", "conflict", *METER_NUMBER),
 }
 # fmt: on
 
