@@ -121,7 +121,7 @@ def _story(story: Story) -> bool:
     daraja = Daraja(settings.mpesa_url, Credentials.from_settings(settings))
     daraja.register_urls(hooks.path(story.base, "ke1/c2b/confirm"), hooks.path(story.base, "ke1/c2b/validate"))
     daraja.close()
-    say("\n[story] A customer pays KES 100 at M-Pesa paybill "
+    say("\n[story] A customer pays 100.00 by M-Pesa to paybill "
         f"{settings.mpesa_shortcode}, account {story.drn} (the fake Daraja on {story.daraja.url})")  # fmt: skip
     with httpx.Client(timeout=30) as http:
         paid = http.post(f"{story.daraja.url}/fake/c2b", json={"msisdn": PHONE, "amount": 100, "bill_ref": story.drn})
