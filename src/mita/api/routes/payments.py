@@ -99,7 +99,7 @@ def resolve(payment_id: pm.PaymentId, body: pm.ResolveIn, caller: Who, pay: Pay)
         if drn is None:
             raise VendError("invalid_request", "name the meter to sell to")
         pay.move(payment_id, S.RECEIVED, detail=note, meter=drn)
-    _audit(pay, caller, "payment_resolve", p, action=body.action, meter=body.meter, note=body.note)
+    _audit(pay, caller, "payment_resolve", p, decision=body.action, meter=body.meter, note=body.note)
     return detail(pay, payment_id)
 
 
