@@ -108,6 +108,10 @@ CODES: dict[str, Answer] = {
     "bad_master_key": Answer(500, "The master key is not usable"),
     "outbox_misconfigured": Answer(500, "Outbox sender misconfigured"),
     "channels_misconfigured": Answer(500, "Payment or message channel misconfigured"),
+    "mpesa_bad_message": Answer(400, "Not a Daraja message"),
+    "mpesa_busy": Answer(503, "M-Pesa is busy: try again later"),
+    "mpesa_refused": Answer(502, "M-Pesa refused the request"),
+    "mpesa_unavailable": Answer(502, "M-Pesa did not answer"),
     "internal_error": Answer(500, "Internal error"),
 }
 

@@ -558,6 +558,20 @@ class VendorOut(BaseModel):
     created_at: CreatedAt
 
 
+class VendorWebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"webhook": "bank-app"}})
+    webhook: str | None = Field(
+        max_length=limits.NAME, description="a name in MITA_WEBHOOK_URLS: the vendor's vends and deliveries are "
+        "posted there, signed; null: none"
+    )  # fmt: skip
+
+
+class VendorWebhookOut(BaseModel):
+    id: Id
+    name: str = Field(description="the vendor's name")
+    webhook: str | None = Field(description="the webhook its events go to; null: none")
+
+
 class CustomerOut(BaseModel):
     id: Id
     account: str = Field(description="the utility's account number")

@@ -62,6 +62,7 @@ ROUTE_CODES: dict[str, tuple[str, ...]] = {
     "GET /v1/supply-groups/{sgc}": ("not_found",),
     "POST /v1/vendors": ("conflict",),
     "GET /v1/vendors/{vendor_id}": ("not_found",),
+    "PUT /v1/vendors/{vendor_id}/webhook": ("not_found", "invalid_request"),
     "POST /v1/customers": ("conflict", "invalid_debt_rate"),
     "GET /v1/customers/{account}": ("not_found",),
     "POST /v1/tariffs": ("conflict", "invalid_tariff", "invalid_vat_rate", "invalid_currency"),

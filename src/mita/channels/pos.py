@@ -30,14 +30,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Engine, select, update
 
 from mita import sts
 from mita.vend import listings
 from mita.vend.callers import Caller, local_now
 from mita.vend.errors import VendError
 from mita.vend.lifecycles import PosStatus
-from mita.vend.schema import idempotency, pos_purchases, vends
+from mita.vend.schema import pos_purchases
 from mita.vend.service import VendingService
 from mita.vend.walltime import with_offset
 
@@ -81,8 +81,7 @@ class Tills:
         _check_id(purchase_id, "purchase")
         row = self._row(caller, purchase_id)
         if row is None:
-            with self.engine.connect() as conn:
-                vend_id = _issued_under(conn, caller, purchase_id)
+            vend_id = self.service.vend_of_key(caller, purchase_id)
             if vend_id is None:
                 raise VendError("not_found", f"no purchase {purchase_id}: nothing was issued, buy with a new id")
             self._keep(caller, purchase_id, vend_id)  # the row its create did not live to write
@@ -207,16 +206,6 @@ class Tills:
                "status": T.ISSUED, "created_at": self.service.clock()}  # fmt: skip
         with self.engine.begin() as conn:
             conn.execute(dialect_of(conn).insert(pos_purchases).values(row).on_conflict_do_nothing())
-
-
-def _issued_under(conn: Connection, caller: Caller, key: str) -> str | None:
-    """The purchase vended under the till's key and idempotency key, if one was. The one read of a vending table
-    here: which vend an idempotency key made is the vending service's to know, and it has no call for it yet."""
-    return conn.execute(
-        select(idempotency.c.vend_id)
-        .join(vends, vends.c.id == idempotency.c.vend_id)
-        .where(idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key, vends.c.kind == "purchase")
-    ).scalar()
 
 
 def settle_unconfirmed(engine: Engine, older_than: dt.datetime, *, at: dt.datetime | None = None) -> int:

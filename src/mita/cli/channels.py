@@ -1,10 +1,10 @@
 """``mita channels``: payments through the channels, the reconciliation with M-Pesa, and a fake Daraja.
 
 ``reconcile`` runs the pass of :mod:`mita.channels.mpesa.reconcile` (queries of unanswered pushes, the pull of recent
-transactions, held payments verified or flagged, refunds of unvendable payments) and the SMS delivery sweep, once or
-every few seconds; it needs ``MITA_MPESA_URL`` and Daraja's credentials (``MITA_MPESA_*``). ``payments`` and
-``payment`` read what the operators' API (``/v1/payments``) shows. ``fake-daraja`` serves the fake Daraja that the
-tests and the demo use, with its faults.
+transactions, held payments verified or flagged, refunds of unvendable payments), the SMS delivery sweep and the
+settling of tills' unconfirmed purchases, once or every few seconds; it needs ``MITA_MPESA_URL`` and Daraja's
+credentials (``MITA_MPESA_*``). ``payments`` and ``payment`` read what the operators' API (``/v1/payments``)
+shows. ``fake-daraja`` serves the fake Daraja that the tests and the demo use, with its faults.
 """
 
 from __future__ import annotations
@@ -47,9 +47,11 @@ def reconcile(args: argparse.Namespace) -> None:
     import datetime as dt
     import time
 
+    from mita.channels.hooks import HookSecret
     from mita.channels.mpesa.client import Credentials, Daraja
     from mita.channels.mpesa.reconcile import Policy
     from mita.channels.mpesa.reconcile import reconcile as one_pass
+    from mita.channels.pos import settle_unconfirmed
     from mita.channels.sms import reports
     from mita.vend.errors import VendError
 
@@ -61,11 +63,18 @@ def reconcile(args: argparse.Namespace) -> None:
         raise VendError("channels_misconfigured", "reconciliation with M-Pesa needs MITA_MPESA_URL")
     daraja = Daraja(settings.mpesa_url, Credentials.from_settings(settings))
     policy = Policy(window=dt.timedelta(hours=args.window_hours))
+    hooks = HookSecret.from_settings(settings)
+    results = None  # where Daraja posts Transaction Status results: only with callbacks on
+    if hooks.enabled and settings.public_url:
+        results = (hooks.path(settings.public_url, "ke1/result"), hooks.path(settings.public_url, "ke1/timeout"))
     try:
         while True:
             with refusals():
-                done = one_pass(runtime.payments, daraja, policy).as_dict()
+                done = one_pass(runtime.payments, daraja, policy, results).as_dict()
                 done["sms"] = reports.sweep(runtime.payments).__dict__
+                # tills that never confirmed: settled once a reversal could no longer be accepted anyway
+                now = runtime.clock()
+                done["pos_settled"] = settle_unconfirmed(runtime.engine, now - runtime.services.reversal_window, at=now)
             if args.json:
                 emit(done, indent=None)
             else:

@@ -17,6 +17,7 @@ from .errors import VendError
 from .lifecycles import VEND, VendStatus
 from .schema import (
     customers,
+    idempotency,
     ledger,
     meter_commands,
     meter_months,
@@ -31,6 +32,18 @@ from .schema import (
 
 class Receipts(Desk):
     # ------------------------------------------------------------------ reads, reprint, reversal
+
+    def vend_of_key(self, caller: Caller, key: str) -> str | None:
+        """The purchase a caller's idempotency key made, if it made one: how a till that lost an answer (or a
+        channel that lost its note of a vend) finds what was issued without vending again."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(idempotency.c.vend_id)
+                .join(vends, vends.c.id == idempotency.c.vend_id)
+                .where(
+                    idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key, vends.c.kind == "purchase"
+                )
+            ).scalar()
 
     def get_vend(self, caller: Caller, vend_id: str, reprint: bool = False) -> dict[str, Any]:
         with self.engine.connect() as conn:

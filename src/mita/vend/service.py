@@ -88,6 +88,7 @@ class VendingService:
         self.vend = self.purchases.vend
         self.get_vend = self.receipts.get_vend
         self.reprint = self.receipts.reprint
+        self.vend_of_key = self.receipts.vend_of_key
         self.reverse = self.receipts.reverse
         self.engineering = self.engineering_tokens.engineering
         self.confirm_key_change = self.key_changes.confirm_key_change

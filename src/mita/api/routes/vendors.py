@@ -49,3 +49,16 @@ def get_vendor(vendor_id: Annotated[int, Path(ge=1, le=ID_MAX)], caller: Who, sv
     if caller.role == "vendor" and caller.vendor_id != vendor_id:
         return problem(404, "not_found", f"no vendor {vendor_id}")
     return registry.get_vendor(svc.engine, vendor_id)
+
+
+@router.put("/vendors/{vendor_id}/webhook", response_model=m.VendorWebhookOut, responses=responses(400, 404))
+def set_vendor_webhook(
+    vendor_id: Annotated[int, Path(ge=1, le=ID_MAX)], body: m.VendorWebhookIn, caller: Who, svc: Svc
+) -> Any:
+    """Make a vendor a partner (admin): its vends (``vend.created``) and their deliveries (``vend.delivered``) are
+    posted, signed, to the webhook named (one of ``MITA_WEBHOOK_URLS``); null stops them."""
+    from mita.channels import partners
+    from mita.settings import Settings
+
+    known = partners.configured(Settings())
+    return partners.set_webhook(svc.engine, caller, vendor_id, body.webhook, known, svc.clock())

@@ -20,6 +20,7 @@ from mita.outbox.queue import Outgoing, enqueue_many
 from mita.vend.lifecycles import SMS
 from mita.vend.schema import outbox, payments, sms_messages
 
+from .. import partners
 from ..payments import Payments
 
 RESENDS = 2
@@ -49,6 +50,11 @@ def apply(pay: Payments, report: Report) -> str | None:
                                                                          updated_at=at))  # fmt: skip
         if new == "rejected":
             _resend(conn, row, at)
+        final = new == "delivered" or (new == "rejected" and _resends(row.dedupe_key) >= RESENDS)
+        if final and row.payment_id is not None:  # the partner whose vend it is hears of it (if it is one)
+            vend_id = conn.execute(select(payments.c.vend_id).where(payments.c.id == row.payment_id)).scalar()
+            if vend_id is not None:
+                partners.queue_delivery_event(conn, vend_id, at, delivered=new == "delivered", detail=report.reply)
     if new == "delivered" and row.payment_id is not None:
         pay.delivered(row.payment_id, detail="the SMS reached the phone")
     elif new == "rejected" and row.payment_id is not None and _resends(row.dedupe_key) >= RESENDS:
