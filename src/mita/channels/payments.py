@@ -45,13 +45,9 @@ from . import texts
 S = PaymentStatus
 #: The outbox channels of the pipeline: vend a payment, deliver by SMS, ask a provider to collect or refund.
 VEND_CHANNEL, SMS_CHANNEL = "payment", "sms"
-#: Refusals of the vending service that a retry cannot change: the money is refunded or a person looks.
-UNVENDABLE = frozenset(
-    {
-        "not_found", "meter_blocked", "invalid_amount", "no_tariff", "key_change_required", "credit_limit",
-        "key_credit_limit", "key_expired", "key_not_issuable", "format_error", "check_digit", "invalid_meter",
-    }
-)  # fmt: skip
+#: Refusals of the vending service worth another try later (the database, a lock, the same vend in progress in
+#: another worker); every other refusal cannot change by retrying: the money is refunded or a person looks.
+TRANSIENT = frozenset({"retry", "in_progress", "database_unavailable", "unsafe_database", "schema_outdated"})
 
 
 #: How a channel reads a meter's purchases for the customer who asks (never writes: vends go through the service).
@@ -272,9 +268,9 @@ class Payments:
             body = {"meter": p.meter, "amount": p.amount, "include_key_change": True}
             issued = self.service.vend(caller, f"pay:{payment_id}", body)
         except VendError as exc:
-            if exc.code in UNVENDABLE:
-                return self._unvendable(payment_id, f"{exc.code}: {exc}"[:200])
-            raise
+            if exc.code in TRANSIENT:
+                raise
+            return self._unvendable(payment_id, f"{exc.code}: {exc}"[:200])
         answer = issued.body
         phone = p.deliver_to or self.service.registry.meter_phone(p.meter)
         at = self.clock()

@@ -15,11 +15,9 @@ from mita.settings import Settings
 from mita.vend.errors import VendError
 
 from . import mpesa, partners, sms
-from .payments import VEND_CHANNEL, Payments
+from .payments import TRANSIENT, VEND_CHANNEL, Payments
 
 Register = Callable[[str, Callable[[SenderContext], Sender]], None]
-#: Vending refusals worth another try later (the database, a lock): the others are for a person.
-TRANSIENT = frozenset({"retry", "in_progress", "database_unavailable", "unsafe_database", "schema_outdated"})
 
 
 class PaymentSender:
