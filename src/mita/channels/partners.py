@@ -23,15 +23,14 @@ import re
 from collections.abc import Callable, Collection
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine
 
 from mita.outbox.queue import Outgoing, enqueue_many
 from mita.outbox.senders import Message, SendError, WebhookSender
 from mita.settings import Settings
-from mita.vend.audit import write_audit
+from mita.vend import registry
 from mita.vend.callers import Caller
 from mita.vend.errors import VendError
-from mita.vend.schema import vendors, vends
 from mita.vend.service import VendingService
 from mita.vend.walltime import with_offset
 
@@ -43,13 +42,7 @@ RECEIPT_CHANNEL, EVENT_CHANNEL = "receipt", "partner"
 CREATED, DELIVERED, DELIVERY_FAILED = "vend.created", "vend.delivered", "vend.delivery_failed"
 
 
-def webhook_of(conn: Connection, vend_id: str) -> str | None:
-    """The webhook name of the vendor that made the vend (None: not a partner's vend)."""
-    return conn.execute(
-        select(vendors.c.webhook)
-        .select_from(vends.join(vendors, vendors.c.id == vends.c.vendor_id))
-        .where(vends.c.id == vend_id)
-    ).scalar()
+webhook_of = registry.webhook_of_vend  # the vend's vendor's webhook name (None: not a partner's vend)
 
 
 class PartnerSender:
@@ -130,18 +123,11 @@ def set_webhook(
     engine: Engine, caller: Caller, vendor_id: int, name: str | None, known: Collection[str], at: dt.datetime
 ) -> dict[str, Any]:
     """Make a vendor a partner (its events go to the webhook ``name``, one of ``known``: the configured names), or
-    not (``None``); admin only, audited. For ``PUT /v1/vendors/{id}/webhook`` {"webhook": name | null}."""
-    caller.require("admin")
+    not (``None``); admin only, audited, by the vending service's registry. For ``PUT /v1/vendors/{id}/webhook``."""
     if name is not None and name not in known:
+        caller.require("admin")
         raise VendError("invalid_request", f"no webhook named {name[:40]!r}: name one of MITA_WEBHOOK_URLS")
-    with engine.begin() as conn:
-        before = conn.execute(select(vendors.c.webhook).where(vendors.c.id == vendor_id)).first()
-        if before is None:
-            raise VendError("not_found", f"no vendor {vendor_id}")
-        conn.execute(update(vendors).where(vendors.c.id == vendor_id).values(webhook=name))
-        write_audit(conn, caller, at, "set_webhook", "vendor", vendor_id, webhook=name, before=before.webhook)
-        row = conn.execute(select(vendors.c.id, vendors.c.name, vendors.c.webhook).where(vendors.c.id == vendor_id))
-        return dict(row.one()._mapping)
+    return registry.Registry(engine, lambda: at).set_webhook(caller, vendor_id, name)
 
 
 def install(payments: Payments, settings: Settings, register: Callable[..., Any]) -> dict[str, str]:

@@ -38,6 +38,7 @@ from .schema import (
     tariffs,
     vending_keys,
     vendors,
+    vends,
 )
 from .walltime import wall_clock, with_offset
 
@@ -104,6 +105,15 @@ def get_vendor(engine: Engine, vendor_id: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- supply groups
+
+
+def webhook_of_vend(conn: Connection, vend_id: str) -> str | None:
+    """The webhook name of the vendor that made a vend (None: none, or not a vendor's vend)."""
+    return conn.execute(
+        select(vendors.c.webhook)
+        .select_from(vends.join(vendors, vendors.c.id == vends.c.vendor_id))
+        .where(vends.c.id == vend_id)
+    ).scalar()
 
 
 def get_supply_group(engine: Engine, sgc: str) -> dict[str, Any]:
@@ -237,6 +247,21 @@ class Registry:
                 except (IntegrityError, VendError):
                     continue
         raise VendError("conflict", f"the vendor {name} could not be made")
+
+    def set_webhook(self, caller: Caller, vendor_id: int, name: str | None) -> dict[str, Any]:
+        """A vendor's webhook name (``None``: none): its vends and their deliveries are posted there by the channels'
+        partner sender. Admin only, audited."""
+        caller.require("admin")
+        if name is not None:
+            text(name, "webhook", limits.NAME)
+        with self.engine.begin() as conn:
+            before = conn.execute(select(vendors.c.webhook).where(vendors.c.id == vendor_id)).first()
+            if before is None:
+                raise VendError("not_found", f"no vendor {vendor_id}")
+            conn.execute(update(vendors).where(vendors.c.id == vendor_id).values(webhook=name))
+            self._audit(conn, caller, "set_webhook", "vendor", vendor_id, webhook=name, before=before.webhook)
+            row = conn.execute(select(vendors.c.id, vendors.c.name, vendors.c.webhook).where(vendors.c.id == vendor_id))
+            return dict(row.one()._mapping)
 
     def meter_phone(self, drn: str) -> str | None:
         """The phone of the customer a meter belongs to (where a channel sends its tokens), if any."""
