@@ -19,7 +19,8 @@ from mita.channels.payments import PaymentFact, Payments
 from mita.channels.senders import PaymentSender
 from mita.channels.sms import box as kannel
 from mita.channels.sms.kannel import KannelSender
-from mita.vend.schema import outbox, sms_inbound
+from mita.outbox.queue import Outgoing, enqueue_many
+from mita.vend.schema import outbox, sms_inbound, sms_messages
 from mita.vend.schema import payments as payments_table
 from vend_fixtures import DRN, World
 
@@ -62,6 +63,30 @@ def test_a_token_sms_reaches_the_phone_and_its_report_ends_the_payment(
     until(lambda: len(gateway.messages_to(PHONE)) == 1)
     assert "Token: " in gateway.messages_to(PHONE)[0] and DRN in gateway.messages_to(PHONE)[0]
     until(lambda: status(payments, r.id) == "delivered")
+
+
+def test_low_credit_and_key_change_sms_leave_through_kannel_too(
+    world: World, drain: Any, served: tuple[str, kannel.Box]
+) -> None:
+    base, gateway = served
+    with world.engine.begin() as conn:  # as the detection and a campaign queue them (channel sms, text, phone)
+        enqueue_many(conn, [
+            Outgoing("sms", PHONE, f"sms:{DRN}/low_credit/1", {"meter": DRN, "text": "Meter 47500150231: about 2 days "
+                     "of credit left."}, world.now[0]),
+            Outgoing("sms", PHONE, "sms:campaign:1:kc:1", {"meter": DRN, "text": "Meter 47500150231: enter these key "
+                     "change tokens in order: 1111 2222"}, world.now[0]),
+        ])  # fmt: skip
+    drain({"sms": sender(world, base, gateway)})
+    until(lambda: len(gateway.messages_to(PHONE)) == 2)
+    with world.engine.connect() as conn:
+        kinds = sorted(conn.execute(select(sms_messages.c.kind)).scalars())
+    assert kinds == ["key_change", "low_credit"]
+    until(lambda: _statuses(world) == ["delivered", "delivered"])
+
+
+def _statuses(world: World) -> list[str]:
+    with world.engine.connect() as conn:
+        return sorted(conn.execute(select(sms_messages.c.status)).scalars())
 
 
 def test_customers_requests_are_answered_once_and_tokens_only_to_the_registered_phone(
