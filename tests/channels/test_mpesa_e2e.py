@@ -127,3 +127,50 @@ def test_a_forged_confirmation_above_the_cap_is_held_then_flagged_and_an_unknown
     assert payments.find("mpesa", forged["trans_id"])["status"] == "flagged"  # type: ignore[index]
     assert statuses(world) == {"flagged": 1, "refunded": 1}
     assert any(p["reversed"] for p in daraja.ledger.paid)
+
+
+@pytest.fixture
+def silent(world: World) -> Iterator[fake.Served]:
+    """A fake Daraja whose callbacks and reversal results are all lost: only queries, the pull and Transaction
+    Status tell Mita anything."""
+    world.now[0] = dt.datetime.now().replace(microsecond=0)
+    served = fake.serve(faults=fake.Faults(drop_rate=1.0, reversal_drop_rate=1.0, seed=3))
+    yield served
+    served.stop()
+
+
+def test_with_every_callback_lost_queries_pull_and_transaction_status_close_every_gap(
+    world: World, payments: Payments, silent: fake.Served, drain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = Daraja(silent.url, CREDS)
+    with mita_server(str(world.engine.url), monkeypatch, mpesa_url=silent.url) as base, httpx.Client() as http:
+        hooks = HookSecret(SECRET)
+        results = (hooks.path(base, "ke1/result"), hooks.path(base, "ke1/timeout"))
+        client.register_urls(hooks.path(base, "ke1/c2b/confirm"), "")  # no validation: an unknown meter is paid
+        http.post(f"{silent.url}/fake/outcome", json={"phone": "254700001032", "code": "1032"})
+        pushed = {phone: payments.initiate("mpesa", f"sms:{phone}", DRN, 10_000, phone, channel="mpesa.stk")
+                  for phone in (PHONE, "254700001032")}  # fmt: skip
+        sender = DarajaSender(payments, client, hooks, base, lambda: world.now[0])
+        drain({"mpesa.stk": sender})
+        http.post(f"{silent.url}/fake/c2b", json={"msisdn": PHONE, "amount": 30, "bill_ref": OTHER_DRN})
+        http.post(f"{silent.url}/fake/c2b", json={"msisdn": PHONE, "amount": 40, "bill_ref": DRN})
+        settle(silent)
+        assert sum(statuses(world).values()) == 2  # only the pushes: nothing was called back
+        world.advance(minutes=1)
+        first = reconcile(payments, client, results=results)
+        assert (first.verified, first.queried, first.recovered) == (1, 1, 2)  # the paid push was in the pull
+        drain({"payment": PaymentSender(payments), "sms": Collect(), "receipt": Collect()})
+        world.advance(minutes=1)
+        assert reconcile(payments, client, results=results).refunds == 1
+        drain({"mpesa.refund": sender})
+        settle(silent)
+        assert silent.ledger.stats["results_dropped"] == 1 and statuses(world)["refund_pending"] == 1
+        world.advance(minutes=11)
+        assert reconcile(payments, client, results=results).statuses == 1
+        deadline = time.monotonic() + 10
+        while statuses(world).get("refunded") != 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert statuses(world) == {"vended": 2, "cancelled": 1, "refunded": 1}
+    assert payments.get(pushed[PHONE].id)["receipt"] is not None  # the pull brought the push's receipt
+    with world.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(vends)).scalar() == 2

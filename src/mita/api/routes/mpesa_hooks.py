@@ -21,6 +21,14 @@ from mita.vend.errors import VendError
 
 from ..channel_deps import Hooks, Pay
 
+#: Why the vending service would not sell, as Daraja's validation refusals (anything else about the meter: C2B00012).
+REFUSALS = {
+    "invalid_amount": messages.INVALID_AMOUNT,
+    "amount_too_small": messages.INVALID_AMOUNT,  # below what the month's fixed charges take first
+    "credit_limit": messages.OTHER,  # the channel's own vendor or key is at its limit: not the payer's fault
+    "key_credit_limit": messages.OTHER,
+}
+
 router = APIRouter(prefix="/hooks/ke1", tags=["channels"], include_in_schema=False)
 
 
@@ -28,7 +36,7 @@ async def _body(request: Request, payments: Payments, source: str) -> Any:
     raw = await request.body()
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested deeper than the parser goes
         await run_in_threadpool(payments.event, PROVIDER, source, {"unparsed": raw[:500].decode("latin-1")})
         raise VendError("mpesa_bad_message", "the body is not JSON") from None
 
@@ -64,8 +72,7 @@ def _validate(payments: Payments, body: Any) -> Any:
         try:
             payments.service.quote(payments.caller(PROVIDER), drn, c.amount)
         except VendError as exc:
-            bad_amount = exc.code == "invalid_amount"
-            answer = messages.refuse(messages.INVALID_AMOUNT if bad_amount else messages.INVALID_ACCOUNT)
+            answer = messages.refuse(REFUSALS.get(exc.code, messages.INVALID_ACCOUNT))
     if answer is not messages.ACCEPT:
         payments.event(PROVIDER, "c2b_validate", {"refused": answer["ResultCode"], **body})
     return answer
@@ -118,7 +125,8 @@ def _stk(payments: Payments, body: Any) -> Any:
 
 @router.post("/result/{secret}")
 async def result(secret: str, request: Request, payments: Pay, hooks: Hooks) -> Any:
-    """An asynchronous result (a reversal's, a transaction status's): a refund's outcome moves its payment."""
+    """An asynchronous result: a reversal's outcome moves its payment; a Transaction Status saying the payment was
+    reversed ends its refund too (the reversal's own result was lost); any other status is kept as an event."""
     hooks.check(secret)
     body = await _body(request, payments, "result")
     return await run_in_threadpool(_result, payments, body)
@@ -129,6 +137,13 @@ def _result(payments: Payments, body: Any) -> Any:
         r = messages.result(body)
     except VendError as exc:
         return _refused(exc, payments, "result", body)
+    if r.is_status:  # asked by the reconciliation about a refund whose own result never came
+        reversed_receipt = r.reversed_receipt
+        if reversed_receipt:
+            payments.refund_result(PROVIDER, "", reversed_receipt, True, r.description, body)
+        else:
+            payments.event(PROVIDER, "status_result", body)
+        return messages.RECEIVED
     original = r.parameters.get("OriginalTransactionID") if r.ok else None
     if original or r.conversation_id:
         payments.refund_result(PROVIDER, r.conversation_id, original, r.ok, r.description, body)

@@ -54,12 +54,19 @@ class Credentials:
 class Daraja:
     """A small, thread-safe client over one pooled HTTP connection set."""
 
-    def __init__(self, base_url: str, credentials: Credentials, *, timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Credentials,
+        *,
+        timeout: float = 15.0,
+        transport: httpx.BaseTransport | None = None,  # tests: Daraja's answers without a server
+    ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise VendError("channels_misconfigured", "MITA_MPESA_URL is http(s)://host[:port]")
         self.base = base_url.rstrip("/")
         self.creds = credentials
-        self.http = httpx.Client(base_url=self.base, timeout=timeout)
+        self.http = httpx.Client(base_url=self.base, timeout=timeout, transport=transport)
         self._token: tuple[str, float] | None = None
         self._lock = threading.Lock()
 

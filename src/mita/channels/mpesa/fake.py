@@ -18,7 +18,8 @@ The control side (for a test or the benchmark, plays the customers):
 - ``POST /fake/outcome`` ``{"phone", "code"}``: the result code pushes to this phone end with (default 0, paid);
 - ``GET /fake/ledger``: the completed payments (``trans_id``, ``amount`` in cents, ``bill_ref``, ``kind``,
   ``reversed``);
-- ``GET /fake/stats``: payments, callbacks sent, dropped, duplicated, forged, refused by validation, in flight.
+- ``GET /fake/stats``: payments, callbacks sent, dropped, duplicated, forged, refused by validation, in flight,
+  pushes, results dropped (``Faults.reversal_drop_rate``: a reversal's result lost, for the Transaction Status path).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Faults:
     drop_rate: float = 0.0
     delay_ms: int = 0  # each callback waits a random 0..delay_ms: they overtake each other
     seed: int = 1
+    reversal_drop_rate: float = 0.0  # a reversal's result never sent (a Transaction Status then tells)
 
 
 @dataclass
@@ -72,7 +74,17 @@ class Ledger:
 
     def __post_init__(self) -> None:
         self.rnd = random.Random(self.faults.seed)
-        for name in ("payments", "callbacks", "dropped", "duplicated", "forged", "refused", "in_flight", "pushes"):
+        for name in (
+            "payments",
+            "callbacks",
+            "dropped",
+            "duplicated",
+            "forged",
+            "refused",
+            "in_flight",
+            "pushes",
+            "results_dropped",
+        ):
             self.stats.setdefault(name, 0)
 
     def next_id(self, prefix: str) -> str:
@@ -279,9 +291,20 @@ def build_app(ledger: Ledger) -> Starlette:
         )
 
     def _result(
-        url: str, code: Any, desc: str, transaction: str, params: list[dict[str, Any]], conversation: str = ""
+        url: str,
+        code: Any,
+        desc: str,
+        transaction: str,
+        params: list[dict[str, Any]],
+        conversation: str = "",
+        lossy: bool = False,
     ) -> None:
-        """An asynchronous result, half a second or more after the request (as Daraja's come)."""
+        """An asynchronous result, half a second or more after the request (as Daraja's come); a reversal's may be
+        lost."""
+        rate = ledger.faults.reversal_drop_rate if lossy else 0.0
+        if rate and ledger.rnd.random() < rate:
+            ledger.stats["results_dropped"] += 1
+            return
         ledger.stats["in_flight"] += 1
         body = {
             "Result": {
@@ -336,6 +359,7 @@ def build_app(ledger: Ledger) -> Starlette:
                 "SKE0000000",
                 [],
                 conversation,
+                lossy=True,
             )
         else:
             found["reversed"] = True
@@ -349,6 +373,7 @@ def build_app(ledger: Ledger) -> Starlette:
                     {"Key": "Amount", "Value": found["amount"] / 100},
                 ],
                 conversation,
+                lossy=True,
             )
         return JSONResponse(
             {

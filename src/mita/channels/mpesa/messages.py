@@ -47,6 +47,10 @@ INVALID_ACCOUNT, INVALID_AMOUNT, OTHER = "C2B00012", "C2B00013", "C2B00016"
 RECEIVED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 
 
+#: The characters of a purchase code after its ``P`` (:func:`mita.channels.payments.purchase_code`).
+BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+
+
 def refuse(code: str) -> dict[str, str]:
     return {"ResultCode": code, "ResultDesc": "Rejected"}
 
@@ -86,8 +90,8 @@ def account(reference: str) -> tuple[str | None, str | None]:
     """What a payer typed as the account (a C2B ``BillRefNumber``) or was shown (an STK ``AccountReference``):
     ``(meter number, None)`` for a meter number with a valid check digit (11 or 13 digits; spaces and dashes
     allowed), ``(None, code)`` for a purchase code, ``(None, None)`` for anything else."""
-    cleaned = reference.replace(" ", "").replace("-", "").strip()
-    if len(cleaned) == 11 and cleaned.startswith("P") and cleaned[1:].isalnum() and cleaned.isupper():
+    cleaned = reference.replace(" ", "").replace("-", "").strip().upper()  # a payer may type the code in any case
+    if len(cleaned) == 11 and cleaned.startswith("P") and set(cleaned[1:]) <= BASE32:
         return None, cleaned
     if cleaned.isdigit() and len(cleaned) in (11, 13):
         try:
@@ -196,6 +200,19 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.code == "0"
+
+    @property
+    def is_status(self) -> bool:
+        """A Transaction Status result (it reports a ``TransactionStatus``), not a reversal's."""
+        return "TransactionStatus" in self.parameters
+
+    @property
+    def reversed_receipt(self) -> str | None:
+        """The receipt a Transaction Status result says was reversed: the proof a refund whose own result was lost
+        happened after all. Anything else (completed, not found) proves nothing."""
+        if self.ok and self.parameters.get("TransactionStatus", "").strip().lower() == "reversed":
+            return self.parameters.get("ReceiptNo") or self.transaction_id or None
+        return None
 
 
 def result(body: Any) -> Result:

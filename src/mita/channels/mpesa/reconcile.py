@@ -6,8 +6,9 @@
 - a confirmation lost (in the Pull of the last ``window``, paged, and not in Mita): recorded, verified, vended;
 - a payment by an unverified callback above the cap (``held``): vended once the Pull shows it, flagged after
   ``hold_for`` if it never does (a forged callback, or money Daraja does not know);
-- money Mita cannot sell for (``unvendable``): a reversal asked of Daraja (``refund_pending``), flagged if Daraja
-  never answers within ``give_up``.
+- money Mita cannot sell for (``unvendable``): a reversal asked of Daraja (``refund_pending``); a reversal whose
+  result has not come after ``status_after``: a Transaction Status of the payment's receipt (its result, on the
+  ResultURL, ends the refund if it says reversed); flagged if nothing settles it within ``give_up``.
 
 Every repair goes through the same pipeline steps as a callback (:mod:`mita.channels.payments`), so running the pass
 twice, or at the same time as the callbacks, changes nothing twice.
@@ -35,6 +36,7 @@ class Policy:
     query_after: dt.timedelta = dt.timedelta(seconds=45)
     hold_for: dt.timedelta = dt.timedelta(hours=2)
     give_up: dt.timedelta = dt.timedelta(hours=1)
+    status_after: dt.timedelta = dt.timedelta(minutes=10)  # a reversal's result this late: ask Transaction Status
     refund: bool = True  # ask for a reversal of unvendable payments (else they wait for a person)
 
 
@@ -46,6 +48,7 @@ class Counts:
     verified: int = 0
     flagged: int = 0
     refunds: int = 0
+    statuses: int = 0  # Transaction Status requests (their results come to the ResultURL)
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -53,8 +56,11 @@ class Counts:
         return dict(self.__dict__)
 
 
-def reconcile(payments: Payments, daraja: Daraja, policy: Policy = Policy()) -> Counts:
-    """One pass; Daraja's failures are counted, not raised (the next pass tries again)."""
+def reconcile(
+    payments: Payments, daraja: Daraja, policy: Policy = Policy(), results: tuple[str, str] | None = None
+) -> Counts:
+    """One pass; Daraja's failures are counted, not raised (the next pass tries again). ``results``: the ResultURL
+    and QueueTimeOutURL Daraja posts asynchronous answers to (without them no Transaction Status is asked)."""
     counts = Counts()
     now = payments.clock()
     try:
@@ -97,6 +103,9 @@ def reconcile(payments: Payments, daraja: Daraja, policy: Policy = Policy()) -> 
             elif p["status"] == "refund_pending" and age >= policy.give_up:
                 payments.move(p["id"], "flagged", detail="the provider never confirmed the refund")
                 counts.flagged += 1
+            elif p["status"] == "refund_pending" and age >= policy.status_after and p["refund_ref"] and results:
+                counts.statuses += 1  # counted when asked: a refusal below is counted as an error too
+                daraja.transaction_status(p["receipt"], *results)
         except VendError as exc:
             counts.errors[exc.code] = counts.errors.get(exc.code, 0) + 1
     return counts
