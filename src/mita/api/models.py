@@ -558,12 +558,14 @@ class VendorOut(BaseModel):
     created_at: CreatedAt
 
 
-class VendorWebhookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"webhook": "bank-app"}})
+class VendorWebhookIn(Body):
+    model_config = _example(webhook=None)  # a name of MITA_WEBHOOK_URLS; null: the vendor is not a partner
     webhook: str | None = Field(
-        max_length=limits.NAME, description="a name in MITA_WEBHOOK_URLS: the vendor's vends and deliveries are "
-        "posted there, signed; null: none"
-    )  # fmt: skip
+        default=None,
+        max_length=limits.NAME,
+        description="a name in MITA_WEBHOOK_URLS: the vendor's vends and deliveries are posted there, signed; "
+        "null: none",
+    )
 
 
 class VendorWebhookOut(BaseModel):
