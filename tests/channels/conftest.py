@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from channel_world import PHONE
 from sqlalchemy import update
 
 from mita.channels.payments import Payments
@@ -20,6 +19,8 @@ from mita.outbox.senders import Sender
 from mita.vend import database
 from mita.vend.schema import customers
 from vend_fixtures import World, build_world
+
+from .channel_world import PHONE
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from channel_world import PHONE, Collect
-from servers import SECRET, mita_server
 from sqlalchemy import func, select
 
 from mita.channels.hooks import HookSecret
@@ -23,6 +21,9 @@ from mita.outbox.queue import Outgoing, enqueue_many
 from mita.vend.schema import outbox, sms_inbound, sms_messages
 from mita.vend.schema import payments as payments_table
 from vend_fixtures import DRN, World
+
+from .channel_world import PHONE, Collect
+from .servers import SECRET, mita_server
 
 pytestmark = pytest.mark.slow
 

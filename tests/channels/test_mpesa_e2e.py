@@ -10,8 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from channel_world import PHONE, Collect
-from servers import SECRET, mita_server
 from sqlalchemy import func, select
 
 from mita.channels.hooks import HookSecret
@@ -24,6 +22,9 @@ from mita.channels.senders import PaymentSender
 from mita.vend.schema import payments as payments_table
 from mita.vend.schema import vends
 from vend_fixtures import DRN, OTHER_DRN, World
+
+from .channel_world import PHONE, Collect
+from .servers import SECRET, mita_server
 
 pytestmark = pytest.mark.slow
 CREDS = Credentials(fake.SHORTCODE, "key", "secret", fake.PASSKEY, "api-op", "credential")

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from channel_api import SECRET, api
 from sqlalchemy import func, select
 
 from mita.channels.mpesa import fake
@@ -16,6 +15,8 @@ from mita.channels.payments import PaymentFact, Payments, purchase_code
 from mita.vend.schema import payment_events
 from mita.vend.schema import payments as payments_table
 from vend_fixtures import DRN, OTHER_DRN, World
+
+from .channel_api import SECRET, api
 
 BASE = "/hooks/ke1"
 

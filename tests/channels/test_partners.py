@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from channel_world import Collect
 from sqlalchemy import select
 
 from mita.channels import partners
@@ -23,6 +22,8 @@ from mita.settings import Settings
 from mita.vend.errors import VendError
 from mita.vend.schema import audit, outbox, vendors
 from vend_fixtures import DRN, World
+
+from .channel_world import Collect
 
 pytestmark = pytest.mark.slow
 SECRET = "partner-signing-secret-0123456789"

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from channel_world import PHONE, Collect
 from sqlalchemy import func, select
 
 from mita.channels.payments import PaymentFact, Payments, purchase_code
@@ -13,6 +12,8 @@ from mita.channels.senders import PaymentSender
 from mita.vend.schema import outbox, payment_events, vends
 from mita.vend.schema import payments as payments_table
 from vend_fixtures import DRN, OTHER_DRN, World
+
+from .channel_world import PHONE, Collect
 
 
 def fact(ref: str = "RKL51ZDR4F", amount: int = 10_000, **kw: Any) -> PaymentFact:

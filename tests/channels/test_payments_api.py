@@ -6,14 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from channel_api import Api, api
-from channel_world import Collect
 from sqlalchemy import select
 
 from mita.channels.payments import PaymentFact, Payments
 from mita.channels.senders import PaymentSender
 from mita.vend.schema import audit, outbox
 from vend_fixtures import DRN, OTHER_DRN, World
+
+from .channel_api import Api, api
+from .channel_world import Collect
 
 
 def fact(ref: str, amount: int = 10_000, meter: str | None = DRN) -> PaymentFact:

@@ -8,7 +8,6 @@ import threading
 from typing import Any
 
 import pytest
-from channel_api import Api, api
 from sqlalchemy import func, select
 
 from mita.channels.pos import Tills, settle_unconfirmed
@@ -17,6 +16,8 @@ from mita.vend.callers import Caller
 from mita.vend.errors import VendError
 from mita.vend.schema import pos_purchases, vends
 from vend_fixtures import DRN, OTHER_DRN, World
+
+from .channel_api import Api, api
 
 BODY = {"meter": DRN, "amount": 5000}
 

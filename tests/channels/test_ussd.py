@@ -7,8 +7,6 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from channel_api import SECRET, api
-from channel_world import PHONE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -18,6 +16,9 @@ from mita.channels.payments import purchase_code
 from mita.channels.ussd import Effect, State
 from mita.vend.schema import outbox, payments
 from vend_fixtures import DRN, OTHER_DRN, World
+
+from .channel_api import SECRET, api
+from .channel_world import PHONE
 
 HOOK = f"/hooks/at/ussd/{SECRET}"
 
