@@ -73,7 +73,7 @@ def answer(pay: Payments, command: Command, phone: str, origin: str) -> str:
         except VendError as exc:
             return f"Sorry, that purchase cannot start ({exc.code})."
         return f"Approve the M-Pesa prompt on your phone to pay {command.amount} for meter {command.meter}."
-    if pay.service.registry.meter_phone(command.meter) != phone:
+    if not same_phone(pay.service.registry.meter_phone(command.meter), phone):
         return f"Meter {command.meter}: answers go only to the phone registered with the meter."
     last = pay.last_purchase(command.meter)
     if last is None:
@@ -83,6 +83,13 @@ def answer(pay: Payments, command: Command, phone: str, origin: str) -> str:
     receipt = last.get("receipt") or {}
     return (f"Meter {command.meter}: last purchase {last['created_at'][:16]}, {last.get('currency', '')} "
             f"{last['amount'] // 100}, {receipt.get('quantity', '')} {receipt.get('unit', '')}.")  # fmt: skip
+
+
+def same_phone(registered: str | None, sender: str) -> bool:
+    """The digits alone compared (``+254 712-345678`` is ``254712345678``), never a suffix: a near miss is a
+    stranger, and a stranger never gets a meter's token."""
+    digits = "".join(c for c in sender if c.isdigit())
+    return registered is not None and len(digits) >= 7 and "".join(c for c in registered if c.isdigit()) == digits
 
 
 def receive(pay: Payments, gateway_id: str, phone: str, text: str) -> bool:

@@ -8,11 +8,15 @@ Kannel's answers (its user guide): 202 ``0: Accepted for delivery`` or ``3: Queu
 connected: kept in its store) are sent; a 4xx (a refused login, a bad number) cannot change: dead; a 503, a refused
 connection or a timeout are tried again later. sendsms has no idempotency key, so a retry after a lost answer may
 send twice: the same text (a token SMS twice is harmless; the meter refuses a used token).
+
+sendsms takes the login, the text (a token) and the dlr-url (the callback secret) in its query string, and httpx
+logs every request's URL at INFO, which ``mita worker`` shows: :class:`HideQuery` cuts the query from those lines.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +32,22 @@ from ..payments import dialect_of
 
 #: dlr-mask: delivered to the phone (1), not delivered (2), at the SMSC (8), not at the SMSC (16)
 DLR_MASK = 1 | 2 | 8 | 16
+
+
+class HideQuery(logging.Filter):
+    """On httpx's logger: a sendsms request's line names the path only, never the password, text or secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
+            record.args = tuple(_hidden(a) if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+def _hidden(url: httpx.URL) -> httpx.URL:
+    return url.copy_with(query=None) if url.path.endswith("/sendsms") else url
+
+
+_HIDE = HideQuery()
 
 
 def kind_of(message: Message) -> str:
@@ -64,6 +84,7 @@ class KannelSender:
         self.dlr_base = hooks.path(public_url, "kannel/dlr")
         self.clock = clock
         self.http = httpx.Client(timeout=timeout)
+        logging.getLogger("httpx").addFilter(_HIDE)  # once: the same filter object is added once
 
     def _row(self, message: Message) -> int:
         """The message's ``sms_messages`` row (made once per dedupe key; a resend counts a submit)."""

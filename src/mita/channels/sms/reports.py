@@ -11,12 +11,14 @@ unconfirmed is flagged after a day.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 
 from mita.outbox.queue import Outgoing, enqueue_many
+from mita.vend.errors import VendError
 from mita.vend.lifecycles import SMS
 from mita.vend.schema import outbox, payments, sms_messages
 
@@ -26,6 +28,9 @@ from ..payments import Payments
 RESENDS = 2
 #: Kannel's report types (dlr-mask bits) and the state each means.
 TYPES = {1: "delivered", 2: "rejected", 4: None, 8: "smsc", 16: "rejected"}
+#: The payment states a final report ends (a person's flag yields to a delivery; a refusal only ends a wait).
+ENDED_BY = {"delivered": ("vended", "flagged"), "rejected": ("vended",)}
+_RESEND = re.compile(r":resend(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -50,20 +55,30 @@ def apply(pay: Payments, report: Report) -> str | None:
                                                                          updated_at=at))  # fmt: skip
         if new == "rejected":
             _resend(conn, row, at)
-        final = new == "delivered" or (new == "rejected" and _resends(row.dedupe_key) >= RESENDS)
-        if final and row.payment_id is not None:  # the partner whose vend it is hears of it (if it is one)
-            vend_id = conn.execute(select(payments.c.vend_id).where(payments.c.id == row.payment_id)).scalar()
-            if vend_id is not None:
-                partners.queue_delivery_event(conn, vend_id, at, delivered=new == "delivered", detail=report.reply)
-    if new == "delivered" and row.payment_id is not None:
-        pay.delivered(row.payment_id, detail="the SMS reached the phone")
-    elif new == "rejected" and row.payment_id is not None and _resends(row.dedupe_key) >= RESENDS:
-        pay.move(row.payment_id, "flagged", detail="the operator refused the token SMS every time")
+        exhausted = new == "rejected" and _resends(row.dedupe_key) >= RESENDS
+        paid = None
+        if row.payment_id is not None and (new == "delivered" or exhausted):
+            paid = conn.execute(
+                select(payments.c.status, payments.c.vend_id).where(payments.c.id == row.payment_id)
+            ).first()
+        # refusals end only a payment still waiting: an earlier copy of the token may have reached the phone
+        ends = paid is not None and paid.status in ENDED_BY.get(new, ())
+        if ends and paid is not None and paid.vend_id is not None:  # the partner whose vend it is hears of it
+            partners.queue_delivery_event(conn, paid.vend_id, at, delivered=new == "delivered", detail=report.reply)
+    if ends and row.payment_id is not None:
+        try:
+            if new == "delivered":
+                pay.delivered(row.payment_id, detail="the SMS reached the phone")
+            else:
+                pay.move(row.payment_id, "flagged", detail="the operator refused the token SMS every time")
+        except VendError:  # moved meanwhile (a person's decision, another report): that move stands
+            pass
     return new
 
 
 def _resends(key: str) -> int:
-    return int(key.rpartition(":resend")[2]) if ":resend" in key else 0
+    found = _RESEND.search(key)
+    return int(found.group(1)) if found else 0
 
 
 def _resend(conn: Connection, row: Row[Any], at: dt.datetime) -> None:
@@ -71,7 +86,7 @@ def _resend(conn: Connection, row: Row[Any], at: dt.datetime) -> None:
     n = _resends(row.dedupe_key)
     if n >= RESENDS:
         return
-    base = row.dedupe_key.rpartition(":resend")[0] if n else row.dedupe_key
+    base = _RESEND.sub("", row.dedupe_key)
     original = conn.execute(select(outbox.c.payload).where(outbox.c.dedupe_key == row.dedupe_key)).scalar()
     if original is not None:
         enqueue_many(conn, [Outgoing("sms", row.phone, f"{base}:resend{n + 1}", original, at)])
@@ -108,6 +123,9 @@ def sweep(pay: Payments, *, report_within: dt.timedelta = dt.timedelta(hours=1),
             .all()
         )
     for payment_id in stale:
-        pay.move(payment_id, "flagged", detail="the token SMS was never confirmed delivered")
+        try:
+            pay.move(payment_id, "flagged", detail="the token SMS was never confirmed delivered")
+        except VendError:  # its report came meanwhile: delivered is final
+            continue
         out.flagged += 1
     return out
