@@ -292,14 +292,6 @@ class Payments:
             self._set(conn, payment_id, S.FLAGGED, at, detail="vended, but no phone to send the token to")
             return S.FLAGGED
 
-    def vend_answer(self, payment_id: int) -> dict[str, Any] | None:
-        """The vend's answer (tokens, receipt) of a vended payment, as the vending service stored it."""
-        with self.engine.connect() as conn:
-            p = conn.execute(select(payments.c.vend_id, payments.c.provider).where(payments.c.id == payment_id)).first()
-        if p is None or p.vend_id is None:
-            return None
-        return self.service.get_vend(self.caller(p.provider), p.vend_id)
-
     def _unvendable(self, payment_id: int, why: str) -> str:
         at = self.clock()
         with self.engine.begin() as conn:
