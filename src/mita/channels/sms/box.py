@@ -11,6 +11,8 @@ standard input is an inbound SMS.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import re
 import shutil
@@ -24,6 +26,13 @@ from pathlib import Path
 
 FAKESMSC = Path("/usr/lib/kannel/test/fakesmsc")
 _GOT = re.compile(r"Got message \d+: <(\S+) (\S+) (?:\S+ )?text (.*)>\s*$")
+
+
+def _die_with_parent() -> None:
+    """In the child, before Kannel starts: SIGTERM it when the process that started it dies (a demo killed without
+    its clean-up must not leave a gateway running). Linux's prctl(PR_SET_PDEATHSIG); elsewhere nothing."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def installed() -> bool:
@@ -125,6 +134,7 @@ class Box:
             # what it got is in its log, on standard error; line-buffered, read as it comes
             ["stdbuf", "-oL", str(FAKESMSC), "-H", "127.0.0.1", "-r", str(self.ports["smsc"]), "-i", "0"],
             stdin=self._fifo_fd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )  # fmt: skip
         self.procs["fakesmsc"] = fsc
         threading.Thread(target=self._read, args=(fsc,), name="fakesmsc", daemon=True).start()
@@ -150,7 +160,7 @@ class Box:
 
     def _spawn(self, argv: list[str], name: str) -> subprocess.Popen[bytes]:
         out = open(self.folder / f"{name}.out", "ab")  # noqa: SIM115 (lives as long as the process)
-        return subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
+        return subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True, preexec_fn=_die_with_parent)
 
     def _read(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
