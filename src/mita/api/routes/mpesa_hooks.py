@@ -94,9 +94,9 @@ def _confirm(payments: Payments, body: Any) -> Any:
         return _refused(exc, payments, "c2b_confirm", body)
     drn, code = messages.account(c.bill_ref)
     if code is not None:  # a payment for a push Mita started, made at the paybill with its code
-        payments.collected(PROVIDER, code=code, outcome="paid", receipt=c.trans_id, amount=c.amount,
-                           source="c2b_confirm", body=body)  # fmt: skip
-        if payments.find(PROVIDER, code) is not None:
+        done = payments.collected(PROVIDER, code=code, outcome="paid", receipt=c.trans_id, amount=c.amount,
+                                  source="c2b_confirm", body=body)  # fmt: skip
+        if done is not None:
             return messages.RECEIVED
     fact = PaymentFact(PROVIDER, "c2b", c.trans_id, c.amount, account_ref=c.bill_ref, meter=drn, payer=c.msisdn,
                        receipt=c.trans_id, source="c2b_confirm", body=body)  # fmt: skip
