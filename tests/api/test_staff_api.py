@@ -8,7 +8,6 @@ response (tests/contract.py) and for keys (none may appear in any body).
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,12 +17,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from keyed_utility import bearer
+from keyed_utility import bearer, keyed_utility
 from sqlalchemy import Engine, func, select
 
 import contract
 from mita.api import create_app
-from mita.vend import apikeys, database, keyring, registry
+from mita.vend import apikeys, keyring, registry
 from mita.vend.sample import meter_number
 from mita.vend.schema import customers, meters
 
@@ -80,22 +79,12 @@ def is_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def staff(database_url: str) -> Iterator[Staff]:
-    with pytest.MonkeyPatch.context() as mp:
-        master = secrets.token_hex(32)
-        mp.setenv("MITA_MASTER_KEY", master)
-        database.upgrade(database_url)
-        app = create_app(database_url)
-        engine: Engine = app.state.engine
-        reg, system = registry.Registry(engine), registry.SYSTEM
-        shop = reg.create_vendor(system, "Corner shop")
+    with keyed_utility(database_url, VENDING_KEY, SGC) as u:
+        app, engine, reg, master, keys = u.app, u.engine, u.registry, u.master, u.keys
+        system = registry.SYSTEM
+        shop = {"id": registry.authenticate(engine, keys["vendor"]).vendor_id}  # keyed_utility's Corner shop
         other = reg.create_vendor(system, "Other shop")
-        keys = {
-            "admin": reg.create_api_key("head office", "admin")[1],
-            "operator": reg.create_api_key("control room", "operator")[1],
-            "vendor": reg.create_api_key("shop till", "vendor", shop["id"])[1],
-            "other": reg.create_api_key("other till", "vendor", other["id"])[1],
-        }
-        reg.create_supply_group(system, sgc=SGC, name="Test utility", vending_key=VENDING_KEY, base_date=2014)
+        keys["other"] = reg.create_api_key("other till", "vendor", other["id"])[1]
         reg.create_tariff(system, name="domestic", currency="ZAR", spec=SPEC, effective_from=dt.datetime(2020, 1, 1))
         reg.create_customer(system, account="ACC-1", name="Thandi Nkosi")
         reg.create_customer(system, account="ACC-2", name="Sipho Ndlovu")

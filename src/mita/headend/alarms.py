@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Engine, Select, and_, case, false, or_, selec
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mita import sts
+from mita.vend import listings
 from mita.vend.audit import write_audit
 from mita.vend.callers import Caller
 from mita.vend.errors import VendError
@@ -177,20 +178,6 @@ class AlarmFilter:
     until: dt.datetime | None = None
 
 
-def encode_cursor(at: dt.datetime, alarm_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{alarm_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
-    """The (opened_at, id) a cursor points after; a cursor this module did not make is ``invalid_cursor``."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, alarm_id = raw.split("|", 1)
-        return dt.datetime.fromisoformat(at), int(alarm_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise VendError("invalid_cursor", "after= takes the next cursor of the previous page, unchanged") from None
-
-
 def _check(f: AlarmFilter) -> None:
     if f.status is not None and f.status not in tuple(AlarmStatus):
         raise VendError("invalid_status", f"status is one of {', '.join(AlarmStatus)}")
@@ -234,11 +221,11 @@ def list_alarms(
         if q is None:
             return {"items": [], "next": None}
         if after is not None:
-            at, alarm_id = decode_cursor(after)
+            at, alarm_id = listings.decode_id_cursor(after)
             q = q.where(alarms.c.opened_at <= at, or_(alarms.c.opened_at < at, alarms.c.id < alarm_id))
         rows = conn.execute(q.order_by(alarms.c.opened_at.desc(), alarms.c.id.desc()).limit(limit + 1)).all()
     page = rows[:limit]
-    nxt = encode_cursor(page[-1].opened_at, page[-1].id) if page and len(rows) > limit else None
+    nxt = listings.encode_cursor(page[-1].opened_at, page[-1].id) if page and len(rows) > limit else None
     return {"items": [_shown(r) for r in page], "next": nxt}
 
 

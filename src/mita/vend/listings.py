@@ -46,18 +46,27 @@ class VendFilter:
     until: dt.datetime | None = None
 
 
-def encode_cursor(at: dt.datetime, vend_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{vend_id}".encode()).decode().rstrip("=")
+def encode_cursor(at: dt.datetime, key: str | int) -> str:
+    """A keyset page's cursor: the (time, id) of its last row, opaque to the client (vends, alarms, payments)."""
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{key}".encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
-    """The (time, id) a cursor points after; a cursor this module did not make is ``invalid_cursor``."""
+    """The (time, id) a cursor points after; a cursor :func:`encode_cursor` did not make is ``invalid_cursor``."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, vend_id = text.split("|", 1)
-        return dt.datetime.fromisoformat(at), vend_id
+        at, key = text.split("|", 1)
+        return dt.datetime.fromisoformat(at), key
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise VendError("invalid_cursor", "after= takes the next cursor of the previous page, unchanged") from None
+
+
+def decode_id_cursor(cursor: str) -> tuple[dt.datetime, int]:
+    """:func:`decode_cursor` for tables keyed by a number (alarms, payments)."""
+    at, key = decode_cursor(cursor)
+    if not key.isdigit():
+        raise VendError("invalid_cursor", "after= takes the next cursor of the previous page, unchanged")
+    return at, int(key)
 
 
 def _check(f: VendFilter) -> None:

@@ -9,15 +9,13 @@ the pipeline (its lifecycle decides what may happen) and is audited.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import datetime as dt
 from typing import Any
 
 from sqlalchemy import Engine, or_, select
 
 from mita import sts
 from mita.channels.payments import Payments
+from mita.vend import listings
 from mita.vend.audit import write_audit
 from mita.vend.callers import Caller
 from mita.vend.errors import VendError
@@ -116,12 +114,12 @@ def page(
         if value is not None:
             q = q.where(column == value)
     if after is not None:
-        at, last = decode_cursor(after)
+        at, last = listings.decode_id_cursor(after)
         q = q.where(p.created_at <= at, or_(p.created_at < at, p.id < last))
     with engine.connect() as conn:
         rows = conn.execute(q.order_by(p.created_at.desc(), p.id.desc()).limit(limit + 1)).all()
     shown = rows[:limit]
-    nxt = encode_cursor(shown[-1].created_at, shown[-1].id) if shown and len(rows) > limit else None
+    nxt = listings.encode_cursor(shown[-1].created_at, shown[-1].id) if shown and len(rows) > limit else None
     return {"items": [_payment(r._mapping) for r in shown], "next": nxt}
 
 
@@ -144,16 +142,3 @@ def _audit(pay: Payments, caller: Caller, what: str, p: dict[str, Any], **detail
     with pay.engine.begin() as conn:
         write_audit(conn, caller, pay.clock(), what, "payment", p["id"], **detail)
     pay.event(p["provider"], what, {"by": caller.name, **detail}, p["id"])
-
-
-def encode_cursor(at: dt.datetime, payment_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{payment_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, payment_id = raw.split("|", 1)
-        return dt.datetime.fromisoformat(at), int(payment_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise VendError("invalid_cursor", "after= takes the next cursor of the previous page, unchanged") from None
