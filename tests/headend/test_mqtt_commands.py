@@ -185,6 +185,10 @@ def test_a_key_change_the_mqtt_meter_executed_is_confirmed_as_over_dlms(rig: Rig
     assert [t["result"] for t in done["result"]["tokens"]] == ["kct_pending", "key_changed", "accept", "accept"]
     meter = rig.meter()
     assert (meter.state.krn, meter.state.decoder_key) == (2, decoder_key(SECOND_KEY, krn=2))
+    # the listener confirms the key change in its own transaction, just after the command's: wait for it too
+    deadline = time.monotonic() + WAIT_S
+    while world.meter_row().krn != 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
     row = world.meter_row()
     assert row.krn == 2 and row.pending_key is None
     with world.engine.connect() as conn:
