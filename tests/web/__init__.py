@@ -1,1 +1,1 @@
-"""The operator console (mita.web) driven in Debian's Chromium: the harness (conftest.py, browser.py, seed.py) and the tests."""
+"""The operator console (mita.web) in Debian's Chromium: the harness (conftest, browser, harness, seed), the tests."""

@@ -119,7 +119,8 @@ def axe_violations(page: Page, impacts: tuple[str, ...] = FAILING_IMPACTS) -> li
         # inline script tag, and that refusal would itself be a console error; an evaluation is not subject to it
         page.evaluate(AXE_JS.read_text(encoding="utf-8") + "\n;undefined")
     result = page.evaluate(
-        "async (tags) => await window.axe.run(document, {runOnly: {type: 'tag', values: tags}, resultTypes: ['violations']})",
+        "async (tags) => await window.axe.run(document, "
+        "{runOnly: {type: 'tag', values: tags}, resultTypes: ['violations']})",
         AXE_TAGS,
     )
     return [v for v in result["violations"] if v.get("impact") in impacts]

@@ -140,17 +140,19 @@ def start(folder: Path) -> Iterator[Console]:
         with logs["serve"].open("wb") as out:
             processes.append(
                 subprocess.Popen(
-                    [str(MITA), "serve", "--port", str(port)],
-                    cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
-                )  # fmt: skip
+                    [str(MITA), "serve", "--port", str(port)], cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT
+                )
             )
         _wait_ready(base, processes[0], logs["serve"])
         with logs["worker"].open("wb") as out:
             processes.append(
                 subprocess.Popen(
                     [str(MITA), "worker", "--poll-interval", "0.2"],
-                    cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
-                )  # fmt: skip
+                    cwd=folder,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
             )
         yield Console(base, url, admin, operator, seeded, logs)
     finally:
@@ -166,5 +168,3 @@ def sign_in(page: Watched, who: Operator) -> None:
     page.page.get_by_role("button", name="Sign in").click()
     page.page.wait_for_url(page.base_url + "/console/")
     page.shot("signed-in")
-
-

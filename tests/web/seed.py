@@ -15,18 +15,17 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import Engine, select
 
 from mita.headend import alarms
 from mita.headend.alarms import Raised
 from mita.vend import keyring, registry, sample
+from mita.vend.callers import local_now
 from mita.vend.lifecycles import AlarmSeverity
 from mita.vend.schema import alarms as alarm_rows
 from mita.vend.schema import meters
 from mita.vend.service import VendingService
-from mita.vend.callers import local_now
 
 SGC = "123456"
 VENDING_KEY_HEX = sample.TEST_VENDING_KEY  # public test key (STS 531 compliance suites)
@@ -151,4 +150,3 @@ def _alarms(engine: Engine, drns: list[str]) -> list[int]:
         alarms.raise_alarms(conn, raised, now)
     with engine.connect() as conn:
         return [int(i) for i in conn.execute(select(alarm_rows.c.id).order_by(alarm_rows.c.id)).scalars()]
-
