@@ -97,6 +97,9 @@ def create_app(database_url: str | None = None, *, settings: Settings | None = N
     for router in ROUTERS:
         app.include_router(router)
     install_openapi(app)
+    from mita.web.app import PREFIX, create_console  # the console: its own pages, the same runtime
+
+    app.mount(PREFIX, create_console(runtime))
     return app
 
 

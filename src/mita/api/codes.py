@@ -60,6 +60,8 @@ CODES: dict[str, Answer] = {
     # who may do what
     "unauthorized": Answer(401, "API key missing or not valid"),
     "forbidden": Answer(403, "Not allowed for this API key's role"),
+    "login_failed": Answer(401, "Name or password wrong, or the account locked for a while"),
+    "invalid_password": Answer(422, "Password not acceptable"),
     # what is there
     "not_found": Answer(404, "Not found"),
     "no_tariff": Answer(422, "The meter has no tariff in force"),

@@ -17,7 +17,8 @@ A body sent without a length (chunked) is counted as it is read, and refused wit
 Paths outside ``/v1`` (documentation, ``/healthz``, ``/readyz``) and ``/v1/health`` pass without a key.
 Providers' callbacks (``/hooks/...``: M-Pesa, Kannel, the USSD aggregator) carry no API key either: a secret path
 segment authenticates them (checked by their routes, ``mita.channels.hooks``); the gate still asks for a ready
-database and holds them to the body limit (their bodies are JSON or forms, as each provider sends).
+database and holds them to the body limit (their bodies are JSON or forms, as each provider sends). So does the
+operator console (``/console``): a signed-in operator's session cookie authenticates its pages (``mita.web``).
 ``/metrics`` passes without a key while ``MITA_METRICS_PUBLIC`` is true (the default: a Prometheus server on the
 private network has none); otherwise it needs an admin or operator key (a vendor's till has no business seeing
 the utility's totals), and is refused like a ``/v1`` route.
@@ -43,6 +44,7 @@ from .problems import problem, refusal
 
 OPEN_PATHS = frozenset({"/v1/health"})
 HOOKS = "/hooks/"  # providers' callbacks: no key, a secret in the path (mita.channels.hooks)
+CONSOLE = "/console"  # the operator console: no key, a session cookie of a signed-in operator (mita.web)
 METRICS_PATH = "/metrics"
 METRICS_ROLES = ("admin", "operator")  # who may scrape when the metrics are not public
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -105,7 +107,7 @@ class Gate:
         if scope["type"] != "http" or path in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        if path.startswith(HOOKS):
+        if path.startswith(HOOKS) or path == CONSOLE or path.startswith(CONSOLE + "/"):
             await self._hook(scope, receive, send)
             return
         if not path.startswith("/v1/"):
@@ -137,7 +139,8 @@ class Gate:
         await self.app(scope, self._counted(receive), send)
 
     async def _hook(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A provider's callback: a ready database and the body limit; its route checks the path's secret."""
+        """A provider's callback or a console page: a ready database and the body limit; its route checks the path's
+        secret, or the console the operator's session."""
         headers = Headers(scope=scope)
         try:
             if not self.readiness.ready:

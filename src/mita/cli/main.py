@@ -48,6 +48,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Payment channels: payments, reconciliation with M-Pesa, a fake Daraja for tests and demos.",
     ),
     "sms": ("mita.cli.sms", "add_commands", "SMS through Kannel: its configuration, the delivery sweep."),
+    "console": ("mita.cli.console", "add_commands", "The operator console's users: add, list, new password."),
     "help": ("mita.cli.main", "add_help", "Reference: the exit codes."),
 }
 

@@ -626,3 +626,32 @@ pos_purchases = Table(
     one_of("status", PosStatus),
     Index("ix_pos_purchases_status_created", "status", "created_at"),
 )
+
+#: The console's operators: a person's name and password (scrypt), and the API key the console acts with for
+#: them (made with the operator, its plaintext thrown away): the key carries the role, its audit entries name the
+#: operator, and revoking it locks the person out. Repeated wrong passwords lock the name for a while.
+operators = Table(
+    "operators",
+    metadata,
+    _id(),
+    Column("name", String(limits.NAME), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("api_key_id", ForeignKey("api_keys.id"), nullable=False, unique=True),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("locked_until", DateTime, nullable=True),
+    _created(),
+    Column("last_login_at", DateTime, nullable=True),
+)
+
+#: Console sessions: the cookie's SHA-256 (never the cookie), its CSRF token and its life.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("operator_id", ForeignKey("operators.id"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    _created(),
+    Column("seen_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Index("ix_console_sessions_operator", "operator_id"),
+)

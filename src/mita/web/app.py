@@ -1,0 +1,58 @@
+"""The console as an application of its own, mounted by the API's factory under ``/console``: its own pages,
+static files and error pages (HTML, not the API's JSON problems), the same process, database and services."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from mita.compose import Runtime
+from mita.sts.errors import StsError
+from mita.vend.errors import VendError
+from mita.vend.operators import Operators
+
+from .console import HERE, Refused, SignIn, refused, render, to_sign_in
+from .pages import ROUTERS
+
+PREFIX = "/console"
+
+
+class Static(StaticFiles):
+    """Mita's own scripts, styles and icons: cached by the browser for an hour, never fetched from elsewhere."""
+
+    async def get_response(self, path: str, scope: dict) -> Response:  # type: ignore[override]
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "public, max-age=3600"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def _service_error(request: Request, exc: Exception) -> Response:
+    """A service's refusal that no page caught for a field of its own: a page saying what and why, 4xx."""
+    assert isinstance(exc, VendError | StsError)
+    status = 404 if exc.code == "not_found" else 403 if exc.code == "forbidden" else 422
+    return render(request, "error.html", status=status, title="Not done", message=exc.message)
+
+
+def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    title = "Not found" if exc.status_code == 404 else "Not done"
+    message = "There is no such page." if exc.status_code == 404 else str(exc.detail)
+    return render(request, "error.html", status=exc.status_code, title=title, message=message)
+
+
+def create_console(runtime: Runtime) -> FastAPI:
+    console = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, title="Mita console")
+    console.state.runtime = runtime
+    console.state.operators = Operators(runtime.engine, runtime.clock)
+    console.mount("/static", Static(directory=HERE / "static"), name="static")
+    console.add_exception_handler(SignIn, to_sign_in)
+    console.add_exception_handler(Refused, refused)
+    console.add_exception_handler(VendError, _service_error)
+    console.add_exception_handler(StsError, _service_error)
+    console.add_exception_handler(HTTPException, _http_error)
+    for router in ROUTERS:
+        console.include_router(router)
+    return console
