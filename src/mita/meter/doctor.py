@@ -90,6 +90,8 @@ KEY_SECTIONS = frozenset({3, 4, 8, 9})
 #: Base units of class 0 credit: what one unit of ``amount`` is.
 UNITS = {0: "0.1 kWh", 1: "0.1 m³", 2: "0.1 m³", 3: "0.1 minute", 4: "0.00001 currency", 5: "0.00001 currency",
          6: "0.00001 currency", 7: "0.00001 currency"}  # fmt: skip
+#: Letters typed for digits.
+LOOKALIKES = {"O": "0", "o": "0", "I": "1", "l": "1", "S": "5", "B": "8"}
 _HIDDEN = SECRET_FIELDS | {"class", "subclass", "rnd"}
 
 
@@ -272,7 +274,9 @@ def diagnose(
     digits = _clean(typed)
     bad = next((i for i, c in enumerate(digits, 1) if not ("0" <= c <= "9")), None)
     if bad is not None:
-        words = f"Character {bad} ({digits[bad - 1]!r}) is not a digit: a token is {DIGITS} digits, 0 to 9."
+        char = digits[bad - 1]
+        like = f" (the letter {char} for a {LOOKALIKES[char]}?)" if char in LOOKALIKES else ""
+        words = f"Character {bad} ({char!r}) is not a digit{like}: a token is {DIGITS} digits, 0 to 9."
         return Diagnosis(Verdict.FORMAT_ERROR, words, digits, Result.FORMAT_ERROR.value, position=bad)
     if len(digits) != DIGITS:
         return doctor.length(digits)
