@@ -14,7 +14,8 @@ from sqlalchemy import Engine, and_, case, func, or_, select
 
 from .callers import Caller
 from .lifecycles import AlarmStatus, OutboxStatus, VendKind, VendStatus
-from .schema import alarms, campaigns, customers, key_changes, meters, outbox, vends
+from .errors import VendError
+from .schema import alarms, audit, campaigns, customers, key_changes, meters, outbox, readings, supply_groups, tariffs, vends
 
 STAFF = ("admin", "operator")
 FOUND = 50  # a search shows at most this many
@@ -148,8 +149,13 @@ def meter_page(engine: Engine, caller: Caller, drn: str) -> dict[str, Any] | Non
     caller.require(*STAFF)
     with engine.connect() as conn:
         row = conn.execute(
-            select(meters, customers.c.name.label("customer"), customers.c.account, customers.c.phone)
+            select(
+                meters, customers.c.name.label("customer"), customers.c.account, customers.c.phone,
+                supply_groups.c.sgc, tariffs.c.name.label("tariff"),
+            )
+            .join(supply_groups, supply_groups.c.id == meters.c.supply_group_id)
             .outerjoin(customers, customers.c.id == meters.c.customer_id)
+            .outerjoin(tariffs, tariffs.c.id == meters.c.tariff_id)
             .where(meters.c.drn == drn)
         ).first()
         if row is None:
@@ -167,3 +173,55 @@ def meter_page(engine: Engine, caller: Caller, drn: str) -> dict[str, Any] | Non
         for c in changes
     ]  # fmt: skip
     return out
+
+
+def consumption(engine: Engine, caller: Caller, drn: str, now: dt.datetime, days: int = 30) -> list[dict[str, Any]]:
+    """A connected meter's use per day over the last ``days`` days (its register's rise within each day, Wh or
+    L), from the readings the ingest keeps; empty for a keypad meter. One meter's month is a few thousand rows."""
+    caller.require(*STAFF)
+    since = (now - dt.timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(readings.c.read_at, readings.c.register)
+            .join(meters, meters.c.id == readings.c.meter_id)
+            .where(meters.c.drn == drn, readings.c.read_at >= since)
+            .order_by(readings.c.read_at)
+        ).all()
+    if not rows:
+        return []
+    low: dict[dt.date, int] = {}
+    high: dict[dt.date, int] = {}
+    for at, register in rows:
+        day = at.date()
+        low[day] = min(low.get(day, register), register)
+        high[day] = max(high.get(day, register), register)
+    return [
+        {"day": day.isoformat(), "at": dt.datetime.combine(day, dt.time()).isoformat(), "use": high[day] - low[day]}
+        for day in sorted(low)
+    ]
+
+
+def audit_page(
+    engine: Engine, caller: Caller, filters: dict[str, str], limit: int = 50, before: int | None = None
+) -> dict[str, Any]:
+    """The audit log newest first, filtered by actor, action, entity and entity id (exact) and by day (``since``,
+    ``until``: ``YYYY-MM-DD``, both inclusive); ``next`` is the id to continue below."""
+    caller.require(*STAFF)
+    query = select(audit).order_by(audit.c.id.desc()).limit(limit + 1)
+    for name in ("actor", "action", "entity", "entity_id"):
+        if filters.get(name):
+            query = query.where(audit.c[name] == filters[name])
+    try:
+        if filters.get("since"):
+            query = query.where(audit.c.at >= dt.datetime.fromisoformat(filters["since"]))
+        if filters.get("until"):
+            query = query.where(audit.c.at < dt.datetime.fromisoformat(filters["until"]) + dt.timedelta(days=1))
+    except ValueError:
+        raise VendError("invalid_period", "a day is written YYYY-MM-DD") from None
+    if before is not None:
+        query = query.where(audit.c.id < before)
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+        actions = [a for (a,) in conn.execute(select(audit.c.action).distinct().order_by(audit.c.action))]
+    page = [dict(r._mapping) for r in rows[:limit]]
+    return {"items": page, "next": page[-1]["id"] if len(rows) > limit else None, "actions": actions}

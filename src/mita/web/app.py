@@ -33,14 +33,14 @@ def _service_error(request: Request, exc: Exception) -> Response:
     """A service's refusal that no page caught for a field of its own: a page saying what and why, 4xx."""
     assert isinstance(exc, VendError | StsError)
     status = 404 if exc.code == "not_found" else 403 if exc.code == "forbidden" else 422
-    return render(request, "error.html", status=status, title="Not done", message=exc.message)
+    return render(request, "error.html", status, title="Not done", message=exc.message)
 
 
 def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     title = "Not found" if exc.status_code == 404 else "Not done"
     message = "There is no such page." if exc.status_code == 404 else str(exc.detail)
-    return render(request, "error.html", status=exc.status_code, title=title, message=message)
+    return render(request, "error.html", exc.status_code, title=title, message=message)
 
 
 def create_console(runtime: Runtime) -> FastAPI:

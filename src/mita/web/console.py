@@ -125,9 +125,8 @@ def field(form: FormData | Mapping[str, Any], name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def render(
-    request: Request, template: str, status: int = 200, **context: Any
-) -> HTMLResponse:  # a page: the operator, the navigation and the CSRF token in every template
+def render(request: Request, template: str, code: int = 200, /, **context: Any) -> HTMLResponse:
+    """A page, with what every template uses: the operator, the navigation, the CSRF token."""
     session: Session | None = getattr(request.state, "session", None)
     base = request.scope.get("root_path", "")
     response = templates.TemplateResponse(
@@ -141,7 +140,7 @@ def render(
             "here": request.url.path.removeprefix(base) or "/",
             **context,
         },
-        status_code=status,
+        status_code=code,
     )
     response.headers.update(HEADERS)
     return response
@@ -163,7 +162,7 @@ def to_sign_in(request: Request, exc: Exception) -> Response:
 
 def refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
-    return render(request, "error.html", status=exc.status, title="Refused", message=exc.message)
+    return render(request, "error.html", exc.status, title="Refused", message=exc.message)
 
 
 def when(value: dt.datetime | str | None) -> str:

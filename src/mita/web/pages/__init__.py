@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import auth, dashboard
+from . import alarms, audit, auth, campaigns, dashboard, doctor, engineering, keys, meters, vends
 
-ROUTERS: tuple[APIRouter, ...] = (auth.router, dashboard.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    auth.router,
+    dashboard.router,
+    meters.router,
+    vends.router,
+    engineering.router,
+    doctor.router,
+    keys.router,
+    campaigns.router,
+    alarms.router,
+    audit.router,
+)

@@ -29,7 +29,7 @@ def _safe_next(target: str) -> str:
 def _form(request: Request, status: int = 200, **context: str) -> Response:
     token = secrets.token_urlsafe(24)
     response = render(
-        request, "login.html", status=status, login_csrf=token,
+        request, "login.html", status, login_csrf=token,
         next=_safe_next(context.pop("next", request.query_params.get("next", "/"))), **{"name": "", **context},
     )  # fmt: skip
     secure = request.url.scheme == "https"
