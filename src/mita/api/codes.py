@@ -46,6 +46,7 @@ CODES: dict[str, Answer] = {
     "invalid_key_change": Answer(422, "The meter cannot follow this key change"),
     "invalid_dkga": Answer(422, "Decoder key generation algorithm not valid here"),
     "invalid_key_file": Answer(422, "Key file not valid"),
+    "invalid_decoder_key": Answer(422, "Decoder key not valid for its algorithm"),
     "kcv_mismatch": Answer(422, "The key does not match its key check value"),
     "unknown_keystore": Answer(422, "Unknown keystore"),
     "keystore_unsupported": Answer(422, "The keystore cannot hold this key"),

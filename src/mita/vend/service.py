@@ -35,6 +35,7 @@ from .answers import (
 )
 from .callers import ROLES, Caller, local_now
 from .desk import Desk, Issued, VendContext
+from .doctor import TokenDoctor
 from .engineering import EngineeringTokens
 from .keychanges import KeyChanges
 from .keyring import WARN_DAYS, KeyRing
@@ -96,6 +97,7 @@ class VendingService:
         self.request_key_change = self.key_changes.request_key_change
         self.cancel_key_change = self.key_changes.cancel_key_change
         self.key_change_history = self.key_changes.key_change_history
+        self.doctor = TokenDoctor(self.ctx).doctor  # why a meter would take or refuse a token
 
     @property
     def engine(self) -> Engine:
