@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean softhsm kannel
+.PHONY: run test lint bench clean softhsm kannel chromium
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,14 @@ kannel:
 	  apt-get install -y -qq --no-install-recommends kannel kannel-extras || \
 	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends kannel kannel-extras; }; }
 
-test: lint softhsm kannel
+# The console's browser tests drive Debian's Chromium through Playwright (never a browser Playwright downloads).
+chromium:
+	@command -v chromium >/dev/null || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends chromium fonts-liberation || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-liberation; }; }
+
+test: lint softhsm kannel chromium
 	$(BIN)/pytest -q
 
 bench: $(BIN)/.installed

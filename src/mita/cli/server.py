@@ -9,6 +9,7 @@ other commands refuse one that is missing or not migrated, naming the URL they t
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from . import exits
 from .command import command, emit, group, note, report, say
@@ -265,6 +266,23 @@ DEMO_METERS = (  # (DRN body without its check digit, virtual meter profile, uti
 )
 
 
+def _demo_operator(engine: Any) -> str:
+    """The demo's console operator ``demo`` (admin), with a new random password each run (printed once)."""
+    import secrets
+
+    from mita.vend.errors import VendError
+    from mita.vend.operators import Operators
+    from mita.vend.registry import SYSTEM
+
+    password = secrets.token_urlsafe(9)
+    operators = Operators(engine)
+    try:
+        operators.create(SYSTEM, "demo", "admin", password)
+    except VendError:
+        operators.set_password(SYSTEM, "demo", password)
+    return password
+
+
 def demo(args: argparse.Namespace) -> None:
     """Set up a demo utility on SQLite (supply group, tariffs, customers, meters, keys) and serve it."""
     import datetime as dt
@@ -309,6 +327,7 @@ def demo(args: argparse.Namespace) -> None:
         except VendError:
             vendor_id = int(registry.get_by(engine, vendors, vendors.c.name, "Demo shop", "vendor")["id"])
         keys["vendor"] = registry.Registry(engine).create_api_key("demo shop till", "vendor", vendor_id)[1]
+        console_password = _demo_operator(engine)
 
     folder = Path("demo-meters")
     folder.mkdir(exist_ok=True)
@@ -340,6 +359,7 @@ def demo(args: argparse.Namespace) -> None:
         f'-H \'Content-Type: application/json\' -d \'{{"meter":"{first}","amount":10000}}\''
     )
     say(f"  .venv/bin/mita meter enter {folder}/{first}.json <a token from the vend>")
+    say(f"  open http://{args.host}:{args.port}/console and sign in as demo / {console_password} (the console)")
     say(f"  open http://{args.host}:{args.port}/docs for the API, Ctrl-C to stop")
     if args.no_serve:
         return

@@ -61,8 +61,11 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     """``scrypt$n$r$p$salt$hash`` (base64): the parameters travel with the hash, so they can be raised later."""
     salt = salt or secrets.token_bytes(_SALT)
     digest = Scrypt(salt=salt, length=32, n=_N, r=_R, p=_P).derive(password.encode())
-    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
-    return f"scrypt${_N}${_R}${_P}${b64(salt)}${b64(digest)}"
+    return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(digest)}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def check_password(password: str, stored: str) -> bool:
@@ -201,7 +204,9 @@ class Operators:
                 )
             )  # fmt: skip
             conn.execute(
-                update(operators).where(operators.c.id == row.id).values(failures=0, locked_until=None, last_login_at=now)
+                update(operators)
+                .where(operators.c.id == row.id)
+                .values(failures=0, locked_until=None, last_login_at=now)
             )
             write_audit(conn, actor, now, "login", "operator", row.id)
         return token, Session(Caller(row.api_key_id, row.key_name, row.role), row.name, csrf, expires)

@@ -13,9 +13,21 @@ from typing import Any
 from sqlalchemy import Engine, and_, case, func, or_, select
 
 from .callers import Caller
-from .lifecycles import AlarmStatus, OutboxStatus, VendKind, VendStatus
 from .errors import VendError
-from .schema import alarms, audit, campaigns, customers, key_changes, meters, outbox, readings, supply_groups, tariffs, vends
+from .lifecycles import AlarmStatus, OutboxStatus, VendKind, VendStatus
+from .schema import (
+    alarms,
+    audit,
+    campaigns,
+    customers,
+    key_changes,
+    meters,
+    outbox,
+    readings,
+    supply_groups,
+    tariffs,
+    vends,
+)
 
 STAFF = ("admin", "operator")
 FOUND = 50  # a search shows at most this many
@@ -46,12 +58,12 @@ def dashboard(engine: Engine, caller: Caller, now: dt.datetime) -> dict[str, Any
                 func.count(),
             ).where(sold, vends.c.created_at >= month, vends.c.created_at <= now)
         ).one()
-        hours = dict(
+        hours: dict[str, int] = dict(
             conn.execute(
                 select(hour, func.count()).where(vends.c.created_at >= since, vends.c.created_at <= now).group_by(hour)
             ).all()
         )
-        open_alarms = dict(
+        open_alarms: dict[str, int] = dict(
             conn.execute(
                 select(alarms.c.severity, func.count())
                 .where(alarms.c.status != AlarmStatus.CLOSED)
@@ -74,7 +86,9 @@ def dashboard(engine: Engine, caller: Caller, now: dt.datetime) -> dict[str, Any
     per_hour = []
     for i in range(24):
         at = since + dt.timedelta(hours=i)
-        per_hour.append({"hour": at.strftime("%H:00"), "at": at.isoformat(), "vends": hours.get(at.strftime("%Y-%m-%d %H"), 0)})
+        per_hour.append(
+            {"hour": at.strftime("%H:00"), "at": at.isoformat(), "vends": hours.get(at.strftime("%Y-%m-%d %H"), 0)}
+        )
     oldest = queue[2]
     return {
         "today": {"amount": int(sales[0]), "vends": int(sales[1])},
@@ -150,8 +164,12 @@ def meter_page(engine: Engine, caller: Caller, drn: str) -> dict[str, Any] | Non
     with engine.connect() as conn:
         row = conn.execute(
             select(
-                meters, customers.c.name.label("customer"), customers.c.account, customers.c.phone,
-                supply_groups.c.sgc, tariffs.c.name.label("tariff"),
+                meters,
+                customers.c.name.label("customer"),
+                customers.c.account,
+                customers.c.phone,
+                supply_groups.c.sgc,
+                tariffs.c.name.label("tariff"),
             )
             .join(supply_groups, supply_groups.c.id == meters.c.supply_group_id)
             .outerjoin(customers, customers.c.id == meters.c.customer_id)

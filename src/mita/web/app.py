@@ -7,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.types import Scope
 
 from mita.compose import Runtime
 from mita.sts.errors import StsError
@@ -22,7 +23,7 @@ PREFIX = "/console"
 class Static(StaticFiles):
     """Mita's own scripts, styles and icons: cached by the browser for an hour, never fetched from elsewhere."""
 
-    async def get_response(self, path: str, scope: dict) -> Response:  # type: ignore[override]
+    async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
         response.headers["Cache-Control"] = "public, max-age=3600"
         response.headers["X-Content-Type-Options"] = "nosniff"

@@ -6,11 +6,11 @@ Every page is a plain ``def`` (the services are synchronous; Starlette runs it i
 ``StsError``, each with a stable code) are shown on the page that caused them, next to the field they concern, never
 as a traceback.
 
-| header | value | why |
-|---|---|---|
-| Content-Security-Policy | ``default-src 'self'``, no inline script, ``frame-ancestors 'none'`` | what a page runs is only Mita's own files |
-| Cache-Control | ``no-store`` | a receipt or a token left in a shared PC's cache is a token for anyone |
-| X-Content-Type-Options, Referrer-Policy | ``nosniff``, ``same-origin`` | |
+| header | value: why |
+|---|---|
+| Content-Security-Policy | ``default-src 'self'``, no inline script, no frames: a page runs only Mita's own files |
+| Cache-Control | ``no-store``: a receipt left in a shared PC's cache is a token for anyone |
+| X-Content-Type-Options, Referrer-Policy | ``nosniff``, ``same-origin`` |
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def when(value: dt.datetime | str | None) -> str:
         return ""
     if isinstance(value, str):
         try:
-            value = dt.datetime.fromisoformat(value)
+            return dt.datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M")
         except ValueError:
             return value
     return value.strftime("%Y-%m-%d %H:%M")

@@ -22,7 +22,9 @@ def alarm_list(
     f = alarms.AlarmFilter(status=status or None, severity=severity or None, meter=meter or None)
     page = alarms.list_alarms(rt.engine, session.caller, f, 25, after)
     keep = {k: v for k, v in (("status", status), ("severity", severity), ("meter", meter)) if v}
-    return render(request, "alarms.html", title="Alarms", page=page, status=status, severity=severity, meter=meter, keep=keep)
+    return render(
+        request, "alarms.html", title="Alarms", page=page, status=status, severity=severity, meter=meter, keep=keep
+    )
 
 
 def _alarm(request: Request, alarm_id: int, status: int = 200, **more: object) -> Response:

@@ -30,7 +30,15 @@ KINDS = {
 
 def _form(request: Request, status: int = 200, **values: object) -> Response:
     context = {"meter": "", "kind": "clear_tamper", "value": "", "errors": {}, **values}
-    return render(request, "engineering.html", status, title="Engineering tokens", kinds=KINDS, key=f"console:{uuid.uuid4()}", **context)
+    return render(
+        request,
+        "engineering.html",
+        status,
+        title="Engineering tokens",
+        kinds=KINDS,
+        key=f"console:{uuid.uuid4()}",
+        **context,
+    )
 
 
 @router.get("/engineering")
@@ -48,7 +56,9 @@ async def engineering(request: Request, session: Posted) -> Response:
         return _form(request, 422, meter=meter, kind=kind, value=text, errors={"value": "A whole number, or nothing."})
     try:
         drn = sts.MeterNumber.parse(meter).drn
-        issued = runtime(request).services.engineering(session.caller, drn, kind, int(text) if text else None, key or None)
+        issued = runtime(request).services.engineering(
+            session.caller, drn, kind, int(text) if text else None, key or None
+        )
     except (VendError, StsError) as exc:
         where = "meter" if exc.code in ("not_found", "check_digit_error", "format_error", "meter_blocked") else "value"
         return _form(request, 422, meter=meter, kind=kind, value=text, errors={where: exc.message})

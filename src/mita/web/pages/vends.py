@@ -68,7 +68,9 @@ async def quote(request: Request, session: Posted) -> Response:
         cents = minor_units(amount)
         priced = rt.services.quote(session.caller, drn, cents)
     except (VendError, StsError) as exc:
-        return render(request, "vend.html", 422, title="Vend", meter=meter, amount=amount, errors=errors_of(exc), quote=None)
+        return render(
+            request, "vend.html", 422, title="Vend", meter=meter, amount=amount, errors=errors_of(exc), quote=None
+        )
     return render(
         request, "vend.html", title="Vend", meter=drn, amount=amount, errors={}, quote=priced, cents=cents,
         key=f"console:{uuid.uuid4()}",
@@ -84,7 +86,9 @@ async def vend(request: Request, session: Posted) -> Response:
         cents = minor_units(amount)
         issued = rt.services.vend(session.caller, key, {"meter": meter, "amount": cents})
     except (VendError, StsError) as exc:
-        return render(request, "vend.html", 422, title="Vend", meter=meter, amount=amount, errors=errors_of(exc), quote=None)
+        return render(
+            request, "vend.html", 422, title="Vend", meter=meter, amount=amount, errors=errors_of(exc), quote=None
+        )
     return go(request, f"/vends/{issued.body['id']}")
 
 
@@ -102,7 +106,16 @@ def vends(
 def _receipt(request: Request, session: Any, vend: dict[str, Any], status: int = 200, **more: Any) -> Response:
     rt = runtime(request)
     window = rt.services.ctx.reversal_window
-    return render(request, "receipt.html", status, title="Receipt", v=vend, window_h=int(window.total_seconds() // 3600), errors={}, **more)
+    return render(
+        request,
+        "receipt.html",
+        status,
+        title="Receipt",
+        v=vend,
+        window_h=int(window.total_seconds() // 3600),
+        errors={},
+        **more,
+    )
 
 
 @router.get("/vends/{vend_id}")
