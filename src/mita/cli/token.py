@@ -67,6 +67,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     command(commands, "tid", tid, "The TID (token identifier) of an issue time.", _tid_command_options)
     command(commands, "batch", batch, "JSON Lines on stdin to JSON Lines on stdout, one answer per line, in order.")
     command(commands, "tour", tour, "A short tour: derive a key, issue tokens, decode them back.")
+    from . import doctor  # its options only: the handler imports the service when it runs
+
+    command(commands, "doctor", doctor.run, doctor.DOC, doctor.add_options)
 
 
 def _derive_key_options(p: argparse.ArgumentParser) -> None:

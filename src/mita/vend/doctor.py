@@ -51,6 +51,15 @@ def parse_decoder_key(text: str, ea: int) -> int:
     return int(key, 16)
 
 
+def by_key(token: str, decoder_key: str, ea: int, at: dt.datetime, base_date: int | None = None) -> dict[str, Any]:
+    """The doctor's answer for a fresh meter holding ``decoder_key`` (hex) under ``ea``: no database, no history
+    (``mita token doctor --decoder-key-file`` answers with it on its own)."""
+    key = parse_decoder_key(decoder_key, ea)
+    bd = None if base_date is None else int(sts.BaseDate.parse(base_date))
+    out = doctor.diagnose(token, doctor.key_meter(ea, key, token), at, base_date=bd)
+    return {"meter": None, "meter_key": None, **out.to_dict(with_offset)}
+
+
 def _config(doc: Any) -> KeyConfig | None:
     """The configuration a key change row holds (None: a row without one, as a planned row)."""
     try:
@@ -86,10 +95,7 @@ class TokenDoctor(Desk):
             return self._of_meter(str(token), drn, at)
         if decoder_key is None or ea is None:
             raise VendError("invalid_request", "give a meter number, or a decoder key and its algorithm (ea)")
-        key = parse_decoder_key(decoder_key, ea)
-        bd = None if base_date is None else int(sts.BaseDate.parse(base_date))
-        out = doctor.diagnose(str(token), doctor.key_meter(ea, key, str(token)), at, base_date=bd)
-        return {"meter": None, "meter_key": None, **out.to_dict(with_offset)}
+        return by_key(str(token), decoder_key, ea, at, base_date)
 
     # ------------------------------------------------------------------ a meter of the database
 
