@@ -104,6 +104,8 @@ ROUTE_CODES: dict[str, tuple[str, ...]] = {
     "GET /v1/meters/{drn}/key-changes": ("not_found", *METER_NUMBER),
     "POST /v1/meters/{drn}/confirm-key-change": ("not_found", "no_pending_key", *METER_NUMBER),
     "POST /v1/vends/{vend_id}/accepted": ("not_found", "no_pending_key", "key_change_superseded"),
+    # the token doctor (mita.vend.doctor): a diagnosis is a 200 whatever the meter would do
+    "POST /v1/tokens/doctor": ("not_found", "invalid_decoder_key", "no_vending_key", *METER_NUMBER, *KEY_USE),
     # connected meters (mita.headend): a keypad-only meter's endpoint is not_found; a command for it, not_connected
     "PUT /v1/meters/{drn}/connection": ("not_found", *METER_NUMBER),
     "GET /v1/meters/{drn}/connection": ("not_found", *METER_NUMBER),
