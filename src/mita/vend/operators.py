@@ -182,9 +182,9 @@ class Operators:
             and row.role in CONSOLE_ROLES
             and (row.locked_until is None or row.locked_until <= now)
         )
-        with self.engine.begin() as conn:
-            actor = Caller(None, f"{KEY_PREFIX}{name}", "operator")
-            if row is None or not usable or not good:
+        actor = Caller(None, f"{KEY_PREFIX}{name}", "operator")
+        if row is None or not usable or not good:
+            with self.engine.begin() as conn:  # committed before the refusal is raised: the count and the audit stay
                 if row is not None and not good and usable:
                     failures = row.failures + 1
                     locked = now + LOCK_FOR if failures >= LOCK_AFTER else None
@@ -194,9 +194,10 @@ class Operators:
                         .values(failures=0 if locked else failures, locked_until=locked)
                     )
                 write_audit(conn, actor, now, "login_failed", "operator", row.id if row is not None else name)
-                raise VendError("login_failed", FAILED)
-            token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-            expires = now + IDLE
+            raise VendError("login_failed", FAILED)
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        expires = now + IDLE
+        with self.engine.begin() as conn:
             conn.execute(
                 insert(console_sessions).values(
                     token_hash=_digest(token), operator_id=row.id, csrf=csrf, created_at=now, seen_at=now,
@@ -204,9 +205,7 @@ class Operators:
                 )
             )  # fmt: skip
             conn.execute(
-                update(operators)
-                .where(operators.c.id == row.id)
-                .values(failures=0, locked_until=None, last_login_at=now)
+                update(operators).where(operators.c.id == row.id).values(failures=0, locked_until=None, last_login_at=now)
             )
             write_audit(conn, actor, now, "login", "operator", row.id)
         return token, Session(Caller(row.api_key_id, row.key_name, row.role), row.name, csrf, expires)
