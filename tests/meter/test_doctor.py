@@ -80,6 +80,15 @@ def test_a_tid_past_the_key_expiry_is_key_expired() -> None:
     assert f"KEN {TID >> 16}" in out.words
 
 
+def test_tokens_without_a_tid_are_never_used_up() -> None:
+    test = sts.encode(sts.MeterTest(control=1, mfr_code=0), sts.EA.STA, KEY)
+    out = d.diagnose(test, meter(), NOW, entries=[(test, NOW)] * 3)
+    assert out.verdict is d.Verdict.ACCEPTED and "any number of times" in out.words
+    section = d.diagnose(key_change_set()[0], meter(), NOW)
+    assert (section.verdict, section.meter_result) == (d.Verdict.ACCEPTED, "kct_pending")
+    assert "within 2 minutes" in section.words
+
+
 def test_other_refusals_of_the_meter_are_refused_with_its_result() -> None:
     out = d.diagnose(credit(TID), meter(kt=1), NOW)  # a default key (DDTK) takes no credit
     assert (out.verdict, out.meter_result) == (d.Verdict.REFUSED, "ddtk")

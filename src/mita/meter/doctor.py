@@ -534,6 +534,14 @@ def _verdict_words(
     known: bool,
 ) -> str:
     what, when = _credit_words(facts), _when(facts)
+    if verdict is Verdict.ACCEPTED and facts is not None and facts.tid is None:  # no TID: never used up
+        if facts.token_class == 1:
+            return f"The meter would accept this {what}: it carries no TID, and can be entered any number of times."
+        window = meter.profile.key_change_window_s // 60
+        return (
+            f"The meter would accept this {what}: enter every token of its set, in order, within {window} minutes; "
+            f"the meter installs the new key with the last one."
+        )
     if verdict is Verdict.ACCEPTED:
         base = f"The meter would accept this {what}{when} if it has not been entered yet."
         return base if known else base + " (Without the database the doctor cannot know which tokens it took.)"
