@@ -1,9 +1,9 @@
 """The token doctor: why a meter would take or refuse a token, in plain words, and which digit was mistyped.
 
-Pure, as the rest of the meter model: the caller gives the meter (a :class:`~mita.meter.model.Meter` that has
-entered what it is assumed to have entered, see :func:`replay`), the keys it might have been made under instead,
-and the tokens known to be issued to it; nothing here reads a database or a clock. The verdict is the meter
-model's own answer to the token on a copy of the meter, so the doctor never keeps a second copy of the rules.
+Pure, as the rest of the meter model: the caller gives the meter as it started (a :class:`~mita.meter.model.Meter`)
+and what it is assumed to have entered since (entered again on a copy, :func:`replay`), the keys the token might
+have been made under instead, and the tokens known to be issued to the meter; nothing here reads a database or a
+clock. The verdict is the meter model's own answer to the token, so the doctor keeps no second copy of its rules.
 
 The steps, the first that concludes gives the verdict:
 
