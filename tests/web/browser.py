@@ -103,6 +103,25 @@ class Watched:
         self.shots.append(target)
         return target
 
+    def check(self, name: str | None = None) -> Path:
+        """A page reached by a click (not :meth:`goto`): its screenshot, and axe's check of it."""
+        shot = self.shot(name)
+        assert_accessible(self.page)
+        return shot
+
+    def expect_errors(self, *patterns: str) -> list[str]:
+        """Take the errors matching each pattern (each must match one at least), leaving the rest for teardown.
+
+        Chromium logs a document answered with a 4xx as a console error ("Failed to load resource: ... 401"):
+        a form shown again with what was wrong is such a page, so a test that provokes one says so here."""
+        taken = []
+        for pattern in patterns:
+            hits = [e for e in self.errors if re.search(pattern, e)]
+            assert hits, f"expected an error matching {pattern!r}; the page logged {self.errors}"
+            taken += hits
+            self.errors[:] = [e for e in self.errors if e not in hits]
+        return taken
+
     def take_errors(self) -> list[str]:
         """The errors so far, forgotten (a test that provokes one on purpose checks and clears it)."""
         taken, self.errors[:] = list(self.errors), []

@@ -25,12 +25,6 @@ from .browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, Watched, missing_chromium
 from .harness import Console, sign_in, start
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "browser: drives Debian's Chromium (/usr/bin/chromium, `make chromium`) against the console"
-    )
-
-
 @pytest.fixture(scope="session")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     """The seeded console server and its worker, for the whole session."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -49,6 +51,7 @@ class Console:
     operator: Operator
     seeded: Seeded
     logs: dict[str, Path]
+    processes: dict[str, subprocess.Popen[bytes]]
 
     def url(self, path: str = "/console/") -> str:
         return self.base_url + path
@@ -66,6 +69,33 @@ class Console:
             if "Traceback" in new or " ERROR " in new:
                 found.append(f"--- {name} ({path}):\n{new[-4000:]}")
         return found
+
+    @contextmanager
+    def worker_paused(self) -> Iterator[None]:
+        """``mita worker`` stopped (SIGSTOP) while the block runs, so that a test sees a job queued before it runs.
+
+        A worker stopped inside a write transaction would hold SQLite's write lock until it is continued: the
+        pause is taken only when a write transaction of our own can start (and is let go at once)."""
+        worker = self.processes["worker"]
+        path = self.database_url.removeprefix("sqlite:///")
+        for _ in range(50):
+            worker.send_signal(signal.SIGSTOP)
+            probe = sqlite3.connect(path, timeout=0.2, isolation_level=None)
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+                break
+            except sqlite3.OperationalError:
+                worker.send_signal(signal.SIGCONT)
+                time.sleep(0.05)
+            finally:
+                probe.close()
+        else:
+            raise AssertionError("the worker held the database's write lock at every try")
+        try:
+            yield
+        finally:
+            worker.send_signal(signal.SIGCONT)
 
 
 def _free_port() -> int:
@@ -154,7 +184,7 @@ def start(folder: Path) -> Iterator[Console]:
                     stderr=subprocess.STDOUT,
                 )
             )
-        yield Console(base, url, admin, operator, seeded, logs)
+        yield Console(base, url, admin, operator, seeded, logs, dict(zip(("serve", "worker"), processes, strict=True)))
     finally:
         for process in reversed(processes):
             _stop(process)

@@ -27,6 +27,7 @@ def test_sign_in_wrong_password_then_right_then_sign_out(page: Watched, console:
     error = p.get_by_role("alert")
     expect(error).to_be_visible()
     page.shot("wrong-password")
+    page.expect_errors(r"status of 401")  # the form shown again, answered 401
     # the error is tied to the fields it concerns, for a screen reader too
     for label in ("Name", "Password"):
         field = p.get_by_label(label)
