@@ -48,6 +48,7 @@ SEQUENCE = (
     ("post", "/v1/meters", "MeterIn"),
     ("post", "/v1/quotes", "QuoteIn"),
     ("post", "/v1/vends", "VendIn"),
+    ("post", "/v1/tokens/doctor", "DoctorIn"),
     ("post", "/v1/vends/{vend_id}/reversal", "ReversalIn"),
     ("post", "/v1/meters/{drn}/engineering-tokens", "EngineeringIn"),
     ("post", "/v1/supply-groups/{sgc}/keys", "VendingKeyIn"),

@@ -13,7 +13,7 @@ from mita.vend.errors import VendError
 from ..console import Posted, Signed, field, render, runtime
 
 router = APIRouter()
-WHERE = {"not_found": "meter", "check_digit_error": "meter", "invalid_key": "decoder_key", "invalid_ea": "ea"}
+WHERE = {"not_found": "meter", "check_digit_error": "meter", "invalid_decoder_key": "decoder_key", "unsupported": "ea"}
 
 
 def _page(request: Request, code: int = 200, **values: object) -> Response:
