@@ -61,6 +61,7 @@ class Watched:
     page: Page
     folder: Path
     base_url: str
+    secrets: dict[str, str] = field(default_factory=dict)  # what must never be in a page: label -> text
     errors: list[str] = field(default_factory=list)
     shots: list[Path] = field(default_factory=list)
 
@@ -97,11 +98,18 @@ class Watched:
         if name is None:
             path = self.page.url.removeprefix(self.base_url).split("?")[0]
             name = path.removeprefix("/console").strip("/") or "dashboard"
+        self.no_secrets()
         self.folder.mkdir(parents=True, exist_ok=True)
         target = self.folder / f"{len(self.shots) + 1:02d}-{slug(name)}.png"
         self.page.screenshot(path=str(target), full_page=full_page)
         self.shots.append(target)
         return target
+
+    def no_secrets(self) -> None:
+        """The page as it is now holds none of the secrets (keys in hex, either case; passwords), by label."""
+        html = self.page.content().lower()
+        found = [label for label, text in self.secrets.items() if text.lower() in html]
+        assert not found, f"{self.page.url} shows {', '.join(found)}"
 
     def check(self, name: str | None = None) -> Path:
         """A page reached by a click (not :meth:`goto`): its screenshot, and axe's check of it."""

@@ -61,7 +61,7 @@ def page(chromium: Browser, console: Console, request: pytest.FixtureRequest) ->
     context = chromium.new_context(viewport={"width": 1280, "height": 900}, locale="en-ZA")
     context.set_default_timeout(10_000)
     sizes = console.log_sizes()
-    watched = Watched(context.new_page(), folder, console.base_url)
+    watched = Watched(context.new_page(), folder, console.base_url, secrets=console.secrets)
     try:
         yield watched
     finally:

@@ -28,7 +28,7 @@ import pytest
 from mita.vend import database
 
 from .browser import ARTIFACTS, Watched
-from .seed import Seeded, seed
+from .seed import Seeded, secrets_of, seed
 
 MITA = Path(sys.executable).with_name("mita")
 READY_TIMEOUT_S = 60
@@ -52,6 +52,7 @@ class Console:
     seeded: Seeded
     logs: dict[str, Path]
     processes: dict[str, subprocess.Popen[bytes]]
+    secrets: dict[str, str]  # what no page may show (keys, the master key, passwords), by label
 
     def url(self, path: str = "/console/") -> str:
         return self.base_url + path
@@ -184,7 +185,10 @@ def start(folder: Path) -> Iterator[Console]:
                     stderr=subprocess.STDOUT,
                 )
             )
-        yield Console(base, url, admin, operator, seeded, logs, dict(zip(("serve", "worker"), processes, strict=True)))
+        hidden = secrets_of(seeded) | {"the master key": master_key}
+        hidden |= {f"{who.name}'s password": who.password for who in (admin, operator)}
+        running = dict(zip(("serve", "worker"), processes, strict=True))
+        yield Console(base, url, admin, operator, seeded, logs, running, hidden)
     finally:
         for process in reversed(processes):
             _stop(process)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, select
 
+from mita import sts
 from mita.headend import alarms
 from mita.headend.alarms import Raised
 from mita.vend import keyring, registry, sample
@@ -113,6 +114,16 @@ def seed(engine: Engine) -> Seeded:
         search_meter=drns[4], search_customer=CUSTOMER_NAMES[4], ack_alarm=ack, open_alarms=others,
         vend_ids=vend_ids,
     )  # fmt: skip
+
+
+def secrets_of(seeded: Seeded) -> dict[str, str]:
+    """What no console page may show, by label: the vending keys and the meters' decoder keys (as hex)."""
+    found = {"the vending key of 123456": VENDING_KEY_HEX}
+    found |= {f"the KRN {n} vending key of {ROLLOVER_SGC}": k for n, k in enumerate(ROLLOVER_KEYS, 1)}
+    for drn in seeded.meters:
+        key = sts.dkga02(bytes.fromhex(VENDING_KEY_HEX), sts.MeterNumber.parse(drn), 2, SGC, 1, 1)
+        found[f"the decoder key of {drn}"] = f"{key:016x}"
+    return found
 
 
 def _rollover_group(engine: Engine) -> list[str]:

@@ -72,3 +72,12 @@ def test_a_missing_chromium_fails_saying_make_chromium(monkeypatch: pytest.Monke
     monkeypatch.setattr(browser, "CHROMIUM", tmp_path / "no-chromium")
     why = browser.missing_chromium()
     assert why is not None and "make chromium" in why and "no-chromium" in why
+
+
+def test_a_page_showing_a_secret_fails_naming_it(scratch: Watched) -> None:
+    scratch.secrets = {"the test key": "ABABABABABABABAB"}
+    scratch.page.set_content(CLEAN)
+    scratch.shot("clean")
+    scratch.page.set_content(CLEAN.replace("Nothing wrong here.", "key abababababababab"))
+    with pytest.raises(AssertionError, match="shows the test key"):
+        scratch.shot("leaky")

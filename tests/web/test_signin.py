@@ -86,3 +86,24 @@ def test_a_post_without_its_csrf_token_is_refused(page: Watched, console: Consol
         assert not any(c["name"].startswith(("mita_console", "__Host-")) for c in anonymous.cookies())
     finally:
         anonymous.close()
+
+
+def test_keyboard_only_sign_in_and_skip_link(page: Watched, console: Console) -> None:
+    """Without a mouse: the name field has the focus, Tab moves to the password, Enter signs in; the first Tab
+    on a page reaches the skip link, which moves the focus past the navigation to the page's content."""
+    p = page.page
+    page.goto("/console/login")
+    expect(p.get_by_label("Name")).to_be_focused()
+    p.keyboard.type(console.operator.name)
+    p.keyboard.press("Tab")
+    expect(p.get_by_label("Password")).to_be_focused()
+    p.keyboard.type(console.operator.password)
+    p.keyboard.press("Enter")
+    expect(p.get_by_role("heading", level=1)).to_have_text("Dashboard")
+    p.keyboard.press("Tab")
+    skip = p.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()  # shown when it has the focus
+    page.shot("skip-link")
+    p.keyboard.press("Enter")
+    expect(p.locator("main")).to_be_focused()
