@@ -30,6 +30,8 @@ def decode_amount(field: int) -> int:
 
 def encode_amount(units: int) -> int:
     """Smallest field whose value is at least ``units`` (rounded up)."""
+    if 0 <= units < _M:  # exponent 0 holds every amount up to 1,638.3 kWh exactly: most vends
+        return units
     if units < 0:
         raise RangeError(f"amount must not be negative (got {units})")
     for e in range(4):

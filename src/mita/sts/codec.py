@@ -9,32 +9,16 @@ the error.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from . import ea as _ea
 from .ea import EA
 from .errors import FormatError, UnsupportedError
-from .sta import STA
 from .tokens import Token, from_block, to_block
 
 TOKEN_DIGITS = 20
 _DIGITS = frozenset("0123456789")
 
 
-class _Ciphers(dict[EA, Callable[[int, int], int]]):
-    """MISTY1 added on its first use: a keypad entry for an EA07 meter does not import it."""
-
-    def __missing__(self, ea: EA) -> Callable[[int, int], int]:
-        if ea is not EA.MISTY1:
-            raise KeyError(ea)
-        from .misty1 import encrypt
-
-        self[ea] = encrypt
-        return encrypt
-
-
-# Dispatch by table: this is the vend hot path, and enum comparisons cost more than the lookups.
-_ENCRYPT = _Ciphers({EA.STA: STA.encrypt, EA.DEA: _ea.des_encrypt})
+_ENCRYPT = _ea.ENCRYPT  # each EA's cipher, the accelerator's when built (chosen on first use)
 _KEY_LIMIT = {ea: 1 << ea.key_bits for ea in EA}
 _MAX_66 = (1 << 66) - 1
 _KEEP = ~(3 << 27) & ((1 << 64) - 1)

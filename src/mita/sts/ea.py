@@ -16,13 +16,12 @@ from .sta import STA
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
-    from . import misty1
-
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
-if TYPE_CHECKING:
     import threading
+    from collections.abc import Callable
 
     from cryptography.hazmat.primitives.ciphers import CipherContext
+
+    from . import misty1
 
 
 class EA(IntEnum):
@@ -87,30 +86,6 @@ def check_key(ea: EA, key: int) -> None:
         raise FormatError(f"EA{ea.value:02d} needs a {ea.key_bits}-bit decoder key")
 
 
-def _misty1_encrypt(block: int, key: int) -> int:
-    """MISTY1 imported on first use (a keypad command for an EA07 meter does not load it), then this name is the
-    cipher's own function."""
-    global _misty1_encrypt
-    from .misty1 import encrypt as _misty1_encrypt
-
-    return _misty1_encrypt(block, key)
-
-
-def _misty1_decrypt_scheduled(block: int, schedule: misty1.Schedule) -> int:
-    global _misty1_decrypt_scheduled
-    from .misty1 import decrypt_scheduled as _misty1_decrypt_scheduled
-
-    return _misty1_decrypt_scheduled(block, schedule)
-
-
-def encrypt(ea: EA, block: int, key: int) -> int:
-    if ea is EA.STA:
-        return STA.encrypt(block, key)
-    if ea is EA.MISTY1:
-        return _misty1_encrypt(block, key)
-    return des_encrypt(block, key)
-
-
 # Decryption is what a meter (or a support desk) does many times with one key:
 # keep the last few keys' schedules.
 _sta_schedule = lru_cache(maxsize=256)(STA.decrypt_schedule)
@@ -123,11 +98,62 @@ def _misty1_schedule(key: int) -> misty1.Schedule:
     return schedule(key)
 
 
+def _sta_decrypt(block: int, key: int) -> int:
+    return STA.decrypt_scheduled(block, _sta_schedule(key))
+
+
+def _reference(ea: int, direction: int) -> Callable[[int, int], int]:
+    """The pure-Python cipher: (encrypt, decrypt)[direction]; MISTY1 is imported only when asked for (a keypad
+    command for an EA07 meter does not load it). KeyError for an EA that is not 7, 9 or 11."""
+    if ea == 11:
+        from . import misty1
+
+        if direction == 0:
+            return misty1.encrypt
+        return lambda block, key: misty1.decrypt_scheduled(block, _misty1_schedule(key))
+    return {7: (STA.encrypt, _sta_decrypt), 9: (des_encrypt, des_decrypt)}[ea][direction]
+
+
+#: The accelerator's names for each cipher it has: (encrypt, decrypt).
+_ACCELERATED = {7: ("sta_encrypt", "sta_decrypt"), 11: ("misty1_encrypt", "misty1_decrypt")}
+
+
+class _Ciphers(dict[int, "Callable[[int, int], int]"]):
+    """Each EA's encrypt (or decrypt), chosen on its first use: the compiled accelerator's when there is one
+    (:mod:`.accel`), else the reference. Dispatch by table: this is the vend hot path, and enum comparisons cost
+    more than the lookups. Keyed by the EA's number (an :class:`EA` hashes and compares as its int)."""
+
+    def __init__(self, direction: int) -> None:
+        super().__init__()
+        self.direction = direction  # 0 encrypt, 1 decrypt
+
+    def __missing__(self, ea: int) -> Callable[[int, int], int]:
+        reference = _reference(ea, self.direction)
+        names = _ACCELERATED.get(ea)
+        chosen = reference
+        if names is not None:
+            from . import accel
+
+            chosen = accel.function(names[self.direction]) or reference
+        self[ea] = chosen
+        return chosen
+
+
+ENCRYPT = _Ciphers(0)
+DECRYPT = _Ciphers(1)
+
+
+def forget_choices() -> None:
+    """Choose each cipher's implementation again on its next use (:func:`mita.sts.accel.use` calls this)."""
+    ENCRYPT.clear()
+    DECRYPT.clear()
+
+
+def encrypt(ea: EA, block: int, key: int) -> int:
+    return ENCRYPT[ea](block, key)
+
+
 def decrypt(ea: EA, block: int, key: int) -> int:
-    if ea is EA.STA:
-        if STA.first_decryption():  # one token per process (mita meter enter): no tables
-            return STA.decrypt_direct(block, key)
-        return STA.decrypt_scheduled(block, _sta_schedule(key))
-    if ea is EA.MISTY1:
-        return _misty1_decrypt_scheduled(block, _misty1_schedule(key))
-    return des_decrypt(block, key)
+    if ea is EA.STA and STA.first_decryption():  # one token per process (mita meter enter): no tables
+        return STA.decrypt_direct(block, key)
+    return DECRYPT[ea](block, key)

@@ -130,6 +130,14 @@ class TransferCredit(Token):
     token_class: ClassVar[int] = 0
     LAYOUT: ClassVar[Bits] = (*_RND_TID, ("amount", 16, 16, "amount"))
 
+    def __init__(self, tid: int, amount: int, rnd: int = 0, kind: CreditKind = CreditKind.ELECTRICITY) -> None:
+        # The vend hot path: Value's generic constructor, written out (a test holds this signature to the fields).
+        setter = object.__setattr__
+        setter(self, "tid", tid)
+        setter(self, "amount", amount)
+        setter(self, "rnd", rnd)
+        setter(self, "kind", kind)
+
     @property
     def subclass(self) -> int:  # type: ignore[override]
         return int(self.kind)
@@ -340,6 +348,25 @@ REGISTRY: dict[tuple[int, int], type[Token]] = {
 }
 
 
+def _bind_crc(info: int, currency: bool) -> int:
+    """The CRC field: on first use binds :data:`_crc` to the compiled accelerator's (:mod:`.accel`), or to
+    :func:`crc_field`, the reference, when there is none; then computes it."""
+    global _crc
+    from . import accel
+
+    _crc = accel.function("crc_field") or crc_field
+    return _crc(info, currency)
+
+
+_crc = _bind_crc
+
+
+def forget_choices() -> None:
+    """Choose the CRC's implementation again on its next use (:func:`mita.sts.accel.use` calls this)."""
+    global _crc
+    _crc = _bind_crc
+
+
 def uses_crc_c(token_class: int, subclass: int) -> bool:
     return token_class == 0 and 4 <= subclass <= 7
 
@@ -349,7 +376,7 @@ def to_block(token: Token) -> int:
     token_class = token.token_class
     sub = token.subclass
     info = token_class << 48 | sub << 44 | token.data_bits()
-    return sub << 60 | (info & 0xFFFFFFFFFFF) << 16 | crc_field(info, token_class == 0 and 4 <= sub <= 7)
+    return sub << 60 | (info & 0xFFFFFFFFFFF) << 16 | _crc(info, token_class == 0 and 4 <= sub <= 7)
 
 
 def from_block(token_class: int, block: int) -> Token:
@@ -357,7 +384,7 @@ def from_block(token_class: int, block: int) -> Token:
     sub = block >> 60
     data = block >> 16 & 0xFFFFFFFFFFF
     info = token_class << 48 | sub << 44 | data
-    if crc_field(info, uses_crc_c(token_class, sub)) != block & 0xFFFF:
+    if _crc(info, uses_crc_c(token_class, sub)) != block & 0xFFFF:
         raise CrcError("token failed its CRC check: wrong decoder key, algorithm or a mistyped digit")
     kind = REGISTRY.get((token_class, sub))
     if kind is None:

@@ -101,9 +101,18 @@ class _ValueType(type):
         required = [n for n in init if specs[n].default is _MISSING and specs[n].factory is None]
         if init[: len(required)] != tuple(required):
             raise TypeError(f"{name}: a field without a default follows one with a default")
+        # The constructor's fast path (every argument by position, the rest plain defaults, no field outside the
+        # constructor with a default to set): from how many positional arguments on it applies, and the defaults
+        # it appends. A class it does not fit gets a minimum no call reaches.
+        defaults = tuple(specs[n].default for n in init[len(required) :])
+        plain = all(s.factory is None for s in specs.values()) and all(
+            s.default is _MISSING for s in specs.values() if not s.init
+        )
         namespace.update(
             __slots__=own,
             __match_args__=init,
+            _fast_min=len(required) if plain else len(init) + 1,
+            _fast_defaults=defaults,
             _specs=specs,
             _init=init,
             _repr=tuple(n for n, s in specs.items() if s.repr),
@@ -129,10 +138,22 @@ class Value(metaclass=_ValueType):
     _repr: ClassVar[tuple[str, ...]]
     _compare: ClassVar[tuple[str, ...]]
     _post_init: ClassVar[bool]
+    _fast_min: ClassVar[int]
+    _fast_defaults: ClassVar[tuple[Any, ...]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
         names = cls._init
+        count = len(args)
+        if not kwargs and cls._fast_min <= count <= len(names):  # the common call, without ``_rest``'s walk
+            if count < len(names):
+                args += cls._fast_defaults[count - cls._fast_min :]
+            setter = object.__setattr__
+            for name, value in zip(names, args, strict=True):
+                setter(self, name, value)
+            if cls._post_init:
+                self.__post_init__()  # type: ignore[attr-defined]
+            return
         if len(args) > len(names):
             raise TypeError(f"{cls.__qualname__}() takes {len(names)} arguments but {len(args)} were given")
         setter = object.__setattr__

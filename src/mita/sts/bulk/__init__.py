@@ -14,7 +14,9 @@ What is here (every function is pure: no I/O, no clock, no randomness):
   raises on a bad token, it flags it (``format_ok``, ``crc_ok``, ``supported``, ``ok``).
 * :func:`encrypt_blocks` / :func:`decrypt_blocks`: EA07 (STA, bitsliced), EA11 (MISTY1, table
   lookups over uint16 lanes) and the deprecated EA09 (DES, grouped by key).
-* :func:`dkga02` / :func:`dkga04`: decoder keys for many meters in one call.
+* :func:`dkga02` / :func:`dkga04`: decoder keys for many meters in one call, from :class:`MeterNumber`
+  objects or straight from meter numbers as text; :func:`meter_pans` / :func:`pan_blocks`: those numbers
+  checked and read in bulk.
 
 Keys: EA07 and EA09 keys are an ``uint64`` array (natural order, as the single path's integers),
 or one ``int`` for every token. EA11 keys are either an ``(N, 16) uint8`` array (the 16 key bytes
@@ -38,7 +40,8 @@ The modules, each importing only those above it:
   interface, chunk by chunk;
 * :mod:`.digits`: 66 bits <-> 20 ASCII digits; :mod:`.layout`: data bits and blocks from the
   token layout table;
-* :mod:`.tokens`: the encode and decode pipelines; :mod:`.keys`: DKGA02, DKGA04 and key change sets.
+* :mod:`.tokens`: the encode and decode pipelines; :mod:`.meters`: meter numbers to MeterPANs and PAN
+  blocks; :mod:`.keys`: DKGA02, DKGA04 and key change sets.
 
 This package's namespace is its public API: the names below. The rest is internal to the package.
 """
@@ -50,6 +53,7 @@ from .arrays import Keys
 from .ciphers import decrypt_blocks, encrypt_blocks
 from .keys import dkga02, dkga04, key_change_sets
 from .layout import credit_fields, data_blocks, layout_data
+from .meters import meter_pans, pan_blocks
 from .sta import SAMPLE_STA, STA
 from .tokens import decode, encode_blocks, encode_credit
 
@@ -70,4 +74,6 @@ __all__ = [
     "encrypt_blocks",
     "key_change_sets",
     "layout_data",
+    "meter_pans",
+    "pan_blocks",
 ]

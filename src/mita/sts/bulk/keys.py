@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +10,7 @@ import numpy.typing as npt
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-from ..dkga import DKGA04_VENDING_KEY_BYTES, dkga04_input
+from ..dkga import DKGA04_VENDING_KEY_BYTES, _kdf_parts, hmac_pads
 from ..ea import EA
 from ..errors import FormatError, RangeError, UnsupportedError
 from ..identity import MeterNumber, check_key_params
@@ -23,17 +22,37 @@ from ..tokens import (
     Set4thSectionDecoderKey,
     Token,
 )
-from .arrays import U64, Keys, Tokens, _blocks, _check_range, _ea, _int_array, _keys64
+from .arrays import U8, U64, Keys, Tokens, _blocks, _check_range, _ea, _int_array, _keys64
 from .layout import data_blocks, layout_data
+from .meters import PAN_DIGITS, meter_pans, pan_blocks
 from .tokens import encode_blocks
 
 
+def _meter_kind(meters: Sequence[Any] | npt.NDArray[Any]) -> str:
+    """How ``meters`` is given: "numbers" (MeterNumber objects), "strings" (meter numbers as text) or "blocks"."""
+    if isinstance(meters, np.ndarray):
+        return "strings" if meters.dtype.kind in "US" else "blocks"
+    if len(meters) and isinstance(meters[0], MeterNumber) and all(isinstance(m, MeterNumber) for m in meters):
+        return "numbers"
+    return "strings" if len(meters) and isinstance(meters[0], str | bytes) else "blocks"
+
+
+def _pans(meters: Sequence[Any] | npt.NDArray[Any]) -> Tokens:
+    """'S18' MeterPANs of MeterNumber objects or of meter numbers as text."""
+    if _meter_kind(meters) == "numbers":
+        return np.array([m.pan for m in meters], dtype=f"S{PAN_DIGITS}")
+    return meter_pans(meters)
+
+
 def dkga02(
-    vending_key: bytes, meters: Sequence[MeterNumber] | npt.ArrayLike, control_block: int | npt.ArrayLike
+    vending_key: bytes,
+    meters: Sequence[MeterNumber] | Sequence[str] | npt.ArrayLike,
+    control_block: int | npt.ArrayLike,
 ) -> U64:
     """DKGA02 for many meters: DK = DES(VK, X) ^ X ^ VK with X = PANBlock ^ CONTROLBlock.
 
-    ``meters`` is a sequence of :class:`MeterNumber` or an array of PAN blocks;
+    ``meters`` is a sequence of :class:`MeterNumber`, of meter numbers as text (what a campaign or a partner's
+    batch holds: checked and read in bulk, :func:`meter_pans`), or an array of PAN blocks;
     ``control_block`` is :func:`mita.sts.control_block` (one for all, or one per meter). For a
     KT 3 control block the common PAN block (DRN digits zero) is used, as the single path does.
     One DES-ECB call covers every meter: ECB encrypts 8-byte blocks independently, and the
@@ -43,17 +62,20 @@ def dkga02(
         raise FormatError("DKGA02 needs a 64-bit (8-byte) vending key")
     cb = _int_array(control_block, "control_block")
     _check_range(cb, "control_block", 64)
-    items: list[Any] = [] if isinstance(meters, np.ndarray) else list(meters)  # type: ignore[arg-type]
-    numbers = [m for m in items if isinstance(m, MeterNumber)]
-    if items and len(numbers) == len(items):
+    given: Any = meters if isinstance(meters, np.ndarray) else list(meters)  # type: ignore[arg-type]
+    kind = _meter_kind(given)
+    if kind == "blocks":
+        pan = _blocks(np.asarray(given))
+    else:
+        pans = _pans(given)
         try:
-            cbs = np.broadcast_to(np.atleast_1d(cb).astype(np.uint64), (len(numbers),))
+            cbs = np.broadcast_to(np.atleast_1d(cb).astype(np.uint64), (len(pans),))
         except ValueError:
             raise FormatError("need one control block, or one per meter") from None
         common = (cbs >> np.uint64(60)) == 3
-        pan = np.array([m.pan_block(common=bool(c)) for m, c in zip(numbers, common, strict=True)], dtype=np.uint64)
-    else:
-        pan = _blocks(np.asarray(meters))
+        pan = pan_blocks(pans)
+        if common.any():
+            pan = np.where(common, pan_blocks(pans, common=True), pan)
     x = pan ^ np.atleast_1d(cb).astype(np.uint64)
     encryptor = Cipher(TripleDES(vending_key * 3), modes.ECB()).encryptor()
     enc = np.frombuffer(encryptor.update(x.astype(">u8").tobytes()) + encryptor.finalize(), dtype=">u8")
@@ -61,9 +83,30 @@ def dkga02(
     return out
 
 
+def _hmacs(vending_key: bytes, messages: list[bytes], size: int) -> U8:
+    """The first ``size`` bytes of HMAC-SHA-256(vending key, message) for each message, as (n, size) uint8.
+
+    From the key's two padded states (:func:`mita.sts.dkga.hmac_pads`), copied per message: ``hmac.digest``
+    would hash both key blocks again each time, and there is no batch HMAC in the standard library. This loop
+    is the bulk path's one per-token loop in Python; each of its calls is C (OpenSSL).
+    """
+    inner, outer = hmac_pads(vending_key)
+    inner_copy, outer_copy = inner.copy, outer.copy
+    digests: list[bytes] = []
+    append = digests.append
+    for message in messages:
+        h = inner_copy()
+        h.update(message)
+        o = outer_copy()
+        o.update(h.digest())
+        append(o.digest())
+    macs = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(messages), 32)
+    return macs[:, :size]
+
+
 def dkga04(
     vending_key: bytes,
-    meters: Sequence[MeterNumber],
+    meters: Sequence[MeterNumber] | Sequence[str] | npt.NDArray[Any],
     kt: int,
     sgc: str,
     ti: int,
@@ -73,22 +116,32 @@ def dkga04(
 ) -> npt.NDArray[Any]:
     """DKGA04 for many meters of one supply group: uint64 keys for EA07, (N, 16) uint8 for EA11.
 
-    HMAC-SHA-256 has no batch form in the standard library, so this loops over ``hmac.digest``
-    (C code, about a microsecond each); the outputs are laid out as :func:`encode_credit` wants.
+    ``meters``: :class:`MeterNumber` objects or meter numbers as text (checked and read in bulk). The KDF
+    inputs of all meters are built as one array (the supply group's label and context, each meter's PAN, the
+    key length), then HMAC'd one by one (:func:`_hmacs`); the outputs are laid out as :func:`encode_credit`
+    wants.
     """
     ea_ = _ea(ea)
     if len(vending_key) != DKGA04_VENDING_KEY_BYTES:
         raise FormatError("DKGA04 needs a 160-bit (20-byte) vending key")
     if ea_ is EA.DEA:
         raise UnsupportedError("DKGA04 is defined for EA07 and EA11 only")
-    size = ea_.key_bits // 8
-    raw = b"".join(
-        hmac.digest(vending_key, dkga04_input(m, kt, sgc, ti, krn, base, ea_), "sha256")[:size] for m in meters
-    )
-    keys = np.frombuffer(raw, dtype=np.uint8).reshape(-1, size)
+    head, length, size = _kdf_parts(kt, sgc, ti, krn, base, ea_)
+    pans = _pans(meters if isinstance(meters, np.ndarray) else list(meters))
+    n = len(pans)
+    if n == 0:
+        return np.empty((0, 16), dtype=np.uint8) if ea_ is EA.MISTY1 else np.empty(0, dtype=np.uint64)
+    width = len(head) + PAN_DIGITS + len(length)
+    rows = np.empty((n, width), dtype=np.uint8)
+    rows[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+    rows[:, len(head) : len(head) + PAN_DIGITS] = np.ascontiguousarray(pans).view(np.uint8).reshape(n, PAN_DIGITS)
+    rows[:, len(head) + PAN_DIGITS :] = np.frombuffer(length, dtype=np.uint8)
+    # 'S' items drop trailing NUL bytes; L (64 or 128 as 4 bytes) ends in a non-zero byte, so none are lost
+    assert length[-1] != 0
+    keys = _hmacs(vending_key, rows.view(f"S{width}").reshape(n).tolist(), size)
     if ea_ is EA.MISTY1:
-        return keys.copy()
-    return keys.view(">u8").reshape(-1).astype(np.uint64)
+        return np.ascontiguousarray(keys)
+    return np.ascontiguousarray(keys).view(">u8").reshape(-1).astype(np.uint64)
 
 
 def _key_words(keys: Keys, key_bits: int, n: int) -> list[U64]:

@@ -1,0 +1,139 @@
+"""The optional compiled accelerator, ``mita.sts._speedups``: found and set up on first use, else pure Python.
+
+Why: a vend runs one key derivation and one block cipher per token, and in pure Python MISTY1 (EA11) and STA
+(EA07) cost microseconds of interpreter time each: EA11 vends ran at a fifth of the Java reference engine's
+rate (issue 17). The extension (``_csrc/speedups.c``, built by the install's hatchling hook when a C compiler is
+there) runs the ciphers and the CRC in C.
+
+The Python modules stay the reference. The extension holds no table of its own: :func:`function` copies in the
+tables :mod:`.sta`, :mod:`.misty1` and :mod:`.crc` build (on first use, one cipher at a time, so an EA07 token
+never builds MISTY1's), and a differential property test (``tests/sts/test_accel.py``) holds both paths equal
+on random inputs and on every vector. Nothing changes in what the engine answers, only in how fast.
+
+Selection is automatic: the extension when it imports and is of this version (:data:`ABI`), else the pure
+modules, silently. :func:`use` turns it off or on for a process (tests, the benchmark's reference figures).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+
+#: The ``ABI`` the extension must declare: a library built from an older ``speedups.c`` is not used.
+ABI = 1
+
+_module: ModuleType | None = None
+_tried = False
+_on = True
+_ready: set[str] = set()
+
+
+def _load() -> ModuleType | None:
+    """The extension module if it is built and of this ABI (imported once)."""
+    global _module, _tried
+    if not _tried:
+        _tried = True
+        try:
+            module = importlib.import_module("._speedups", __package__)
+        except ImportError:
+            return None
+        _module = module if getattr(module, "ABI", None) == ABI else None
+    return _module
+
+
+def _speedups() -> ModuleType | None:
+    """The extension module, unless it is missing or :func:`use` turned it off."""
+    return _load() if _on else None
+
+
+def available() -> bool:
+    """True when the extension is built and loadable (whether or not :func:`use` turned it off)."""
+    return _load() is not None
+
+
+def enabled() -> bool:
+    """True when the engine runs the extension's functions."""
+    return _speedups() is not None
+
+
+def _setup_sta(module: ModuleType) -> None:
+    from array import array
+
+    from .sta import STA
+
+    enc = STA._enc
+    module.sta_setup(array("Q", [v for row in enc for k in (0x00, 0x08, 0x80, 0x88) for v in row[k]]).tobytes())
+
+
+def _setup_sta_decrypt(module: ModuleType) -> None:
+    from array import array
+
+    from .sta import STA
+
+    def four(tables: tuple[tuple[list[int], ...], ...]) -> bytes:
+        # a key byte's bits 3 and 7 pick one of four rows: 0x00, 0x08, 0x80, 0x88 stand for them
+        return array("Q", [v for row in tables for k in (0x00, 0x08, 0x80, 0x88) for v in row[k]]).tobytes()
+
+    first = array("Q", [v for row in STA._dec_first for v in row]).tobytes()
+    module.sta_setup_decrypt(four(STA._dec), four(STA._dec_last), first)
+
+
+def _setup_misty1(module: ModuleType) -> None:
+    from . import misty1
+
+    fi_in, fi_out = misty1._fi_tables()
+    module.misty1_setup(fi_in.tobytes(), fi_out.tobytes(), bytes(misty1._subkey_order()))
+
+
+def _setup_crc(module: ModuleType) -> None:
+    from array import array
+
+    from .crc import TABLE
+
+    module.crc_setup(array("H", TABLE).tobytes())
+
+
+#: Each accelerated function and what it needs copied in first (a table, one cipher at a time).
+_SETUP: dict[str, Callable[[ModuleType], None]] = {
+    "sta_encrypt": _setup_sta,
+    "sta_decrypt": _setup_sta_decrypt,
+    "misty1_encrypt": _setup_misty1,
+    "misty1_decrypt": _setup_misty1,
+    "crc_field": _setup_crc,
+}
+
+
+def function(name: str) -> Callable[..., int] | None:
+    """The extension's ``name``, its tables set, or None: then the caller uses its pure-Python reference.
+
+    A set-up that fails (a table of the wrong size: a mismatched build) also answers None, never an error.
+    """
+    module = _speedups()
+    if module is None:
+        return None
+    if name not in _ready:
+        try:
+            _SETUP[name](module)
+        except (AttributeError, TypeError, ValueError):
+            return None
+        _ready.add(name)
+    found: Callable[..., int] = getattr(module, name)
+    return found
+
+
+def use(on: bool) -> None:
+    """Run the extension (when built) or the pure-Python modules from now on, in this process.
+
+    Forgets every implementation chosen so far: the cipher tables of :mod:`.ea` and the CRC of :mod:`.tokens`
+    choose again on their next call.
+    """
+    global _on
+    _on = on
+    from . import ea, tokens
+
+    ea.forget_choices()
+    tokens.forget_choices()
