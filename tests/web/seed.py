@@ -39,7 +39,7 @@ DOCTOR_VENDS = 55
 
 def make_drn(prefix: str, i: int) -> str:
     """A valid 11-digit meter number (Luhn check digit) from a two-digit prefix and a serial."""
-    return sample.meter_number(f"{prefix}{10000000 + i:08d}")
+    return str(sample.meter_number(f"{prefix}{10000000 + i:08d}"))
 
 
 @dataclass

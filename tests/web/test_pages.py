@@ -4,6 +4,8 @@ serious or critical accessibility violation, and a screenshot kept."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -57,3 +59,23 @@ def test_the_sign_in_and_error_pages_pass_axe(page: Watched, console: Console) -
     page.expect_errors(r"status of 404")
     expect(page.page.locator("h1")).to_have_count(1)
     assert_accessible(page.page)
+
+
+def test_the_dashboard_shows_sales_alarms_the_outbox_and_a_chart(operator: Watched, console: Console) -> None:
+    p, seeded = operator.page, console.seeded
+    cards = p.get_by_role("region", name="Figures")
+    today = cards.locator(".card", has=p.get_by_role("heading", name="Sales today"))
+    vends_today = int(re.search(r"(\d+) vends", today.inner_text()).group(1))  # type: ignore[union-attr]
+    assert vends_today >= len(seeded.vend_ids), today.inner_text()  # the seed's, and any a test made since
+    alarms = cards.locator(".card", has=p.get_by_role("heading", name="Open alarms"))
+    expect(alarms).to_contain_text("high")
+    # the chart is drawn by uPlot from the page's own figures (a canvas, hidden from screen readers, which read the
+    # table of the same figures instead)
+    chart = p.locator("figure[data-chart] canvas")
+    expect(chart.first).to_be_visible()
+    expect(p.locator("figure[data-chart] > div[aria-hidden=true]")).to_have_count(1)
+    p.get_by_text("The figures as a table").click()
+    hours = p.locator("details table tbody tr")
+    expect(hours).to_have_count(24)
+    assert sum(int(c.inner_text()) for c in p.locator("details table tbody td.num").all()) >= len(seeded.vend_ids)
+    operator.check("dashboard-table")

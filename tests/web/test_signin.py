@@ -64,11 +64,12 @@ def test_a_post_without_its_csrf_token_is_refused(page: Watched, console: Consol
     """The session cookie alone does not make a POST: the form's csrf field must match the session's."""
     sign_in(page, console.operator)
     request = page.page.context.request  # the browser's cookies, no form of the console's
-    for path, form in [
+    forms: list[tuple[str, dict[str, str | float | bool]]] = [
         ("/console/logout", {}),
         ("/console/logout", {"csrf": "not-the-token"}),
         ("/console/vend", {"meter": console.seeded.vend_meter, "amount": "50.00"}),
-    ]:
+    ]
+    for path, form in forms:
         answer = request.post(console.url(path), form=form, max_redirects=0)
         assert answer.status == 403, (path, form, answer.status, answer.text()[:300])
     # the session survived the refused sign-out
