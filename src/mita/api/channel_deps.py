@@ -30,3 +30,13 @@ def hooks_of(request: Request) -> HookSecret:
 
 Pay = Annotated[Payments, Depends(payments_of)]
 Hooks = Annotated[HookSecret, Depends(hooks_of)]
+
+
+def checked_secret(secret: str, hooks: Hooks) -> str:
+    """The path's callback secret, checked before the route's query and body are validated: a wrong secret is a
+    404 whatever else the request holds (a 422 listing the missing fields would tell a prober the route is there)."""
+    hooks.check(secret)
+    return secret
+
+
+Secret = Annotated[str, Depends(checked_secret)]
