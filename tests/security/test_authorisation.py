@@ -33,10 +33,10 @@ from starlette.routing import Mount
 
 from mita.api.routes import ROUTERS
 from mita.vend import registry
-from mita.web.pages import ROUTERS as CONSOLE_ROUTERS
 from mita.vend.errors import VendError
 from mita.vend.operators import Operators
 from mita.vend.schema import api_keys
+from mita.web.pages import ROUTERS as CONSOLE_ROUTERS
 
 from .world import CREDENTIALS, HOOK_SECRET, PASSWORD, World, form_csrf, world
 
