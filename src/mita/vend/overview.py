@@ -83,6 +83,7 @@ def dashboard(engine: Engine, caller: Caller, now: dt.datetime) -> dict[str, Any
             .order_by(campaigns.c.id.desc())
             .limit(5)
         ).all()
+        currencies = conn.execute(select(tariffs.c.currency).distinct()).scalars().all()
     per_hour = []
     for i in range(24):
         at = since + dt.timedelta(hours=i)
@@ -101,6 +102,7 @@ def dashboard(engine: Engine, caller: Caller, now: dt.datetime) -> dict[str, Any
             "waiting_s": max(0, int((now - oldest).total_seconds())) if oldest is not None else 0,
         },
         "campaigns": [dict(row._mapping) for row in running],
+        "currency": currencies[0] if len(currencies) == 1 else "",  # the tariffs' one currency; none when mixed
     }
 
 
@@ -226,7 +228,9 @@ def audit_page(
     ``until``: ``YYYY-MM-DD``, both inclusive); ``next`` is the id to continue below."""
     caller.require(*STAFF)
     query = select(audit).order_by(audit.c.id.desc()).limit(limit + 1)
-    for name in ("actor", "action", "entity", "entity_id"):
+    if filters.get("actor"):  # a part of the name: "oscar" finds console:oscar
+        query = query.where(func.lower(audit.c.actor).contains(filters["actor"].lower(), autoescape=True))
+    for name in ("action", "entity", "entity_id"):
         if filters.get(name):
             query = query.where(audit.c[name] == filters[name])
     try:

@@ -190,4 +190,11 @@ def token_groups(digits: str) -> str:
     return " ".join(digits[i : i + 4] for i in range(0, len(digits), 4))
 
 
-templates.env.filters.update(when=when, money=money, token=token_groups)
+def quantity(units: int | None, utility: str | None = "electricity") -> str:
+    """Base units (0.1 kWh, 0.1 m³) as a customer reads them: ``41.1 kWh``."""
+    if units is None:
+        return ""
+    return f"{units // 10}.{units % 10} {'kWh' if (utility or 'electricity') == 'electricity' else 'm³'}"
+
+
+templates.env.filters.update(when=when, money=money, token=token_groups, quantity=quantity)

@@ -16,4 +16,4 @@ router = APIRouter()
 def dashboard(request: Request, session: Signed) -> Response:
     rt = runtime(request)
     figures = overview.dashboard(rt.engine, session.caller, rt.clock())
-    return render(request, "dashboard.html", title="Dashboard", d=figures, currency=rt.settings.currency)
+    return render(request, "dashboard.html", title="Dashboard", d=figures, currency=figures["currency"])

@@ -13,12 +13,23 @@ from mita.vend.errors import VendError
 from ..console import Posted, Signed, field, render, runtime
 
 router = APIRouter()
+#: How each verdict is headed on the page.
+VERDICTS = {
+    "accepted": "Accepted",
+    "used": "Used",
+    "old": "Old",
+    "key_expired": "Key expired",
+    "wrong_key": "Wrong key",
+    "crc_error": "Refused: the token does not check (CRC)",
+    "format_error": "Not a token",
+    "refused": "Refused",
+}
 WHERE = {"not_found": "meter", "check_digit_error": "meter", "invalid_decoder_key": "decoder_key", "unsupported": "ea"}
 
 
 def _page(request: Request, code: int = 200, **values: object) -> Response:
     context = {"token": "", "meter": "", "ea": "11", "errors": {}, "d": None, **values}
-    return render(request, "doctor.html", code, title="Token doctor", **context)
+    return render(request, "doctor.html", code, title="Token doctor", verdicts=VERDICTS, **context)
 
 
 @router.get("/doctor")
