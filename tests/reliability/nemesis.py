@@ -1,0 +1,214 @@
+"""Faults by a seeded schedule: which fault, and after how many operations, follow from the seed alone.
+
+Triggers are operation counts, not times, so one seed places its faults at the same point of the load. Each
+fault is recorded in the history (``type: fault``) when it strikes; the checker measures the recovery (time to the
+next acknowledged operation) from there. The nemesis runs in the main thread (see :mod:`.procs`).
+
+| fault | what it does |
+|---|---|
+| ``kill_api_worker`` | SIGKILL of one ``mita serve`` worker process (uvicorn's supervisor must start another) |
+| ``pause_api_worker`` | SIGSTOP of one worker for 1-3 s, then SIGCONT (a VM or GC pause) |
+| ``kill_outbox_worker`` | SIGKILL of ``mita worker``, started again at once (as a supervisor would) |
+| ``kill_ingest_worker`` | SIGKILL of ``mita worker ingest``, started again |
+| ``pg_kill_all`` | SIGKILL of every PostgreSQL process, then a start (crash recovery) |
+| ``pg_restart_immediate`` | ``pg_ctl stop -m immediate`` (SIGQUIT), then a start |
+| ``pg_kill_backend`` | SIGKILL of one backend: the postmaster resets them all |
+| ``pg_pause`` | SIGSTOP of every PostgreSQL process for 1-2 s |
+| ``mosquitto_restart`` | SIGKILL of the broker, then a start on the same port and persistence file |
+| ``retry_storm`` | 16 concurrent sends of one new key, and 4 of the same key with another body |
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .cluster import Cluster
+from .history import History
+from .procs import Serve, Service
+from .workload import TIMEOUT, Workload
+
+
+@dataclass
+class Targets:
+    """What the faults act on (None: that part is not in this run)."""
+
+    serve: Serve | None = None
+    cluster: Cluster | None = None
+    worker: Service | None = None
+    ingest: Service | None = None
+    broker: Any = None  # tests/mqtt_broker.Broker
+    workload: Workload | None = None
+
+
+@dataclass
+class Nemesis:
+    history: History
+    targets: Targets
+    seed: int
+    faults: list[str]
+    counts: dict[str, int] = field(default_factory=dict)
+    _rnd: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._rnd = random.Random(f"nemesis-{self.seed}")
+
+    def schedule(self, ops: int, n: int) -> list[tuple[int, str]]:
+        """``n`` faults drawn from ``faults``, spread over ``ops`` operations (the last 15% left fault-free)."""
+        span = int(ops * 0.85)
+        points = sorted(self._rnd.randint(max(1, span // (n + 1) // 2), span) for _ in range(n))
+        return [(p, self._rnd.choice(self.faults)) for p in points]
+
+    def run(self, workload: Workload, plan: list[tuple[int, str]], poll: float = 0.02) -> None:
+        """Strike each planned fault once the load has done its operations; returns when the load is over."""
+        pending = list(plan)
+        while workload.running():
+            if pending and workload.done_ops >= pending[0][0]:
+                _, fault = pending.pop(0)
+                self.strike(fault)
+                continue
+            time.sleep(poll)
+        for _, fault in pending:  # the load ended first (a slow machine): strike what is left, for the record
+            self.strike(fault)
+
+    def strike(self, fault: str) -> None:
+        action: Callable[[], dict[str, Any]] = getattr(self, fault)
+        t0 = time.monotonic()
+        self.history.fault(fault, phase="strike")
+        detail = action()
+        self.counts[fault] = self.counts.get(fault, 0) + 1
+        self.history.fault(fault, phase="healed", took_s=round(time.monotonic() - t0, 3), **detail)
+
+    # ------------------------------------------------------------ the API's workers
+
+    def kill_api_worker(self) -> dict[str, Any]:
+        serve = self.targets.serve
+        assert serve is not None
+        pids = serve.worker_pids()
+        if not pids:
+            return {"skipped": "no worker"}
+        victim = self._rnd.choice(sorted(pids))
+        _signal(victim, signal.SIGKILL)
+        t0 = time.monotonic()
+        back = serve.wait_ready(timeout=60)
+        return {"pid": victim, "restart_s": round(back, 3), "since_kill_s": round(time.monotonic() - t0, 3)}
+
+    def pause_api_worker(self) -> dict[str, Any]:
+        serve = self.targets.serve
+        assert serve is not None
+        pids = serve.worker_pids()
+        if not pids:
+            return {"skipped": "no worker"}
+        victim = self._rnd.choice(sorted(pids))
+        seconds = self._rnd.uniform(1.0, 3.0)
+        _signal(victim, signal.SIGSTOP)
+        time.sleep(seconds)
+        _signal(victim, signal.SIGCONT)
+        return {"pid": victim, "paused_s": round(seconds, 2)}
+
+    # ------------------------------------------------------------ workers
+
+    def kill_outbox_worker(self) -> dict[str, Any]:
+        worker = self.targets.worker
+        assert worker is not None
+        worker.restart()
+        return {"starts": worker.starts}
+
+    def kill_ingest_worker(self) -> dict[str, Any]:
+        ingest = self.targets.ingest
+        assert ingest is not None
+        ingest.restart()
+        return {"starts": ingest.starts}
+
+    # ------------------------------------------------------------ PostgreSQL (a throwaway cluster only)
+
+    def pg_kill_all(self) -> dict[str, Any]:
+        cluster = self.targets.cluster
+        assert cluster is not None
+        cluster.kill_all()
+        time.sleep(self._rnd.uniform(0.0, 0.5))  # down for a moment: requests meet a refused connection
+        return {"restart_s": round(cluster.start(), 3)}
+
+    def pg_restart_immediate(self) -> dict[str, Any]:
+        cluster = self.targets.cluster
+        assert cluster is not None
+        return {"restart_s": round(cluster.restart_immediate(), 3)}
+
+    def pg_kill_backend(self) -> dict[str, Any]:
+        cluster = self.targets.cluster
+        assert cluster is not None
+        killed = cluster.kill_backend()
+        time.sleep(0.2)
+        cluster.wait_ready()
+        return {"killed": killed}
+
+    def pg_pause(self) -> dict[str, Any]:
+        cluster = self.targets.cluster
+        assert cluster is not None
+        seconds = self._rnd.uniform(1.0, 2.0)
+        cluster.pause(seconds)
+        return {"paused_s": round(seconds, 2)}
+
+    # ------------------------------------------------------------ the broker
+
+    def mosquitto_restart(self) -> dict[str, Any]:
+        broker = self.targets.broker
+        assert broker is not None
+        t0 = time.monotonic()
+        broker.restart(signal.SIGKILL)
+        return {"restart_s": round(time.monotonic() - t0, 3)}
+
+    # ------------------------------------------------------------ clients misbehaving
+
+    def retry_storm(self) -> dict[str, Any]:
+        """One new key sent 16 times at once (and 4 times with another amount): one vend, or none, must result."""
+        workload = self.targets.workload
+        assert workload is not None
+        till = workload.tills[0]
+        key = f"{workload.run_id}-storm-{self.counts.get('retry_storm', 0)}"
+        meter = workload.meters[self._rnd.randrange(len(workload.meters))]
+        body = {"meter": meter, "amount": 2_000}
+        other = {"meter": meter, "amount": 2_001}
+        rnd = random.Random(f"{self.seed}-{key}")
+
+        def send(n: int) -> None:
+            with httpx.Client(timeout=TIMEOUT) as http:
+                workload.attempt(http, 1000 + n, till, key, other if n >= 16 else body, rnd, 1)
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        return {"key": key, "sends": len(threads)}
+
+
+def _signal(pid: int, sig: int) -> None:
+    import contextlib
+    import os
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def heal(history: History, targets: Targets) -> float:
+    """Every fault undone: PostgreSQL up, the server's workers all back and ready, the workers running."""
+    t0 = time.monotonic()
+    history.phase("heal")
+    if targets.cluster is not None:
+        if targets.cluster.process is None or targets.cluster.process.poll() is not None:
+            targets.cluster.start()
+        targets.cluster.wait_ready()
+    if targets.serve is not None:
+        targets.serve.wait_ready(timeout=60)
+    for service in (targets.worker, targets.ingest):
+        if service is not None and not service.alive():
+            service.start()
+    return time.monotonic() - t0

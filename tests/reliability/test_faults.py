@@ -1,0 +1,26 @@
+"""Vends under fire, through ``mita serve`` on a throwaway PostgreSQL: the checker finds every invariant holding.
+
+Each test prints its one-line figures (docs/reliability.md) and the path of its history; ``MITA_REL_SEED`` replays
+another seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .cluster import Cluster
+from .scenario import Plan, describe, run
+
+
+def test_kill_and_pause_api_workers_and_crash_postgres(cluster: Cluster, seed: int, run_folder: Path) -> None:
+    plan = Plan(
+        "processes", seed, ops=800, clients=8, meters=20,
+        faults=("kill_api_worker", "pause_api_worker", "pg_kill_all", "pg_restart_immediate", "pg_kill_backend",
+                "retry_storm"),
+        n_faults=8,
+    )  # fmt: skip
+    outcome = run(plan, cluster, run_folder)
+    print(f"R-05/R-06 seed={seed} {describe(outcome)}")
+    assert outcome.report.ok, outcome.report.as_json()
+    assert outcome.report.figures["acknowledged"] > 300
+    assert sum(outcome.fault_counts.values()) == 8
