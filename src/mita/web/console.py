@@ -48,7 +48,7 @@ HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
-#: The navigation: (path under /console, label, roles that see it).
+#: The navigation: (path under /console, label); every page is for admins and operators alike.
 NAV = (
     ("/", "Dashboard"),
     ("/meters", "Meters"),
@@ -107,8 +107,11 @@ def signed(request: Request) -> Session:
 
 
 async def posted(request: Request) -> Session:
-    """A form sent by a signed-in operator from a page the console rendered (its CSRF token)."""
+    """A form sent by a signed-in operator from a page the console rendered (its CSRF token). The form is read here,
+    on the event loop, and kept in ``request.state.form``: the pages are plain ``def`` (the services block on the
+    database, so they run in the thread pool, never on the loop)."""
     form = await request.form()
+    request.state.form = form
     session = await run_in_threadpool(signed, request)
     sent = form.get("csrf")
     if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), session.csrf.encode()):

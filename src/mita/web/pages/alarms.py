@@ -39,7 +39,7 @@ def alarm(request: Request, session: Signed, alarm_id: int) -> Response:
 
 
 @router.post("/alarms/{alarm_id}/acknowledge")
-async def acknowledge(request: Request, session: Posted, alarm_id: int) -> Response:
+def acknowledge(request: Request, session: Posted, alarm_id: int) -> Response:
     rt = runtime(request)
     try:
         alarms.acknowledge(rt.engine, session.caller, alarm_id, at=rt.clock())
@@ -51,8 +51,8 @@ async def acknowledge(request: Request, session: Posted, alarm_id: int) -> Respo
 
 
 @router.post("/alarms/{alarm_id}/close")
-async def close(request: Request, session: Posted, alarm_id: int) -> Response:
-    form = await request.form()
+def close(request: Request, session: Posted, alarm_id: int) -> Response:
+    form = request.state.form
     note = field(form, "note")
     if not note:
         return _alarm(request, alarm_id, 422, note_error="Say what was done: the note is kept with the alarm.")

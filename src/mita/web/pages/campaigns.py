@@ -39,9 +39,9 @@ def new_campaign(request: Request, session: Signed) -> Response:
 
 
 @router.post("/campaigns")
-async def plan(request: Request, session: Posted) -> Response:
+def plan(request: Request, session: Posted) -> Response:
     """Plan (admin): a name, the supply group, the KRN its meters move to, optionally only one area's."""
-    form = await request.form()
+    form = request.state.form
     values = {k: field(form, k) for k in ("name", "sgc", "krn", "area", "delivery")}
     errors = {}
     if not values["name"]:
@@ -78,7 +78,7 @@ def show(request: Request, session: Signed, campaign_id: int) -> Response:
 
 
 @router.post("/campaigns/{campaign_id}/generate")
-async def generate(request: Request, session: Posted, campaign_id: int) -> Response:
+def generate(request: Request, session: Posted, campaign_id: int) -> Response:
     """Generate its tokens (admin): a job in the outbox that ``mita worker`` runs, batch by batch."""
     session.caller.require("admin")
     rt = runtime(request)

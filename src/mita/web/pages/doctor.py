@@ -38,8 +38,8 @@ def doctor_form(request: Request, session: Signed, meter: str = "") -> Response:
 
 
 @router.post("/doctor")
-async def doctor(request: Request, session: Posted) -> Response:
-    form = await request.form()
+def doctor(request: Request, session: Posted) -> Response:
+    form = request.state.form
     token, meter, key, ea = field(form, "token"), field(form, "meter"), field(form, "decoder_key"), field(form, "ea")
     errors: dict[str, str] = {}
     if not token:

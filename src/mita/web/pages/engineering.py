@@ -47,8 +47,8 @@ def engineering_form(request: Request, session: Signed, meter: str = "") -> Resp
 
 
 @router.post("/engineering")
-async def engineering(request: Request, session: Posted) -> Response:
-    form = await request.form()
+def engineering(request: Request, session: Posted) -> Response:
+    form = request.state.form
     meter, kind, text, key = field(form, "meter"), field(form, "kind"), field(form, "value"), field(form, "key")
     if kind not in KINDS:
         return _form(request, 422, meter=meter, kind=kind, value=text, errors={"kind": "Choose what the token does."})

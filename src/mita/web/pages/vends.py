@@ -59,8 +59,8 @@ def vend_form(request: Request, session: Signed, meter: str = "") -> Response:
 
 
 @router.post("/vend/quote")
-async def quote(request: Request, session: Posted) -> Response:
-    form = await request.form()
+def quote(request: Request, session: Posted) -> Response:
+    form = request.state.form
     meter, amount = field(form, "meter"), field(form, "amount")
     rt = runtime(request)
     try:
@@ -78,8 +78,8 @@ async def quote(request: Request, session: Posted) -> Response:
 
 
 @router.post("/vend")
-async def vend(request: Request, session: Posted) -> Response:
-    form = await request.form()
+def vend(request: Request, session: Posted) -> Response:
+    form = request.state.form
     meter, amount, key = field(form, "meter"), field(form, "amount"), field(form, "key")
     rt = runtime(request)
     try:
@@ -124,15 +124,15 @@ def receipt(request: Request, session: Signed, vend_id: str) -> Response:
 
 
 @router.post("/vends/{vend_id}/reprint")
-async def reprint(request: Request, session: Posted, vend_id: str) -> Response:
+def reprint(request: Request, session: Posted, vend_id: str) -> Response:
     """A reprint is audited (who handed the tokens out again, when): it is its own page, marked REPRINT."""
     rt = runtime(request)
     return _receipt(request, session, rt.services.reprint(session.caller, vend_id[:40]))
 
 
 @router.post("/vends/{vend_id}/reverse")
-async def reverse(request: Request, session: Posted, vend_id: str) -> Response:
-    form = await request.form()
+def reverse(request: Request, session: Posted, vend_id: str) -> Response:
+    form = request.state.form
     reason = field(form, "reason")
     rt = runtime(request)
     if not reason:
