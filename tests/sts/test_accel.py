@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from mita import sts
 from mita.conformance import run_report
-from mita.sts import accel, misty1
+from mita.sts import accel, identity, misty1
 from mita.sts import ea as ea_mod
 from mita.sts import tokens as tokens_mod
 from mita.sts.crc import crc_field
@@ -72,6 +72,20 @@ def test_misty1_equals_the_reference(block: int, key: int) -> None:
 @given(st.integers(0, (1 << 50) - 1), st.booleans())
 def test_crc_equals_the_reference(info: int, currency: bool) -> None:
     assert _fn("crc_field")(info, currency) == crc_field(info, currency)
+
+
+@needs_extension
+@settings(max_examples=400, deadline=None)
+@given(st.text("0123456789", max_size=20), st.integers(0, 200))
+def test_luhn_digits_equal_the_reference(drn: str, weight: int) -> None:
+    assert _fn("pan_digit")(drn, weight) == identity._pan_digit_reference(drn, weight)
+
+
+@needs_extension
+def test_luhn_digits_of_what_is_not_digits_are_refused() -> None:
+    """MeterNumber checks the characters first; the C function still never reads a non-digit as one."""
+    for text in ("4700000000a", "47000 00009", "٣٣", "/"):
+        assert _fn("pan_digit")(text, 0) == -2
 
 
 @needs_extension
@@ -135,8 +149,11 @@ def test_use_chooses_again(pure_then_back: None) -> None:
     sts.encode(sts.TransferCredit(1, 1), sts.EA.MISTY1, 1)
     assert ea_mod.ENCRYPT[sts.EA.MISTY1] is misty1.encrypt
     assert tokens_mod._crc is crc_field
+    sts.MeterNumber.parse("47000000009"[:-1] + str(sts.luhn_digit("4700000000")))
+    assert identity._pan_digit is identity._pan_digit_reference
     accel.use(True)
     assert not ea_mod.ENCRYPT and tokens_mod._crc is tokens_mod._bind_crc  # forgotten, chosen on next use
+    assert identity._pan_digit is identity._bind_pan_digit
     sts.encode(sts.TransferCredit(1, 1), sts.EA.MISTY1, 1)
     chosen = ea_mod.ENCRYPT[sts.EA.MISTY1]
     assert (chosen is not misty1.encrypt) == accel.available()

@@ -3,7 +3,7 @@
 Why: a vend runs one key derivation and one block cipher per token, and in pure Python MISTY1 (EA11) and STA
 (EA07) cost microseconds of interpreter time each: EA11 vends ran at a fifth of the Java reference engine's
 rate (issue 17). The extension (``_csrc/speedups.c``, built by the install's hatchling hook when a C compiler is
-there) runs the ciphers and the CRC in C.
+there) runs the ciphers, the CRC and a meter number's Luhn digits in C.
 
 The Python modules stay the reference. The extension holds no table of its own: :func:`function` copies in the
 tables :mod:`.sta`, :mod:`.misty1` and :mod:`.crc` build (on first use, one cipher at a time, so an EA07 token
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 #: The ``ABI`` the extension must declare: a library built from an older ``speedups.c`` is not used.
-ABI = 1
+ABI = 2
 
 _module: ModuleType | None = None
 _tried = False
@@ -104,6 +104,7 @@ _SETUP: dict[str, Callable[[ModuleType], None]] = {
     "misty1_encrypt": _setup_misty1,
     "misty1_decrypt": _setup_misty1,
     "crc_field": _setup_crc,
+    "pan_digit": lambda module: None,  # arithmetic only: no table
 }
 
 
@@ -128,12 +129,13 @@ def function(name: str) -> Callable[..., int] | None:
 def use(on: bool) -> None:
     """Run the extension (when built) or the pure-Python modules from now on, in this process.
 
-    Forgets every implementation chosen so far: the cipher tables of :mod:`.ea` and the CRC of :mod:`.tokens`
-    choose again on their next call.
+    Forgets every implementation chosen so far: the cipher tables of :mod:`.ea`, the CRC of :mod:`.tokens` and
+    the Luhn digits of :mod:`.identity` choose again on their next call.
     """
     global _on
     _on = on
-    from . import ea, tokens
+    from . import ea, identity, tokens
 
     ea.forget_choices()
+    identity.forget_choices()
     tokens.forget_choices()

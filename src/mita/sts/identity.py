@@ -48,12 +48,39 @@ def _luhn(payload: str) -> int:
 #: Each IIN's share of the MeterPAN's Luhn sum: the IIN followed by as many zeros as its DRN has digits.
 _IIN_WEIGHT = {iin: _weighted((iin + "0" * length).encode("ascii")) for iin, length in IIN_DRN_LENGTH.items()}
 _IIN_FOR_LENGTH = {length: iin for iin, length in IIN_DRN_LENGTH.items()}
-#: Per IIN, what :class:`MeterNumber` checks a DRN with: its length, then the constants its two Luhn sums add
-#: to the digits' ASCII codes (48 less per digit summed as it is; for the MeterPAN, the IIN's share too).
-_IIN_RULES = {
-    iin: (length, -48 * ((length + 1) // 2), _IIN_WEIGHT[iin] - 48 * (length // 2))
-    for iin, length in IIN_DRN_LENGTH.items()
-}
+
+
+def _pan_digit_reference(drn: str, iin_weight: int) -> int:
+    """The MeterPAN's Luhn digit for a DRN of ASCII digits whose IIN adds ``iin_weight`` to Luhn's sum, or -1
+    when the DRN's own check digit is wrong (the compiled accelerator's ``pan_digit`` does the same in C).
+
+    Both digits from one pass: with E the digits in even places from the right (the check digit's), O the others
+    and D() the doubling table, the DRN is right when D(O) + E ends in 0, and the MeterPAN's digit completes
+    D(E) + O + the IIN's share (Luhn's sum is linear in the digits). Sums of ASCII codes, less 48 per digit.
+    """
+    data = drn.encode("ascii")
+    even, odd = data[-1::-2], data[-2::-2]
+    if (sum(odd.translate(_DOUBLED)) + sum(even) - 48 * len(even)) % 10:
+        return -1
+    return -(sum(even.translate(_DOUBLED)) + sum(odd) - 48 * len(odd) + iin_weight) % 10
+
+
+def _bind_pan_digit(drn: str, iin_weight: int) -> int:
+    """On first use binds :data:`_pan_digit` to the compiled accelerator's (:mod:`.accel`), or to the reference."""
+    global _pan_digit
+    from . import accel
+
+    _pan_digit = accel.function("pan_digit") or _pan_digit_reference
+    return _pan_digit(drn, iin_weight)
+
+
+_pan_digit = _bind_pan_digit
+
+
+def forget_choices() -> None:
+    """Choose the Luhn digits' implementation again on next use (:func:`mita.sts.accel.use` calls this)."""
+    global _pan_digit
+    _pan_digit = _bind_pan_digit
 
 
 class MeterNumber(Value):
@@ -69,20 +96,14 @@ class MeterNumber(Value):
         # per token, and the generic walk cost as much as the checks (a test holds this signature to the fields).
         object.__setattr__(self, "iin", iin)
         object.__setattr__(self, "drn", drn)
-        rules = _IIN_RULES.get(iin)
-        if rules is None:
+        length = IIN_DRN_LENGTH.get(iin)
+        if length is None:
             raise FormatError(f"IIN must be 600727 or 0000 (got {iin!r})")
-        length, check_offset, pan_offset = rules
         if len(drn) != length or not (drn.isascii() and drn.isdigit()):
             raise FormatError(f"with IIN {iin} the meter number must be {length} digits (got {drn!r})")
-        # Both Luhn digits from one pass over the DRN: with E the digits in even places from the right (the check
-        # digit's), O the others, and D() the doubling table, the DRN is right when D(O) + E ends in 0, and the
-        # MeterPAN's digit completes D(E) + O + the IIN's share (Luhn's sum is linear in the digits).
-        data = drn.encode("ascii")
-        even, odd = data[-1::-2], data[-2::-2]
-        if (sum(odd.translate(_DOUBLED)) + sum(even) + check_offset) % 10:
+        pan_digit = _pan_digit(drn, _IIN_WEIGHT[iin])
+        if pan_digit < 0:
             raise CheckDigitError(f"meter number {drn} has a wrong check digit")
-        pan_digit = -(sum(even.translate(_DOUBLED)) + sum(odd) + pan_offset) % 10
         object.__setattr__(self, "pan", f"{iin}{drn}{pan_digit}")
 
     @classmethod

@@ -144,10 +144,11 @@ class TransferCredit(Token):
 
     def data_bits(self) -> int:
         # The vend hot path: the generic table walk, written out.
-        tid, rnd = self.tid, self.rnd
+        tid, rnd, amount = self.tid, self.rnd, self.amount
         if not (0 <= tid <= 0xFFFFFF and 0 <= rnd <= 15):
             return Token.data_bits(self)  # raises the precise RangeError
-        return rnd << 40 | tid << 16 | encode_amount(self.amount)
+        # exponent 0 carries amounts below 2**14 as they are (encode_amount's first case, without its call)
+        return rnd << 40 | tid << 16 | (amount if 0 <= amount < 0x4000 else encode_amount(amount))
 
     @classmethod
     def from_data_bits(cls, subclass: int, data: int) -> Token:
