@@ -164,7 +164,7 @@ SNAPSHOT = {
     "customers": "SELECT id, debt, carried, refund_balance FROM customers",
     "audit": "SELECT id, entity_id FROM audit WHERE action = 'vend' AND entity = 'vend'",
     "outbox": "SELECT id, vend_id, channel, dedupe_key, status, attempts FROM outbox",
-    "commands": "SELECT id, meter_id, vend_id, status FROM meter_commands",
+    "commands": "SELECT id, meter_id, vend_id, status, error FROM meter_commands",
     "payments": "SELECT id, provider, provider_ref, receipt, status, vend_id, amount FROM payments",
     "api_keys": "SELECT id, name FROM api_keys",
     "triggers": "SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit'::regclass AND NOT tgisinternal",
@@ -441,7 +441,7 @@ class Checker:
                     self.report.bad("outbox", f"row {o['id']} ({o['channel']}) is {o['status']} after draining")
             for c in self.db["commands"]:
                 if c["status"] != "acknowledged":
-                    self.report.bad("outbox", f"command {c['id']} is {c['status']} after draining")
+                    self.report.bad("outbox", f"command {c['id']} is {c['status']} after draining: {c['error']}")
         self.report.figures["commands"] = dict(Counter(c["status"] for c in self.db["commands"]))
 
     def delivered(self) -> None:
