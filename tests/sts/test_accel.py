@@ -8,6 +8,7 @@ silently when it is missing or stale, and the build hook compiles it from source
 
 from __future__ import annotations
 
+import hmac
 import importlib.util
 import shutil
 from collections.abc import Iterator
@@ -15,12 +16,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mita import sts
 from mita.conformance import run_report
-from mita.sts import accel, identity, misty1
+from mita.sts import accel, dkga, identity, misty1
 from mita.sts import ea as ea_mod
 from mita.sts import tokens as tokens_mod
 from mita.sts.crc import crc_field
@@ -79,6 +80,51 @@ def test_crc_equals_the_reference(info: int, currency: bool) -> None:
 @given(st.text("0123456789", max_size=20), st.integers(0, 200))
 def test_luhn_digits_equal_the_reference(drn: str, weight: int) -> None:
     assert _fn("pan_digit")(drn, weight) == identity._pan_digit_reference(drn, weight)
+
+
+@pytest.fixture(params=[True, False], ids=["sha-extensions", "portable"])
+def sha_ni(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Both compressions of the C SHA-256: with the CPU's SHA extensions (when it has them) and portable C."""
+    speedups = accel._load()
+    assert speedups is not None
+    had = speedups.sha_ni()
+    speedups.sha_ni(request.param)
+    try:
+        yield speedups.sha_ni()
+    finally:
+        speedups.sha_ni(had)
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.binary(max_size=64),
+    st.integers(1, 55).flatmap(lambda width: st.lists(st.binary(min_size=width, max_size=width), max_size=6)),
+    st.integers(1, 32),
+)
+def test_hmac_equals_hmac_digest(sha_ni: bool, key: bytes, messages: list[bytes], size: int) -> None:
+    states = _fn("hmac_states")(key)
+    expected = [hmac.digest(key, m, "sha256")[:size] for m in messages]
+    assert [_fn("hmac_short")(states, size, m) for m in messages] == [int.from_bytes(e, "big") for e in expected]
+    if messages:
+        assert _fn("hmac_batch")(states, size, b"".join(messages), len(messages[0])) == b"".join(expected)
+
+
+@needs_extension
+def test_hmac_refuses_what_it_cannot_do() -> None:
+    """Longer keys and messages than one block go to hashlib (dkga.key_mac); the C functions refuse them."""
+    states = _fn("hmac_states")(bytes(20))
+    for call in (
+        lambda: _fn("hmac_states")(bytes(65)),
+        lambda: _fn("hmac_short")(states, 8, bytes(56)),
+        lambda: _fn("hmac_short")(states, 33, b"x"),
+        lambda: _fn("hmac_batch")(states, 8, bytes(10), 3),  # not whole messages
+        lambda: _fn("hmac_batch")(states, 8, b"", 0),
+    ):
+        with pytest.raises(ValueError):
+            call()
+    with pytest.raises(TypeError):
+        _fn("hmac_short")(states[:10], 8, b"x")
 
 
 @needs_extension
@@ -151,7 +197,13 @@ def test_use_chooses_again(pure_then_back: None) -> None:
     assert tokens_mod._crc is crc_field
     sts.MeterNumber.parse("47000000009"[:-1] + str(sts.luhn_digit("4700000000")))
     assert identity._pan_digit is identity._pan_digit_reference
+    vk = bytes(range(20))
+    meter = sts.MeterNumber.parse("47000000009"[:-1] + str(sts.luhn_digit("4700000000")))
+    pure_key = sts.dkga04(vk, meter, 2, "123456", 1, 1, sts.BaseDate.Y2014, sts.EA.MISTY1)
+    assert dkga._dkga04_states(vk, 2, "123456", 1, 1, sts.BaseDate.Y2014, sts.EA.MISTY1)[0].__name__ == "mac"
     accel.use(True)
+    assert dkga._dkga04_states.cache_info().currsize == 0
+    assert sts.dkga04(vk, meter, 2, "123456", 1, 1, sts.BaseDate.Y2014, sts.EA.MISTY1) == pure_key
     assert not ea_mod.ENCRYPT and tokens_mod._crc is tokens_mod._bind_crc  # forgotten, chosen on next use
     assert identity._pan_digit is identity._bind_pan_digit
     sts.encode(sts.TransferCredit(1, 1), sts.EA.MISTY1, 1)

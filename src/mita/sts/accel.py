@@ -3,7 +3,8 @@
 Why: a vend runs one key derivation and one block cipher per token, and in pure Python MISTY1 (EA11) and STA
 (EA07) cost microseconds of interpreter time each: EA11 vends ran at a fifth of the Java reference engine's
 rate (issue 17). The extension (``_csrc/speedups.c``, built by the install's hatchling hook when a C compiler is
-there) runs the ciphers, the CRC and a meter number's Luhn digits in C.
+there) runs the ciphers, the CRC, a meter number's Luhn digits and DKGA04's HMAC-SHA-256 in C (with the CPU's
+SHA extensions when it has them).
 
 The Python modules stay the reference. The extension holds no table of its own: :func:`function` copies in the
 tables :mod:`.sta`, :mod:`.misty1` and :mod:`.crc` build (on first use, one cipher at a time, so an EA07 token
@@ -22,9 +23,10 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import ModuleType
+    from typing import Any
 
 #: The ``ABI`` the extension must declare: a library built from an older ``speedups.c`` is not used.
-ABI = 2
+ABI = 3
 
 _module: ModuleType | None = None
 _tried = False
@@ -105,10 +107,13 @@ _SETUP: dict[str, Callable[[ModuleType], None]] = {
     "misty1_decrypt": _setup_misty1,
     "crc_field": _setup_crc,
     "pan_digit": lambda module: None,  # arithmetic only: no table
+    "hmac_states": lambda module: None,  # SHA-256 (FIPS 180-4's constants), hashlib's reference
+    "hmac_short": lambda module: None,
+    "hmac_batch": lambda module: None,
 }
 
 
-def function(name: str) -> Callable[..., int] | None:
+def function(name: str) -> Callable[..., Any] | None:
     """The extension's ``name``, its tables set, or None: then the caller uses its pure-Python reference.
 
     A set-up that fails (a table of the wrong size: a mismatched build) also answers None, never an error.
@@ -122,20 +127,21 @@ def function(name: str) -> Callable[..., int] | None:
         except (AttributeError, TypeError, ValueError):
             return None
         _ready.add(name)
-    found: Callable[..., int] = getattr(module, name)
+    found: Callable[..., Any] = getattr(module, name)
     return found
 
 
 def use(on: bool) -> None:
     """Run the extension (when built) or the pure-Python modules from now on, in this process.
 
-    Forgets every implementation chosen so far: the cipher tables of :mod:`.ea`, the CRC of :mod:`.tokens` and
-    the Luhn digits of :mod:`.identity` choose again on their next call.
+    Forgets every implementation chosen so far: the cipher tables of :mod:`.ea`, the CRC of :mod:`.tokens`, the
+    Luhn digits of :mod:`.identity` and DKGA04's HMAC in :mod:`.dkga` choose again on their next call.
     """
     global _on
     _on = on
-    from . import ea, identity, tokens
+    from . import dkga, ea, identity, tokens
 
+    dkga.forget_choices()
     ea.forget_choices()
     identity.forget_choices()
     tokens.forget_choices()

@@ -9,7 +9,7 @@ keys. DKGA01's cipher step is not public: asking for it is an
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from .ea import EA, des_encrypt
 from .errors import FormatError, UnsupportedError
@@ -19,9 +19,11 @@ from .tid import BaseDate
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from _hashlib import HASH
+    from collections.abc import Callable
 
 _M64 = (1 << 64) - 1
 DKGA04_VENDING_KEY_BYTES = 20  # 160 bits, as every compliance vector has it
+PAN_LENGTH = 18  # the MeterPAN's digits, for both IINs
 
 
 def dkga02(vending_key: bytes, meter: MeterNumber, kt: int, sgc: str, ti: int, krn: int) -> int:
@@ -74,32 +76,64 @@ _IPAD = bytes(b ^ 0x36 for b in range(256))
 _OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
+#: The longest message the accelerator's HMAC takes: one SHA-256 block once padded (DKGA04's inputs are 49).
+_SHORT_MESSAGE = 55
+
+
+def _reference_mac(vending_key: bytes, size: int) -> Callable[[bytes], int]:
+    """HMAC-SHA-256 under ``vending_key``, its first ``size`` bytes as an int, from copies of the padded states."""
+    inner, outer = hmac_pads(vending_key)
+
+    def mac(message: bytes) -> int:
+        h = inner.copy()
+        h.update(message)
+        o = outer.copy()
+        o.update(h.digest())
+        return int.from_bytes(o.digest()[:size], "big")
+
+    return mac
+
+
+def key_mac(vending_key: bytes, size: int, width: int) -> tuple[Callable[[bytes], int], bytes | None]:
+    """HMAC-SHA-256 under ``vending_key`` for messages of ``width`` bytes, truncated to ``size`` bytes: the
+    accelerator's (:mod:`.accel`: both key blocks hashed once, a message in one call) when it is built and the
+    messages fit one block, else :func:`_reference_mac`. With the accelerator, also the key's two states, which
+    its batch form takes (the bulk path); else None."""
+    from . import accel
+
+    short, states_of = accel.function("hmac_short"), accel.function("hmac_states")
+    if short is None or states_of is None or width > _SHORT_MESSAGE or len(vending_key) > 64:
+        return _reference_mac(vending_key, size), None
+    states: bytes = states_of(vending_key)
+    return partial(short, states, size), states
+
+
 @lru_cache(maxsize=64)
 def _dkga04_states(
     vending_key: bytes, kt: int, sgc: str, ti: int, krn: int, base: BaseDate, ea: EA
-) -> tuple[HASH, HASH, bytes, int]:
-    """What DKGA04 shares across a supply group: the HMAC states of its vending key (the inner one with the KDF
-    input's label and context already hashed in), the input's tail L, the key's length in bytes. The checks run
-    here: an error is raised on every call, never cached."""
+) -> tuple[Callable[[bytes], int], bytes, bytes]:
+    """What DKGA04 shares across a supply group: the HMAC under its vending key (:func:`key_mac`), the KDF
+    input's head (label and context) and tail (L). The checks run here: an error is raised on every call, never
+    cached. Like the DES contexts of :mod:`.ea`, the key's states live in this process only and are never shown.
+    """
     if len(vending_key) != DKGA04_VENDING_KEY_BYTES:
         raise FormatError("DKGA04 needs a 160-bit (20-byte) vending key")
     if ea is EA.DEA:
         raise UnsupportedError("DKGA04 is defined for EA07 and EA11 only")
     head, length, size = _kdf_parts(kt, sgc, ti, krn, base, ea)
-    inner, outer = hmac_pads(vending_key)
-    inner = inner.copy()
-    inner.update(head)
-    return inner, outer, length, size
+    mac, _ = key_mac(vending_key, size, len(head) + PAN_LENGTH + len(length))
+    return mac, head, length
+
+
+def forget_choices() -> None:
+    """Choose the HMAC's implementation again on next use (:func:`mita.sts.accel.use` calls this)."""
+    _dkga04_states.cache_clear()
 
 
 def dkga04(vending_key: bytes, meter: MeterNumber, kt: int, sgc: str, ti: int, krn: int, base: BaseDate, ea: EA) -> int:
     """The leftmost 64 (EA07) or 128 (EA11) bits of HMAC-SHA-256(VK, KDF input)."""
-    inner, outer, length, size = _dkga04_states(vending_key, kt, sgc, ti, krn, base, ea)
-    inner = inner.copy()
-    inner.update(meter.pan.encode() + length)
-    outer = outer.copy()
-    outer.update(inner.digest())
-    return int.from_bytes(outer.digest()[:size], "big")
+    mac, head, length = _dkga04_states(vending_key, kt, sgc, ti, krn, base, ea)
+    return mac(head + meter.pan.encode() + length)
 
 
 def derive_decoder_key(

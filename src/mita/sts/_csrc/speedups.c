@@ -327,6 +327,269 @@ static PyObject *pan_digit(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return PyLong_FromLong((10 - pan % 10) % 10);
 }
 
+/* ------------------------------------------------------------------ HMAC-SHA-256 of short messages (DKGA04) */
+
+/* FIPS 180-4's constants: SHA-256 itself, not a table of the token engine (hashlib is the reference). */
+static const uint32_t SHA_K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+static const uint32_t SHA_IV[8] = {
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+};
+
+#define ROTR(x, n) ((x) >> (n) | (x) << (32 - (n)))
+
+static void sha256_generic(uint32_t state[8], const uint8_t block[64]) {
+    uint32_t w[64];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)block[4 * i] << 24 | (uint32_t)block[4 * i + 1] << 16 | (uint32_t)block[4 * i + 2] << 8 |
+               block[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = ROTR(w[i - 15], 7) ^ ROTR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = ROTR(w[i - 2], 17) ^ ROTR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
+    uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = h + (ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25)) + ((e & f) ^ (~e & g)) + SHA_K[i] + w[i];
+        uint32_t t2 = (ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
+    }
+    state[0] += a;
+    state[1] += b;
+    state[2] += c;
+    state[3] += d;
+    state[4] += e;
+    state[5] += f;
+    state[6] += g;
+    state[7] += h;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#define HAVE_SHA_NI_CODE 1
+
+/* The same compression with the SHA extensions (Intel's sha256rnds2 / sha256msg1 / sha256msg2), compiled for
+ * them alone and called only when the CPU has them. */
+__attribute__((target("sha,sse4.1,ssse3"))) static void sha256_ni(uint32_t state[8], const uint8_t block[64]) {
+    const __m128i swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i tmp = _mm_loadu_si128((const __m128i *)&state[0]);
+    __m128i st1 = _mm_loadu_si128((const __m128i *)&state[4]);
+    tmp = _mm_shuffle_epi32(tmp, 0xB1);       /* CDAB */
+    st1 = _mm_shuffle_epi32(st1, 0x1B);       /* EFGH */
+    __m128i st0 = _mm_alignr_epi8(tmp, st1, 8); /* ABEF */
+    st1 = _mm_blend_epi16(st1, tmp, 0xF0);      /* CDGH */
+    const __m128i abef = st0, cdgh = st1;
+    __m128i m[4];
+    for (int i = 0; i < 16; i++) {
+        if (i < 4) {
+            m[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(block + 16 * i)), swap);
+        } else { /* W[t..t+3] from the four groups before it */
+            __m128i w = _mm_sha256msg1_epu32(m[i % 4], m[(i + 1) % 4]);
+            w = _mm_add_epi32(w, _mm_alignr_epi8(m[(i + 3) % 4], m[(i + 2) % 4], 4));
+            m[i % 4] = _mm_sha256msg2_epu32(w, m[(i + 3) % 4]);
+        }
+        __m128i x = _mm_add_epi32(m[i % 4], _mm_loadu_si128((const __m128i *)&SHA_K[4 * i]));
+        st1 = _mm_sha256rnds2_epu32(st1, st0, x);
+        x = _mm_shuffle_epi32(x, 0x0E);
+        st0 = _mm_sha256rnds2_epu32(st0, st1, x);
+    }
+    st0 = _mm_add_epi32(st0, abef);
+    st1 = _mm_add_epi32(st1, cdgh);
+    tmp = _mm_shuffle_epi32(st0, 0x1B);       /* FEBA */
+    st1 = _mm_shuffle_epi32(st1, 0xB1);       /* DCHG */
+    st0 = _mm_blend_epi16(tmp, st1, 0xF0);    /* DCBA */
+    st1 = _mm_alignr_epi8(st1, tmp, 8);       /* HGFE */
+    _mm_storeu_si128((__m128i *)&state[0], st0);
+    _mm_storeu_si128((__m128i *)&state[4], st1);
+}
+
+static int cpu_has_sha_ni(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!(b & (1u << 29))) return 0; /* SHA */
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    return (c & (1u << 19)) && (c & (1u << 9)); /* SSE4.1, SSSE3 */
+}
+#else
+#define HAVE_SHA_NI_CODE 0
+static int cpu_has_sha_ni(void) { return 0; }
+#endif
+
+static int use_sha_ni = 0; /* set at import from the CPU; sha_ni() switches it (tests compare both) */
+
+static void sha256_block(uint32_t state[8], const uint8_t block[64]) {
+#if HAVE_SHA_NI_CODE
+    if (use_sha_ni) {
+        sha256_ni(state, block);
+        return;
+    }
+#endif
+    sha256_generic(state, block);
+}
+
+static PyObject *sha_ni(PyObject *self, PyObject *args) {
+    int on = -1;
+    if (!PyArg_ParseTuple(args, "|p", &on)) return NULL;
+    if (on >= 0) use_sha_ni = on && cpu_has_sha_ni();
+    return PyBool_FromLong(use_sha_ni);
+}
+
+/* hmac_states(key): the SHA-256 states after HMAC's inner and outer key blocks (RFC 2104), 16 words as 64 bytes.
+ * For keys up to one block (DKGA04's are 20 bytes); a longer key is a ValueError (the caller then uses hashlib). */
+static PyObject *hmac_states(PyObject *self, PyObject *args) {
+    Py_buffer key;
+    if (!PyArg_ParseTuple(args, "y*", &key)) return NULL;
+    if (key.len > 64) {
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_ValueError, "key longer than a SHA-256 block");
+        return NULL;
+    }
+    uint8_t pad[2][64];
+    memset(pad, 0, sizeof pad);
+    memcpy(pad[0], key.buf, (size_t)key.len);
+    memcpy(pad[1], key.buf, (size_t)key.len);
+    PyBuffer_Release(&key);
+    uint32_t states[16];
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < 64; i++) pad[k][i] ^= k == 0 ? 0x36 : 0x5C;
+        memcpy(&states[8 * k], SHA_IV, sizeof SHA_IV);
+        sha256_block(&states[8 * k], pad[k]);
+    }
+    PyObject *out = PyBytes_FromStringAndSize((const char *)states, sizeof states);
+    memset(pad, 0, sizeof pad);
+    memset(states, 0, sizeof states);
+    return out;
+}
+
+static void put_length_and_be(uint8_t block[64], uint64_t bits) {
+    for (int i = 0; i < 8; i++) block[63 - i] = (uint8_t)(bits >> (8 * i));
+}
+
+/* The full 32-byte HMAC of a message of at most 55 bytes, from hmac_states' 16 words. */
+static void hmac_one(const uint32_t key_states[16], const uint8_t *message, size_t n, uint8_t mac[32]) {
+    uint32_t states[16];
+    memcpy(states, key_states, sizeof states);
+    uint8_t block[64];
+    memset(block, 0, sizeof block);
+    memcpy(block, message, n);
+    block[n] = 0x80;
+    put_length_and_be(block, (uint64_t)(64 + n) * 8);
+    sha256_block(&states[0], block);
+    memset(block, 0, sizeof block);
+    for (int i = 0; i < 8; i++) {
+        block[4 * i] = (uint8_t)(states[i] >> 24);
+        block[4 * i + 1] = (uint8_t)(states[i] >> 16);
+        block[4 * i + 2] = (uint8_t)(states[i] >> 8);
+        block[4 * i + 3] = (uint8_t)states[i];
+    }
+    block[32] = 0x80;
+    put_length_and_be(block, (64 + 32) * 8);
+    sha256_block(&states[8], block);
+    for (int i = 0; i < 8; i++) {
+        mac[4 * i] = (uint8_t)(states[8 + i] >> 24);
+        mac[4 * i + 1] = (uint8_t)(states[8 + i] >> 16);
+        mac[4 * i + 2] = (uint8_t)(states[8 + i] >> 8);
+        mac[4 * i + 3] = (uint8_t)states[8 + i];
+    }
+    memset(states, 0, sizeof states);
+    memset(block, 0, sizeof block);
+}
+
+static int hmac_args(PyObject *states, PyObject *size_obj, long *size) {
+    if (!PyBytes_Check(states) || PyBytes_GET_SIZE(states) != 64) {
+        PyErr_SetString(PyExc_TypeError, "states must be the 64 bytes of hmac_states");
+        return -1;
+    }
+    *size = PyLong_AsLong(size_obj);
+    if (*size == -1 && PyErr_Occurred()) return -1;
+    if (*size < 1 || *size > 32) {
+        PyErr_SetString(PyExc_ValueError, "size outside 1..32");
+        return -1;
+    }
+    return 0;
+}
+
+/* hmac_short(states, size, message): the first ``size`` bytes (1..32) of HMAC-SHA-256 as a big-endian int, for
+ * a message of at most 55 bytes (one block once padded; DKGA04's are 49). */
+static PyObject *hmac_short(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    long size;
+    if (check_args(nargs, 3, "hmac_short") || hmac_args(args[0], args[1], &size)) return NULL;
+    if (!PyBytes_Check(args[2]) || PyBytes_GET_SIZE(args[2]) > 55) {
+        PyErr_SetString(PyExc_ValueError, "the message must be bytes, at most 55 of them");
+        return NULL;
+    }
+    uint32_t states[16];
+    memcpy(states, PyBytes_AS_STRING(args[0]), sizeof states);
+    uint8_t mac[32];
+    hmac_one(states, (const uint8_t *)PyBytes_AS_STRING(args[2]), (size_t)PyBytes_GET_SIZE(args[2]), mac);
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *out =
+        PyLong_FromUnsignedNativeBytes(mac, (size_t)size, Py_ASNATIVEBYTES_BIG_ENDIAN | Py_ASNATIVEBYTES_UNSIGNED_BUFFER);
+#else
+    PyObject *out = _PyLong_FromByteArray(mac, (size_t)size, 0, 0);
+#endif
+    memset(states, 0, sizeof states);
+    memset(mac, 0, sizeof mac);
+    return out;
+}
+
+/* hmac_batch(states, size, rows, width): for each ``width``-byte message of ``rows`` (width 1..55), the
+ * first ``size`` bytes of its HMAC, all in one bytes object: the bulk path's DKGA04 without a loop in Python. */
+static PyObject *hmac_batch(PyObject *self, PyObject *args) {
+    PyObject *states_obj, *size_obj;
+    Py_buffer rows;
+    Py_ssize_t width;
+    long size;
+    if (!PyArg_ParseTuple(args, "OOy*n", &states_obj, &size_obj, &rows, &width)) return NULL;
+    if (hmac_args(states_obj, size_obj, &size)) {
+        PyBuffer_Release(&rows);
+        return NULL;
+    }
+    if (width < 1 || width > 55 || rows.len % width != 0) {
+        PyBuffer_Release(&rows);
+        PyErr_SetString(PyExc_ValueError, "rows must be whole messages of at most 55 bytes");
+        return NULL;
+    }
+    Py_ssize_t n = rows.len / width;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * size);
+    if (out == NULL) {
+        PyBuffer_Release(&rows);
+        return NULL;
+    }
+    uint32_t states[16];
+    memcpy(states, PyBytes_AS_STRING(states_obj), sizeof states);
+    uint8_t mac[32];
+    uint8_t *dest = (uint8_t *)PyBytes_AS_STRING(out);
+    const uint8_t *src = (const uint8_t *)rows.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        hmac_one(states, src + i * width, (size_t)width, mac);
+        memcpy(dest + i * size, mac, (size_t)size);
+    }
+    Py_END_ALLOW_THREADS
+    memset(states, 0, sizeof states);
+    memset(mac, 0, sizeof mac);
+    PyBuffer_Release(&rows);
+    return out;
+}
+
 /* ------------------------------------------------------------------ the module */
 
 static PyMethodDef methods[] = {
@@ -340,6 +603,10 @@ static PyMethodDef methods[] = {
     {"crc_setup", crc_setup, METH_VARARGS, "Copy in the CRC-16/MODBUS table."},
     {"crc_field", (PyCFunction)(void (*)(void))crc_field, METH_FASTCALL, "crc.crc_field(info50, currency)."},
     {"pan_digit", (PyCFunction)(void (*)(void))pan_digit, METH_FASTCALL, "identity._pan_digit(drn, iin_weight)."},
+    {"hmac_states", hmac_states, METH_VARARGS, "HMAC-SHA-256's inner and outer states for a key (64 bytes)."},
+    {"hmac_short", (PyCFunction)(void (*)(void))hmac_short, METH_FASTCALL, "HMAC-SHA-256 of a short message."},
+    {"hmac_batch", hmac_batch, METH_VARARGS, "HMAC-SHA-256 of many short messages of one width."},
+    {"sha_ni", sha_ni, METH_VARARGS, "Whether the SHA extensions run; sha_ni(False) turns them off (tests)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -349,9 +616,10 @@ static struct PyModuleDef module = {
 };
 
 /* What mita.sts.accel expects: a library built from an older speedups.c (a stale build in src/) is not used. */
-#define SPEEDUPS_ABI 2
+#define SPEEDUPS_ABI 3
 
 PyMODINIT_FUNC PyInit__speedups(void) {
+    use_sha_ni = cpu_has_sha_ni();
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && PyModule_AddIntConstant(m, "ABI", SPEEDUPS_ABI) < 0) {
         Py_DECREF(m);

@@ -10,7 +10,8 @@ import numpy.typing as npt
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-from ..dkga import DKGA04_VENDING_KEY_BYTES, _kdf_parts, hmac_pads
+from .. import accel
+from ..dkga import DKGA04_VENDING_KEY_BYTES, _kdf_parts, hmac_pads, key_mac
 from ..ea import EA
 from ..errors import FormatError, RangeError, UnsupportedError
 from ..identity import MeterNumber, check_key_params
@@ -83,13 +84,23 @@ def dkga02(
     return out
 
 
-def _hmacs(vending_key: bytes, messages: list[bytes], size: int) -> U8:
-    """The first ``size`` bytes of HMAC-SHA-256(vending key, message) for each message, as (n, size) uint8.
+def _hmacs(vending_key: bytes, rows: U8, size: int) -> U8:
+    """The first ``size`` bytes of HMAC-SHA-256(vending key, row) for each row of ``rows`` (n, width), as (n, size).
 
-    From the key's two padded states (:func:`mita.sts.dkga.hmac_pads`), copied per message: ``hmac.digest``
-    would hash both key blocks again each time, and there is no batch HMAC in the standard library. This loop
-    is the bulk path's one per-token loop in Python; each of its calls is C (OpenSSL).
+    With the accelerator, one call for every row (:func:`mita.sts.dkga.key_mac`'s states, C's batch form). Else
+    from the key's two padded states (:func:`mita.sts.dkga.hmac_pads`), copied per message: ``hmac.digest`` would
+    hash both key blocks again each time, and there is no batch HMAC in the standard library; each call of that
+    loop is C (OpenSSL).
     """
+    n, width = rows.shape
+    _, states = key_mac(vending_key, size, width)
+    batch = accel.function("hmac_batch")
+    if states is not None and batch is not None:
+        raw: bytes = batch(states, size, np.ascontiguousarray(rows).tobytes(), width)
+        return np.frombuffer(raw, dtype=np.uint8).reshape(n, size)
+    # 'S' items drop trailing NUL bytes; L (64 or 128 as 4 bytes) ends in a non-zero byte, so none are lost
+    assert n == 0 or rows[0, -1] != 0
+    messages = np.ascontiguousarray(rows).view(f"S{width}").reshape(n).tolist()
     inner, outer = hmac_pads(vending_key)
     inner_copy, outer_copy = inner.copy, outer.copy
     digests: list[bytes] = []
@@ -100,7 +111,7 @@ def _hmacs(vending_key: bytes, messages: list[bytes], size: int) -> U8:
         o = outer_copy()
         o.update(h.digest())
         append(o.digest())
-    macs = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(messages), 32)
+    macs = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(n, 32)
     return macs[:, :size]
 
 
@@ -136,9 +147,7 @@ def dkga04(
     rows[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
     rows[:, len(head) : len(head) + PAN_DIGITS] = np.ascontiguousarray(pans).view(np.uint8).reshape(n, PAN_DIGITS)
     rows[:, len(head) + PAN_DIGITS :] = np.frombuffer(length, dtype=np.uint8)
-    # 'S' items drop trailing NUL bytes; L (64 or 128 as 4 bytes) ends in a non-zero byte, so none are lost
-    assert length[-1] != 0
-    keys = _hmacs(vending_key, rows.view(f"S{width}").reshape(n).tolist(), size)
+    keys = _hmacs(vending_key, rows, size)
     if ea_ is EA.MISTY1:
         return np.ascontiguousarray(keys)
     return np.ascontiguousarray(keys).view(">u8").reshape(-1).astype(np.uint64)
