@@ -161,6 +161,42 @@ class MeterState(Value, frozen=False):
             values["tids"] = [int(t) for t in values["tids"]]
             values["tamper"] = list(values.get("tamper", []))
             values["last_entry"] = LastEntry.from_dict(values.get("last_entry"))
-            return cls(decoder_key=decoder_key, **values)
-        except (KeyError, TypeError, ValueError) as exc:
+            state = cls(decoder_key=decoder_key, **values)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MeterError("corrupt_state", f"saved meter state is not valid: {exc}") from None
+        state._check_types()
+        return state
+
+    def _check_types(self) -> None:
+        """Each field of the kind :data:`KINDS` says: a file edited by hand (``"failures": null``) is refused when it
+        is read, not when a token entry trips over it later with an untyped error."""
+        for name, kind in KINDS.items():
+            value = getattr(self, name)
+            if not _is(value, kind):
+                raise MeterError("corrupt_state", f"saved meter state is not valid: {name} is not {kind}")
+        for k, v in self.registers.items():
+            if not (_is(k, "int") and _is(v, "int")):
+                raise MeterError("corrupt_state", "saved meter state is not valid: a register is not a number")
+        for sec in self.pending_kct.values():
+            if not isinstance(sec, dict) or not all(isinstance(n, str) and _is(v, "int") for n, v in sec.items()):
+                raise MeterError("corrupt_state", "saved meter state is not valid: a pending key change section")
+        if not all(isinstance(t, str) for t in self.tamper):
+            raise MeterError("corrupt_state", "saved meter state is not valid: tamper is a list of names")
+
+
+#: The kind of each plain field of a saved state (the others are rebuilt by from_dict, or checked after it).
+KINDS = {
+    "profile": "str", "drn": "str", "iin": "str", "sgc": "str", "display": "str",
+    "mfr_code": "int", "ea": "int", "decoder_key": "int", "ti": "int", "krn": "int", "kt": "int", "ken": "int",
+    "consumed": "int", "failures": "int", "lock_delay_s": "int",
+    "mpl": "int or None", "mppul": "int or None", "tariff_rate": "int or None", "wm_factor": "int or None",
+    "remote_open": "bool",
+}  # fmt: skip
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind.endswith(" or None") and value is None:
+        return True
+    if kind.startswith("int"):
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, {"str": str, "bool": bool}[kind])

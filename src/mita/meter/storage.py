@@ -13,10 +13,14 @@ from __future__ import annotations
 import json
 import os
 
+from mita import sts
 from mita.sealing import KeyStoreError, seal, unseal
+from mita.sts.ea import check_key
+from mita.sts.identity import check_key_params
 
 from .errors import MeterError
 from .model import Meter
+from .profiles import get_profile
 from .state import MeterState
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time of mita meter enter)
@@ -59,7 +63,27 @@ def loads(text: str) -> Meter:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise MeterError("corrupt_state", f"not a {FORMAT} state file")
     secrets = _unseal(str(data.get("decoder_key_sealed", "")), str(data.get("drn", "")))
-    return Meter(MeterState.from_dict(data, secrets["decoder_key"], secrets.get("pending")))
+    state = MeterState.from_dict(data, secrets["decoder_key"], secrets.get("pending"))
+    _check(state)
+    return Meter(state)
+
+
+def _check(state: MeterState) -> None:
+    """A file holds what :meth:`Meter.create` accepts (a profile, its EA, the meter number, key and key
+    parameters in range, TIDs of 24 bits): a file edited by hand is refused as it is read, with a typed error,
+    not at the next token entry with an untyped one."""
+    try:
+        profile = get_profile(state.profile)
+        algorithm = sts.EA.parse(state.ea)
+        if algorithm not in profile.algorithms:
+            raise MeterError("unsupported", f"profile {profile.name} does not support EA{algorithm.value:02d}")
+        sts.MeterNumber.parse(state.drn, state.iin)
+        check_key(algorithm, state.decoder_key)
+        check_key_params(state.kt, state.sgc, state.ti, state.krn)
+        if not 0 <= state.ken <= 255 or not all(0 <= t < 1 << 24 for t in state.tids):
+            raise sts.RangeError("KEN is 0..255 and TIDs are 24-bit numbers")
+    except (sts.StsError, MeterError) as exc:
+        raise MeterError("corrupt_state", f"saved meter state is not valid: {exc}") from None
 
 
 def save(meter: Meter, path: str | os.PathLike[str], *, sync: bool = True) -> os.stat_result:
@@ -138,8 +162,10 @@ class FileLock:
 
 def load(path: str | os.PathLike[str]) -> Meter:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         raise MeterError("no_state", f"no meter state at {path}: make one with `mita meter new`") from None
+    except UnicodeDecodeError:
+        raise MeterError("corrupt_state", "the meter state file is not UTF-8 text") from None
     return loads(text)

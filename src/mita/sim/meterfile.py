@@ -24,6 +24,7 @@ import os
 from typing import NamedTuple
 
 from mita.meter import Meter, storage
+from mita.meter.errors import MeterError
 
 
 class Signature(NamedTuple):
@@ -63,11 +64,13 @@ class MeterFile:
         signature is of the file read, from its open descriptor: a save by another program while it is read makes
         the next :meth:`changed` true."""
         try:
-            with open(self.path) as f:
+            with open(self.path, encoding="utf-8") as f:
                 seen = Signature.of(os.fstat(f.fileno()))
                 text = f.read()
         except FileNotFoundError:
             return storage.load(self.path)  # its no_state error
+        except UnicodeDecodeError:
+            raise MeterError("corrupt_state", "the meter state file is not UTF-8 text") from None
         meter = storage.loads(text)
         self.signature = seen
         return meter

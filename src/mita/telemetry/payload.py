@@ -170,7 +170,7 @@ class Status(NamedTuple):
         if type(online) is not bool:
             raise TelemetryError("bad_field", "online is true or false")
         medium, profile = body.get("medium"), body.get("profile")
-        if medium is not None and medium not in set(Medium):
+        if medium is not None and (not isinstance(medium, str) or medium not in set(Medium)):  # a list: unhashable
             raise TelemetryError("bad_field", "medium is electricity or water")
         if profile is not None and (not isinstance(profile, str) or len(profile) > 40):
             raise TelemetryError("bad_field", "profile is a short text")
