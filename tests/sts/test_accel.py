@@ -128,6 +128,17 @@ def test_hmac_refuses_what_it_cannot_do() -> None:
 
 
 @needs_extension
+def test_the_key_states_never_show() -> None:
+    """The C HMAC's states are as good as the vending key: a repr (a traceback's locals, a log line) hides them."""
+    vk = bytes(range(20))
+    mac, states = dkga.key_mac(vk, 16, 49)
+    assert states is not None and len(states) == 64
+    for shown in (repr(states), str(states), repr(mac), f"{states}"):
+        assert "<secret>" in shown and vk.hex() not in shown and states.hex() not in shown
+        assert "\\x" not in shown
+
+
+@needs_extension
 def test_luhn_digits_of_what_is_not_digits_are_refused() -> None:
     """MeterNumber checks the characters first; the C function still never reads a non-digit as one."""
     for text in ("4700000000a", "47000 00009", "٣٣", "/"):

@@ -94,6 +94,18 @@ def _reference_mac(vending_key: bytes, size: int) -> Callable[[bytes], int]:
     return mac
 
 
+class _Secret(bytes):
+    """Key material (HMAC states derived from a vending key): bytes that never show in a repr, so a traceback
+    with its locals or a log line of the partial holding them shows ``<secret>``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
+
+
 def key_mac(vending_key: bytes, size: int, width: int) -> tuple[Callable[[bytes], int], bytes | None]:
     """HMAC-SHA-256 under ``vending_key`` for messages of ``width`` bytes, truncated to ``size`` bytes: the
     accelerator's (:mod:`.accel`: both key blocks hashed once, a message in one call) when it is built and the
@@ -104,7 +116,7 @@ def key_mac(vending_key: bytes, size: int, width: int) -> tuple[Callable[[bytes]
     short, states_of = accel.function("hmac_short"), accel.function("hmac_states")
     if short is None or states_of is None or width > _SHORT_MESSAGE or len(vending_key) > 64:
         return _reference_mac(vending_key, size), None
-    states: bytes = states_of(vending_key)
+    states = _Secret(states_of(vending_key))
     return partial(short, states, size), states
 
 
