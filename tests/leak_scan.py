@@ -24,6 +24,11 @@ database       every SQLite file opened (``sqlite3.connect``): raw pages of the 
                every PostgreSQL database the suite creates: every column of every table just before its
                ``DROP DATABASE`` (intercepted in psycopg), or at the end if it is never dropped
 meter-file     every virtual meter state written (``mita.meter.storage.dumps``)
+http-out       every HTTP request Mita's own code sends (httpx or ``http.client``, made from a ``mita`` module:
+               partners' webhooks, Kannel's sendsms with the SMS text in its query, Daraja): method, URL,
+               headers and body; a test's own requests are inputs, not outputs
+mqtt           every MQTT message published in the test process (paho's ``Client.publish``: commands, acks,
+               readings, status), topic and payload
 captured       stdout, stderr and log pytest captured for each test; warnings
 =============  ==============================================================================================
 
@@ -720,6 +725,7 @@ def install(vectors: Path | None = None) -> None:
     _install_subprocess()
     _install_databases()
     _install_meter_files()
+    _install_outgoing()
 
 
 def uninstall() -> None:
@@ -1115,3 +1121,79 @@ def record_report_sections(report: Any) -> None:
 def record_warning(message: Any, nodeid: str) -> None:
     with contextlib.suppress(Exception):
         _active.record("captured", f"warning in {nodeid or 'the session'}", str(message.message))
+
+
+# ------------------------------------------------------------------ what Mita sends out: HTTP requests, MQTT
+
+#: Modules a request passes through on its way out; the first caller outside them says who sent it.
+_SENDING_LIBRARIES = ("httpx", "httpcore", "http.", "urllib", "leak_scan", "contextlib", "functools", "anyio")
+
+
+def _sent_by_mita(depth: int = 2) -> bool:
+    """Whether the request being sent was made by Mita's own code (a sender, a client): the first caller outside
+    the HTTP libraries is a module of the ``mita`` package, not a test."""
+    import sys
+
+    frame: Any = sys._getframe(depth)
+    while frame is not None:
+        name = str(frame.f_globals.get("__name__", ""))
+        if not name.startswith(_SENDING_LIBRARIES):
+            return name == "mita" or name.startswith("mita.")
+        frame = frame.f_back
+    return False
+
+
+def _install_outgoing() -> None:
+    """Requests Mita sends (channel ``http-out``) and MQTT messages published (``mqtt``)."""
+    import http.client
+
+    import httpx
+
+    def make_send(original: Any) -> Any:
+        def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            with contextlib.suppress(Exception):
+                if _sent_by_mita():
+                    head = f"{request.method} {request.url}\n" + "\n".join(
+                        f"{k}: {v}" for k, v in request.headers.multi_items()
+                    )
+                    where = f"{request.method} {request.url.scheme}://{request.url.host}{request.url.path}"
+                    _active.record(
+                        "http-out", where, head.encode("utf-8", "backslashreplace") + b"\n\n" + request.content
+                    )
+            return original(self, request, *args, **kwargs)
+
+        return send
+
+    _patch(httpx.Client, "send", make_send, "httpx.Client.send (out)")
+    _patch(httpx.AsyncClient, "send", make_send, "httpx.AsyncClient.send (out)")
+
+    def make_request(original: Any) -> Any:
+        def request(self: Any, method: str, url: str, body: Any = None, headers: Any = None, **kwargs: Any) -> Any:
+            with contextlib.suppress(Exception):
+                if _sent_by_mita():
+                    head = f"{method} {self.host}:{self.port}{url}\n" + "\n".join(
+                        f"{k}: {v}" for k, v in dict(headers or {}).items()
+                    )
+                    data = body.encode() if isinstance(body, str) else body if isinstance(body, bytes) else b""
+                    where = f"{method} {self.host}:{self.port}{url.split('?', 1)[0]}"
+                    _active.record("http-out", where, head.encode("utf-8", "backslashreplace") + b"\n\n" + data)
+            return original(self, method, url, body, headers or {}, **kwargs)
+
+        return request
+
+    _patch(http.client.HTTPConnection, "request", make_request, "HTTPConnection.request")
+    try:
+        from paho.mqtt import client as mqtt
+    except ImportError:
+        return
+
+    def make_publish(original: Any) -> Any:
+        def publish(self: Any, topic: str, payload: Any = None, *args: Any, **kwargs: Any) -> Any:
+            with contextlib.suppress(Exception):
+                data = payload.encode() if isinstance(payload, str) else bytes(payload or b"")
+                _active.record("mqtt", f"MQTT publish {topic}", f"{topic}\n".encode() + data)
+            return original(self, topic, payload, *args, **kwargs)
+
+        return publish
+
+    _patch(mqtt.Client, "publish", make_publish, "paho Client.publish")
