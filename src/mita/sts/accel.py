@@ -62,13 +62,22 @@ def enabled() -> bool:
     return _speedups() is not None
 
 
-def _setup_sta(module: ModuleType) -> None:
+def _four_rows(tables: tuple[tuple[list[int], ...], ...]) -> bytes:
+    """STA's round tables as C reads them: per byte position, the four rows a key byte's bits 3 and 7 pick (the
+    rows of key bytes 0x00, 0x08, 0x80 and 0x88), 256 uint64 each. Row by row: a command's first token pays it."""
     from array import array
 
+    packed = array("Q")
+    for position in tables:
+        for key_byte in (0x00, 0x08, 0x80, 0x88):
+            packed.extend(position[key_byte])
+    return packed.tobytes()
+
+
+def _setup_sta(module: ModuleType) -> None:
     from .sta import STA
 
-    enc = STA._enc
-    module.sta_setup(array("Q", [v for row in enc for k in (0x00, 0x08, 0x80, 0x88) for v in row[k]]).tobytes())
+    module.sta_setup(_four_rows(STA._enc))
 
 
 def _setup_sta_decrypt(module: ModuleType) -> None:
@@ -76,12 +85,10 @@ def _setup_sta_decrypt(module: ModuleType) -> None:
 
     from .sta import STA
 
-    def four(tables: tuple[tuple[list[int], ...], ...]) -> bytes:
-        # a key byte's bits 3 and 7 pick one of four rows: 0x00, 0x08, 0x80, 0x88 stand for them
-        return array("Q", [v for row in tables for k in (0x00, 0x08, 0x80, 0x88) for v in row[k]]).tobytes()
-
-    first = array("Q", [v for row in STA._dec_first for v in row]).tobytes()
-    module.sta_setup_decrypt(four(STA._dec), four(STA._dec_last), first)
+    first = array("Q")
+    for row in STA._dec_first:
+        first.extend(row)
+    module.sta_setup_decrypt(_four_rows(STA._dec), _four_rows(STA._dec_last), first.tobytes())
 
 
 def _setup_misty1(module: ModuleType) -> None:
