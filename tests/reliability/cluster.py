@@ -94,6 +94,9 @@ class Cluster:
         done = subprocess.run(argv, capture_output=True, check=False, **self._user())  # type: ignore[call-overload]
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr.decode(errors='replace')[-2000:]}")
+        # in postgresql.conf, not on the command line: a command-line setting would outrank ALTER SYSTEM (a canary)
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("".join(f"{name} = '{value}'\n" for name, value in SETTINGS.items()))
         return self
 
     def _user(self) -> dict[str, object]:
@@ -120,7 +123,7 @@ class Cluster:
         """Start the postmaster and wait until it takes connections; the seconds that took."""
         t0 = time.monotonic()
         self._clear_stale_lock()
-        settings = {**SETTINGS, **self.extra, "port": str(self.port), "unix_socket_directories": str(self.sockets)}
+        settings = {**self.extra, "port": str(self.port), "unix_socket_directories": str(self.sockets)}
         argv = [str(BIN / "postgres"), "-D", str(self.data)]
         for name, value in settings.items():
             argv += ["-c", f"{name}={value}"]

@@ -64,7 +64,9 @@ class Nemesis:
         """``n`` faults drawn from ``faults``, spread over ``ops`` operations (the last 15% left fault-free)."""
         span = int(ops * 0.85)
         points = sorted(self._rnd.randint(max(1, span // (n + 1) // 2), span) for _ in range(n))
-        return [(p, self._rnd.choice(self.faults)) for p in points]
+        order = list(self.faults)
+        self._rnd.shuffle(order)  # every fault named strikes (n >= len(faults)), in a seeded order
+        return [(p, order[i % len(order)]) for i, p in enumerate(points)]
 
     def run(self, workload: Workload, plan: list[tuple[int, str]], poll: float = 0.02) -> None:
         """Strike each planned fault once the load has done its operations; returns when the load is over."""

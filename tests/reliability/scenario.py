@@ -7,6 +7,7 @@ faults, the load, hooks that break something on purpose). Every process started 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from . import checker, rig
 from .cluster import Cluster
 from .history import History
 from .nemesis import Nemesis, Targets, heal
-from .procs import Serve, Service
+from .procs import MITA, Serve, Service
 from .workload import Till, Workload, final_read
 
 
@@ -40,8 +41,12 @@ class Plan:
     #: after set-up, before serving (drop a constraint); after serving (change a setting on the live cluster)
     before_serve: Callable[[Cluster, str], None] | None = None
     after_serve: Callable[[Cluster, Serve], None] | None = None
+    before_heal: Callable[[Cluster], None] | None = None  # undo a setting that would keep the server unready
     serve_env: dict[str, str] = field(default_factory=dict)
     serve_factory: Callable[[dict[str, str], Path, int], Serve] | None = None
+    #: MQTT-native meters (``mita sim mqtt`` on a broker of the run's own): the first N meters, registered
+    mqtt_meters: int = 0
+    only_connected: bool = False  # the load vends to the connected meters only
 
 
 @dataclass
@@ -71,8 +76,61 @@ def run(plan: Plan, cluster: Cluster, folder: Path) -> Outcome:
         plan.before_serve(cluster, url)
     server: Serve | None = None
     worker: Service | None = None
+    sim: Service | None = None
     unresolved = 0
     nemesis = Nemesis(history, Targets(), plan.seed, list(plan.faults))
+    meters_dir = folder / "meters"
+    with contextlib.ExitStack() as stack:
+        mqtt = None
+        if plan.mqtt_meters:
+            from mqtt_broker import broker  # tests/ is on the path (pytest's pythonpath; soak.py inserts it)
+
+            mqtt = stack.enter_context(broker(folder / "mosquitto"))
+            env["MITA_MQTT_URL"] = mqtt.url
+        try:
+            if plan.mqtt_meters:
+                sim = start_sim(env, folder, meters_dir, plan.mqtt_meters, plan.seed, url)
+            server, worker, unresolved = _load(plan, cluster, folder, env, utility, history, nemesis, mqtt)
+        finally:
+            for service in (sim, worker, server):
+                if service is not None:
+                    service.stop()
+            history.close()
+    files = {p.stem: p for p in meters_dir.glob("*.json")} if plan.mqtt_meters else {}
+    with rig.master_key(master):
+        report = checker.check(history.path, url, rig.VENDING_KEY, drained=plan.drain_s > 0, meter_files=files)
+    return Outcome(report, history.path, folder, utility, time.monotonic() - t0, unresolved, nemesis.counts)
+
+
+def start_sim(env: dict[str, str], folder: Path, meters_dir: Path, n: int, seed: int, url: str) -> Service:
+    """``mita sim mqtt`` over the first ``n`` meters (files made from the database, registered on MQTT); returns
+    once the head-end knows them all."""
+    import psycopg
+
+    meters_dir.mkdir(parents=True, exist_ok=True)
+    argv = [MITA, "sim", "mqtt", str(meters_dir), "--from-database", "--limit", str(n), "--register",
+            "--speed", "60", "--interval", "60", "--seed", str(seed), "--no-sync"]  # fmt: skip
+    sim = Service("sim", argv, env, folder / "sim.log").start()
+    deadline = time.monotonic() + 60
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute("SELECT count(*) FROM meter_endpoints").fetchone()
+            if row and row[0] >= n:
+                return sim
+            if not sim.alive():
+                break
+            time.sleep(0.2)
+    sim.stop()
+    raise RuntimeError(f"mita sim mqtt did not register {n} meters: {sim.log_tail()}")
+
+
+def _load(
+    plan: Plan, cluster: Cluster, folder: Path, env: dict[str, str], utility: rig.Utility, history: History,
+    nemesis: Nemesis, mqtt: Any,
+) -> tuple[Serve | None, Service | None, int]:  # fmt: skip
+    server: Serve | None = None
+    worker: Service | None = None
+    unresolved = 0
     try:
         if plan.serve_factory is not None:
             server = plan.serve_factory(env, folder, plan.workers)
@@ -80,40 +138,57 @@ def run(plan: Plan, cluster: Cluster, folder: Path) -> Outcome:
             server = rig.serve(env, folder, plan.workers)
         if plan.outbox_worker:
             worker = rig.outbox_worker(env, folder)
+        warm_up(server, utility)
         if plan.after_serve:
             plan.after_serve(cluster, server)
         tills = [Till(server.base_url, key, name) for name, key in utility.api_keys.items()]
-        workload = Workload(history, tills, utility.meters, plan.seed, clients=plan.clients, ops=plan.ops,
+        meters = utility.meters[: plan.mqtt_meters] if plan.only_connected else utility.meters
+        workload = Workload(history, tills, meters, plan.seed, clients=plan.clients, ops=plan.ops,
                             replay_share=plan.replay_share, run_id=f"{plan.name}-{plan.seed}")  # fmt: skip
-        targets = Targets(serve=server, cluster=cluster, worker=worker, workload=workload)
+        targets = Targets(serve=server, cluster=cluster, worker=worker, broker=mqtt, workload=workload)
         nemesis.targets = targets
         schedule = nemesis.schedule(plan.ops, plan.n_faults) if plan.faults else []
         history.phase("load")
         workload.start()
         nemesis.run(workload, schedule)
         workload.join(120)
+        if plan.before_heal:
+            plan.before_heal(cluster)
         heal(history, targets)
         unresolved = final_read(workload, plan.final_read_s)
         if plan.drain_s:
-            drain(url, plan.drain_s)
+            drain(utility.url, plan.drain_s)
         history.phase("done")
-    finally:
+    except BaseException:
         for service in (worker, server):
             if service is not None:
                 service.stop()
-        history.close()
-    report = checker.check(history.path, url, rig.VENDING_KEY, drained=plan.drain_s > 0)
-    return Outcome(report, history.path, folder, utility, time.monotonic() - t0, unresolved, nemesis.counts)
+        raise
+    return server, worker, unresolved
+
+
+def warm_up(server: Serve, utility: rig.Utility, requests: int = 16) -> None:
+    """A few reads through the gate, so that each worker has checked its database once (the gate checks until the
+    database is ready, then trusts it) before the load and before a canary changes a setting."""
+    import httpx
+
+    key = next(iter(utility.api_keys.values()))
+    with httpx.Client(timeout=10) as http:
+        for _ in range(requests):
+            http.get(f"{server.base_url}/v1/vends", params={"limit": 1}, headers={"Authorization": f"Bearer {key}"})
 
 
 def drain(url: str, seconds: float) -> bool:
-    """Wait until no outbox row is pending (or ``seconds`` pass)."""
+    """Wait until no outbox row is pending and every meter command is final (or ``seconds`` pass)."""
     import psycopg
 
     deadline = time.monotonic() + seconds
     with psycopg.connect(url, autocommit=True) as conn:
         while time.monotonic() < deadline:
-            row = conn.execute("SELECT count(*) FROM outbox WHERE status <> 'sent'").fetchone()
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM outbox WHERE status <> 'sent') + (SELECT count(*) FROM meter_commands "
+                "WHERE status NOT IN ('acknowledged', 'failed', 'expired'))"
+            ).fetchone()
             if row is not None and row[0] == 0:
                 return True
             time.sleep(0.2)

@@ -24,3 +24,19 @@ def test_kill_and_pause_api_workers_and_crash_postgres(cluster: Cluster, seed: i
     assert outcome.report.ok, outcome.report.as_json()
     assert outcome.report.figures["acknowledged"] > 300
     assert sum(outcome.fault_counts.values()) == 8
+
+
+def test_remote_deliveries_survive_outbox_worker_kills_and_broker_crashes(
+    cluster: Cluster, seed: int, run_folder: Path
+) -> None:
+    """R-18: vends for MQTT-native meters; ``mita worker`` SIGKILLed and Mosquitto SIGKILLed while the commands
+    go out. Every command ends acknowledged, and each meter's own register holds exactly the credit sold."""
+    plan = Plan(
+        "remote", seed, ops=300, clients=4, meters=8, mqtt_meters=8, only_connected=True, outbox_worker=True,
+        faults=("kill_outbox_worker", "mosquitto_restart"), n_faults=4, replay_share=0.1, drain_s=60,
+    )  # fmt: skip
+    outcome = run(plan, cluster, run_folder)
+    print(f"R-18 seed={seed} {describe(outcome, commands=outcome.report.figures.get('commands'))}")
+    assert outcome.report.ok, outcome.report.as_json()
+    assert outcome.report.figures["meters_checked_in_field"] == 8
+    assert outcome.report.figures["commands"].get("acknowledged", 0) >= outcome.report.figures["vends_in_db"]

@@ -1,0 +1,83 @@
+"""Canary (a), a server broken on purpose: it answers a vend *before* its commit, then commits half a second later.
+
+Nothing in ``src/`` knows of it: ``python -m reliability.canary_app serve ...`` (with ``tests/`` on
+``PYTHONPATH``) runs ``mita serve`` with uvicorn pointed at :func:`app_from_env` here, which patches the vending
+service in each worker process before building the ordinary app. A worker killed inside that half second has
+answered 201 for a vend that is never committed: the checker must report it ``lost``. The vend's faster paths
+(its COMMIT pipelined with the writes, the event loop's path) are turned off in the canary, so that the one order
+patched here is the order every vend takes.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+from typing import Any
+
+DELAY_S = 0.5
+_local = threading.local()
+
+
+def install() -> None:
+    from mita.vend import hotpath, purchase
+    from mita.vend.desk import Issued
+
+    original_vend = purchase.Purchases.vend
+    original_run = hotpath.run
+
+    def run(conn: Any, writes: list[Any], *args: Any, **kwargs: Any) -> None:
+        if "commit" in kwargs:  # a COMMIT sent with the writes (a pipeline) stays with the caller's block here
+            kwargs["commit"] = False
+        original_run(conn, writes, *args, **kwargs)
+        box = getattr(_local, "box", None)
+        if box is not None:
+            box.put(("early", json.loads(dict(writes)["answer"]["response"])))
+            time.sleep(DELAY_S)  # the commit comes after the answer: the broken order
+
+    def vend(self: Any, caller: Any, key: str, body: dict[str, Any]) -> Any:
+        box: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+        def work() -> None:
+            _local.box = box
+            try:
+                box.put(("done", original_vend(self, caller, key, body)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the request's thread
+                box.put(("error", exc))
+
+        threading.Thread(target=work, daemon=True).start()
+        kind, value = box.get()
+        if kind == "early":
+            return Issued(value)
+        if kind == "error":
+            raise value
+        return value
+
+    async def no_async_path(self: Any, caller: Any, key: str, body: dict[str, Any]) -> None:
+        return None  # "not here": the route takes the thread's path, the one patched above
+
+    hotpath.run = run  # type: ignore[assignment]
+    purchase.Purchases.vend = vend  # type: ignore[method-assign]
+    if hasattr(purchase.Purchases, "vend_async"):  # the event loop's path, where there is one
+        purchase.Purchases.vend_async = no_async_path  # type: ignore[method-assign,assignment]
+
+
+def app_from_env() -> Any:
+    install()
+    from mita.api.app import app_from_env as ordinary
+
+    return ordinary()
+
+
+def main(argv: list[str]) -> int:
+    from mita.api import launch
+    from mita.cli.main import main as mita
+
+    launch.APP = f"{__name__}:app_from_env"
+    return mita(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

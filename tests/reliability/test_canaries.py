@@ -1,0 +1,76 @@
+"""Canaries: the system broken on purpose, three ways; the checker must fail each run, naming the right invariant.
+
+A checker that passes everything proves nothing. Each canary is the ordinary scenario with one defect:
+
+| canary | the defect | the fault that exposes it | the checker must name |
+|---|---|---|---|
+| (a) | the vend is answered before its commit (``canary_app``: a test-only patch, nothing in ``src/``) | SIGKILL of API workers | ``lost`` |
+| (b) | the idempotency key's unique constraint dropped (in the run's throwaway database) | retry storms, replays | ``duplicated`` |
+| (c) | ``synchronous_commit = off`` and a 10 s WAL writer delay, set on the live throwaway cluster | SIGKILL of every PostgreSQL process | ``lost`` |
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import psycopg
+
+from .cluster import Cluster
+from .procs import Serve
+from .scenario import Plan, describe, run
+
+TESTS = str(Path(__file__).resolve().parent.parent)
+
+
+def answering_before_commit(env: dict[str, str], folder: Path, workers: int) -> Serve:
+    from .cluster import free_port
+
+    path = os.pathsep.join(p for p in (TESTS, env.get("PYTHONPATH", "")) if p)
+    server = Serve({**env, "PYTHONPATH": path}, folder / "serve.log", free_port(), workers)
+    server.argv = [sys.executable, "-m", "reliability.canary_app", *server.argv[1:]]
+    server.start()
+    server.wait_ready()
+    return server
+
+
+def test_canary_a_answer_before_commit_is_caught_as_lost(cluster: Cluster, seed: int, run_folder: Path) -> None:
+    plan = Plan("canary_a", seed, ops=400, clients=8, meters=20, faults=("kill_api_worker",), n_faults=3,
+                serve_factory=answering_before_commit)  # fmt: skip
+    outcome = run(plan, cluster, run_folder)
+    print(f"C-3 canary (a) seed={seed} {describe(outcome)}")
+    assert "lost" in outcome.report.failed, outcome.report.as_json()
+    assert outcome.report.violations["lost"] >= 1
+
+
+def drop_idempotency_key(cluster: Cluster, url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE idempotency DROP CONSTRAINT pk_idempotency")
+
+
+def test_canary_b_missing_unique_constraint_is_caught_as_duplicated(
+    cluster: Cluster, seed: int, run_folder: Path
+) -> None:
+    plan = Plan("canary_b", seed, ops=300, clients=6, meters=10, faults=("retry_storm",), n_faults=3,
+                replay_share=0.3, before_serve=drop_idempotency_key)  # fmt: skip
+    outcome = run(plan, cluster, run_folder)
+    print(f"C-4 canary (b) seed={seed} {describe(outcome)}")
+    assert "duplicated" in outcome.report.failed, outcome.report.as_json()
+
+
+def asynchronous_commit(cluster: Cluster, server: Serve) -> None:
+    """Set once the server is up (it refuses to start on ``synchronous_commit = off``): its pooled connections
+    take the reloaded setting, and so does every connection after a crash. (``/readyz`` sees it and answers 503:
+    the setting is undone before the heal, which waits for a ready server.)"""
+    cluster.set(synchronous_commit="off", wal_writer_delay="10s", wal_writer_flush_after="1GB")
+
+
+def test_canary_c_asynchronous_commit_and_a_postgres_crash_is_caught_as_lost(
+    cluster: Cluster, seed: int, run_folder: Path
+) -> None:
+    plan = Plan("canary_c", seed, ops=600, clients=8, meters=20, faults=("pg_kill_all",), n_faults=5,
+                after_serve=asynchronous_commit, before_heal=Cluster.reset)  # fmt: skip
+    outcome = run(plan, cluster, run_folder)
+    print(f"C-1 canary (c) seed={seed} {describe(outcome)}")
+    assert "lost" in outcome.report.failed, outcome.report.as_json()
