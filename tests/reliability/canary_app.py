@@ -44,7 +44,7 @@ def install() -> None:
             _local.box = box
             try:
                 box.put(("done", original_vend(self, caller, key, body)))
-            except BaseException as exc:  # noqa: BLE001 - handed to the request's thread
+            except BaseException as exc:
                 box.put(("error", exc))
 
         threading.Thread(target=work, daemon=True).start()

@@ -76,7 +76,8 @@ class Report:
                  f"acked_vends={f.get('acknowledged', 0)} in_doubt={f.get('in_doubt_keys', 0)} "
                  f"(committed {f.get('in_doubt_committed', 0)})",
                  " ".join(f"{n}={v}" for n, v in self.violations.items()),
-                 f"faults={f.get('faults', {})} recovery_p50={f.get('recovery_p50_s')}s max={f.get('recovery_max_s')}s"]  # fmt: skip
+                 f"faults={f.get('faults', {})} recovery_p50={f.get('recovery_p50_s')}s "
+                 f"max={f.get('recovery_max_s')}s"]  # fmt: skip
         return " | ".join(parts)
 
     def as_json(self) -> dict[str, Any]:
@@ -204,8 +205,8 @@ class Checker:
                       self.ledger, self.audit, self.outbox, self.delivered, self.payments, self.recovery):  # fmt: skip
             check()
         c = self.story.counts
-        self.report.figures.update(ops=c["ops"], ok=c["ok"], fail=c["fail"], info=c["info"], vends_in_db=len(self.vends),
-                                   tokens_in_db=len(self.db["tokens"]))  # fmt: skip
+        self.report.figures.update(ops=c["ops"], ok=c["ok"], fail=c["fail"], info=c["info"],
+                                   vends_in_db=len(self.vends), tokens_in_db=len(self.db["tokens"]))  # fmt: skip
         return self.report
 
     # -------------------------------------------------- I1 lost, I2 duplicated, I3 unresolved, I4 phantom

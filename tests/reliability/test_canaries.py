@@ -2,11 +2,12 @@
 
 A checker that passes everything proves nothing. Each canary is the ordinary scenario with one defect:
 
-| canary | the defect | the fault that exposes it | the checker must name |
-|---|---|---|---|
-| (a) | the vend is answered before its commit (``canary_app``: a test-only patch, nothing in ``src/``) | SIGKILL of API workers | ``lost`` |
-| (b) | the idempotency key's unique constraint dropped (in the run's throwaway database) | retry storms, replays | ``duplicated`` |
-| (c) | ``synchronous_commit = off`` and a 10 s WAL writer delay, set on the live throwaway cluster | SIGKILL of every PostgreSQL process | ``lost`` |
+- (a) the vend is answered before its commit (``canary_app``: a test-only patch of the server's processes, nothing
+  in ``src/``); SIGKILL of API workers exposes it; the checker must name ``lost``.
+- (b) the idempotency key's unique constraint dropped (in the run's throwaway database); retry storms and replays
+  expose it; the checker must name ``duplicated``.
+- (c) ``synchronous_commit = off`` and a 10 s WAL writer delay, set on the live throwaway cluster; SIGKILL of every
+  PostgreSQL process exposes it; the checker must name ``lost``.
 """
 
 from __future__ import annotations

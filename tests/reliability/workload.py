@@ -120,7 +120,7 @@ class Workload:
         rnd = random.Random(f"{self.seed}-{proc}")
         with httpx.Client(timeout=TIMEOUT) as http:
             n = 0
-            while (seq := self._next()) is not None:
+            while self._next() is not None:
                 n += 1
                 with self._lock:
                     replay = self.answered[rnd.randrange(len(self.answered))] if self.answered else None
