@@ -58,10 +58,10 @@ def install() -> None:
     async def no_async_path(self: Any, caller: Any, key: str, body: dict[str, Any]) -> None:
         return None  # "not here": the route takes the thread's path, the one patched above
 
-    hotpath.run = run  # type: ignore[assignment]
-    purchase.Purchases.vend = vend  # type: ignore[method-assign]
+    hotpath.run = run
+    purchase.Purchases.vend = vend
     if hasattr(purchase.Purchases, "vend_async"):  # the event loop's path, where there is one
-        purchase.Purchases.vend_async = no_async_path  # type: ignore[method-assign,assignment]
+        purchase.Purchases.vend_async = no_async_path
 
 
 def app_from_env() -> Any:
@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     from mita.cli.main import main as mita
 
     launch.APP = f"{__name__}:app_from_env"
-    return mita(argv)
+    return int(mita(argv))
 
 
 if __name__ == "__main__":

@@ -178,7 +178,7 @@ def snapshot(url: str) -> dict[str, list[dict[str, Any]]]:
     url = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url, row_factory=dict_row, connect_timeout=10) as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        return {name: list(conn.execute(sql)) for name, sql in SNAPSHOT.items()}  # type: ignore[arg-type]
+        return {name: list(conn.execute(sql)) for name, sql in SNAPSHOT.items()}  # type: ignore[arg-type,unused-ignore]
 
 
 # ---------------------------------------------------------------------- the checks
@@ -309,10 +309,10 @@ class Checker:
 
     def _decoder_key(self, meter: dict[str, Any], base_date: int) -> int:
         number = sts.MeterNumber.parse(meter["drn"], meter["iin"])
-        return sts.derive_decoder_key(
+        return int(sts.derive_decoder_key(
             int(meter["dkga"]), self.vending_key, number, int(meter["kt"]), meter["sgc"], int(meter["ti"]),
             int(meter["krn"]), sts.BaseDate(base_date), sts.EA(int(meter["ea"])),
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def decoding(self) -> None:
         keys: dict[tuple[int, int], int] = {}
@@ -388,16 +388,16 @@ class Checker:
             if per_account[account][0] - per_account[account][1] != total:
                 self.report.bad("ledger", f"{account}: debits {per_account[account][0]} != sales {total}")
         opening = self.story.setup.get("customers", {})
-        for c in self.db["customers"]:
-            start = opening.get(str(c["id"]))
+        for cust in self.db["customers"]:
+            start: dict[str, Any] | None = opening.get(str(cust["id"]))
             if start is None:
                 continue
-            acc = f"customer:{c['id']}"
+            acc = f"customer:{cust['id']}"
             checks = {
-                "debt": (per_account[f"{acc}:debt"][1], int(start["debt"]) - int(c["debt"])),
+                "debt": (per_account[f"{acc}:debt"][1], int(start["debt"]) - int(cust["debt"])),
                 "carried": (per_account[f"{acc}:carried"][1] - per_account[f"{acc}:carried"][0],
-                            int(c["carried"]) - int(start["carried"])),
-                "refund": (per_account[f"{acc}:refund"][1], int(c["refund_balance"]) - int(start["refund_balance"])),
+                            int(cust["carried"]) - int(start["carried"])),
+                "refund": (per_account[f"{acc}:refund"][1], int(cust["refund_balance"]) - int(start["refund_balance"])),
             }  # fmt: skip
             for name, (ledger_says, balance_says) in checks.items():
                 if ledger_says != balance_says:
@@ -479,11 +479,11 @@ class Checker:
                 self.report.bad("payments", f"payment {p['id']}: its vend {p['vend_id']} is not there")
         for paid in self.story.payments:
             ref = paid.get("trans_id")
-            p = by_ref.get(str(ref))
-            if p is None:
+            found = by_ref.get(str(ref))
+            if found is None:
                 self.report.bad("payments", f"paid transaction {ref} has no payment")
-            elif p["vend_id"] is None and p["status"] != "refunded":
-                self.report.bad("payments", f"paid transaction {ref} has no vend ({p['status']})")
+            elif found["vend_id"] is None and found["status"] != "refunded":
+                self.report.bad("payments", f"paid transaction {ref} has no vend ({found['status']})")
         states: Counter[str] = Counter(p["status"] for p in self.db["payments"])
         self.report.figures["payments"] = dict(states)
         self.report.figures["paid_transactions"] = len(self.story.payments)

@@ -27,7 +27,7 @@ World = tuple[Story, dict[str, list[dict[str, Any]]]]
 def digits(tid: int, units: int) -> str:
     key = sts.derive_decoder_key(2, VENDING_KEY, sts.MeterNumber.parse(DRN), 2, sample.SGC, 1, 1, sts.BaseDate(BASE),
                                  sts.EA(7))  # fmt: skip
-    return sts.encode(recipes.credit_token("electricity", tid, units, 5), sts.EA(7), key)
+    return str(sts.encode(recipes.credit_token("electricity", tid, units, 5), sts.EA(7), key))
 
 
 def world() -> World:
