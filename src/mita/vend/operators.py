@@ -205,7 +205,9 @@ class Operators:
                 )
             )  # fmt: skip
             conn.execute(
-                update(operators).where(operators.c.id == row.id).values(failures=0, locked_until=None, last_login_at=now)
+                update(operators)
+                .where(operators.c.id == row.id)
+                .values(failures=0, locked_until=None, last_login_at=now)
             )
             write_audit(conn, actor, now, "login", "operator", row.id)
         return token, Session(Caller(row.api_key_id, row.key_name, row.role), row.name, csrf, expires)
