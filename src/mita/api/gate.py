@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
@@ -41,6 +42,7 @@ from mita.vend.errors import VendError, database_failure
 from mita.vend.service import Caller
 
 from .problems import problem, refusal
+from .routes.vends import serve_vend
 
 OPEN_PATHS = frozenset({"/v1/health"})
 HOOKS = "/hooks/"  # providers' callbacks: no key, a secret in the path (mita.channels.hooks)
@@ -50,6 +52,10 @@ METRICS_ROLES = ("admin", "operator")  # who may scrape when the metrics are not
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 CSV_PATHS = frozenset({"/v1/imports/customers", "/v1/imports/meters"})  # their bodies are CSV, not JSON
 RECHECK_S = 1.0  # a database that is not ready is asked again at most this often
+#: Routes the gate answers itself once it has admitted the caller (the busiest: see ``serve_vend``).
+DIRECT: dict[tuple[str, str], Callable[[Scope, Receive, Send, Caller], Awaitable[None]]] = {
+    ("POST", "/v1/vends"): serve_vend,
+}
 
 
 class Readiness:
@@ -135,6 +141,10 @@ class Gate:
         if refused is not None:
             status, code, detail = refused
             await problem(status, code, detail)(scope, receive, send)
+            return
+        direct = DIRECT.get((scope["method"], scope.get("path", "")))
+        if direct is not None:
+            await direct(scope, self._counted(receive), send, caller)
             return
         await self.app(scope, self._counted(receive), send)
 

@@ -1,4 +1,4 @@
-"""The vend's writes as plain SQL, sent in one round trip on PostgreSQL.
+"""The vend's SQL as plain text: on PostgreSQL two round trips after BEGIN, one to read and one to write.
 
 A vend writes nine kinds of rows. Through the SQL expression layer, one
 statement at a time, that was most of a vend's time. Here the statements are
@@ -10,13 +10,18 @@ service's tests run on both databases, so the two stay in step.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import datetime as dt
 import json
 import re
-from typing import Any
+import weakref
+from typing import Any, ClassVar
 
+import psycopg
+from psycopg import pq
 from psycopg.rows import dict_row
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, event
 
 SQL = {
     "claim": "INSERT INTO idempotency (api_key_id, key, request_hash, status_code, response, created_at) "
@@ -65,68 +70,65 @@ SQL = {
     "answer": "UPDATE idempotency SET status_code = 201, response = %(response)s, vend_id = %(vend_id)s "
     "WHERE api_key_id = %(api_key_id)s AND key = %(key)s",
 }
-# On PostgreSQL all of a vend's writes are one statement (data-modifying WITH clauses, rows passed as
-# arrays): one parse of a prepared statement, one round trip, whatever the number of tokens and ledger lines.
+# On PostgreSQL all of a vend's writes are one statement (data-modifying WITH clauses), its values one JSON
+# document read once by json_to_record: one parse of a prepared statement, one round trip whatever the number
+# of tokens and ledger lines, and one string for the driver to send (forty parameters and eight arrays cost
+# the driver more CPU than the statement costs the server). The JSON columns' texts are spliced into the
+# document as they are (``json`` keeps a value's text: what is stored is what SQLite stores).
+_DOC_COLUMNS = (
+    "vend_id text, vendor_id bigint, api_key_id bigint, meter_id bigint, customer_id bigint, amount bigint, "
+    "units bigint, receipt json, tokens json, m_tid bigint, m_pending json, lines json, month text, mm_units bigint, "
+    "fbe boolean, fixed boolean, actor text, detail json, payload json, o_recipient text, o_dedupe text, c_id bigint, "
+    "c_debt bigint, c_in bigint, c_out bigint, c_refund bigint, response json, key text"
+)
 PG_VEND = (
-    "WITH v AS (INSERT INTO vends (id, vendor_id, api_key_id, meter_id, customer_id, kind, amount, units, receipt, "
-    "status, created_at) VALUES (%(vend_id)s, %(vendor_id)s, %(api_key_id)s, %(meter_id)s, %(customer_id)s, "
-    "'purchase', %(amount)s, %(units)s, %(receipt)s::json, 'completed', %(at)s)), "
+    f"WITH d AS MATERIALIZED (SELECT * FROM json_to_record(%(doc)s::json) AS x({_DOC_COLUMNS})), "
+    "v AS (INSERT INTO vends (id, vendor_id, api_key_id, meter_id, customer_id, kind, amount, units, receipt, "
+    "status, created_at) SELECT vend_id, vendor_id, api_key_id, meter_id, customer_id, 'purchase', amount, units, "
+    "receipt, 'completed', %(at)s FROM d), "
     "t AS (INSERT INTO tokens (vend_id, meter_id, seq, kind, tid, base_date, token_class, subclass, digits, units, "
-    "created_at) SELECT %(vend_id)s, %(meter_id)s, x.seq, x.kind, x.tid, x.base_date, x.cls, x.sub, x.digits, "
-    "x.units, %(at)s FROM unnest(%(t_seq)s::int[], %(t_kind)s::text[], %(t_tid)s::bigint[], %(t_base)s::int[], "
-    "%(t_cls)s::int[], %(t_sub)s::int[], %(t_digits)s::text[], %(t_units)s::bigint[]) "
-    "AS x(seq, kind, tid, base_date, cls, sub, digits, units)), "
-    "m AS (UPDATE meters SET last_tid = COALESCE(%(m_tid)s::bigint, last_tid), "
-    "pending_key = COALESCE(%(m_pending)s::json, pending_key) WHERE id = %(meter_id)s), "
-    "l AS (INSERT INTO ledger (vend_id, account, debit, credit, created_at) SELECT %(vend_id)s, x.account, x.debit, "
-    "x.credit, %(at)s FROM unnest(%(l_account)s::text[], %(l_debit)s::bigint[], %(l_credit)s::bigint[]) "
-    "AS x(account, debit, credit)), "
+    "created_at) SELECT d.vend_id, d.meter_id, x.seq, x.kind, x.tid, x.base_date, x.token_class, x.subclass, "
+    "x.digits, x.units, %(at)s FROM d, json_to_recordset(d.tokens) AS x(seq int, kind text, tid bigint, "
+    "base_date int, token_class int, subclass int, digits text, units bigint)), "
+    "m AS (UPDATE meters SET last_tid = COALESCE(d.m_tid, last_tid), pending_key = COALESCE(d.m_pending, "
+    "pending_key) FROM d WHERE meters.id = d.meter_id), "
+    "l AS (INSERT INTO ledger (vend_id, account, debit, credit, created_at) SELECT d.vend_id, x.account, x.debit, "
+    "x.credit, %(at)s FROM d, json_to_recordset(d.lines) AS x(account text, debit bigint, credit bigint)), "
     "mm AS (INSERT INTO meter_months (meter_id, month, units, purchases, fbe_issued, fixed_charged) "
-    "VALUES (%(meter_id)s, %(month)s, %(mm_units)s, 1, %(fbe)s, %(fixed)s) "
+    "SELECT meter_id, month, mm_units, 1, fbe, fixed FROM d "
     "ON CONFLICT (meter_id, month) DO UPDATE SET units = meter_months.units + excluded.units, "
     "purchases = meter_months.purchases + 1, fbe_issued = meter_months.fbe_issued OR excluded.fbe_issued, "
     "fixed_charged = meter_months.fixed_charged OR excluded.fixed_charged), "
     "a AS (INSERT INTO audit (at, actor, action, entity, entity_id, detail) "
-    "VALUES (%(at)s, %(actor)s, 'vend', 'vend', %(vend_id)s, %(detail)s::json)), "
+    "SELECT %(at)s, actor, 'vend', 'vend', vend_id, detail FROM d), "
     "o AS (INSERT INTO outbox (vend_id, channel, recipient, dedupe_key, payload, status, attempts, "
-    "next_attempt_at, created_at) VALUES (%(vend_id)s, 'receipt', %(o_recipient)s, %(o_dedupe)s, %(payload)s::json, "
-    "'pending', 0, %(at)s, %(at)s) ON CONFLICT (dedupe_key) DO NOTHING), "
-    "c AS (UPDATE customers SET debt = debt - %(c_debt)s, carried = carried - %(c_in)s + %(c_out)s, "
-    "refund_balance = refund_balance + %(c_refund)s WHERE id = %(c_id)s) "
-    "UPDATE idempotency SET status_code = 201, response = %(response)s::json, vend_id = %(vend_id)s "
-    "WHERE api_key_id = %(api_key_id)s AND key = %(key)s"
+    "next_attempt_at, created_at) SELECT vend_id, 'receipt', o_recipient, o_dedupe, payload, 'pending', 0, %(at)s, "
+    "%(at)s FROM d ON CONFLICT (dedupe_key) DO NOTHING), "
+    "c AS (UPDATE customers SET debt = debt - d.c_debt, carried = carried - d.c_in + d.c_out, "
+    "refund_balance = refund_balance + d.c_refund FROM d WHERE customers.id = d.c_id) "
+    "UPDATE idempotency SET status_code = 201, response = d.response, vend_id = d.vend_id "
+    "FROM d WHERE idempotency.api_key_id = d.api_key_id AND idempotency.key = d.key"
 )
+_TOKEN_FIELDS = ("seq", "kind", "tid", "base_date", "token_class", "subclass", "digits", "units")
 
 
 def _pg_params(writes: list[Write]) -> dict[str, Any]:
-    """The one-statement form's parameters, from the same list of writes SQLite runs one by one."""
+    """The one-statement form's parameters, from the same list of writes SQLite runs one by one: the vend's
+    time, and everything else as one JSON document."""
     w: dict[str, Any] = dict(writes)
     vend, tokens, lines, month = w["vend"], w["token"], w["ledger"], w["month"]
     customer = w.get("customer") or {"id": None, "debt": 0, "carried_in": 0, "carried_out": 0, "refund": 0}
-    return {
-        **{k: vend[k] for k in ("vendor_id", "api_key_id", "meter_id", "customer_id", "amount", "units", "at")},
+    values = {
+        **{k: vend[k] for k in ("vendor_id", "api_key_id", "meter_id", "customer_id", "amount", "units")},
         "vend_id": vend["id"],
-        "receipt": vend["receipt"],
-        "t_seq": [t["seq"] for t in tokens],
-        "t_kind": [t["kind"] for t in tokens],
-        "t_tid": [t["tid"] for t in tokens],
-        "t_base": [t["base_date"] for t in tokens],
-        "t_cls": [t["token_class"] for t in tokens],
-        "t_sub": [t["subclass"] for t in tokens],
-        "t_digits": [t["digits"] for t in tokens],
-        "t_units": [t["units"] for t in tokens],
+        "tokens": [{k: t[k] for k in _TOKEN_FIELDS} for t in tokens],
         "m_tid": w["meter_tid"]["tid"] if "meter_tid" in w else None,
-        "m_pending": w["meter_pending"]["pending"] if "meter_pending" in w else None,
-        "l_account": [x["account"] for x in lines],
-        "l_debit": [x["debit"] for x in lines],
-        "l_credit": [x["credit"] for x in lines],
+        "lines": [{"account": x["account"], "debit": x["debit"], "credit": x["credit"]} for x in lines],
         "month": month["month"],
         "mm_units": month["units"],
         "fbe": month["fbe"],
         "fixed": month["fixed"],
         "actor": w["audit"]["actor"],
-        "detail": w["audit"]["detail"],
-        "payload": w["outbox"]["payload"],
         "o_recipient": w["outbox"]["recipient"],
         "o_dedupe": w["outbox"]["dedupe_key"],
         "c_id": customer["id"],
@@ -134,9 +136,17 @@ def _pg_params(writes: list[Write]) -> dict[str, Any]:
         "c_in": customer["carried_in"],
         "c_out": customer["carried_out"],
         "c_refund": customer["refund"],
-        "response": w["answer"]["response"],
         "key": w["answer"]["key"],
     }
+    texts = {  # already JSON texts (SQLite stores them as they are): spliced in, not parsed and dumped again
+        "receipt": vend["receipt"],
+        "detail": w["audit"]["detail"],
+        "payload": w["outbox"]["payload"],
+        "response": w["answer"]["response"],
+        "m_pending": w["meter_pending"]["pending"] if "meter_pending" in w else None,
+    }
+    spliced = "".join(f', "{name}": {text}' for name, text in texts.items() if text is not None)
+    return {"at": vend["at"], "doc": json.dumps(values)[:-1] + spliced + "}"}
 
 
 # Claim the key and lock the meter in one statement. The rest is read by a second statement, after the
@@ -180,37 +190,166 @@ def read_meter(conn: Connection, params: dict[str, Any]) -> dict[str, Any] | Non
 def claim_and_load(
     conn: Connection, claim: dict[str, Any], reading: dict[str, Any]
 ) -> tuple[bool, dict[str, Any] | None]:
-    """Claim the idempotency key, lock the meter, and read all a vend needs: two round trips.
+    """Claim the idempotency key, lock the meter, and read all a vend needs.
 
-    Returns whether the key was claimed (False: another request has it) and the meter's row.
+    On PostgreSQL the two statements go in one pipeline (one round trip after the transaction's BEGIN): the
+    server runs them in order, so the read's snapshot is taken with the lock held. Returns whether the key was
+    claimed (False: another request has it) and the meter's row.
     """
     if conn.dialect.name == "postgresql":
         raw = conn.connection.driver_connection
         assert raw is not None
-        with raw.cursor(row_factory=dict_row) as cur:
-            cur.execute(PG_CLAIM_AND_LOCK, {**claim, **reading})
-            locked = cur.fetchone()
-            if locked is None:  # no such meter (the claim is rolled back with the transaction)
-                return True, None
-            claimed = locked["claimed"]
-            cur.execute(SQL["load"], reading)
-            row = cur.fetchone()
+        with raw.cursor(row_factory=dict_row) as lock, raw.cursor(row_factory=dict_row) as load:
+            with raw.pipeline():
+                lock.execute(PG_CLAIM_AND_LOCK, {**claim, **reading})
+                load.execute(SQL["load"], reading)
+            locked = lock.fetchone()
+            row = load.fetchone()
+        if locked is None:  # no such meter (the claim is rolled back with the transaction)
+            return True, None
+        claimed = locked["claimed"]
     else:
         claimed = conn.exec_driver_sql(_SQLITE["claim"], _sqlite_params(claim)).mappings().first()
         row = read_meter(conn, reading)
     return claimed is not None, row
 
 
-def run(conn: Connection, writes: list[Write]) -> None:
-    """Execute a vend's ``writes`` in its transaction: one statement on PostgreSQL, in order on SQLite."""
+def run(conn: Connection, writes: list[Write], *, commit: bool = False) -> None:
+    """Execute a vend's ``writes`` in its transaction: one statement on PostgreSQL, in order on SQLite.
+
+    ``commit``: these are the transaction's last writes, and on PostgreSQL its COMMIT goes in the same round
+    trip (a pipeline); the caller's own commit then finds nothing to do. A failed COMMIT raises here, inside the
+    caller's transaction block, as it would have there.
+    """
     if conn.dialect.name == "postgresql":
         raw = conn.connection.driver_connection
         assert raw is not None
-        with raw.cursor() as cur:
+        with raw.cursor() as cur, raw.pipeline():
             cur.execute(PG_VEND, _pg_params(writes))
+            if commit:
+                cur.execute("COMMIT", prepare=False)
         return
     for name, params in writes:
         if isinstance(params, dict):
             conn.exec_driver_sql(_SQLITE[name], _sqlite_params(params))
         else:
             conn.exec_driver_sql(_SQLITE[name], [_sqlite_params(p) for p in params])
+
+
+# ---------------------------------------------------------------------- the event loop's path (PostgreSQL)
+
+
+class AsyncPool:
+    """A process's psycopg connections for the vend on the event loop (``Purchases.vend_async``).
+
+    Autocommit connections that send their own BEGIN and COMMIT, so that each goes in a pipeline with the
+    statements beside it: two round trips per vend. As many as the engine's pool may open (its size and
+    overflow); a vend that finds them all busy waits for one (first come, first served). A connection holds no
+    asyncio object, so one pool serves whichever event loop asks (a test client's too); the engine's
+    ``dispose`` closes the idle ones.
+    """
+
+    _pools: ClassVar[weakref.WeakKeyDictionary[Engine, AsyncPool]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, conninfo: str, size: int) -> None:
+        self.conninfo = conninfo
+        self.size = size
+        self.idle: list[psycopg.AsyncConnection[Any]] = []
+        self.busy = 0  # connections handed out, or being opened
+        self.waiters: collections.deque[asyncio.Future[psycopg.AsyncConnection[Any] | None]] = collections.deque()
+
+    @classmethod
+    def of(cls, engine: Engine) -> AsyncPool | None:
+        """The engine's pool (made on first use); None on SQLite."""
+        pool = cls._pools.get(engine)
+        if pool is None:
+            if engine.dialect.name != "postgresql":
+                return None
+            url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            size = max(4, engine.pool.size() + max(0, getattr(engine.pool, "_max_overflow", 0)))  # type: ignore[attr-defined]
+            made = cls._pools[engine] = cls(url, size)
+
+            def disposed(_: Any) -> None:
+                cls._pools.pop(engine, None)
+                made.close()
+
+            event.listen(engine, "engine_disposed", disposed)
+            return made
+        return pool
+
+    async def take(self) -> psycopg.AsyncConnection[Any]:
+        """An idle connection, a new one, or the next one given back."""
+        if self.busy < self.size:
+            self.busy += 1
+            conn = self.idle.pop() if self.idle else None
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            try:
+                conn = await waiter  # the slot comes with it: a connection, or None (open one)
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # handed over just as this task was cancelled
+                    self._release(waiter.result())
+                else:
+                    self.waiters.remove(waiter)
+                raise
+        if conn is not None:
+            return conn
+        try:
+            return await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, connect_timeout=5)
+        except BaseException:
+            self._release(None)
+            raise
+
+    async def give(self, conn: psycopg.AsyncConnection[Any], *, committed: bool) -> None:
+        """Back to the pool: rolled back first unless ``committed``; closed if it is broken."""
+        try:
+            if not committed and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                await conn.execute("ROLLBACK", prepare=False)
+        except psycopg.Error:
+            pass
+        if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            await conn.close()
+            self._release(None)
+        else:
+            self._release(conn)
+
+    def _release(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
+        """A slot back: to the first waiter (with ``conn``, or None to open one), else to the pool."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self.busy -= 1
+        if conn is not None:
+            self.idle.append(conn)
+
+    def close(self) -> None:
+        for conn in self.idle:
+            conn.pgconn.finish()  # no round trip: the server ends the session when the socket closes
+        self.idle.clear()
+
+
+async def claim_and_load_async(
+    conn: psycopg.AsyncConnection[Any], claim: dict[str, Any], reading: dict[str, Any]
+) -> tuple[bool, dict[str, Any] | None]:
+    """:func:`claim_and_load` on an autocommit connection: BEGIN, the claim and lock, and the read, in one
+    pipeline (one round trip)."""
+    async with conn.cursor(row_factory=dict_row) as lock, conn.cursor(row_factory=dict_row) as load:
+        async with conn.pipeline():
+            await lock.execute("BEGIN", prepare=False)
+            await lock.execute(PG_CLAIM_AND_LOCK, {**claim, **reading})
+            await load.execute(SQL["load"], reading)
+        locked = await lock.fetchone()
+        row = await load.fetchone()
+    if locked is None:
+        return True, None
+    return locked["claimed"] is not None, row
+
+
+async def run_async(conn: psycopg.AsyncConnection[Any], writes: list[Write]) -> None:
+    """:func:`run` and COMMIT, in one pipeline (one round trip)."""
+    async with conn.cursor() as cur, conn.pipeline():
+        await cur.execute(PG_VEND, _pg_params(writes))
+        await cur.execute("COMMIT", prepare=False)

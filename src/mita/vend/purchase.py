@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -55,6 +56,41 @@ from .schema import (
 from .walltime import with_offset
 
 
+class NeedsSql(BaseException):
+    """Raised by :data:`NO_SQL` when a sale needs a statement; a BaseException, so that no ``except Exception``
+    on the way mistakes it for a failure of its own."""
+
+
+class _NoSql:
+    """A connection that runs nothing: any use raises :class:`NeedsSql` (the event loop's path then gives the
+    vend to the thread's)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise NeedsSql(name)
+
+
+NO_SQL: Connection = _NoSql()  # type: ignore[assignment]
+
+
+@dataclass
+class Sale:
+    """A vend worked out with its meter locked: the answer, the rows to write, and what the writes after them
+    (a connected meter's delivery, a key change's record) need."""
+
+    response: dict[str, Any]
+    writes: list[hotpath.Write]
+    made: list[dict[str, Any]]
+    pending: bool
+    connected: bool
+    current: KeyConfig
+    cfg: KeyConfig
+
+    @property
+    def final(self) -> bool:
+        """Whether the rows of ``writes`` are the transaction's last (its COMMIT can go with them)."""
+        return not (self.pending or self.connected)
+
+
 class Purchases(Desk):
     # ------------------------------------------------------------------ quote
 
@@ -91,16 +127,7 @@ class Purchases(Desk):
 
     def vend(self, caller: Caller, key: str, body: dict[str, Any]) -> Issued:
         """Sell credit, exactly once per (caller, idempotency key): the answer, or the one first given for it."""
-        caller.require("admin", "operator", "vendor")
-        if caller.api_key_id is None:
-            raise VendError("forbidden", "vends are made with an API key, so that retries can be matched")
-        if not key or len(key) > 200:
-            raise VendError("invalid_idempotency_key", "an Idempotency-Key header of 1..200 characters is required")
-        digest = request_hash(body)
-        drn = sts.MeterNumber.parse(str(body.get("meter", ""))).drn  # a wrong check digit costs no database work
-        amount = body.get("amount")
-        check_amount(amount)
-        assert isinstance(amount, int)
+        digest, drn = self._checked(caller, key, body)
         at = self.clock()
         try:
             with self.engine.begin() as conn:
@@ -127,10 +154,90 @@ class Purchases(Desk):
             # retry with the same key is safe (503 retry); a refusal that would repeat is not worth retrying
             raise database_failure(exc, "retry", "retry with the same Idempotency-Key") from None
 
+    async def vend_async(self, caller: Caller, key: str, body: dict[str, Any]) -> Issued | None:
+        """:meth:`vend` on the event loop, for the common case; None when :meth:`vend` must do it (in a thread).
+
+        The common case is a keypad meter with no key change due, no credit limit to charge, and its tariff
+        version and vending key already in this process's caches: then the vend is two round trips on a
+        connection of :class:`hotpath.AsyncPool` (claim, lock and read; write and commit) and the Python between
+        them, with no thread and no SQLAlchemy. Anything else (a replay, a missing meter, a connected meter, a
+        statement ``_sale`` would need) rolls back what this began, so nothing of it remains, and answers None.
+        Refusals and database failures are raised as :meth:`vend` raises them.
+        """
+        pool = hotpath.AsyncPool.of(self.engine)
+        if pool is None:
+            return None
+        digest, drn = self._checked(caller, key, body)
+        conn, done = await pool.take(), False
+        try:
+            at = self.clock()
+            claimed, meter = await hotpath.claim_and_load_async(
+                conn, {"api_key_id": caller.api_key_id, "key": key, "hash": digest, "at": at}, reading(drn, at, caller)
+            )
+            if meter is None or not claimed or meter["connected"]:
+                return None
+            try:
+                sale = self._sale(NO_SQL, caller, key, body, SimpleNamespace(**meter), at)
+            except NeedsSql:
+                return None
+            if not sale.final:  # (a connected meter was sent back above; a key change needs SQL)
+                return None
+            await hotpath.run_async(conn, sale.writes)
+            done = True
+            return Issued(sale.response)
+        except psycopg.Error as exc:
+            raise database_failure(exc, "retry", "retry with the same Idempotency-Key") from None
+        finally:
+            await pool.give(conn, committed=done)
+
+    @staticmethod
+    def _checked(caller: Caller, key: str, body: dict[str, Any]) -> tuple[str, str]:
+        """What is refused before any database work; the request's hash and the meter number."""
+        caller.require("admin", "operator", "vendor")
+        if caller.api_key_id is None:
+            raise VendError("forbidden", "vends are made with an API key, so that retries can be matched")
+        if not key or len(key) > 200:
+            raise VendError("invalid_idempotency_key", "an Idempotency-Key header of 1..200 characters is required")
+        digest = request_hash(body)
+        drn = sts.MeterNumber.parse(str(body.get("meter", ""))).drn  # a wrong check digit costs no database work
+        check_amount(body.get("amount"))
+        return digest, drn
+
     def _vend_locked(
         self, conn: Connection, caller: Caller, key: str, body: dict[str, Any], meter: Any, at: dt.datetime
     ) -> dict[str, Any]:
         """The vend itself, with the key claimed and the meter's row (``hotpath`` "load") locked."""
+        sale = self._sale(conn, caller, key, body, meter, at)
+        hotpath.run(conn, sale.writes, commit=sale.final)
+        if sale.final:
+            return sale.response
+        response, vend_id, made = sale.response, sale.response["id"], sale.made
+        if meter.connected:
+            # The command's id is known only now, after the answer was stored with the vend: the stored answer is
+            # written again with it, so that a replay is the same answer. The meter's read said it is connected,
+            # so the delivery does not ask again: the statement count is the one it always was.
+            command = remote.queue_delivery(
+                conn, meter.id, meter.drn, vend_id, [t["digits"] for t in made], actor=caller.name, at=at,
+                expiry=self.ctx.delivery_expiry, purpose="purchase", is_connected=True,
+            )  # fmt: skip
+            response["delivery"] = remote.queued(command)
+            conn.execute(
+                update(idempotency)
+                .where(idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key)
+                .values(response=response)
+            )
+        if sale.pending:
+            self._key_change_delivered(conn, meter.id, sale.current, sale.cfg, made, vend_id, at)
+        return response
+
+    def _sale(
+        self, conn: Connection, caller: Caller, key: str, body: dict[str, Any], meter: Any, at: dt.datetime
+    ) -> Sale:
+        """Price, tokens, the answer and the rows to write, for a meter read (and locked) by ``hotpath``.
+
+        Its statements (a tariff or key not cached yet, a key change, a credit limit) go through ``conn``:
+        :data:`NO_SQL` in :meth:`vend_async`, where any of them means the thread's path.
+        """
         amount: int = body["amount"]
         if meter.status != "active":
             raise VendError("meter_blocked", f"meter {meter.drn} is {meter.status}")
@@ -233,24 +340,7 @@ class Purchases(Desk):
                 "refund": 0 if carry else receipt.leftover,
             }
             writes.append(("customer", change))
-        hotpath.run(conn, writes)
-        if meter.connected:
-            # The command's id is known only now, after the answer was stored with the vend: the stored answer is
-            # written again with it, so that a replay is the same answer. The meter's read said it is connected,
-            # so the delivery does not ask again: the statement count is the one it always was.
-            command = remote.queue_delivery(
-                conn, meter.id, meter.drn, vend_id, [t["digits"] for t in made], actor=caller.name, at=at,
-                expiry=self.ctx.delivery_expiry, purpose="purchase", is_connected=True,
-            )  # fmt: skip
-            response["delivery"] = remote.queued(command)
-            conn.execute(
-                update(idempotency)
-                .where(idempotency.c.api_key_id == caller.api_key_id, idempotency.c.key == key)
-                .values(response=response)
-            )
-        if pending:
-            self._key_change_delivered(conn, meter.id, current, cfg, made, vend_id, at)
-        return response
+        return Sale(response, writes, made, pending, bool(meter.connected), current, cfg)
 
     @staticmethod
     def _key_change_delivered(
