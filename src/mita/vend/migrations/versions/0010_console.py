@@ -42,9 +42,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("seen_at", sa.DateTime(), nullable=False),
         sa.Column("expires_at", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["operator_id"], ["operators.id"], name="fk_console_sessions_operator_id_operators"
-        ),
+        sa.ForeignKeyConstraint(["operator_id"], ["operators.id"], name="fk_console_sessions_operator_id_operators"),
         sa.PrimaryKeyConstraint("token_hash", name="pk_console_sessions"),
     )
     op.create_index("ix_console_sessions_operator", "console_sessions", ["operator_id"])
