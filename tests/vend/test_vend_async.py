@@ -1,0 +1,153 @@
+"""The vend on the event loop (``Purchases.vend_async``, PostgreSQL only) against the thread's vend.
+
+It must make the same rows as :meth:`Purchases.vend`, hand every case it does not take (a cold cache, a replay,
+a sale needing another statement) back with nothing of its own left in the database, refuse as ``vend`` refuses,
+and keep TIDs unique when many vends on one meter wait for its lock and for the pool's connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from conftest import empty_database
+from mita import sts
+from mita.vend import apikeys, database, hotpath, registry, sample
+from mita.vend.errors import VendError
+from mita.vend.service import Caller, VendingService
+
+pytestmark = pytest.mark.postgres
+METERS = 3
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Iterator[tuple[VendingService, Caller, list[str]]]:
+    """A utility on a fresh PostgreSQL database: meters with customers, a vendor's API key; a small pool (2 + 2)
+    so that the event loop's pool has 4 connections and concurrent vends wait for them."""
+    os.environ.setdefault("MITA_MASTER_KEY", secrets.token_hex(32))
+    with empty_database("postgresql", tmp_path) as url:
+        database.upgrade(url)
+        engine = database.make_engine(url, pool_size=2)
+        sample.create_group_and_tariff(engine, "Async")
+        reg = registry.Registry(engine)
+        drns = []
+        for i in range(METERS):
+            drn = sample.meter_number(f"47{i:08d}")
+            reg.create_customer(registry.SYSTEM, account=f"A{i}", name=f"A {i}", debt=10_000, debt_rate="0.1")
+            reg.create_meter(registry.SYSTEM, drn=drn, sgc=sample.SGC, customer=f"A{i}", tariff="domestic")
+            drns.append(drn)
+        vendor = reg.create_vendor(registry.SYSTEM, "async shop")
+        _, key = reg.create_api_key("till", "vendor", int(vendor["id"]))
+        svc = VendingService(engine)
+        try:
+            yield svc, apikeys.authenticate(engine, key), drns
+        finally:
+            engine.dispose()
+
+
+def _scalar(svc: VendingService, sql: str, **params: Any) -> Any:
+    with svc.engine.connect() as conn:
+        return conn.execute(text(sql), params).scalar()
+
+
+def _claims(svc: VendingService, key: str) -> int:
+    return int(_scalar(svc, "SELECT count(*) FROM idempotency WHERE key = :k", k=key))
+
+
+def test_a_cold_process_hands_over_and_a_warm_one_vends_as_the_thread_does(shop: Any) -> None:
+    svc, caller, drns = shop
+    body = {"meter": drns[0], "amount": 5000}
+    assert asyncio.run(svc.purchases.vend_async(caller, "cold", body)) is None  # tariff and key not cached yet
+    assert _claims(svc, "cold") == 0  # its claim went with its rollback
+    by_thread = svc.vend(caller, "cold", body).body  # ... and the thread's path fills the caches
+    issued = asyncio.run(svc.purchases.vend_async(caller, "warm", body))
+    assert issued is not None and not issued.replayed
+    by_loop = issued.body
+    assert by_loop.keys() == by_thread.keys() and by_loop["receipt"].keys() == by_thread["receipt"].keys()
+    assert by_loop["tokens"][0]["tid"] > by_thread["tokens"][0]["tid"]
+    assert svc.vend(caller, "warm", body).body == by_loop  # the stored answer is the one given
+    vend_id = by_loop["id"]
+    assert _scalar(svc, "SELECT count(*) FROM tokens WHERE vend_id = :v", v=vend_id) == len(by_loop["tokens"])
+    debit = _scalar(svc, "SELECT sum(debit) - sum(credit) FROM ledger WHERE vend_id = :v", v=vend_id)
+    assert debit == 0  # balanced
+    assert _scalar(svc, "SELECT count(*) FROM outbox WHERE vend_id = :v", v=vend_id) == 1
+    assert _scalar(svc, "SELECT count(*) FROM audit WHERE entity_id = :v", v=vend_id) == 1
+    last = _scalar(svc, "SELECT last_tid FROM meters WHERE drn = :d", d=drns[0])
+    assert last == by_loop["tokens"][-1]["tid"]
+    assert _scalar(svc, "SELECT purchases FROM meter_months WHERE meter_id = (SELECT id FROM meters WHERE drn = :d)",
+                   d=drns[0]) == 2  # fmt: skip
+
+
+def test_a_replay_and_a_sale_needing_sql_go_to_the_thread_leaving_nothing(shop: Any) -> None:
+    svc, caller, drns = shop
+    body = {"meter": drns[1], "amount": 4000}
+    svc.vend(caller, "warm-up", body)
+    first = asyncio.run(svc.purchases.vend_async(caller, "k1", body))
+    assert first is not None
+    assert asyncio.run(svc.purchases.vend_async(caller, "k1", body)) is None  # not claimed: the thread replays
+    replay = svc.vend(caller, "k1", body)
+    assert replay.replayed and replay.body == first.body
+    with svc.engine.begin() as conn:  # a vendor on credit: charging it is a statement the loop's path leaves
+        conn.execute(text("UPDATE vendors SET credit_limit = 10000000"))
+    assert asyncio.run(svc.purchases.vend_async(caller, "k2", body)) is None
+    assert _claims(svc, "k2") == 0
+    assert svc.vend(caller, "k2", body).body["meter"] == drns[1]  # the meter's lock was let go
+
+
+def test_a_refusal_is_raised_and_rolled_back(shop: Any) -> None:
+    svc, caller, drns = shop
+    svc.vend(caller, "warm-up", {"meter": drns[2], "amount": 4000})
+    with svc.engine.begin() as conn:
+        conn.execute(text("UPDATE meters SET status = 'blocked' WHERE drn = :d"), {"d": drns[2]})
+    with pytest.raises(VendError) as refused:
+        asyncio.run(svc.purchases.vend_async(caller, "blocked", {"meter": drns[2], "amount": 4000}))
+    assert refused.value.code == "meter_blocked"
+    assert _claims(svc, "blocked") == 0
+    pool = hotpath.AsyncPool.of(svc.engine)
+    assert pool is not None and pool.busy == 0 and pool.idle  # its connection is back, idle
+    with pytest.raises(sts.StsError) as wrong:
+        asyncio.run(svc.purchases.vend_async(caller, "bad", {"meter": "12345678901", "amount": 1}))
+    assert wrong.value.code == "check_digit_error"  # refused before any database work, as vend refuses
+
+
+def test_concurrent_vends_wait_for_the_lock_and_the_pool_and_never_share_a_tid(shop: Any) -> None:
+    svc, caller, drns = shop
+    for drn in drns:
+        svc.vend(caller, f"warm-{drn}", {"meter": drn, "amount": 3000})
+
+    async def many() -> list[Any]:
+        jobs = [
+            svc.purchases.vend_async(caller, f"c{i}", {"meter": drns[i % METERS], "amount": 3000 + i})
+            for i in range(24)
+        ]
+        return await asyncio.gather(*jobs)
+
+    issued = asyncio.run(many())
+    assert all(i is not None for i in issued)  # none handed over: they waited for the pool's 4 connections
+    pool = hotpath.AsyncPool.of(svc.engine)
+    assert pool is not None and pool.size == 4 and pool.busy == 0 and len(pool.idle) <= 4
+    tids = [(i.body["meter"], t["tid"]) for i in issued for t in i.body["tokens"]]
+    assert len(set(tids)) == len(tids)
+    dup = _scalar(svc, "SELECT count(*) FROM (SELECT meter_id, tid FROM tokens GROUP BY 1, 2 HAVING count(*) > 1) d")
+    assert dup == 0
+    assert _scalar(svc, "SELECT count(*) FROM idempotency WHERE key LIKE 'c%' AND status_code = 201") == 24
+    assert _scalar(svc, "SELECT sum(purchases) FROM meter_months") == 24 + METERS
+
+
+def test_dispose_closes_the_idle_connections(shop: Any) -> None:
+    svc, caller, drns = shop
+    svc.vend(caller, "warm-up", {"meter": drns[0], "amount": 3000})
+    assert asyncio.run(svc.purchases.vend_async(caller, "one", {"meter": drns[0], "amount": 3000})) is not None
+    pool = hotpath.AsyncPool.of(svc.engine)
+    assert pool is not None
+    conns = list(pool.idle)
+    assert conns
+    svc.engine.dispose()
+    assert all(c.closed for c in conns) and hotpath.AsyncPool.of(svc.engine) is not pool
