@@ -8,6 +8,7 @@ faults, the load, hooks that break something on purpose). Every process started 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,7 +67,8 @@ class Outcome:
 def run(plan: Plan, cluster: Cluster, folder: Path) -> Outcome:
     t0 = time.monotonic()
     folder.mkdir(parents=True, exist_ok=True)
-    url = cluster.create_database(f"rel_{plan.name}_{plan.seed}")
+    name = f"rel_{plan.name}_{plan.seed}"
+    url = cluster.create_database(name)
     master = rig.new_master_key()
     utility = rig.set_up(url, plan.meters, master)
     history = History(folder / "history.jsonl")
@@ -99,6 +101,8 @@ def run(plan: Plan, cluster: Cluster, folder: Path) -> Outcome:
     files = {p.stem: p for p in meters_dir.glob("*.json")} if plan.mqtt_meters else {}
     with rig.master_key(master):
         report = checker.check(history.path, url, rig.VENDING_KEY, drained=plan.drain_s > 0, meter_files=files)
+    if not os.environ.get("MITA_REL_KEEP"):  # MITA_REL_KEEP=1 keeps the database (and the cluster's folder) to look at
+        cluster.drop_database(name)
     return Outcome(report, history.path, folder, utility, time.monotonic() - t0, unresolved, nemesis.counts)
 
 

@@ -14,9 +14,9 @@ from .scenario import Plan, describe, run
 
 def test_kill_and_pause_api_workers_and_crash_postgres(cluster: Cluster, seed: int, run_folder: Path) -> None:
     plan = Plan(
-        "processes", seed, ops=800, clients=8, meters=20,
+        "processes", seed, ops=700, clients=8, meters=20,
         faults=("kill_api_worker", "pause_api_worker", "pg_kill_all", "pg_restart_immediate", "pg_kill_backend",
-                "retry_storm"),
+                "pg_pause", "retry_storm"),
         n_faults=8,
     )  # fmt: skip
     outcome = run(plan, cluster, run_folder)
@@ -32,7 +32,7 @@ def test_remote_deliveries_survive_outbox_worker_kills_and_broker_crashes(
     """R-18: vends for MQTT-native meters; ``mita worker`` SIGKILLed and Mosquitto SIGKILLed while the commands
     go out. Every command ends acknowledged, and each meter's own register holds exactly the credit sold."""
     plan = Plan(
-        "remote", seed, ops=300, clients=4, meters=8, mqtt_meters=8, only_connected=True, outbox_worker=True,
+        "remote", seed, ops=240, clients=4, meters=8, mqtt_meters=8, only_connected=True, outbox_worker=True,
         faults=("kill_outbox_worker", "mosquitto_restart"), n_faults=4, replay_share=0.1, drain_s=60,
     )  # fmt: skip
     outcome = run(plan, cluster, run_folder)
