@@ -34,19 +34,17 @@ import psycopg
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
+from mita.channels.hooks import HookSecret  # noqa: E402
+from mita.channels.mpesa import fake  # noqa: E402
+from mita.channels.mpesa.client import Credentials, Daraja  # noqa: E402
+from mita.channels.sms import box as kannel  # noqa: E402
 from mqtt_broker import broker  # noqa: E402
 from reliability import checker, rig  # noqa: E402
 from reliability.cluster import Cluster, free_port  # noqa: E402
 from reliability.history import History  # noqa: E402
 from reliability.nemesis import Nemesis, Targets, heal  # noqa: E402
 from reliability.procs import MITA, Service  # noqa: E402
-from reliability.scenario import drain  # noqa: E402
 from reliability.workload import Till, Workload, final_read  # noqa: E402
-
-from mita.channels.hooks import HookSecret  # noqa: E402
-from mita.channels.mpesa import fake  # noqa: E402
-from mita.channels.mpesa.client import Credentials, Daraja  # noqa: E402
-from mita.channels.sms import box as kannel  # noqa: E402
 
 FAULTS = {
     # fault: weight (how often it is drawn)
@@ -57,7 +55,9 @@ FAULTS = {
     "pg_kill_all": 2,
     "pg_restart_immediate": 1,
     "pg_kill_backend": 1,
+    "pg_pause": 1,
     "mosquitto_restart": 1,
+    "kannel_restart": 1,
     "retry_storm": 2,
 }
 OPEN_PAYMENTS = ("initiated", "received", "held", "vended", "unvendable", "refund_pending")
@@ -176,7 +176,7 @@ def main() -> int:
             workload = Workload(history, tills, utility.meters, args.seed, clients=args.clients, ops=10**9,
                                 run_id=f"soak-{args.seed}", stop=stop)  # fmt: skip
             targets = Targets(serve=server, cluster=cluster, worker=worker, ingest=ingest, broker=mqtt,
-                              workload=workload)  # fmt: skip
+                              kannel=gateway, workload=workload)  # fmt: skip
             names = list(FAULTS)
             nemesis = Nemesis(history, targets, args.seed, names)
             rnd = random.Random(f"soak-{args.seed}")

@@ -15,6 +15,7 @@ next acknowledged operation) from there. The nemesis runs in the main thread (se
 | ``pg_kill_backend`` | SIGKILL of one backend: the postmaster resets them all |
 | ``pg_pause`` | SIGSTOP of every PostgreSQL process for 1-2 s |
 | ``mosquitto_restart`` | SIGKILL of the broker, then a start on the same port and persistence file |
+| ``kannel_restart`` | SIGKILL of Kannel's bearerbox (its SMSC link down), then bearerbox, smsbox and the link again |
 | ``retry_storm`` | 16 concurrent sends of one new key, and 4 of the same key with another body |
 """
 
@@ -45,6 +46,7 @@ class Targets:
     worker: Service | None = None
     ingest: Service | None = None
     broker: Any = None  # tests/mqtt_broker.Broker
+    kannel: Any = None  # mita.channels.sms.box.Box
     workload: Workload | None = None
 
 
@@ -165,6 +167,18 @@ class Nemesis:
         assert broker is not None
         t0 = time.monotonic()
         broker.restart(signal.SIGKILL)
+        return {"restart_s": round(time.monotonic() - t0, 3)}
+
+    def kannel_restart(self) -> dict[str, Any]:
+        """The SMS gateway crashes (SIGKILL of bearerbox, its link down meanwhile) and comes back on its store."""
+        box = self.targets.kannel
+        assert box is not None
+        t0 = time.monotonic()
+        box.stop_smsc()
+        box.kill_bearerbox()
+        box.start_bearerbox()
+        box.restart_smsbox()
+        box.start_smsc()
         return {"restart_s": round(time.monotonic() - t0, 3)}
 
     # ------------------------------------------------------------ clients misbehaving
