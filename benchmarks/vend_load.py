@@ -1,36 +1,75 @@
-"""Durable vends per second through ``mita serve`` on PostgreSQL, with p50/p99 latency.
+"""Durable vends per second through ``mita serve`` on PostgreSQL, with p50/p99 latency and CPU per vend.
 
     .venv/bin/python benchmarks/vend_load.py [--json] [--seconds 20] [--connections 32] [--workers 2]
+        [--threads 8] [--server own | --server postgresql://postgres@127.0.0.1:5432] [--pin-wrk CPU]
 
-Sets up a fresh database (``mita_bench`` on 127.0.0.1:5432), a supply group,
-a block tariff and ``--meters`` meters with customers, starts ``mita serve``
-with ``--workers`` processes, and drives ``POST /v1/vends`` with wrk (Debian
-package ``wrk``; each request has its own Idempotency-Key), then checks the
-database: every 201 is one committed vend, and no meter has a TID twice.
+What it does:
+
+* **PostgreSQL**: by default a cluster of its own (``--server own``: ``initdb`` from PostgreSQL 15's binaries
+  into a temporary folder, as the ``postgres`` user when run as root, on a free port, removed at the end), so
+  that no other user of the machine's shared server (tests, soaks) takes its locks or its WAL, and so that its
+  server settings are the benchmark's. They keep every committed vend: ``fsync``, ``synchronous_commit`` and
+  ``full_page_writes`` on (the script checks them), and only move checkpoints apart (``checkpoint_timeout``
+  30 min, ``max_wal_size`` 8 GB: fewer full-page images) and give it ``shared_buffers`` 256 MB; the WAL is
+  flushed once per commit group as always (PostgreSQL's group commit: a flush covers every commit waiting for it).
+  ``--server URL`` uses an existing server instead (its settings as they are).
+* **The utility**: a fresh ``mita_bench`` database, a supply group, a block tariff and ``--meters`` meters with
+  customers (with debt, a third with free basic electricity), one vendor's API key.
+* **The server**: ``mita serve --workers N`` with ``MITA_THREADS`` (``--threads``: each worker's database
+  connections, for the event loop's vends and the thread pool's alike).
+* **The load**: wrk (Debian package ``wrk``) with 2 threads and ``--connections``, each request ``POST
+  /v1/vends`` for a meter picked in turn, a new amount and its own ``Idempotency-Key``; 2 s of warm-up first
+  (each worker's caches: tariff version, vending key). wrk runs on the same 2 CPUs as the server and
+  PostgreSQL: its CPU is counted (``cpu_ms_per_vend.wrk``), and ``--pin-wrk`` pins it to one CPU.
+* **The checks**: every 201's vend id (wrk keeps them) is a completed vend in the database
+  (``missing_201`` must be 0), and no meter has a TID twice (``duplicate_tids``). Keys are unique by
+  construction (``run-<wrk thread>-<request>``); ``committed_in_run`` counts the run's vends in the database,
+  the 201s and those still in flight when wrk stopped.
+* **CPU per vend** of the server's processes, of the database's backends and of wrk, over the measured run
+  (``cpu_ms_per_vend``), and the machine's load average before the run (``load_before``): on a shared machine
+  a figure means little without it.
+
+Figures on this machine (2 vCPUs, shared with other sessions' tests; see the report of issue 17) are in
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import pwd
 import re
+import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 
 from mita.vend import database, registry, sample
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB = "mita_bench"
-URL = f"postgresql://postgres@127.0.0.1:5432/{DB}"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+#: The private cluster's settings: durability as PostgreSQL ships it, checkpoints apart, a bigger cache.
+OWN_SETTINGS = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "checkpoint_timeout": "30min",
+    "max_wal_size": "8GB",
+    "shared_buffers": "256MB",
+    "max_connections": "200",
+}
+DURABLE = ("fsync", "synchronous_commit", "full_page_writes")
 
 LUA = r"""
 local counter = 0
@@ -48,6 +87,7 @@ function init(args)
   created = 0
   other = 0
   first_other = ""
+  ids = {}
 end
 function request()
   counter = counter + 1
@@ -62,6 +102,7 @@ end
 function response(status, headers, body)
   if status == 201 then
     created = created + 1
+    ids[#ids + 1] = string.match(body, '"id":"([0-9a-f-]+)"') or "?"
   else
     other = other + 1
     if first_other == "" then first_other = status .. " " .. string.sub(body, 1, 300) end
@@ -69,10 +110,13 @@ function response(status, headers, body)
 end
 function done(summary, latency, requests)
   local c, o = 0, 0
+  local out = io.open(os.getenv("MITA_BENCH_IDS"), "w")
   for _, t in ipairs(threads) do
     c = c + t:get("created")
     o = o + t:get("other")
+    for _, v in ipairs(t:get("ids")) do out:write(v, "\n") end
   end
+  out:close()
   io.write(string.format('MITA {"created": %d, "other": %d, "p50_ms": %.2f, "p99_ms": %.2f, "seconds": %.3f}\n',
     c, o, latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.duration / 1e6))
   for _, t in ipairs(threads) do
@@ -83,12 +127,47 @@ end
 """
 
 
-def setup_database(n_meters: int) -> tuple[str, list[str]]:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def own_cluster() -> Iterator[str]:
+    """A PostgreSQL 15 cluster of the benchmark's own, stopped and removed at the end; yields its server URL."""
+    if not (PG_BIN / "initdb").exists():
+        raise SystemExit(f"no PostgreSQL 15 at {PG_BIN}: pass --server URL to use a running one")
+    folder = Path(tempfile.mkdtemp(prefix="mita-bench-pg-"))
+    data, port = folder / "data", _free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        os.chown(folder, pwd.getpwnam("postgres").pw_uid, -1)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    try:
+        run = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+        subprocess.run([*as_user, str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"], **run)
+        with (data / "postgresql.conf").open("a") as conf:
+            settings = {**OWN_SETTINGS, "port": str(port), "listen_addresses": "'127.0.0.1'"}
+            settings["unix_socket_directories"] = f"'{folder}'"
+            conf.writelines(f"{k} = {v}\n" for k, v in settings.items())
+        ctl = [*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w"]
+        subprocess.run([*ctl, "start"], **run)
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}"
+        finally:
+            subprocess.run([*ctl, "-m", "fast", "stop"], check=False, stdout=subprocess.DEVNULL)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def setup_database(server: str, n_meters: int) -> tuple[str, list[str]]:
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {DB}")
-    database.upgrade(URL)
-    engine = database.make_engine(URL)
+    url = f"{server}/{DB}"
+    database.upgrade(url)
+    engine = database.make_engine(url)
     admin = registry.SYSTEM
     sample.create_group_and_tariff(engine, "Bench")
     drns = []
@@ -105,7 +184,7 @@ def setup_database(n_meters: int) -> tuple[str, list[str]]:
 
 
 def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(100):
+    for _ in range(300):
         if proc.poll() is not None:
             raise SystemExit("mita serve exited")
         try:
@@ -116,70 +195,142 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("mita serve did not start")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU of these processes so far (those gone count 0)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def server_pids(root: int) -> list[int]:
+    """``mita serve`` and its workers."""
+    out = subprocess.run(["pgrep", "-P", str(root)], capture_output=True, text=True).stdout
+    return [root, *(int(p) for p in out.split())]
+
+
+def backend_pids(url: str) -> list[int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (DB,)
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8, help="MITA_THREADS: each worker's database connections")
     parser.add_argument("--meters", type=int, default=300)
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--server", default="own", help="'own' (a private cluster) or a PostgreSQL server URL")
+    parser.add_argument("--pin-wrk", type=int, default=None, metavar="CPU", help="run wrk on this CPU only")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("this benchmark drives the server with wrk: apt-get install wrk")
     os.environ.setdefault("MITA_MASTER_KEY", os.urandom(32).hex())
-    key, drns = setup_database(args.meters)
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(own_cluster()) if args.server == "own" else args.server.rstrip("/")
+        figures = run(args, server)
+    if args.json:
+        print(json.dumps(figures))
+        return
+    print(f"Mita vend load, {platform.machine()} {os.cpu_count()} CPUs, PostgreSQL at {figures['postgresql']}")
+    for name, value in figures.items():
+        print(f"  {name:<24} {value}")
+
+
+def run(args: argparse.Namespace, server: str) -> dict[str, object]:
+    key, drns = setup_database(server, args.meters)
+    url = f"{server}/{DB}"
+    port = args.port or _free_port()
     mita = Path(sys.executable).with_name("mita")
-    server = subprocess.Popen(
-        [str(mita), "serve", "--database-url", URL, "--port", str(args.port), "--workers", str(args.workers)],
-        env=os.environ,
+    env = {**os.environ, "MITA_THREADS": str(args.threads)}
+    proc = subprocess.Popen(
+        [str(mita), "serve", "--database-url", url, "--port", str(port), "--workers", str(args.workers)],
+        env=env,
+        stderr=subprocess.DEVNULL,  # the access log: a line per request
     )
+    folder = Path(tempfile.mkdtemp(prefix="mita-bench-"))
     try:
-        wait_ready(args.port, server)
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-            f.write(LUA)
-        env = {**os.environ, "MITA_BENCH_KEY": key, "MITA_BENCH_METERS": ",".join(drns)}
-        target = f"http://127.0.0.1:{args.port}"
-        warm = ["wrk", "-t1", "-c4", "-d2s", "-s", f.name, target]
+        wait_ready(port, proc)
+        script = folder / "vend.lua"
+        script.write_text(LUA)
+        ids = folder / "ids"
+        env = {**os.environ, "MITA_BENCH_KEY": key, "MITA_BENCH_METERS": ",".join(drns), "MITA_BENCH_IDS": str(ids)}
+        target = f"http://127.0.0.1:{port}"
+        pin = ["taskset", "-c", str(args.pin_wrk)] if args.pin_wrk is not None else []
+        warm = [*pin, "wrk", "-t2", f"-c{args.connections}", "-d2s", "-s", str(script), target]
         subprocess.run(warm, env={**env, "MITA_BENCH_RUN": "warm"}, capture_output=True, check=True)
         env["MITA_BENCH_RUN"] = "run"
-        cmd = ["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "-s", f.name, target]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        load_before = os.getloadavg()[0]
+        servers, backends = server_pids(proc.pid), backend_pids(url)
+        cpu0 = (cpu_seconds(servers), cpu_seconds(backends), _children_cpu())
+        cmd = [*pin, "wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "-s", str(script)]
+        load = subprocess.Popen([*cmd, target], env=env, stdout=subprocess.PIPE, text=True)
+        time.sleep(min(1.0, args.seconds / 4))
+        backends = sorted(set(backends) | set(backend_pids(url)))  # connections opened under load
+        out, _ = load.communicate()  # wrk reaped: the only child to end in between, so its CPU is the difference
+        cpu1 = (cpu_seconds(servers), cpu_seconds(backends), _children_cpu())
+        match = re.search(r"^MITA (\{.*\})$", out, re.M)
+        if match is None:
+            raise SystemExit(out)
+        result = json.loads(match.group(1))
+        answered = [line for line in ids.read_text().split() if line] if ids.exists() else []
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-    match = re.search(r"^MITA (\{.*\})$", out, re.M)
-    if match is None:
-        raise SystemExit(out)
-    result = json.loads(match.group(1))
-    result["other_sample"] = re.findall(r"^MITA-OTHER (.*)$", out, re.M)[:2]
-    with psycopg.connect(URL) as conn:
-        vends = conn.execute("SELECT count(*) FROM vends WHERE api_key_id IS NOT NULL").fetchone()
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+    with psycopg.connect(url) as conn:
+        found = conn.execute(
+            "SELECT count(*) FROM vends WHERE id = ANY(%s) AND status = 'completed'", (answered,)
+        ).fetchone()
+        committed = conn.execute("SELECT count(*) FROM idempotency WHERE key LIKE 'run-%%' AND status_code = 201")
+        committed_run = committed.fetchone()
         dup = conn.execute(
             "SELECT count(*) FROM (SELECT meter_id, base_date, tid FROM tokens WHERE tid IS NOT NULL "
             "GROUP BY 1, 2, 3 HAVING count(*) > 1) d"
         ).fetchone()
-        sync = conn.execute("SHOW synchronous_commit").fetchone()
-    figures = {
-        "vends_per_s": round(result["created"] / result["seconds"], 1),
+        settings = {s: conn.execute(f"SHOW {s}").fetchone() for s in DURABLE}
+        version = conn.execute("SHOW server_version").fetchone()
+    if any(v is None or v[0] != "on" for v in settings.values()):
+        raise SystemExit(f"not a durable server: {settings}")
+    created = result["created"]
+    vends = max(created, 1)
+    return {
+        "vends_per_s": round(created / result["seconds"], 1),
         "p50_ms": result["p50_ms"],
         "p99_ms": result["p99_ms"],
-        "created": result["created"],
+        "created": created,
         "non_201": result["other"],
-        "non_201_sample": result["other_sample"],
-        "vends_in_db_incl_warmup": vends[0] if vends else None,
+        "non_201_sample": re.findall(r"^MITA-OTHER (.*)$", out, re.M)[:2],
+        "missing_201": created - (found[0] if found else 0),
+        "committed_in_run": committed_run[0] if committed_run else None,
         "duplicate_tids": dup[0] if dup else None,
-        "synchronous_commit": sync[0] if sync else None,
+        "cpu_ms_per_vend": {
+            "mita": round(1000 * (cpu1[0] - cpu0[0]) / vends, 3),
+            "postgres": round(1000 * (cpu1[1] - cpu0[1]) / vends, 3),
+            "wrk": round(1000 * (cpu1[2] - cpu0[2]) / vends, 3),
+        },
+        "load_before": round(load_before, 2),
+        "postgresql": f"{'own cluster' if args.server == 'own' else 'shared server'} {version[0] if version else ''}",
+        "durable": {s: v[0] if v else None for s, v in settings.items()},
         "connections": args.connections,
         "workers": args.workers,
+        "threads": args.threads,
         "load_generator": "wrk 4 (2 threads, Lua script: unique Idempotency-Key per request)",
     }
-    if args.json:
-        print(json.dumps(figures))
-        return
-    print(f"Mita vend load, {platform.machine()} {os.cpu_count()} cores, PostgreSQL on 127.0.0.1")
-    for name, value in figures.items():
-        print(f"  {name:<24} {value}")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":
