@@ -3,10 +3,13 @@ static files and error pages (HTML, not the API's JSON problems), the same proce
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Scope
 
 from mita.compose import Runtime
@@ -18,6 +21,7 @@ from .console import HERE, Refused, SignIn, refused, render, to_sign_in
 from .pages import ROUTERS
 
 PREFIX = "/console"
+log = logging.getLogger("mita.web")
 
 
 class Static(StaticFiles):
@@ -44,6 +48,18 @@ def _http_error(request: Request, exc: Exception) -> Response:
     return render(request, "error.html", exc.status_code, title=title, message=message)
 
 
+async def _client_gone(request: Request, _: Exception) -> Response:
+    """The browser hung up while sending a form: one line in the log, nothing to answer, nothing done."""
+    log.warning("client disconnected during the request body: %s %s", request.method, request.url.path)
+    return Response(status_code=400)
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    """A fault of Mita's own: a plain page and one log line, never a traceback shown to the operator."""
+    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return render(request, "error.html", 500, title="Something went wrong", message="It has been logged.")
+
+
 def create_console(runtime: Runtime) -> FastAPI:
     console = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, title="Mita console")
     console.state.runtime = runtime
@@ -54,6 +70,8 @@ def create_console(runtime: Runtime) -> FastAPI:
     console.add_exception_handler(VendError, _service_error)
     console.add_exception_handler(StsError, _service_error)
     console.add_exception_handler(HTTPException, _http_error)
+    console.add_exception_handler(ClientDisconnect, _client_gone)
+    console.add_exception_handler(Exception, _unexpected)
     for router in ROUTERS:
         console.include_router(router)
     return console
