@@ -120,7 +120,7 @@ def serve(env: dict[str, str], folder: Path, workers: int = 2, port: int | None 
 
 
 def outbox_worker(env: dict[str, str], folder: Path, *extra: str) -> Service:
-    argv = [MITA, "worker", "--poll-interval", "0.2", "--backoff-base", "0.5", "--backoff-max", "2", "--lease", "10",
+    argv = [MITA, "worker", "--poll-interval", "0.2", "--backoff-base", "0.5", "--backoff-max", "2", "--lease", "5",
             *extra]  # fmt: skip
     return Service("worker", argv, env, folder / "worker.log").start()
 
