@@ -41,7 +41,7 @@ def test_canary_a_answer_before_commit_is_caught_as_lost(cluster: Cluster, seed:
                 serve_factory=answering_before_commit)  # fmt: skip
     outcome = run(plan, cluster, run_folder)
     print(f"C-3 canary (a) seed={seed} {describe(outcome)}")
-    assert "lost" in outcome.report.failed, outcome.report.as_json()
+    assert "lost" in outcome.report.failed, (str(outcome.history), outcome.report.as_json())
     assert outcome.report.violations["lost"] >= 1
 
 
@@ -57,7 +57,7 @@ def test_canary_b_missing_unique_constraint_is_caught_as_duplicated(
                 replay_share=0.3, before_serve=drop_idempotency_key)  # fmt: skip
     outcome = run(plan, cluster, run_folder)
     print(f"C-4 canary (b) seed={seed} {describe(outcome)}")
-    assert "duplicated" in outcome.report.failed, outcome.report.as_json()
+    assert "duplicated" in outcome.report.failed, (str(outcome.history), outcome.report.as_json())
 
 
 def asynchronous_commit(cluster: Cluster, server: Serve) -> None:
@@ -74,4 +74,4 @@ def test_canary_c_asynchronous_commit_and_a_postgres_crash_is_caught_as_lost(
                 after_serve=asynchronous_commit, before_heal=Cluster.reset)  # fmt: skip
     outcome = run(plan, cluster, run_folder)
     print(f"C-1 canary (c) seed={seed} {describe(outcome)}")
-    assert "lost" in outcome.report.failed, outcome.report.as_json()
+    assert "lost" in outcome.report.failed, (str(outcome.history), outcome.report.as_json())

@@ -21,7 +21,7 @@ def test_kill_and_pause_api_workers_and_crash_postgres(cluster: Cluster, seed: i
     )  # fmt: skip
     outcome = run(plan, cluster, run_folder)
     print(f"R-05/R-06 seed={seed} {describe(outcome)}")
-    assert outcome.report.ok, outcome.report.as_json()
+    assert outcome.report.ok, (str(outcome.history), outcome.report.as_json())
     assert outcome.report.figures["acknowledged"] > 300
     assert sum(outcome.fault_counts.values()) == 8
 
@@ -37,6 +37,6 @@ def test_remote_deliveries_survive_outbox_worker_kills_and_broker_crashes(
     )  # fmt: skip
     outcome = run(plan, cluster, run_folder)
     print(f"R-18 seed={seed} {describe(outcome, commands=outcome.report.figures.get('commands'))}")
-    assert outcome.report.ok, outcome.report.as_json()
+    assert outcome.report.ok, (str(outcome.history), outcome.report.as_json())
     assert outcome.report.figures["meters_checked_in_field"] == 8
     assert outcome.report.figures["commands"].get("acknowledged", 0) >= outcome.report.figures["vends_in_db"]
