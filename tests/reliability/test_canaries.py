@@ -37,7 +37,7 @@ def answering_before_commit(env: dict[str, str], folder: Path, workers: int) -> 
 
 
 def test_canary_a_answer_before_commit_is_caught_as_lost(cluster: Cluster, seed: int, run_folder: Path) -> None:
-    plan = Plan("canary_a", seed, ops=400, clients=8, meters=20, faults=("kill_api_worker",), n_faults=3,
+    plan = Plan("canary_a", seed, ops=300, clients=8, meters=20, faults=("kill_api_worker",), n_faults=3,
                 serve_factory=answering_before_commit)  # fmt: skip
     outcome = run(plan, cluster, run_folder)
     print(f"C-3 canary (a) seed={seed} {describe(outcome)}")
@@ -53,7 +53,7 @@ def drop_idempotency_key(cluster: Cluster, url: str) -> None:
 def test_canary_b_missing_unique_constraint_is_caught_as_duplicated(
     cluster: Cluster, seed: int, run_folder: Path
 ) -> None:
-    plan = Plan("canary_b", seed, ops=300, clients=6, meters=10, faults=("retry_storm",), n_faults=3,
+    plan = Plan("canary_b", seed, ops=200, clients=6, meters=10, faults=("retry_storm",), n_faults=3,
                 replay_share=0.3, before_serve=drop_idempotency_key)  # fmt: skip
     outcome = run(plan, cluster, run_folder)
     print(f"C-4 canary (b) seed={seed} {describe(outcome)}")
@@ -70,7 +70,7 @@ def asynchronous_commit(cluster: Cluster, server: Serve) -> None:
 def test_canary_c_asynchronous_commit_and_a_postgres_crash_is_caught_as_lost(
     cluster: Cluster, seed: int, run_folder: Path
 ) -> None:
-    plan = Plan("canary_c", seed, ops=600, clients=8, meters=20, faults=("pg_kill_all",), n_faults=5,
+    plan = Plan("canary_c", seed, ops=450, clients=8, meters=20, faults=("pg_kill_all",), n_faults=5,
                 after_serve=asynchronous_commit, before_heal=Cluster.reset)  # fmt: skip
     outcome = run(plan, cluster, run_folder)
     print(f"C-1 canary (c) seed={seed} {describe(outcome)}")

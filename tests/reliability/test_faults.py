@@ -14,7 +14,7 @@ from .scenario import Plan, describe, run
 
 def test_kill_and_pause_api_workers_and_crash_postgres(cluster: Cluster, seed: int, run_folder: Path) -> None:
     plan = Plan(
-        "processes", seed, ops=700, clients=8, meters=20,
+        "processes", seed, ops=600, clients=8, meters=20,
         faults=("kill_api_worker", "pause_api_worker", "pg_kill_all", "pg_restart_immediate", "pg_kill_backend",
                 "pg_pause", "retry_storm"),
         n_faults=8,
@@ -22,7 +22,7 @@ def test_kill_and_pause_api_workers_and_crash_postgres(cluster: Cluster, seed: i
     outcome = run(plan, cluster, run_folder)
     print(f"R-05/R-06 seed={seed} {describe(outcome)}")
     assert outcome.report.ok, (str(outcome.history), outcome.report.as_json())
-    assert outcome.report.figures["acknowledged"] > 300
+    assert outcome.report.figures["acknowledged"] > 250
     assert sum(outcome.fault_counts.values()) == 8
 
 
