@@ -70,7 +70,7 @@ def asynchronous_commit(cluster: Cluster, server: Serve) -> None:
 def test_canary_c_asynchronous_commit_and_a_postgres_crash_is_caught_as_lost(
     cluster: Cluster, seed: int, run_folder: Path
 ) -> None:
-    plan = Plan("canary_c", seed, ops=450, clients=8, meters=20, faults=("pg_kill_all",), n_faults=5,
+    plan = Plan("canary_c", seed, ops=450, clients=8, meters=20, faults=("pg_kill_all",), n_faults=6,
                 after_serve=asynchronous_commit, before_heal=Cluster.reset)  # fmt: skip
     outcome = run(plan, cluster, run_folder)
     print(f"C-1 canary (c) seed={seed} {describe(outcome)}")
