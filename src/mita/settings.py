@@ -120,6 +120,12 @@ class Settings(MasterKeySettings, HsmSettings, OutboxSettings, ChannelSettings):
     delivery_expiry_hours: float = Field(
         default=24, gt=0, description="how long the head-end tries to deliver a connected meter's tokens"
     )
+    console_signins_per_minute: float = Field(
+        default=10,
+        gt=0,
+        description="console sign-in tries one client address may make a minute (10 at once, then "
+        "this rate; per server process)",
+    )
     metrics_public: bool = Field(
         default=True, description="`/metrics` answers without an API key (false: it needs an admin or operator key)"
     )

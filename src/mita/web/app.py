@@ -19,6 +19,7 @@ from mita.vend.operators import Operators
 
 from .console import HERE, Refused, SignIn, refused, render, to_sign_in
 from .pages import ROUTERS
+from .throttle import Throttle
 
 PREFIX = "/console"
 log = logging.getLogger("mita.web")
@@ -64,6 +65,9 @@ def create_console(runtime: Runtime) -> FastAPI:
     console = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, title="Mita console")
     console.state.runtime = runtime
     console.state.operators = Operators(runtime.engine, runtime.clock)
+    # sign-in tries per client address: on top of the lock after 5 wrong passwords for a name (in the database)
+    rate = runtime.settings.console_signins_per_minute
+    console.state.signins = Throttle(per_minute=rate, burst=max(1, int(rate)))
     console.mount("/static", Static(directory=HERE / "static"), name="static")
     console.add_exception_handler(SignIn, to_sign_in)
     console.add_exception_handler(Refused, refused)

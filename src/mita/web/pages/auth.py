@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from mita.vend.errors import VendError
 
 from ..console import HEADERS, Posted, cookie_name, field, go, operators, render, session_token
+from ..throttle import Throttle
 
 router = APIRouter()
 LOGIN_COOKIE = "mita_login"
@@ -46,6 +47,12 @@ def login_page(request: Request) -> Response:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
+    signins: Throttle = request.app.state.signins
+    wait = signins.wait(request.client.host if request.client else "")
+    if wait:
+        response = _form(request, 429, error=f"Too many sign-in attempts from here: try again in {int(wait) + 1} s.")
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
     form = await request.form()
     sent, kept = field(form, "csrf"), request.cookies.get(LOGIN_COOKIE, "")
     name, password, target = field(form, "name"), form.get("password"), field(form, "next")
