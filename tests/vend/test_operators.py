@@ -123,6 +123,9 @@ def test_sign_out_a_revoked_key_and_a_new_password_each_end_the_session(ops: Ope
     token, _ = ops.login("alice", PASSWORD)
     ops.logout(token)
     assert ops.session(token) is None
+    with ops.engine.connect() as conn:
+        actions = conn.execute(select(audit.c.action).where(audit.c.actor == "console:alice")).scalars().all()
+    assert actions == ["login", "logout"]
 
     token, session = ops.login("alice", PASSWORD)
     with ops.engine.begin() as conn:

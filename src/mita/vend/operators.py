@@ -246,5 +246,14 @@ class Operators:
         now = self.clock()
         with self.engine.begin() as conn:
             if token:
-                conn.execute(delete(console_sessions).where(console_sessions.c.token_hash == _digest(token)))
+                ended = conn.execute(
+                    select(operators.c.id, operators.c.name)
+                    .join(console_sessions, console_sessions.c.operator_id == operators.c.id)
+                    .where(console_sessions.c.token_hash == _digest(token))
+                ).first()
+                if ended is not None:
+                    conn.execute(delete(console_sessions).where(console_sessions.c.token_hash == _digest(token)))
+                    write_audit(
+                        conn, Caller(None, KEY_PREFIX + ended.name, "operator"), now, "logout", "operator", ended.id
+                    )
             conn.execute(delete(console_sessions).where(console_sessions.c.expires_at <= now))
