@@ -82,28 +82,29 @@ _DOC_COLUMNS = (
     "c_debt bigint, c_in bigint, c_out bigint, c_refund bigint, response json, key text"
 )
 PG_VEND = (
-    f"WITH d AS MATERIALIZED (SELECT * FROM json_to_record(%(doc)s::json) AS x({_DOC_COLUMNS})), "
+    f"WITH d AS MATERIALIZED (SELECT x.*, %(at)s::timestamp AS at FROM json_to_record(%(doc)s::json) "
+    f"AS x({_DOC_COLUMNS})), "
     "v AS (INSERT INTO vends (id, vendor_id, api_key_id, meter_id, customer_id, kind, amount, units, receipt, "
     "status, created_at) SELECT vend_id, vendor_id, api_key_id, meter_id, customer_id, 'purchase', amount, units, "
-    "receipt, 'completed', %(at)s FROM d), "
+    "receipt, 'completed', d.at FROM d), "
     "t AS (INSERT INTO tokens (vend_id, meter_id, seq, kind, tid, base_date, token_class, subclass, digits, units, "
     "created_at) SELECT d.vend_id, d.meter_id, x.seq, x.kind, x.tid, x.base_date, x.token_class, x.subclass, "
-    "x.digits, x.units, %(at)s FROM d, json_to_recordset(d.tokens) AS x(seq int, kind text, tid bigint, "
+    "x.digits, x.units, d.at FROM d, json_to_recordset(d.tokens) AS x(seq int, kind text, tid bigint, "
     "base_date int, token_class int, subclass int, digits text, units bigint)), "
     "m AS (UPDATE meters SET last_tid = COALESCE(d.m_tid, last_tid), pending_key = COALESCE(d.m_pending, "
     "pending_key) FROM d WHERE meters.id = d.meter_id), "
     "l AS (INSERT INTO ledger (vend_id, account, debit, credit, created_at) SELECT d.vend_id, x.account, x.debit, "
-    "x.credit, %(at)s FROM d, json_to_recordset(d.lines) AS x(account text, debit bigint, credit bigint)), "
+    "x.credit, d.at FROM d, json_to_recordset(d.lines) AS x(account text, debit bigint, credit bigint)), "
     "mm AS (INSERT INTO meter_months (meter_id, month, units, purchases, fbe_issued, fixed_charged) "
     "SELECT meter_id, month, mm_units, 1, fbe, fixed FROM d "
     "ON CONFLICT (meter_id, month) DO UPDATE SET units = meter_months.units + excluded.units, "
     "purchases = meter_months.purchases + 1, fbe_issued = meter_months.fbe_issued OR excluded.fbe_issued, "
     "fixed_charged = meter_months.fixed_charged OR excluded.fixed_charged), "
     "a AS (INSERT INTO audit (at, actor, action, entity, entity_id, detail) "
-    "SELECT %(at)s, actor, 'vend', 'vend', vend_id, detail FROM d), "
+    "SELECT d.at, actor, 'vend', 'vend', vend_id, detail FROM d), "
     "o AS (INSERT INTO outbox (vend_id, channel, recipient, dedupe_key, payload, status, attempts, "
-    "next_attempt_at, created_at) SELECT vend_id, 'receipt', o_recipient, o_dedupe, payload, 'pending', 0, %(at)s, "
-    "%(at)s FROM d ON CONFLICT (dedupe_key) DO NOTHING), "
+    "next_attempt_at, created_at) SELECT vend_id, 'receipt', o_recipient, o_dedupe, payload, 'pending', 0, d.at, "
+    "d.at FROM d ON CONFLICT (dedupe_key) DO NOTHING), "
     "c AS (UPDATE customers SET debt = debt - d.c_debt, carried = carried - d.c_in + d.c_out, "
     "refund_balance = refund_balance + d.c_refund FROM d WHERE customers.id = d.c_id) "
     "UPDATE idempotency SET status_code = 201, response = d.response, vend_id = d.vend_id "
@@ -296,7 +297,9 @@ class AsyncPool:
         if conn is not None:
             return conn
         try:
-            return await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, connect_timeout=5)
+            conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, connect_timeout=5)
+            await prepare(conn)
+            return conn
         except BaseException:
             self._release(None)
             raise
@@ -331,25 +334,61 @@ class AsyncPool:
         self.idle.clear()
 
 
+def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``%(name)s`` parameters as ``$1``, ``$2``... (for PREPARE), and the names in that order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", number, sql), tuple(names)
+
+
+# The event loop's statements, prepared once per connection (PREPARE, a session's) and run by EXECUTE in
+# multi-statement simple queries: one message out and one batch of answers back per step, with the plans kept.
+# (psycopg's pipeline flushes at each statement: BEGIN, claim, read and sync were four sends, each waking the
+# server's process, on a machine where that is what costs.)
+_PREPARED = {
+    "mita_vend_claim": _positional(PG_CLAIM_AND_LOCK),
+    "mita_vend_load": _positional(SQL["load"]),
+    "mita_vend_write": _positional(PG_VEND),
+}
+PREPARE = "; ".join(f"PREPARE {name} AS {sql}" for name, (sql, _) in _PREPARED.items())
+
+
+def _execute(name: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``EXECUTE name(%s, ...)`` and its values, for a client-side-binding cursor."""
+    names = _PREPARED[name][1]
+    return f"EXECUTE {name}({', '.join('%s' for _ in names)})", [params[n] for n in names]
+
+
+async def prepare(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Prepare the event loop's statements on a new connection."""
+    await conn.execute(PREPARE, prepare=False)
+
+
 async def claim_and_load_async(
     conn: psycopg.AsyncConnection[Any], claim: dict[str, Any], reading: dict[str, Any]
 ) -> tuple[bool, dict[str, Any] | None]:
     """:func:`claim_and_load` on an autocommit connection: BEGIN, the claim and lock, and the read, in one
-    pipeline (one round trip)."""
-    async with conn.cursor(row_factory=dict_row) as lock, conn.cursor(row_factory=dict_row) as load:
-        async with conn.pipeline():
-            await lock.execute("BEGIN", prepare=False)
-            await lock.execute(PG_CLAIM_AND_LOCK, {**claim, **reading})
-            await load.execute(SQL["load"], reading)
-        locked = await lock.fetchone()
-        row = await load.fetchone()
+    message (one round trip); the read runs after the lock is held, as the statements run in order."""
+    lock_sql, lock_args = _execute("mita_vend_claim", {**claim, **reading})
+    load_sql, load_args = _execute("mita_vend_load", reading)
+    async with psycopg.AsyncClientCursor(conn, row_factory=dict_row) as cur:
+        await cur.execute(f"BEGIN; {lock_sql}; {load_sql}", [*lock_args, *load_args])
+        cur.nextset()
+        locked = await cur.fetchone()
+        cur.nextset()
+        row = await cur.fetchone()
     if locked is None:
         return True, None
     return locked["claimed"] is not None, row
 
 
 async def run_async(conn: psycopg.AsyncConnection[Any], writes: list[Write]) -> None:
-    """:func:`run` and COMMIT, in one pipeline (one round trip)."""
-    async with conn.cursor() as cur, conn.pipeline():
-        await cur.execute(PG_VEND, _pg_params(writes))
-        await cur.execute("COMMIT", prepare=False)
+    """:func:`run` and COMMIT, in one message (one round trip)."""
+    sql, args = _execute("mita_vend_write", _pg_params(writes))
+    async with psycopg.AsyncClientCursor(conn) as cur:
+        await cur.execute(f"{sql}; COMMIT", args)
