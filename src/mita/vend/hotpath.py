@@ -1,11 +1,22 @@
-"""The vend's SQL as plain text: on PostgreSQL two round trips after BEGIN, one to read and one to write.
+"""The vend's SQL as plain text, and the two ways it is sent.
 
-A vend writes nine kinds of rows. Through the SQL expression layer, one
-statement at a time, that was most of a vend's time. Here the statements are
-fixed SQL text (with ``%(name)s`` parameters; SQLite gets ``:name``) run one
-after another on SQLite, and on PostgreSQL folded into one statement, still
-inside the vend's transaction. The columns are those of :mod:`mita.vend.schema`; the
-service's tests run on both databases, so the two stay in step.
+A vend writes nine kinds of rows. Through the SQL expression layer, one statement at a time, that was most of
+a vend's time. Here the statements are fixed SQL text (with ``%(name)s`` parameters; SQLite gets ``:name``), run
+one after another on SQLite, and on PostgreSQL folded into one statement (its values one JSON document), still
+inside the vend's transaction. The columns are those of :mod:`mita.vend.schema`; the service's tests run on both
+databases, so the two stay in step.
+
+On PostgreSQL a vend is sent in one of two ways:
+
+| path | run by | round trips |
+|---|---|---|
+| the thread's | ``Purchases.vend`` (SQLAlchemy's connection) | BEGIN; claim, lock, read; writes, COMMIT |
+| the event loop's | ``Purchases.vend_async`` (:class:`AsyncPool`) | BEGIN, claim, lock, read; writes, COMMIT |
+
+The thread's steps after BEGIN are psycopg pipelines (:func:`claim_and_load`, :func:`run`); the event loop's
+(:func:`claim_and_load_async`, :func:`run_async`) are one message each, without a BEGIN of their own.
+The event loop's statements are prepared once per connection (``PREPARE``) and run by ``EXECUTE`` in
+multi-statement simple queries: one message out and one batch of answers back per step.
 """
 
 from __future__ import annotations
