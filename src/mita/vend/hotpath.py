@@ -10,8 +10,8 @@ On PostgreSQL a vend is sent in one of two ways:
 
 | path | run by | round trips |
 |---|---|---|
-| the thread's | ``Purchases.vend`` (SQLAlchemy's connection) | BEGIN; claim, lock, read; writes, COMMIT |
-| the event loop's | ``Purchases.vend_async`` (:class:`AsyncPool`) | BEGIN, claim, lock, read; writes, COMMIT |
+| the thread's | ``Purchases.vend`` (SQLAlchemy's connection) | 3: BEGIN / claim, lock, read / writes, COMMIT |
+| the event loop's | ``Purchases.vend_async`` (:class:`AsyncPool`) | 2: BEGIN, claim, lock, read / writes, COMMIT |
 
 The thread's steps after BEGIN are psycopg pipelines (:func:`claim_and_load`, :func:`run`); the event loop's
 (:func:`claim_and_load_async`, :func:`run_async`) are one message each, without a BEGIN of their own.
