@@ -309,11 +309,16 @@ class AsyncPool:
             return conn
         try:
             conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, connect_timeout=5)
-            await prepare(conn)
-            return conn
         except BaseException:
             self._release(None)
             raise
+        try:
+            await prepare(conn)
+        except BaseException:
+            await conn.close()
+            self._release(None)
+            raise
+        return conn
 
     async def give(self, conn: psycopg.AsyncConnection[Any], *, committed: bool) -> None:
         """Back to the pool: rolled back first unless ``committed``; closed if it is broken."""
