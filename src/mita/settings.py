@@ -108,7 +108,11 @@ class Settings(MasterKeySettings, HsmSettings, OutboxSettings, ChannelSettings):
         description="SQLAlchemy URL of the database (a password here, not on a command line)",
     )
     threads: int = Field(
-        default=4, ge=1, le=64, description="request threads, and database connections, per API worker"
+        default=4,
+        ge=1,
+        le=64,
+        description="request threads, and database connections, per API worker (the event loop's vends have as "
+        "many connections again, up to twice that under load)",
     )
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="largest request body the API reads, in bytes"
