@@ -142,6 +142,28 @@ def test_reports_move_messages_forward_only_and_end_the_payment(world: World, pa
     assert payments.get(pid)["status"] == "delivered"
 
 
+def test_a_report_and_its_payments_end_are_one_transaction(
+    world: World, payments: Payments, drain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that dies between the message's move and the payment's left the payment at vended for good (the
+    reliability soak saw 3 in 3,628): now both go, or neither, and the report's retry ends the payment."""
+    pid = vended(payments, drain)
+    sms_id = submitted(world, f"sms:pay:{pid}")
+
+    def dies(*_: Any, **__: Any) -> str:
+        raise RuntimeError("killed between the two writes")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(payments, "move_in", dies)
+        with pytest.raises(RuntimeError):
+            reports.apply(payments, reports.Report(sms_id, 1, "DELIVRD"))
+    with world.engine.connect() as conn:
+        assert conn.execute(select(sms_messages.c.status).where(sms_messages.c.id == sms_id)).scalar() != "delivered"
+    assert payments.get(pid)["status"] == "vended"
+    assert reports.apply(payments, reports.Report(sms_id, 1, "DELIVRD")) == "delivered"  # Kannel retries its report
+    assert payments.get(pid)["status"] == "delivered"
+
+
 def test_a_refused_token_is_sent_again_twice_then_its_payment_is_flagged(
     world: World, payments: Payments, drain: Any
 ) -> None:

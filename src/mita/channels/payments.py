@@ -306,17 +306,22 @@ class Payments:
     def move(self, payment_id: int, new: str, *, detail: str | None = None, **values: Any) -> str:
         """Move a payment by the lifecycle (a refund asked for or made, a delivery confirmed, a person's
         decision); a move to the state it is in already is a no-op, a move the table refuses is an error."""
-        at = self.clock()
         with self.engine.begin() as conn:
-            current = conn.execute(_locked(select(payments).where(payments.c.id == payment_id), conn)).first()
-            if current is None:
-                raise VendError("not_found", f"no payment {payment_id}")
-            if current.status == new:
-                return new
-            PAYMENT.check(current.status, new)
-            self._set(conn, payment_id, S(new), at, detail=detail, **values)
-            if new == S.RECEIVED:
-                self._queue_vend(conn, payment_id, at)
+            return self.move_in(conn, payment_id, new, self.clock(), detail=detail, **values)
+
+    def move_in(
+        self, conn: Connection, payment_id: int, new: str, at: dt.datetime, *, detail: str | None = None, **values: Any
+    ) -> str:
+        """:meth:`move`, inside the caller's transaction (with the write that is its cause: a delivery report's)."""
+        current = conn.execute(_locked(select(payments).where(payments.c.id == payment_id), conn)).first()
+        if current is None:
+            raise VendError("not_found", f"no payment {payment_id}")
+        if current.status == new:
+            return new
+        PAYMENT.check(current.status, new)
+        self._set(conn, payment_id, S(new), at, detail=detail, **values)
+        if new == S.RECEIVED:
+            self._queue_vend(conn, payment_id, at)
         return new
 
     def request_refund(self, payment_id: int, channel: str, detail: str | None = None) -> bool:
