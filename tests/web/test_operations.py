@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -110,6 +111,13 @@ def test_start_a_campaign_and_watch_it_progress(admin: Watched, console: Console
     assert p.evaluate("() => window.__same_page === true"), "the page reloaded instead of updating in place"
     expect(p.locator("#progress")).not_to_contain_text("generating now")
     admin.check("campaign-generated")
+    # the field teams' list, and the tokens by SMS to each customer with a phone
+    with p.expect_download() as got:
+        p.get_by_role("link", name="Download the field list (CSV)").click()
+    lines = Path(got.value.path()).read_text().splitlines()
+    assert len(lines) == 1 + planned and seeded.rollover_meters[0] in "\n".join(lines), lines[:3]
+    p.get_by_role("button", name="Send the tokens by SMS").click()
+    expect(p.get_by_role("status")).to_contain_text("SMS queued")
 
     admin.goto("/console/campaigns")
     row = p.locator("table tbody tr", has_text=name)

@@ -4,16 +4,17 @@ refreshed by htmx every two seconds while it runs; a plain reload without JavaSc
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
 from mita import campaign, outbox
 from mita.campaign.listing import list_campaigns
 from mita.vend import registry
 from mita.vend.errors import VendError
+from mita.vend.operators import Session
 from mita.vend.schema import supply_groups
 
-from ..console import Posted, Signed, field, go, render, runtime
+from ..console import HEADERS, Posted, Signed, field, go, render, runtime
 
 router = APIRouter()
 
@@ -67,6 +68,10 @@ def plan(request: Request, session: Posted) -> Response:
 
 @router.get("/campaigns/{campaign_id}")
 def show(request: Request, session: Signed, campaign_id: int) -> Response:
+    return _campaign(request, session, campaign_id)
+
+
+def _campaign(request: Request, session: Session, campaign_id: int, sms_queued: int | None = None) -> Response:
     session.caller.require("admin", "operator")
     rt = runtime(request)
     c = campaign.get_campaign(rt.engine, campaign_id)
@@ -74,7 +79,28 @@ def show(request: Request, session: Signed, campaign_id: int) -> Response:
         running = outbox.generation_queued(conn, campaign_id)
     partial = request.headers.get("HX-Request") == "true"  # htmx asks for the progress only
     page = "campaign_progress.html" if partial else "campaign.html"
-    return render(request, page, title=f"Campaign {c['name']}", c=c, running=running)
+    return render(request, page, title=f"Campaign {c['name']}", c=c, running=running, sms_queued=sms_queued)
+
+
+@router.get("/campaigns/{campaign_id}/export.csv")
+def export(request: Request, session: Signed, campaign_id: int) -> Response:
+    """The field teams' list, as the API's export: meter, where it is, old and new key, and its tokens."""
+    session.caller.require("admin", "operator")
+    rt = runtime(request)
+    campaign.get_campaign(rt.engine, campaign_id)  # a page saying so before the first line, not a cut-off file
+    return StreamingResponse(
+        iter(campaign.export_csv(rt.engine, campaign_id)),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="campaign-{campaign_id}.csv"', **HEADERS},
+    )
+
+
+@router.post("/campaigns/{campaign_id}/sms")
+def queue_sms(request: Request, session: Posted, campaign_id: int) -> Response:
+    """Each issued meter's tokens by SMS to its customer's phone, through the outbox."""
+    rt = runtime(request)
+    queued = campaign.queue_sms(rt.engine, session.caller, campaign_id, at=rt.clock())
+    return _campaign(request, session, campaign_id, sms_queued=queued)
 
 
 @router.post("/campaigns/{campaign_id}/generate")
