@@ -92,25 +92,28 @@ class Nemesis:
 
     # ------------------------------------------------------------ the API's workers
 
-    def kill_api_worker(self) -> dict[str, Any]:
+    def _api_victim(self) -> int | None:
+        """One of ``mita serve``'s worker processes, drawn from the seed; None when it has none right now."""
         serve = self.targets.serve
         assert serve is not None
         pids = serve.worker_pids()
-        if not pids:
+        return self._rnd.choice(sorted(pids)) if pids else None
+
+    def kill_api_worker(self) -> dict[str, Any]:
+        serve = self.targets.serve
+        assert serve is not None
+        victim = self._api_victim()
+        if victim is None:
             return {"skipped": "no worker"}
-        victim = self._rnd.choice(sorted(pids))
         _signal(victim, signal.SIGKILL)
         t0 = time.monotonic()
         back = serve.wait_ready(timeout=60)
         return {"pid": victim, "restart_s": round(back, 3), "since_kill_s": round(time.monotonic() - t0, 3)}
 
     def pause_api_worker(self) -> dict[str, Any]:
-        serve = self.targets.serve
-        assert serve is not None
-        pids = serve.worker_pids()
-        if not pids:
+        victim = self._api_victim()
+        if victim is None:
             return {"skipped": "no worker"}
-        victim = self._rnd.choice(sorted(pids))
         seconds = self._rnd.uniform(1.0, 3.0)
         _signal(victim, signal.SIGSTOP)
         time.sleep(seconds)
