@@ -17,6 +17,10 @@ next acknowledged operation) from there. The nemesis runs in the main thread (se
 | ``mosquitto_restart`` | SIGKILL of the broker, then a start on the same port and persistence file |
 | ``kannel_restart`` | SIGKILL of Kannel's bearerbox (its SMSC link down), then bearerbox, smsbox and the link again |
 | ``retry_storm`` | 16 concurrent sends of one new key, and 4 of the same key with another body |
+| ``net_partition`` | the fault proxy (:mod:`.faultproxy`) moves no byte for 1-4 s, then all it held |
+| ``net_reset`` | every proxied connection reset, both sides, at once |
+| ``net_lose_answers`` | the next 1-4 COMMITs to PostgreSQL (within 3 s) get no answer: in-doubt commits |
+| ``net_latency`` | 20-150 ms on every chunk, both ways, for 2-5 s |
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 import httpx
 
 from .cluster import Cluster
+from .faultproxy import FaultProxy
 from .history import History
 from .procs import Serve, Service
 from .workload import TIMEOUT, Workload
@@ -48,6 +53,7 @@ class Targets:
     broker: Any = None  # tests/mqtt_broker.Broker
     kannel: Any = None  # mita.channels.sms.box.Box
     workload: Workload | None = None
+    proxy: FaultProxy | None = None  # between Mita's processes and the servers above
 
 
 @dataclass
@@ -208,6 +214,42 @@ class Nemesis:
             t.join(30)
         return {"key": key, "sends": len(threads)}
 
+    # ------------------------------------------------------------ the network (the fault proxy)
+
+    def _proxy(self) -> FaultProxy:
+        proxy = self.targets.proxy
+        assert proxy is not None, "a network fault needs the run's fault proxy"
+        return proxy
+
+    def net_partition(self) -> dict[str, Any]:
+        proxy = self._proxy()
+        seconds = self._rnd.uniform(1.0, 4.0)
+        held = proxy.stats.held
+        proxy.partition()
+        time.sleep(seconds)
+        open_ = proxy.connections()
+        proxy.heal()
+        return {"partitioned_s": round(seconds, 2), "connections": open_, "chunks_held": proxy.stats.held - held}
+
+    def net_reset(self) -> dict[str, Any]:
+        return {"reset": self._proxy().reset()}
+
+    def net_lose_answers(self) -> dict[str, Any]:
+        commits = self._rnd.randint(1, 4)
+        hold = self._rnd.uniform(0.5, 2.0)
+        lost = self._proxy().lose_answers(commits, window_s=3.0, hold_s=hold)
+        time.sleep(hold)  # the muted connections are reset before the fault counts as healed
+        return {"armed": commits, "in_doubt_commits": lost, "hold_s": round(hold, 2)}
+
+    def net_latency(self) -> dict[str, Any]:
+        proxy = self._proxy()
+        delay = self._rnd.uniform(0.02, 0.15)
+        seconds = self._rnd.uniform(2.0, 5.0)
+        proxy.slow(delay)
+        time.sleep(seconds)
+        proxy.heal()
+        return {"delay_ms": round(delay * 1000), "for_s": round(seconds, 2)}
+
 
 def _signal(pid: int, sig: int) -> None:
     import contextlib
@@ -221,6 +263,8 @@ def heal(history: History, targets: Targets) -> float:
     """Every fault undone: PostgreSQL up, the server's workers all back and ready, the workers running."""
     t0 = time.monotonic()
     history.phase("heal")
+    if targets.proxy is not None:
+        targets.proxy.heal()
     if targets.cluster is not None:
         if targets.cluster.process is None or targets.cluster.process.poll() is not None:
             targets.cluster.start()

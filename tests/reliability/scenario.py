@@ -17,6 +17,7 @@ from typing import Any
 
 from . import checker, rig
 from .cluster import Cluster
+from .faultproxy import FaultProxy
 from .history import History
 from .nemesis import Nemesis, Targets, heal
 from .procs import MITA, Serve, Service
@@ -48,6 +49,9 @@ class Plan:
     #: MQTT-native meters (``mita sim mqtt`` on a broker of the run's own): the first N meters, registered
     mqtt_meters: int = 0
     only_connected: bool = False  # the load vends to the connected meters only
+    #: Mita's processes reach PostgreSQL (and the broker) through the fault proxy; the harness and the checker
+    #: (and the simulated meters) go straight to them
+    proxy: bool = False
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Outcome:
     wall_s: float
     unresolved_at_end: int
     fault_counts: dict[str, int]
+    proxy_stats: dict[str, int] = field(default_factory=dict)
 
     def line(self) -> str:
         return f"{self.report.line()} | wall={self.wall_s:.0f}s history={self.history}"
@@ -82,6 +87,7 @@ def run(plan: Plan, cluster: Cluster, folder: Path) -> Outcome:
     unresolved = 0
     nemesis = Nemesis(history, Targets(), plan.seed, list(plan.faults))
     meters_dir = folder / "meters"
+    proxy: FaultProxy | None = None
     with contextlib.ExitStack() as stack:
         mqtt = None
         if plan.mqtt_meters:
@@ -89,10 +95,15 @@ def run(plan: Plan, cluster: Cluster, folder: Path) -> Outcome:
 
             mqtt = stack.enter_context(broker(folder / "mosquitto"))
             env["MITA_MQTT_URL"] = mqtt.url
+        mita_env = env
+        if plan.proxy:
+            proxy = stack.enter_context(FaultProxy())
+            mita_env = proxied(proxy, env, cluster.port, mqtt.port if mqtt is not None else None)
         try:
             if plan.mqtt_meters:
                 sim = start_sim(env, folder, meters_dir, plan.mqtt_meters, plan.seed, url)
-            server, worker, unresolved = _load(plan, cluster, folder, env, utility, history, nemesis, mqtt)
+            server, worker, unresolved = _load(plan, cluster, folder, mita_env, utility, history, nemesis, mqtt,
+                                               proxy)  # fmt: skip
         finally:
             for service in (sim, worker, server):
                 if service is not None:
@@ -103,7 +114,18 @@ def run(plan: Plan, cluster: Cluster, folder: Path) -> Outcome:
         report = checker.check(history.path, url, rig.VENDING_KEY, drained=plan.drain_s > 0, meter_files=files)
     if not os.environ.get("MITA_REL_KEEP"):  # MITA_REL_KEEP=1 keeps the database (and the cluster's folder) to look at
         cluster.drop_database(name)
-    return Outcome(report, history.path, folder, utility, time.monotonic() - t0, unresolved, nemesis.counts)
+    stats = dict(vars(proxy.stats)) if proxy is not None else {}
+    return Outcome(report, history.path, folder, utility, time.monotonic() - t0, unresolved, nemesis.counts, stats)
+
+
+def proxied(proxy: FaultProxy, env: dict[str, str], pg_port: int, mqtt_port: int | None) -> dict[str, str]:
+    """``env`` with PostgreSQL (and the broker) reached through links of ``proxy``."""
+    proxy.add("postgres", "127.0.0.1", pg_port, postgres=True)
+    out = {**env, "MITA_DATABASE_URL": proxy.url("postgres", env["MITA_DATABASE_URL"])}
+    if mqtt_port is not None:
+        proxy.add("mqtt", "127.0.0.1", mqtt_port)
+        out["MITA_MQTT_URL"] = proxy.url("mqtt", env["MITA_MQTT_URL"])
+    return out
 
 
 def start_sim(env: dict[str, str], folder: Path, meters_dir: Path, n: int, seed: int, url: str) -> Service:
@@ -130,7 +152,7 @@ def start_sim(env: dict[str, str], folder: Path, meters_dir: Path, n: int, seed:
 
 def _load(
     plan: Plan, cluster: Cluster, folder: Path, env: dict[str, str], utility: rig.Utility, history: History,
-    nemesis: Nemesis, mqtt: Any,
+    nemesis: Nemesis, mqtt: Any, proxy: FaultProxy | None = None,
 ) -> tuple[Serve | None, Service | None, int]:  # fmt: skip
     server: Serve | None = None
     worker: Service | None = None
@@ -149,7 +171,7 @@ def _load(
         meters = utility.meters[: plan.mqtt_meters] if plan.only_connected else utility.meters
         workload = Workload(history, tills, meters, plan.seed, clients=plan.clients, ops=plan.ops,
                             replay_share=plan.replay_share, run_id=f"{plan.name}-{plan.seed}")  # fmt: skip
-        targets = Targets(serve=server, cluster=cluster, worker=worker, broker=mqtt, workload=workload)
+        targets = Targets(serve=server, cluster=cluster, worker=worker, broker=mqtt, workload=workload, proxy=proxy)
         nemesis.targets = targets
         schedule = nemesis.schedule(plan.ops, plan.n_faults) if plan.faults else []
         history.phase("load")
