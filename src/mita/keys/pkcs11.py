@@ -30,9 +30,11 @@ import functools
 import hashlib
 import hmac
 import os
+import random
 import secrets
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -66,6 +68,11 @@ _HMAC_KEY_BYTES: Final = 32
 _KCV_INPUT: Final = bytes(8)  # the software keystore's DKGA04 KCV: HMAC-SHA-256(VK, 8 zero bytes), 3 bytes
 _HMAC: Final = Mechanism.SHA256_HMAC
 _CHUNK: Final = 1024  # HMACs per lock hold in decoder_keys: a big batch does not stall single vends for long
+# After a failed reconnection, calls fail at once (hsm_unavailable) for a while rather than each waiting on an HSM
+# that is away (vends run on the event loop too: no call here ever sleeps) or spending a PIN retry counter; the
+# wait doubles per failure up to the cap, with jitter, and the first call after it tries again.
+_BACKOFF_FIRST_S: Final = 0.05
+_BACKOFF_CAP_S: Final = 2.0
 
 _DKGA02_REFUSED: Final = (
     "the PKCS#11 keystore does not hold DKGA02 vending keys: DKGA02 ends with DK = DES_VK(X) xor X xor VK, and "
@@ -146,6 +153,76 @@ def _signer(obj: Object) -> SignMixin:
     return cast(SignMixin, obj)
 
 
+# ---------------------------------------------------------------- the module, one login per token per process
+
+
+class _Module:
+    """A PKCS#11 module loaded in this process, and its reloads (C_Finalize then C_Initialize).
+
+    A reload is how this process sees a token again once it was removed and put back (SoftHSM, like a USB token,
+    keeps a vanished token's store unusable until the module is initialised again) or an HSM after a restart.
+    It must run while no other thread is inside a PKCS#11 call of the module: PKCS#11 calls run in ``shared``
+    sections, the reload in the exclusive one. ``epoch`` counts reloads: session and object handles from an older
+    epoch are dead, and their numbers are handed out again, so a keystore never uses (or closes) one.
+    """
+
+    _registry: ClassVar[dict[str, _Module]] = {}
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.epoch = 0
+        self.reloads = 0
+        self._cond = threading.Condition()
+        self._users = 0
+        self._reloading = False
+
+    @classmethod
+    def of(cls, path: str) -> _Module:
+        with cls._registry_lock:
+            module = cls._registry.get(path)
+            if module is None:
+                module = cls._registry[path] = cls(path)
+            return module
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        """Around PKCS#11 calls (never nested, never around a reload)."""
+        with self._cond:
+            while self._reloading:
+                self._cond.wait()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                if not self._users:
+                    self._cond.notify_all()
+
+    def reload(self) -> None:
+        """Finalise and initialise the module once no call is running; every handle of the process dies."""
+        with self._cond:
+            while self._reloading:
+                self._cond.wait()
+            self._reloading = True
+            while self._users:
+                self._cond.wait()
+        try:
+            lib = pkcs11.lib(self.path)  # initialises it again if the last reload's C_Initialize failed
+            lib.reinitialize()
+        except pkcs11.PKCS11Error as exc:
+            raise KeyStoreError(
+                "hsm_unavailable", f"cannot initialise the PKCS#11 module again ({type(exc).__name__})"
+            ) from None
+        finally:
+            self.epoch += 1
+            self.reloads += 1
+            with self._cond:
+                self._reloading = False
+                self._cond.notify_all()
+
+
 # ---------------------------------------------------------------- one login per token per process
 
 
@@ -159,6 +236,9 @@ class _Login:
 
     ``generation`` counts logins: a keystore whose session predates the current one knows that another
     keystore has logged in again already, and does not log out (which would destroy the others' copies).
+
+    The login also paces reconnections to its token (``failures``, ``retry_at``): once one failed, the next
+    reloads the module first (see :class:`_Module`), and none is tried before the back-off has passed.
     """
 
     _registry: ClassVar[dict[tuple[str, str], _Login]] = {}
@@ -173,6 +253,10 @@ class _Login:
         self.users = 0
         self.generation = 0
         self.session: Session | None = None
+        self.hsm = _Module.of(module)
+        self.epoch = self.hsm.epoch  # the module's epoch the login session was opened in
+        self.failures = 0  # reconnections failed in a row
+        self.retry_at = 0.0  # time.monotonic() before which no reconnection is tried
 
     @classmethod
     def _digest(cls, pin: str) -> bytes:
@@ -219,11 +303,17 @@ class _Login:
             return login
 
     def ensure(self, pin: str) -> None:
-        """Log in, unless logged in already (after a lost session, the next call logs in again)."""
-        if self.session is not None:
+        """Log in, unless logged in already (after a lost session, the next call logs in again). Hold the
+        registry lock."""
+        if self.session is not None and self.epoch == self.hsm.epoch:
             return
+        if self.session is not None:  # its handle died with a reload: forget it, never close it
+            self.session = None
+            self.generation += 1
         try:
-            self.session = self.token.open(user_pin=pin, attribute_mapper=attribute_mapper())
+            with self.hsm.shared():
+                self.session = self.token.open(user_pin=pin, attribute_mapper=attribute_mapper())
+                self.epoch = self.hsm.epoch
         except _PIN_ERRORS as exc:
             raise KeyStoreError(
                 "hsm_unavailable", f"the HSM refused the PIN for token {self.token.label!r} ({type(exc).__name__})"
@@ -243,8 +333,43 @@ class _Login:
         self.generation += 1
         session, self.session = self.session, None
         if session is not None:
-            with contextlib.suppress(pkcs11.PKCS11Error):
-                session.close()  # C_Logout, then C_CloseSession
+            with self.hsm.shared(), contextlib.suppress(pkcs11.PKCS11Error):
+                if self.epoch == self.hsm.epoch:  # an older epoch's handle may be another session's now
+                    session.close()  # C_Logout, then C_CloseSession
+
+    def reconnect(self, pin: str) -> None:
+        """Before a keystore opens a new session: wait out the back-off, reload the module after a failed
+        reconnection, log in. Hold the registry lock (so one thread reconnects and the others wait for it)."""
+        now = time.monotonic()
+        if now < self.retry_at:
+            raise KeyStoreError(
+                "hsm_unavailable",
+                f"token {self.token.label!r} was not reachable; the next try is in {self.retry_at - now:.2f} s",
+            )
+        try:
+            if self.failures:
+                self.hsm.reload()
+                self.session = None  # died with the reload
+                self.generation += 1
+                self.token = self._find()
+            self.ensure(pin)
+        except KeyStoreError:
+            self.failures += 1
+            wait = min(_BACKOFF_CAP_S, _BACKOFF_FIRST_S * 2 ** (self.failures - 1))
+            self.retry_at = time.monotonic() + random.uniform(wait / 2, wait)
+            raise
+        self.failures, self.retry_at = 0, 0.0
+
+    def _find(self) -> Token:
+        """The token again, by label: slot numbers can change once a token is put back."""
+        label = self.token.label
+        try:
+            with self.hsm.shared():
+                return pkcs11.lib(self.module).get_token(token_label=label)
+        except pkcs11.PKCS11Error as exc:
+            raise KeyStoreError(
+                "hsm_unavailable", f"token {label!r} is not in the PKCS#11 module ({type(exc).__name__})"
+            ) from None
 
     def release(self) -> None:
         with self._registry_lock:
@@ -329,6 +454,7 @@ class Pkcs11KeyStore:
         self._lock = threading.Lock()
         self._session: Session | None = None
         self._generation = -1  # the login generation self._session was opened under
+        self._epoch = -1  # the module epoch self._session was opened in (a reload kills older handles)
         self._open: dict[str, Pkcs11VendingKey] = {}
         self._closed = False
         self._login = _Login.acquire(module, token_label, pin)
@@ -399,18 +525,26 @@ class Pkcs11KeyStore:
         _check_dkga(dkga)
         check_key(dkga, key)
         label = key_label(sgc, krn)
+        hsm = self._login.hsm
         with self._lock, self._errors("import the vending key"):
             session = self._connect()
-            # list(), not next(): a half-read search leaves C_FindObjects active on the session.
-            if list(session.get_objects({Attribute.LABEL: label, Attribute.TOKEN: True})):
-                raise KeyStoreError("key_exists", f"token {self.token_label!r} already holds an object {label!r}")
-            obj = session.create_object(_key_template(label, key + bytes(_HMAC_KEY_BYTES - len(key))))
-            try:
-                kcv = _kcv(obj)
-            except pkcs11.PKCS11Error:
-                with contextlib.suppress(pkcs11.PKCS11Error):
-                    obj.destroy()  # a key without its KCV would only block a retry with key_exists
-                raise
+            with hsm.shared():
+                if self._epoch != hsm.epoch:
+                    raise pkcs11.SessionHandleInvalid()  # reloaded since _connect: report it, never retry an import
+                return self._create(session, sgc, krn, dkga, label, key)
+
+    def _create(self, session: Session, sgc: str, krn: int, dkga: int, label: str, key: bytes) -> StoredKey:
+        """The token object of a new key, and its KCV. Hold the lock, in a shared section."""
+        # list(), not next(): a half-read search leaves C_FindObjects active on the session.
+        if list(session.get_objects({Attribute.LABEL: label, Attribute.TOKEN: True})):
+            raise KeyStoreError("key_exists", f"token {self.token_label!r} already holds an object {label!r}")
+        obj = session.create_object(_key_template(label, key + bytes(_HMAC_KEY_BYTES - len(key))))
+        try:
+            kcv = _kcv(obj)
+        except pkcs11.PKCS11Error:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                obj.destroy()  # a key without its KCV would only block a retry with key_exists
+            raise
         return StoredKey(self.name, sgc, krn, dkga, kcv, handle=label)
 
     def generate(self, sgc: str, krn: int, dkga: int) -> StoredKey:
@@ -502,11 +636,19 @@ class Pkcs11KeyStore:
 
     def _once_more(self, work: Callable[[Session], _T]) -> _T:
         """``work`` on the session; if the session turns out lost, once more on a new one. Hold the lock."""
-        try:
-            return work(self._connect())
-        except _SESSION_LOST:
-            self._reset(lost=True)
-        return work(self._connect())  # a second loss is reported (by _errors)
+        hsm = self._login.hsm
+        for attempt in range(2):
+            session = self._connect()
+            try:
+                with hsm.shared():
+                    if self._epoch != hsm.epoch:  # reloaded since _connect: these handles are dead or others'
+                        raise pkcs11.SessionHandleInvalid()
+                    return work(session)
+            except _SESSION_LOST:
+                if attempt:
+                    raise  # a second loss is reported (by _errors)
+                self._reset(lost=True)
+        raise AssertionError("unreachable")
 
     def _connect(self) -> Session:
         """This keystore's session, opened (and the token logged in again) if it was lost. Hold the lock."""
@@ -516,16 +658,24 @@ class Pkcs11KeyStore:
             raise KeyStoreError(
                 "hsm_unavailable", "this PKCS#11 keystore was made before a fork: create it in the process using it"
             )
+        if self._session is not None and self._epoch != self._login.hsm.epoch:
+            self._reset(lost=False)  # the module was reloaded: forget the dead handles
         if self._session is None:
             with _Login._registry_lock:
-                self._login.ensure(self._pin)
-                self._generation = self._login.generation
-            try:
-                self._session = self._login.token.open(rw=True, attribute_mapper=attribute_mapper())
-            except pkcs11.PKCS11Error as exc:
-                raise KeyStoreError(
-                    "hsm_unavailable", f"cannot open a session on token {self.token_label!r} ({type(exc).__name__})"
-                ) from None
+                login = self._login
+                if login.session is None or login.epoch != login.hsm.epoch:
+                    login.reconnect(self._pin)
+                self._generation = login.generation
+                try:
+                    with login.hsm.shared():
+                        self._session = login.token.open(rw=True, attribute_mapper=attribute_mapper())
+                        self._epoch = login.hsm.epoch
+                except pkcs11.PKCS11Error as exc:
+                    login.drop()  # the login is likely gone too: the next call reconnects from the start
+                    raise KeyStoreError(
+                        "hsm_unavailable",
+                        f"cannot open a session on token {self.token_label!r} ({type(exc).__name__})",
+                    ) from None
         return self._session
 
     def _reset(self, *, lost: bool) -> None:
@@ -537,9 +687,11 @@ class Pkcs11KeyStore:
         for opened in self._open.values():
             opened._object = None
         session, self._session = self._session, None
+        hsm = self._login.hsm
         if session is not None:
-            with contextlib.suppress(pkcs11.PKCS11Error):
-                session.close()  # no C_Logout: this session did not log in
+            with hsm.shared(), contextlib.suppress(pkcs11.PKCS11Error):
+                if self._epoch == hsm.epoch:  # after a reload the handle's number may be another session's
+                    session.close()  # no C_Logout: this session did not log in
         if lost:
             with _Login._registry_lock:
                 if self._generation == self._login.generation:
