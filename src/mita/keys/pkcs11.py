@@ -104,6 +104,10 @@ _SESSION_LOST: Final = (
 )
 
 
+class _NotFound(Exception):
+    """No token object has this label, as far as this session sees (its argument: the label)."""
+
+
 def key_label(sgc: str, krn: int) -> str:
     """The token object label of a supply group's vending key (the :attr:`StoredKey.handle`)."""
     check_key_params(0, sgc, 0, krn)  # 6-digit SGC, KRN 1..9: labels can never collide or be ambiguous
@@ -619,7 +623,7 @@ class Pkcs11KeyStore:
         """A session copy of the token object, checked against ``kcv`` when given. Hold the lock."""
         found = list(session.get_objects(_token_key(label)))
         if not found:
-            raise KeyStoreError("key_not_found", f"token {self.token_label!r} holds no key {label!r}")
+            raise _NotFound(label)  # or not logged in any more: private objects are invisible then
         if len(found) > 1:
             raise KeyStoreError("key_ambiguous", f"token {self.token_label!r} holds several keys {label!r}")
         if not found[0][Attribute.SENSITIVE] or found[0][Attribute.EXTRACTABLE]:
@@ -644,9 +648,15 @@ class Pkcs11KeyStore:
                     if self._epoch != hsm.epoch:  # reloaded since _connect: these handles are dead or others'
                         raise pkcs11.SessionHandleInvalid()
                     return work(session)
-            except _SESSION_LOST:
+            except (*_SESSION_LOST, _NotFound) as exc:
+                if attempt and isinstance(exc, _NotFound):
+                    raise KeyStoreError(
+                        "key_not_found", f"token {self.token_label!r} holds no key {exc.args[0]!r}"
+                    ) from None
                 if attempt:
                     raise  # a second loss is reported (by _errors)
+                # A key not found may be a login that ended under this session (C_CloseAllSessions, an HSM's
+                # restart between two calls): only a fresh login can tell, and never-found is then the answer.
                 self._reset(lost=True)
         raise AssertionError("unreachable")
 
