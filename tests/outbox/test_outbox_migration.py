@@ -3,7 +3,8 @@ get the dedupe key their writer uses now; going back removes the new columns and
 
 At revision 0005 the database is compared with an empty database migrated to 0005, not with the models: the
 models are the newest revision's, and what later revisions add (0006: listing indexes, ``api_keys.key_last4``)
-is rightly missing at 0005. Both differ from the models by exactly those additions, and neither in the outbox.
+is rightly missing at 0005. Both differ from the models by exactly those additions, and in the outbox by one
+only: 0011's index of the pending rows by channel, recipient and id.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def test_0005_keys_queued_rows_as_their_writers_do_and_goes_back(url: str) -> No
     command.upgrade(cfg, "0005")
     drift = sorted(database.schema_drift(engine))
     assert drift == drift_at(url, "0005")  # what later revisions add, and nothing else
-    assert not [line for line in drift if "outbox" in line]  # the outbox is as the models want it
+    # the outbox is as the models want it, but for the index of a later revision (0011: a meter's commands in order)
+    assert [line for line in drift if "outbox" in line] == ["add_index: ix_outbox_open"]
     with engine.connect() as conn:
         got = conn.execute(
             text("SELECT id, recipient, dedupe_key, attempts, next_attempt_at, status FROM outbox ORDER BY id")

@@ -9,6 +9,12 @@ ends, and another worker takes them.
 The attempt number a claim wrote is the claim's fencing token: every later write about the row (sent, retry,
 dead, released, lease renewed) matches ``status = 'pending' AND attempts = <that number>``. A worker whose lease
 ran out and was taken over by another therefore changes nothing, and no row is ever marked sent twice.
+
+Rows of an *ordered* channel (:data:`ORDERED`: the head-end's, whose tokens a meter takes only in TID order) go out
+one at a time per recipient, in the order written: a claim takes such a row only when no earlier row of its
+channel and recipient is still pending (due, leased to a worker, live or dead, or waiting out a backoff). A row
+that ends (sent or dead) lets the next one go; one recipient's stuck row holds back that recipient only. The rule
+is one probe of a partial index (``ix_outbox_open``: the pending rows by channel, recipient and id) per candidate.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, case, exists, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from mita.vend import remote
 from mita.vend.errors import VendError
 from mita.vend.lifecycles import OutboxStatus
 from mita.vend.schema import outbox
@@ -29,6 +36,10 @@ from mita.vend.schema import outbox
 PENDING, SENT, DEAD = OutboxStatus.PENDING.value, OutboxStatus.SENT.value, OutboxStatus.DEAD.value
 #: The sizes of the outbox's text columns (``mita.vend.schema.outbox``).
 CHANNEL_MAX, TEXT_MAX = 20, 200
+#: Channels whose rows go out in the order written, one at a time per recipient (module docstring). The head-end's:
+#: a meter refuses a token older than every TID it remembers (20 of them on some), so a command that overtook an
+#: earlier one, after a worker died holding it or a publish failed, could leave the earlier one's credit refused.
+ORDERED = frozenset({remote.CHANNEL})
 
 
 @dataclass(frozen=True)
@@ -114,16 +125,31 @@ class Claimed:
         return {"k_id": self.id, "k_attempts": self.attempts}
 
 
+def _first_open() -> Any:
+    """True for a row with no earlier pending row of its channel and recipient. The status is written into the
+    SQL, not bound: only a literal lets PostgreSQL's and SQLite's planners use the partial index ``ix_outbox_open``."""
+    o, earlier = outbox.c, outbox.alias("earlier").c
+    return ~exists().where(
+        earlier.status == literal_column(f"'{PENDING}'"),
+        earlier.channel == o.channel,
+        earlier.recipient == o.recipient,
+        earlier.id < o.id,
+    )
+
+
 @functools.lru_cache(maxsize=64)
-def _claim_statement(channels: tuple[str, ...]) -> Any:
-    """A claim of ``channels``, built once per set of channels with bound parameters (building it for every batch
-    cost the worker more CPU than PostgreSQL took to run it), the channels as ``=`` terms, not an ``IN`` list
-    that SQLAlchemy would expand on every execution: the due rows, oldest due first, their attempt counted and
-    leased."""
+def _claim_statement(channels: tuple[str, ...], ordered: tuple[str, ...]) -> Any:
+    """A claim of ``channels`` (of which ``ordered`` go one at a time per recipient), built once per set of
+    channels with bound parameters (building it for every batch cost the worker more CPU than PostgreSQL took to
+    run it), the channels as ``=`` terms, not an ``IN`` list that SQLAlchemy would expand on every execution: the
+    due rows, oldest due first, their attempt counted and leased."""
     o = outbox.c
+    free = [o.channel == c for c in channels if c not in ordered]
+    held = [o.channel == c for c in channels if c in ordered]
+    which = or_(*free, and_(or_(*held), _first_open())) if held else or_(*free)
     due = (
         select(o.id)
-        .where(o.status == PENDING, o.next_attempt_at <= bindparam("now"), or_(*(o.channel == c for c in channels)))
+        .where(o.status == PENDING, o.next_attempt_at <= bindparam("now"), which)
         .order_by(o.next_attempt_at)
         .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders none (BEGIN IMMEDIATE serialises)
@@ -137,12 +163,20 @@ def _claim_statement(channels: tuple[str, ...]) -> Any:
 
 
 def claim(
-    engine: Engine, channels: Collection[str], limit: int, now: dt.datetime, lease_until: dt.datetime
+    engine: Engine,
+    channels: Collection[str],
+    limit: int,
+    now: dt.datetime,
+    lease_until: dt.datetime,
+    *,
+    ordered: Collection[str] = ORDERED,
 ) -> list[Claimed]:
-    """Take up to ``limit`` due rows of ``channels``, oldest due first, leased until ``lease_until`` (committed)."""
+    """Take up to ``limit`` due rows of ``channels``, oldest due first, leased until ``lease_until`` (committed);
+    of the ``ordered`` channels, only a recipient's oldest pending row."""
     if not channels or limit < 1:
         return []
-    stmt = _claim_statement(tuple(sorted(set(channels))))
+    names = tuple(sorted(set(channels)))
+    stmt = _claim_statement(names, tuple(c for c in names if c in ordered))
     with engine.begin() as conn:
         rows = conn.execute(stmt, {"now": now, "limit": limit, "lease_until": lease_until}).all()
     found = [Claimed(*r) for r in rows]

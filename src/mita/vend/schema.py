@@ -328,6 +328,16 @@ outbox = Table(
     UniqueConstraint("dedupe_key"),
     one_of("status", OutboxStatus),
     Index("ix_outbox_dispatch", "status", "next_attempt_at"),
+    # the pending rows of a recipient in the order written: the claim's "oldest open row" probe for the channels
+    # that go one at a time per recipient (mita.outbox.queue.ORDERED: a meter's commands); pending rows only, few
+    Index(
+        "ix_outbox_open",
+        "channel",
+        "recipient",
+        "id",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
 )
 
 campaigns = Table(
