@@ -1,0 +1,187 @@
+"""R-13, a full disk: the database's file system fills up under a ballast file while vends run.
+
+A careful till must be able to act on every answer: a vend is either committed and acknowledged, or answered with
+a typed 503 (retry with the same key); never a 500, never a traceback in the server's log, never an acknowledged
+vend lost. PostgreSQL may PANIC when its WAL cannot grow; it is then started again once the ballast is gone, and
+the checker judges the run (every unknown outcome retried to a definite answer). SQLite, Mita's default, must
+keep its file sound (``PRAGMA integrity_check``). Each test prints its figures (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from . import checker, litecheck, rig, tmpfs
+from .cluster import BIN, Cluster
+from .history import History
+from .procs import MITA, Serve
+from .scenario import warm_up
+from .steps import answers, tracebacks, untyped, wait_ops
+from .workload import Till, Workload, final_read
+
+#: What a till may be answered while the disk is full: a typed "retry" (or no answer at all, mid-PANIC).
+ALLOWED = frozenset({"503 retry", "503 database_unavailable", "none ConnectError", "none ReadError",
+                     "none RemoteProtocolError", "none ReadTimeout"})  # fmt: skip
+HOLD_S = 3.0  # how long the disk stays full
+ROOM = 16 * 1024  # bytes left free for the answers of mita token batch
+
+
+def _load(server: Serve, utility: rig.Utility, history: History, seed: int, name: str, clients: int) -> Workload:
+    tills = [Till(server.base_url, key, owner) for owner, key in utility.api_keys.items()]
+    workload = Workload(history, tills, utility.meters, seed, clients=clients, ops=100_000, run_id=f"{name}-{seed}")
+    history.phase("load")
+    workload.start()
+    return workload
+
+
+def _full_disk(disk: Path, history: History, workload: Workload) -> tuple[float, float, int]:
+    """The ballast in for :data:`HOLD_S` while the clients vend; (strike, heal) history times, ops meanwhile."""
+    history.fault("disk_full", phase="strike", free_bytes=tmpfs.free_bytes(disk))
+    struck, ops = history.now(), workload.done_ops
+    ballast = tmpfs.fill(disk)
+    time.sleep(HOLD_S)
+    tmpfs.relieve(ballast)
+    history.fault("disk_full", phase="heal")
+    return struck, history.now(), workload.done_ops - ops
+
+
+def _finish(workload: Workload, history: History, server: Serve) -> int:
+    workload.stop.set()
+    workload.join(60)
+    history.phase("heal")
+    server.wait_ready(timeout=60)
+    unresolved = final_read(workload, 60)
+    history.phase("done")
+    return unresolved
+
+
+def _cluster(where: str, disk: Path, folder: Path) -> Cluster:
+    """A cluster with its data directory on ``disk`` (``data``), or only its WAL (``wal``: 1 MiB segments, so
+    that the WAL needs a new file every few hundred vends, and cannot make one)."""
+    cluster = Cluster(disk / "pg" if where == "data" else Path(tempfile.mkdtemp(prefix="mita-rel-pg-")))
+    cluster.log = folder / "postgres.log"  # off the full disk, so that its PANIC can be read
+    cluster.extra = {"max_wal_size": "32MB", "min_wal_size": "32MB"}
+    cluster.init()
+    if where == "wal":
+        user = pwd.getpwnam("postgres")
+        subprocess.run([str(BIN / "pg_resetwal"), "--wal-segsize=1", "-D", str(cluster.data)], check=True,
+                       capture_output=True, user=user.pw_uid, group=user.pw_gid, extra_groups=[])  # fmt: skip
+        wal = cluster.data / "pg_wal"
+        shutil.copytree(wal, disk / "pg_wal", symlinks=True)
+        shutil.rmtree(wal)
+        wal.symlink_to(disk / "pg_wal")
+        for p in (disk / "pg_wal", *(disk / "pg_wal").rglob("*")):
+            os.chown(p, user.pw_uid, user.pw_gid)
+        cluster.extra = {"max_wal_size": "4MB", "min_wal_size": "2MB"}
+    return cluster
+
+
+@pytest.mark.parametrize(("where", "size_mb"), [("data", 96), ("wal", 24)])
+def test_postgres_on_a_full_disk_answers_typed_errors_and_loses_nothing(
+    where: str, size_mb: int, seed: int, run_folder: Path
+) -> None:
+    """The throwaway cluster's data directory (tables and WAL), or its WAL alone, on a small tmpfs, filled while
+    4 tills vend; PostgreSQL started again if it stopped (a PANIC), once the ballast is gone."""
+    tmpfs.require_mount()
+    run_folder.mkdir(parents=True, exist_ok=True)
+    with tmpfs.mounted(size_mb, owner=pwd.getpwnam("postgres").pw_uid) as disk:
+        cluster = _cluster(where, disk, run_folder)
+        try:
+            cluster.start()
+            url = cluster.create_database("rel_disk")
+            master = rig.new_master_key()
+            utility = rig.set_up(url, 10, master)
+            history = History(run_folder / "history.jsonl")
+            rig.write_setup(history, utility, seed=seed, plan="disk_pg", faults=["disk_full"])
+            server = rig.serve(rig.environment(url, master), run_folder, workers=2)
+            try:
+                warm_up(server, utility)
+                workload = _load(server, utility, history, seed, "disk_pg", clients=4)
+                wait_ops(workload, 150)
+                struck, healed, ops_full = _full_disk(disk, history, workload)
+                panicked = cluster.process is None or cluster.process.poll() is not None
+                if panicked:
+                    cluster.start()
+                cluster.wait_ready()
+                wait_ops(workload, workload.done_ops + 150)
+                unresolved = _finish(workload, history, server)
+            finally:
+                server.stop()
+                history.close()
+            report = checker.check(history.path, url, rig.VENDING_KEY)
+        finally:
+            cluster.destroy()
+    during = answers(history.path, struck, healed + 1.0)
+    pg_log = cluster.log.read_text(errors="replace")
+    figures = {"ops_while_full": ops_full, "answers_while_full": dict(during), "postmaster_stopped": panicked,
+               "panics": pg_log.count("PANIC:"), "disk_full_errors": pg_log.count("No space left on device"),
+               "unresolved": unresolved}  # fmt: skip
+    print(f"R-13 disk full (PostgreSQL, {where} on tmpfs) seed={seed} {report.line()} {json.dumps(figures)}")
+    assert report.ok, (str(history.path), report.as_json())
+    assert not untyped(answers(history.path), ALLOWED), (answers(history.path), str(history.path))
+    assert tracebacks(run_folder / "serve.log") == 0, (run_folder / "serve.log").read_text()[-3000:]
+    assert sum(n for k, n in during.items() if not k.startswith("20")) > 0, ("the full disk refused nothing", during)
+    assert report.figures["acknowledged"] > 200
+
+
+def test_sqlite_on_a_full_disk_answers_typed_errors_and_keeps_its_file_sound(seed: int, run_folder: Path) -> None:
+    """``mita serve`` on a SQLite file of a 16 MiB tmpfs (Mita's default database), filled while 3 tills vend."""
+    tmpfs.require_mount()
+    run_folder.mkdir(parents=True, exist_ok=True)
+    with tmpfs.mounted(16) as disk:
+        path = disk / "mita.db"
+        url = f"sqlite:///{path}"
+        master = rig.new_master_key()
+        utility = rig.set_up(url, 6, master)
+        history = History(run_folder / "history.jsonl")
+        rig.write_setup(history, utility, seed=seed, plan="disk_sqlite", faults=["disk_full"])
+        server = rig.serve(rig.environment(url, master), run_folder, workers=2)
+        try:
+            warm_up(server, utility)
+            workload = _load(server, utility, history, seed, "disk_sqlite", clients=3)
+            wait_ops(workload, 100)
+            struck, healed, ops_full = _full_disk(disk, history, workload)
+            wait_ops(workload, workload.done_ops + 100)
+            unresolved = _finish(workload, history, server)
+        finally:
+            server.stop()
+            history.close()
+        sound = litecheck.integrity(path)
+        report = litecheck.check(history.path, path, rig.VENDING_KEY)
+    during = answers(history.path, struck, healed + 1.0)
+    figures = {"ops_while_full": ops_full, "answers_while_full": dict(during), "integrity": sound,
+               "unresolved": unresolved}  # fmt: skip
+    print(f"R-13 disk full (SQLite) seed={seed} {report.line()} {json.dumps(figures)}")
+    assert sound == "ok"
+    assert report.ok, (str(history.path), report.as_json())
+    assert not untyped(answers(history.path), ALLOWED), (answers(history.path), str(history.path))
+    assert tracebacks(run_folder / "serve.log") == 0, (run_folder / "serve.log").read_text()[-3000:]
+    assert sum(n for k, n in during.items() if not k.startswith("20")) > 0, ("the full disk refused nothing", during)
+
+
+def test_token_batch_on_a_full_disk_fails_with_a_typed_error_and_no_torn_line() -> None:
+    """``mita token batch > file`` on a full disk: a non-zero exit and one typed error line, and whatever reached
+    the file is whole lines only (a script that reads it cannot take half an answer for a whole one)."""
+    tmpfs.require_mount()
+    line = json.dumps({"op": "encode", "class": 0}) + "\n"  # an error answer of 70 bytes: no divisor of a page
+    with tmpfs.mounted(1) as disk:
+        ballast = tmpfs.fill(disk)
+        os.truncate(ballast, ballast.stat().st_size - ROOM)  # room for a few hundred answers, then no more
+        out = disk / "answers.jsonl"
+        with out.open("wb") as sink:
+            done = subprocess.run([MITA, "token", "batch"], input=(line * 20_000).encode(), stdout=sink,
+                                  stderr=subprocess.PIPE, timeout=60, check=False)  # fmt: skip
+        written = out.read_bytes()
+    assert done.returncode != 0, "mita token batch said it had written everything to a full disk"
+    err = done.stderr.decode(errors="replace")
+    assert "Traceback" not in err and err.startswith("error["), err
+    assert written.endswith(b"\n") or not written, written[-200:]
