@@ -51,7 +51,7 @@ def install() -> None:
     def build(*args: Any, **kwargs: Any) -> Any:
         return original(*args, **{**kwargs, "clock": clock})
 
-    compose.build = build  # type: ignore[assignment]
+    compose.build = build
 
 
 def app_from_env() -> Any:

@@ -36,7 +36,7 @@ def snapshot(path: Path) -> dict[str, list[dict[str, Any]]]:
             if name != "triggers"
         }
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-        db["triggers"] = [{"tgname": "audit_no_change"}] if APPEND_ONLY <= names else []
+        db["triggers"] = [{"tgname": "audit_no_change"}] if names >= APPEND_ONLY else []
         conn.execute("COMMIT")
     finally:
         conn.close()

@@ -136,4 +136,3 @@ def test_tids_stay_unique_and_increasing_across_clock_jumps(cluster: Cluster, se
     assert per_step["corrected"][0] > per_step["forward_3d"][0], per_step
     # the key's issue date passed: every new purchase refused with its code, nothing sold
     assert expired["409 key_expired"] > 0 and not any(k.startswith("201") for k in expired), expired
-

@@ -169,8 +169,8 @@ def test_sqlite_on_a_full_disk_answers_typed_errors_and_keeps_its_file_sound(see
 
 
 def test_token_batch_on_a_full_disk_fails_with_a_typed_error_and_no_torn_line() -> None:
-    """``mita token batch > file`` on a full disk: a non-zero exit and one typed error line, and whatever reached
-    the file is whole lines only (a script that reads it cannot take half an answer for a whole one)."""
+    """``mita token batch > file`` on a full disk: a non-zero exit and one typed error (``disk_full``), and what
+    reached the file is whole answers only (a script that reads it cannot take half an answer for a whole one)."""
     tmpfs.require_mount()
     line = json.dumps({"op": "encode", "class": 0}) + "\n"  # an error answer of 70 bytes: no divisor of a page
     with tmpfs.mounted(1) as disk:
@@ -183,5 +183,7 @@ def test_token_batch_on_a_full_disk_fails_with_a_typed_error_and_no_torn_line() 
         written = out.read_bytes()
     assert done.returncode != 0, "mita token batch said it had written everything to a full disk"
     err = done.stderr.decode(errors="replace")
-    assert "Traceback" not in err and err.startswith("error["), err
-    assert written.endswith(b"\n") or not written, written[-200:]
+    assert err.startswith("error[disk_full]: ") and "Traceback" not in err, err
+    lines = written.split(b"\n")
+    assert lines[-1] == b"" and len(lines) > 100, written[-200:]  # whole lines only, and those that fitted
+    assert all(json.loads(x)["error"]["code"] == "missing_field" for x in lines[:-1])

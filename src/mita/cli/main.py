@@ -13,6 +13,7 @@ Errors and exit codes: see :mod:`mita.cli.exits` (``mita help exit-codes``).
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -54,6 +55,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 #: Groups whose every command answers in JSON: their errors are JSON on standard output too.
 JSON_GROUPS = frozenset({"meter"})
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT})  # a write refused for want of space: a typed disk_full
 
 HELP_TOPICS = {"exit-codes": exits.describe}
 
@@ -144,6 +146,9 @@ def _typed(exc: Exception) -> tuple[str, str]:
     reported by its type only (a message could hold a driver's text, and so a secret)."""
     if isinstance(exc, CliError):
         return exc.code, exc.message
+    if isinstance(exc, OSError) and exc.errno in FULL:  # a full disk is the operator's to fix, not a bug
+        what = f" writing {exc.filename}" if exc.filename else ""
+        return "disk_full", f"no space left on the device{what}: the output is incomplete"
     errors = sys.modules.get("mita.sts.errors")  # not imported: the error cannot be one of them
     if errors is not None and isinstance(exc, errors.StsError):
         return str(exc.code), str(exc.message)

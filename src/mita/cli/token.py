@@ -21,7 +21,7 @@ from .options import add_base_date, add_choice, add_ea, add_json, add_key_source
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     import datetime as dt
-    from collections.abc import Collection
+    from collections.abc import Callable, Collection
     from typing import Any
 
 #: Management tokens (class 2): kind -> (subclass, the request field its value goes in). The kinds are the API's
@@ -290,7 +290,7 @@ def batch(_args: argparse.Namespace) -> None:
 
     from . import token_ops
 
-    out = sys.stdout
+    write = _answers_to(sys.stdout)
     for raw in sys.stdin.buffer:  # bytes: one undecodable line must not take the others with it
         if not raw.strip():
             continue
@@ -300,5 +300,47 @@ def batch(_args: argparse.Namespace) -> None:
             answer: dict[str, Any] = {"error": {"code": "invalid_json", "message": f"not a JSON line: {exc}"}}
         else:
             answer = token_ops.handle(req)
-        out.write(json.dumps(answer, separators=(",", ":")) + "\n")
-        out.flush()
+        write(json.dumps(answer, separators=(",", ":")) + "\n")
+
+
+def _answers_to(out: Any) -> Callable[[str], None]:
+    """How each answer line goes out: to a pipe or a terminal as it always did; to a file, whole or not at all.
+
+    A disk that fills up half-way through a line would leave half an answer at the file's end, which a reader who
+    does not look at the exit code would parse: each line is written with one call, and a write refused part-way
+    (ENOSPC) cuts the file back to the end of the previous line before the error goes up (``disk_full``).
+    """
+    import os
+    import stat
+
+    try:
+        fd = out.fileno()
+        st = os.fstat(fd)
+        at = os.lseek(fd, 0, os.SEEK_CUR)
+    except (OSError, ValueError):  # no file descriptor (io.UnsupportedOperation is both), or not seekable
+        fd, at, st = -1, -1, None
+    if st is None or not stat.S_ISREG(st.st_mode) or at != st.st_size:
+
+        def to_stream(line: str) -> None:
+            out.write(line)
+            out.flush()
+
+        return to_stream
+
+    out.flush()
+    end = at
+
+    def to_file(line: str) -> None:
+        nonlocal end
+        data = memoryview(line.encode())
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(fd, data[done:])
+        except OSError:
+            os.ftruncate(fd, end)
+            os.lseek(fd, end, os.SEEK_SET)
+            raise
+        end += done
+
+    return to_file
