@@ -2,14 +2,17 @@
 ``--minutes``; then heal, read back every unknown outcome, drain, and check the history against the database.
 
     .venv/bin/python benchmarks/soak.py [--json] [--minutes 45] [--seed 20261204] [--clients 6] [--meters 60]
-        [--mqtt-meters 12] [--pay-rate 2] [--fault-every 10-30]
+        [--mqtt-meters 12] [--pay-rate 2] [--fault-every 10-30] [--no-network-faults]
 
 Everything runs on loopback and is the run's own: a throwaway PostgreSQL cluster (initdb in a temporary folder,
 never the shared server), a Mosquitto (tests/mqtt_broker.py), the fake Daraja (``mita.channels.mpesa.fake``,
 injecting duplicated, dropped and delayed callbacks) and a Kannel with its fake SMSC; ``mita serve --workers 2``,
 ``mita worker``, ``mita worker ingest`` and ``mita sim mqtt`` (the MQTT-native meters, their files the "field").
-The harness and the checker are ``tests/reliability`` (the history is a JSONL file in the run's folder; the
-checker reads only it and the database). Prints ``{"acknowledged", "lost", "duplicated", "tid_repeats",
+Mita's processes reach PostgreSQL, Mosquitto and Kannel's sendsms through the harness's fault proxy
+(``tests/reliability/faultproxy.py``: partitions, resets, lost COMMIT answers, latency); the simulated meters, the
+checker and ``mita channels reconcile`` go straight to them. The harness and the checker are
+``tests/reliability`` (the history is a JSONL file in the run's folder; the checker reads only it and the
+database). Prints ``{"acknowledged", "lost", "duplicated", "tid_repeats",
 "ledger_balanced", "faults", ...}``; exits 1 if an invariant failed.
 """
 
@@ -41,9 +44,11 @@ from mita.channels.sms import box as kannel  # noqa: E402
 from mqtt_broker import broker  # noqa: E402
 from reliability import checker, rig  # noqa: E402
 from reliability.cluster import Cluster, free_port  # noqa: E402
+from reliability.faultproxy import FaultProxy  # noqa: E402
 from reliability.history import History  # noqa: E402
 from reliability.nemesis import Nemesis, Targets, heal  # noqa: E402
 from reliability.procs import MITA, Service  # noqa: E402
+from reliability.scenario import proxied  # noqa: E402
 from reliability.workload import Till, Workload, final_read  # noqa: E402
 
 FAULTS = {
@@ -59,7 +64,12 @@ FAULTS = {
     "mosquitto_restart": 1,
     "kannel_restart": 1,
     "retry_storm": 2,
+    "net_partition": 1,
+    "net_reset": 1,
+    "net_lose_answers": 2,
+    "net_latency": 1,
 }
+NETWORK = frozenset(f for f in FAULTS if f.startswith("net_"))
 OPEN_PAYMENTS = ("initiated", "received", "held", "vended", "unvendable", "refund_pending")
 
 
@@ -119,6 +129,7 @@ def main() -> int:
     parser.add_argument("--pay-rate", type=float, default=2.0, help="C2B payments a second")
     parser.add_argument("--fault-every", default="10-30", help="seconds between faults, LOW-HIGH")
     parser.add_argument("--folder", type=Path, help="where the run's files go (default: a new temporary folder)")
+    parser.add_argument("--no-network-faults", action="store_true", help="no fault proxy: as before the net_ faults")
     args = parser.parse_args()
     if not kannel.installed():
         raise SystemExit("the soak sends SMS through Kannel: make kannel")
@@ -131,6 +142,7 @@ def main() -> int:
     history = History(folder / "history.jsonl")
     services: list[Service] = []
     daraja = gateway = client = None
+    proxy = None if args.no_network_faults else FaultProxy().start()
     stop = threading.Event()
     try:
         with broker(folder / "mosquitto") as mqtt:
@@ -151,7 +163,12 @@ def main() -> int:
                 MITA_KANNEL_URL=gateway.sendsms_url, MITA_KANNEL_PASSWORD=gateway.password,
                 MITA_MPESA_UNVERIFIED_CAP="10000000",
             )  # fmt: skip
-            server = rig.serve(env, folder, workers=2, port=port)
+            mita_env = env  # what Mita's processes get: the servers through the fault proxy's links
+            if proxy is not None:
+                mita_env = proxied(proxy, env, cluster.port, mqtt.port)
+                proxy.add("kannel", "127.0.0.1", gateway.ports["sendsms"])
+                mita_env["MITA_KANNEL_URL"] = proxy.url("kannel", gateway.sendsms_url)
+            server = rig.serve(mita_env, folder, workers=2, port=port)
             services.append(server)
             meters_dir = folder / "meters"
             meters_dir.mkdir()
@@ -166,8 +183,8 @@ def main() -> int:
                     if row and row[0] >= args.mqtt_meters:
                         break
                     time.sleep(0.5)
-            worker = rig.outbox_worker(env, folder, "--concurrency", "2")
-            ingest = Service("ingest", [MITA, "worker", "ingest"], env, folder / "ingest.log").start()
+            worker = rig.outbox_worker(mita_env, folder, "--concurrency", "2")
+            ingest = Service("ingest", [MITA, "worker", "ingest"], mita_env, folder / "ingest.log").start()
             services += [worker, ingest]
             client = Daraja(daraja.url, Credentials(fake.SHORTCODE, "soak", "soak", fake.PASSKEY))
             client.register_urls(hooks.path(base, "ke1/c2b/confirm"), hooks.path(base, "ke1/c2b/validate"))
@@ -176,8 +193,8 @@ def main() -> int:
             workload = Workload(history, tills, utility.meters, args.seed, clients=args.clients, ops=10**9,
                                 run_id=f"soak-{args.seed}", stop=stop)  # fmt: skip
             targets = Targets(serve=server, cluster=cluster, worker=worker, ingest=ingest, broker=mqtt,
-                              kannel=gateway, workload=workload)  # fmt: skip
-            names = list(FAULTS)
+                              kannel=gateway, workload=workload, proxy=proxy)  # fmt: skip
+            names = [f for f in FAULTS if proxy is not None or f not in NETWORK]
             nemesis = Nemesis(history, targets, args.seed, names)
             rnd = random.Random(f"soak-{args.seed}")
             payer = threading.Thread(target=pay_loop, args=(history, daraja.url, utility.meters, utility.phones,
@@ -222,6 +239,8 @@ def main() -> int:
             daraja.stop()
         if client is not None:
             client.close()
+        if proxy is not None:
+            proxy.stop()
         cluster.destroy()
     f, v = report.figures, report.violations
     figures = {
@@ -248,6 +267,7 @@ def main() -> int:
         "recovery_p50_s": f.get("recovery_p50_s"),
         "recovery_max_s": f.get("recovery_max_s"),
         "settled": settled,
+        "proxy": vars(proxy.stats) if proxy is not None else None,
         "load_minutes": round(load_s / 60, 1),
         "wall_minutes": round((time.monotonic() - t_start) / 60, 1),
         "seed": args.seed,

@@ -78,6 +78,7 @@ class Stats:
     resets: int = 0  # connections reset by :meth:`FaultProxy.reset`
     in_doubt: int = 0  # COMMITs delivered whose answers were dropped
     held: int = 0  # chunks that waited for a partition to heal
+    connects_held: int = 0  # new connections that waited for it
 
 
 class FaultProxy:
@@ -160,11 +161,15 @@ class FaultProxy:
         self.stats.resets += n
         return n
 
+    def arm(self, commits: int, hold_s: float = 1.0) -> None:
+        """The in-doubt rule, for the next ``commits`` COMMITs (see :meth:`lose_answers`); returns at once."""
+        self._hold_s = hold_s
+        self._armed = commits
+
     def lose_answers(self, commits: int, window_s: float, hold_s: float = 1.0) -> int:
         """Arm the in-doubt rule for ``commits`` COMMITs, or until ``window_s`` passes; how many were lost."""
         before = self.stats.in_doubt
-        self._hold_s = hold_s
-        self._armed = commits
+        self.arm(commits, hold_s)
         deadline = time.monotonic() + window_s
         while self._armed > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -204,6 +209,8 @@ class FaultProxy:
         link.conns.add(conn)
         self.stats.connections += 1
         try:
+            if not self._event().is_set():
+                self.stats.connects_held += 1
             await self._event().wait()  # a new connection hangs during a partition
             try:
                 up_reader, up_writer = await asyncio.open_connection(*link.upstream)

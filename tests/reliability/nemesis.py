@@ -19,7 +19,7 @@ next acknowledged operation) from there. The nemesis runs in the main thread (se
 | ``retry_storm`` | 16 concurrent sends of one new key, and 4 of the same key with another body |
 | ``net_partition`` | the fault proxy (:mod:`.faultproxy`) moves no byte for 1-4 s, then all it held |
 | ``net_reset`` | every proxied connection reset, both sides, at once |
-| ``net_lose_answers`` | the next 1-4 COMMITs to PostgreSQL (within 3 s) get no answer: in-doubt commits |
+| ``net_lose_answers`` | the next 1-4 COMMITs to PostgreSQL (within 3 s) get no answer, their link cut later |
 | ``net_latency`` | 20-150 ms on every chunk, both ways, for 2-5 s |
 """
 
@@ -224,22 +224,24 @@ class Nemesis:
     def net_partition(self) -> dict[str, Any]:
         proxy = self._proxy()
         seconds = self._rnd.uniform(1.0, 4.0)
-        held = proxy.stats.held
+        held, connects = proxy.stats.held, proxy.stats.connects_held
         proxy.partition()
         time.sleep(seconds)
         open_ = proxy.connections()
         proxy.heal()
-        return {"partitioned_s": round(seconds, 2), "connections": open_, "chunks_held": proxy.stats.held - held}
+        return {"partitioned_s": round(seconds, 2), "connections": open_, "chunks_held": proxy.stats.held - held,
+                "connects_held": proxy.stats.connects_held - connects}  # fmt: skip
 
     def net_reset(self) -> dict[str, Any]:
         return {"reset": self._proxy().reset()}
 
     def net_lose_answers(self) -> dict[str, Any]:
+        """Half the time the cut comes within 2 s (Mita answers 503 ``retry``), half the time after 10-14 s (the
+        client has given up first: it never hears from Mita at all). Either way the client retries the key."""
         commits = self._rnd.randint(1, 4)
-        hold = self._rnd.uniform(0.5, 2.0)
+        hold = self._rnd.uniform(0.5, 2.0) if self._rnd.random() < 0.5 else self._rnd.uniform(10.0, 14.0)
         lost = self._proxy().lose_answers(commits, window_s=3.0, hold_s=hold)
-        time.sleep(hold)  # the muted connections are reset before the fault counts as healed
-        return {"armed": commits, "in_doubt_commits": lost, "hold_s": round(hold, 2)}
+        return {"armed": commits, "in_doubt_commits": lost, "cut_after_s": round(hold, 2)}
 
     def net_latency(self) -> dict[str, Any]:
         proxy = self._proxy()

@@ -8,12 +8,57 @@ meters and the checker go straight to the servers. Each test prints its one-line
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
+import psycopg
+import pytest
+
 from .cluster import Cluster
+from .faultproxy import FaultProxy
 from .scenario import Plan, describe, run
 
 NET = ("net_partition", "net_reset", "net_lose_answers", "net_latency")
+
+
+def test_the_proxy_does_what_each_fault_says(cluster: Cluster) -> None:
+    """The faults themselves, on one connection to the run's cluster: a partition holds a query until the heal,
+    and a new connection times out; a reset fails the next query; a lost answer leaves a COMMIT that failed for
+    the client but holds in the database; latency delays each round trip."""
+    url = cluster.create_database("rel_proxy")
+    with FaultProxy() as proxy:
+        proxy.add("postgres", "127.0.0.1", cluster.port, postgres=True)
+        via = proxy.url("postgres", url)
+        with psycopg.connect(via, autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (x int)")
+            proxy.partition()
+            threading.Timer(1.0, proxy.heal).start()
+            t0 = time.monotonic()
+            assert conn.execute("SELECT 2").fetchone() == (2,)
+            assert time.monotonic() - t0 >= 0.9
+            proxy.partition()
+            with pytest.raises(psycopg.OperationalError):
+                psycopg.connect(via, connect_timeout=1)
+            proxy.heal()
+            assert proxy.reset() >= 1
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("SELECT 3")
+        with psycopg.connect(via) as conn:
+            conn.execute("INSERT INTO t VALUES (1)")
+            proxy.arm(1, hold_s=0.5)
+            with pytest.raises(psycopg.OperationalError):
+                conn.commit()
+        assert proxy.stats.in_doubt == 1
+        with psycopg.connect(url) as direct:
+            assert direct.execute("SELECT count(*) FROM t").fetchone() == (1,)  # committed, though never answered
+        proxy.slow(0.2)
+        with psycopg.connect(via, autocommit=True) as conn:
+            t0 = time.monotonic()
+            conn.execute("SELECT 1")
+            assert time.monotonic() - t0 >= 0.35  # 0.2 s up, 0.2 s back
+        proxy.heal()
+    cluster.drop_database("rel_proxy")
 
 
 def test_vends_and_outbox_through_partitions_resets_lost_answers_and_latency(
