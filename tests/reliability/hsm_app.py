@@ -6,10 +6,11 @@ Nothing in ``src/`` knows of it. ``python -m reliability.hsm_app serve ...`` (``
 building the ordinary app. On SIGUSR1 that thread calls ``C_CloseAllSessions`` on every slot through a second
 ``dlopen`` handle of the module the keystore loaded: every session of the process dies and the token logs the
 process out, as when a network HSM restarts or drops its clients. The keystore learns of it only from its next
-call's ``CKR_SESSION_HANDLE_INVALID``. The thread waits for the keystore's lock first: SoftHSM, initialised
-without locking callbacks, is not safe against a call racing another in one process, which an HSM across a
-network is (that race is a SoftHSM artefact, not the fault being simulated). Each worker appends ``<pid>
-<sessions closed>`` to the file named by ``MITA_REL_HSM_ACKS`` once done, so the test knows the fault landed.
+call's ``CKR_SESSION_HANDLE_INVALID``. The thread takes the module's call lock first (between any two PKCS#11
+calls of the keystore, so also between its login and its next session): SoftHSM, initialised without locking
+callbacks, must never see two calls at once in one process, which an HSM across a network would survive. Each
+worker appends ``<pid> <slots closed>`` to the file named by ``MITA_REL_HSM_ACKS`` once done, so the test knows
+the fault landed.
 
 ``python -m reliability.hsm_app setup URL METERS`` (the vending key's hex on stdin, never in ``argv``) sets the
 utility up in a process of its own, so that the test's process never loads SoftHSM with another configuration.
@@ -48,13 +49,13 @@ def close_all_sessions(module: str) -> int:
 
 
 def _lose_sessions() -> str:
-    from mita.keys.pkcs11 import Pkcs11KeyStore, _Login
+    from mita.keys.pkcs11 import Pkcs11KeyStore, _Module
     from mita.vend import keyring
 
     store = keyring._stores.get("pkcs11")
     if not isinstance(store, Pkcs11KeyStore):
         return "0"  # no vend has needed the HSM in this worker yet
-    with store._lock, _Login._registry_lock:
+    with _Module.of(store.module).calls():  # between two of the keystore's PKCS#11 calls, never inside one
         return str(close_all_sessions(store.module))
 
 

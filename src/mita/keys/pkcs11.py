@@ -161,13 +161,16 @@ def _signer(obj: Object) -> SignMixin:
 
 
 class _Module:
-    """A PKCS#11 module loaded in this process, and its reloads (C_Finalize then C_Initialize).
+    """A PKCS#11 module loaded in this process: one call at a time, and its reloads (C_Finalize, C_Initialize).
+
+    python-pkcs11 initialises the module with no C_INITIALIZE_ARGS, which tells it that the application will not
+    call it from several threads at once (PKCS#11 C_Initialize); SoftHSM then runs without locks of its own. So
+    every call of this process on the module holds ``calls``, across keystores and their logins.
 
     A reload is how this process sees a token again once it was removed and put back (SoftHSM, like a USB token,
-    keeps a vanished token's store unusable until the module is initialised again) or an HSM after a restart.
-    It must run while no other thread is inside a PKCS#11 call of the module: PKCS#11 calls run in ``shared``
-    sections, the reload in the exclusive one. ``epoch`` counts reloads: session and object handles from an older
-    epoch are dead, and their numbers are handed out again, so a keystore never uses (or closes) one.
+    keeps a vanished token's store unusable until the module is initialised again) or an HSM after a restart; it
+    holds ``calls`` too. ``epoch`` counts reloads: session and object handles from an older epoch are dead, and
+    their numbers are handed out again, so a keystore never uses (or closes) one.
     """
 
     _registry: ClassVar[dict[str, _Module]] = {}
@@ -177,9 +180,7 @@ class _Module:
         self.path = path
         self.epoch = 0
         self.reloads = 0
-        self._cond = threading.Condition()
-        self._users = 0
-        self._reloading = False
+        self._calls = threading.Lock()
 
     @classmethod
     def of(cls, path: str) -> _Module:
@@ -190,41 +191,24 @@ class _Module:
             return module
 
     @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        """Around PKCS#11 calls (never nested, never around a reload)."""
-        with self._cond:
-            while self._reloading:
-                self._cond.wait()
-            self._users += 1
-        try:
+    def calls(self) -> Iterator[None]:
+        """Around PKCS#11 calls (never nested)."""
+        with self._calls:
             yield
-        finally:
-            with self._cond:
-                self._users -= 1
-                if not self._users:
-                    self._cond.notify_all()
 
     def reload(self) -> None:
-        """Finalise and initialise the module once no call is running; every handle of the process dies."""
-        with self._cond:
-            while self._reloading:
-                self._cond.wait()
-            self._reloading = True
-            while self._users:
-                self._cond.wait()
-        try:
-            lib = pkcs11.lib(self.path)  # initialises it again if the last reload's C_Initialize failed
-            lib.reinitialize()
-        except pkcs11.PKCS11Error as exc:
-            raise KeyStoreError(
-                "hsm_unavailable", f"cannot initialise the PKCS#11 module again ({type(exc).__name__})"
-            ) from None
-        finally:
-            self.epoch += 1
-            self.reloads += 1
-            with self._cond:
-                self._reloading = False
-                self._cond.notify_all()
+        """Finalise and initialise the module; every session and object handle of the process dies."""
+        with self._calls:
+            try:
+                lib = pkcs11.lib(self.path)  # initialises it again if the last reload's C_Initialize failed
+                lib.reinitialize()
+            except pkcs11.PKCS11Error as exc:
+                raise KeyStoreError(
+                    "hsm_unavailable", f"cannot initialise the PKCS#11 module again ({type(exc).__name__})"
+                ) from None
+            finally:
+                self.epoch += 1
+                self.reloads += 1
 
 
 # ---------------------------------------------------------------- one login per token per process
@@ -272,24 +256,25 @@ class _Login:
         with cls._registry_lock:
             login = cls._registry.get(key)
             if login is None:
-                try:
-                    lib = pkcs11.lib(module)
-                except pkcs11.PKCS11Error as exc:  # dlopen or C_Initialize failed: the message names the path
-                    raise KeyStoreError("hsm_unavailable", f"cannot load the PKCS#11 module: {exc}") from None
-                try:
-                    token = lib.get_token(token_label=token_label)
-                except pkcs11.NoSuchToken:
-                    raise KeyStoreError(
-                        "hsm_unavailable", f"no token labelled {token_label!r} in the PKCS#11 module {module}"
-                    ) from None
-                except pkcs11.MultipleTokensReturned:
-                    raise KeyStoreError(
-                        "hsm_unavailable", f"several tokens are labelled {token_label!r}: labels must be unique"
-                    ) from None
-                except pkcs11.PKCS11Error as exc:
-                    raise KeyStoreError(
-                        "hsm_unavailable", f"cannot list the tokens of {module} ({type(exc).__name__})"
-                    ) from None
+                with _Module.of(module).calls():  # (another keystore may be mid-call)
+                    try:
+                        lib = pkcs11.lib(module)
+                    except pkcs11.PKCS11Error as exc:  # dlopen or C_Initialize failed: the message names the path
+                        raise KeyStoreError("hsm_unavailable", f"cannot load the PKCS#11 module: {exc}") from None
+                    try:
+                        token = lib.get_token(token_label=token_label)
+                    except pkcs11.NoSuchToken:
+                        raise KeyStoreError(
+                            "hsm_unavailable", f"no token labelled {token_label!r} in the PKCS#11 module {module}"
+                        ) from None
+                    except pkcs11.MultipleTokensReturned:
+                        raise KeyStoreError(
+                            "hsm_unavailable", f"several tokens are labelled {token_label!r}: labels must be unique"
+                        ) from None
+                    except pkcs11.PKCS11Error as exc:
+                        raise KeyStoreError(
+                            "hsm_unavailable", f"cannot list the tokens of {module} ({type(exc).__name__})"
+                        ) from None
                 login = cls(module, token, cls._digest(pin))
                 login.ensure(pin)  # before registering: a wrong PIN leaves nothing behind
                 cls._registry[key] = login
@@ -315,7 +300,7 @@ class _Login:
             self.session = None
             self.generation += 1
         try:
-            with self.hsm.shared():
+            with self.hsm.calls():
                 self.session = self.token.open(user_pin=pin, attribute_mapper=attribute_mapper())
                 self.epoch = self.hsm.epoch
         except _PIN_ERRORS as exc:
@@ -337,7 +322,7 @@ class _Login:
         self.generation += 1
         session, self.session = self.session, None
         if session is not None:
-            with self.hsm.shared(), contextlib.suppress(pkcs11.PKCS11Error):
+            with self.hsm.calls(), contextlib.suppress(pkcs11.PKCS11Error):
                 if self.epoch == self.hsm.epoch:  # an older epoch's handle may be another session's now
                     session.close()  # C_Logout, then C_CloseSession
 
@@ -368,7 +353,7 @@ class _Login:
         """The token again, by label: slot numbers can change once a token is put back."""
         label = self.token.label
         try:
-            with self.hsm.shared():
+            with self.hsm.calls():
                 return pkcs11.lib(self.module).get_token(token_label=label)
         except pkcs11.PKCS11Error as exc:
             raise KeyStoreError(
@@ -532,13 +517,13 @@ class Pkcs11KeyStore:
         hsm = self._login.hsm
         with self._lock, self._errors("import the vending key"):
             session = self._connect()
-            with hsm.shared():
+            with hsm.calls():
                 if self._epoch != hsm.epoch:
                     raise pkcs11.SessionHandleInvalid()  # reloaded since _connect: report it, never retry an import
                 return self._create(session, sgc, krn, dkga, label, key)
 
     def _create(self, session: Session, sgc: str, krn: int, dkga: int, label: str, key: bytes) -> StoredKey:
-        """The token object of a new key, and its KCV. Hold the lock, in a shared section."""
+        """The token object of a new key, and its KCV. Hold the lock and the module's ``calls``."""
         # list(), not next(): a half-read search leaves C_FindObjects active on the session.
         if list(session.get_objects({Attribute.LABEL: label, Attribute.TOKEN: True})):
             raise KeyStoreError("key_exists", f"token {self.token_label!r} already holds an object {label!r}")
@@ -644,7 +629,7 @@ class Pkcs11KeyStore:
         for attempt in range(2):
             session = self._connect()
             try:
-                with hsm.shared():
+                with hsm.calls():
                     if self._epoch != hsm.epoch:  # reloaded since _connect: these handles are dead or others'
                         raise pkcs11.SessionHandleInvalid()
                     return work(session)
@@ -677,7 +662,7 @@ class Pkcs11KeyStore:
                     login.reconnect(self._pin)
                 self._generation = login.generation
                 try:
-                    with login.hsm.shared():
+                    with login.hsm.calls():
                         self._session = login.token.open(rw=True, attribute_mapper=attribute_mapper())
                         self._epoch = login.hsm.epoch
                 except pkcs11.PKCS11Error as exc:
@@ -699,7 +684,7 @@ class Pkcs11KeyStore:
         session, self._session = self._session, None
         hsm = self._login.hsm
         if session is not None:
-            with hsm.shared(), contextlib.suppress(pkcs11.PKCS11Error):
+            with hsm.calls(), contextlib.suppress(pkcs11.PKCS11Error):
                 if self._epoch == hsm.epoch:  # after a reload the handle's number may be another session's
                     session.close()  # no C_Logout: this session did not log in
         if lost:
