@@ -12,7 +12,8 @@ inside Mita:
    every successful ``fdatasync``/``fsync`` of them, in the order the kernel took them, from every process.
 2. Tills vend (idempotency keys, retries); with each acknowledged vend the history keeps the log's size at the
    moment the answer arrived: the vend must survive any cut after that point.
-3. Afterwards, for seeded cut points (just before a sync, just after one, anywhere), the files a power cut there
+3. Afterwards, for cut points (around every checkpoint and WAL restart; seeded: just before a commit's sync, just
+   after one, anywhere), the files a power cut there
    would leave are built: the set-up's files, every operation synced before the cut, and a random part of the
    operations since each file's last sync, each sector of each write kept, dropped or (rarely) garbage, each
    truncation done or not. (Sectors are 512 bytes; ``-shm`` is not state a cut keeps: SQLite rebuilds it from
@@ -24,8 +25,10 @@ inside Mita:
    ``ledger`` and ``audit``.
 
 Recording once and cutting offline gives hundreds of cut points from one run in seconds, each replayable from the
-seed and the kept log. The simulation is shown able to fail: the same cut points with every sync ignored (what
-``synchronous=OFF`` would promise) must lose or corrupt something.
+seed and the kept log. The simulation is shown able to fail, on the same log: a disk that ignores every sync
+(which is also what a server that never syncs would leave: its log has no sync records) must lose or corrupt
+something, and a disk whose syncs lie but which keeps writes in order (an older, consistent state) must be
+reported ``lost`` by the checker.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ SHIM = Path(__file__).with_name("powercut.c")
 SECTOR = 512
 HEADER = struct.Struct("<BBHIQQ")  # powercut.c's struct record
 CUTS = 60
-BROKEN_CUTS = 12
+BROKEN_CUTS = 8  # per broken disk
 KEEP, GARBAGE = 0.5, 0.05  # a pending sector: kept, garbage, else dropped
 CHECKS = ("lost", "duplicated", "phantom", "tid", "decode", "meter_replay", "ledger", "audit")
 FILES = ("mita.db", "mita.db-wal")
@@ -173,16 +176,26 @@ class Disk:
         return out
 
 
+def delicate(ops: list[Op]) -> set[int]:
+    """Cut points just before and just after every checkpoint's database sync and every WAL restart."""
+    found = set()
+    for i, op in enumerate(ops):
+        if (op.kind == "S" and op.file == 0) or (op.kind == "W" and op.file == 1 and op.offset == 0):
+            found.update((i, i + 1))
+    return {p for p in found if 0 < p <= len(ops)}
+
+
 def cut_points(ops: list[Op], seed: int, n: int) -> list[int]:
-    """Seeded: a third just before a sync, a third just after, a third anywhere; and the very end."""
+    """Just before and just after every checkpoint's database sync and every WAL restart (its header written
+    again at offset 0): the delicate moments; then, seeded, a third of ``n`` just before a WAL sync (a commit's
+    frames written, not synced), a third just after one, the rest anywhere; and the very end."""
     rnd = random.Random(f"{seed}-cuts")
-    syncs = [i for i, op in enumerate(ops) if op.kind == "S"]
-    picks = {len(ops)}
-    picks.update(rnd.sample(syncs, min(len(syncs), n // 3)))
-    picks.update(i + 1 for i in rnd.sample(syncs, min(len(syncs), n // 3)))
-    while len(picks) < n:
-        picks.add(rnd.randrange(1, len(ops)))
-    return sorted(picks)
+    wal_syncs = [i for i, op in enumerate(ops) if op.kind == "S" and op.file == 1]
+    picks = {len(ops)} | delicate(ops)
+    picks.update(rnd.sample(wal_syncs, min(len(wal_syncs), n // 3)))
+    picks.update(i + 1 for i in rnd.sample(wal_syncs, min(len(wal_syncs), n // 3)))
+    picks.update(rnd.randrange(1, len(ops)) for _ in range(n - 2 * (n // 3)))
+    return sorted(p for p in picks if 0 < p <= len(ops))
 
 
 def snapshot(path: Path) -> tuple[str, dict[str, list[dict[str, Any]]]]:
@@ -266,6 +279,22 @@ def crash_states(
         yield cut, pos, disk.crash(random.Random(f"{seed}-{cut}-{honour}"))
 
 
+def lying_states(
+    ops: list[Op], base: list[bytes], cuts: list[int], seed: int
+) -> Iterator[tuple[int, int, list[bytes]]]:
+    """A disk whose syncs lie but which keeps writes in order: at each cut it holds the files as they were at a
+    seeded earlier record (a consistent state, only too old): what it loses shows as ``lost``, not corruption."""
+    rnd = random.Random(f"{seed}-lying")
+    for cut in cuts:
+        files = [bytearray(b) for b in base]
+        for op in ops[: rnd.randrange(cut // 2, cut)]:
+            if op.kind == "U":
+                files[op.file] = bytearray()
+            elif op.kind != "S":
+                Disk._do(files[op.file], op)
+        yield cut, ops[cut - 1].end, [bytes(f) for f in files]
+
+
 def test_acknowledged_vends_survive_power_cuts_on_sqlite(seed: int, tmp_path: Path) -> None:
     t0 = time.monotonic()
     folder = tmp_path / "run"
@@ -305,11 +334,17 @@ def test_acknowledged_vends_survive_power_cuts_on_sqlite(seed: int, tmp_path: Pa
     verdicts = [judge(c, files, records, pos, folder / "crash")
                 for c, pos, files in crash_states(ops, base, cuts, seed, honour=True)]  # fmt: skip
     bad = [v for v in verdicts if not v.ok]
-    # The simulation can fail: with every sync ignored, some cut must lose or corrupt what was acknowledged.
-    broken_cuts = sorted(random.Random(f"{seed}-broken").sample(cuts[len(cuts) // 3 :], BROKEN_CUTS))
+    # The simulation can fail: on a disk that ignores every sync some cut must lose or corrupt what was
+    # acknowledged; on one whose syncs lie but which keeps writes in order, the checker must name it lost.
+    rnd = random.Random(f"{seed}-broken")
+    broken_cuts = sorted(rnd.sample(cuts[len(cuts) // 3 :], BROKEN_CUTS))
     broken = [judge(c, files, records, pos, folder / "crash")
               for c, pos, files in crash_states(ops, base, broken_cuts, seed, honour=False)]  # fmt: skip
+    lying_cuts = sorted(rnd.sample(cuts[len(cuts) // 3 :], BROKEN_CUTS))
+    lying = [judge(c, files, records, pos, folder / "crash")
+             for c, pos, files in lying_states(ops, base, lying_cuts, seed)]  # fmt: skip
     caught = [v for v in broken if not v.ok]
+    named_lost = [v for v in lying if v.integrity == "ok" and v.violations["lost"]]
     shutil.rmtree(folder / "crash")  # (a garbled state left behind would only trouble the suite's key-leak scan)
     writes = [op for op in ops if op.kind == "W"]
     checked = sum(v.acknowledged for v in verdicts)
@@ -320,10 +355,12 @@ def test_acknowledged_vends_survive_power_cuts_on_sqlite(seed: int, tmp_path: Pa
     print(
         f"R-PL seed={seed} acknowledged={acked}; log: {len(ops)} records, {len(writes)} writes "
         f"({sum(len(op.data) for op in writes) >> 20} MiB), {sum(s.file == 1 for s in syncs)} WAL syncs, "
-        f"{sum(s.file == 0 for s in syncs)} database syncs (checkpoints); {len(verdicts)} cuts: integrity ok "
+        f"{sum(s.file == 0 for s in syncs)} database syncs (checkpoints); {len(verdicts)} cuts "
+        f"({len(delicate(ops))} at checkpoints and WAL restarts): integrity ok "
         f"{sum(v.integrity == 'ok' for v in verdicts)}, acknowledged vends checked {checked} (at most "
         f"{max(v.acknowledged for v in verdicts)} per cut), violations {len(bad)}; every sync ignored: "
-        f"{len(caught)} of {len(broken)} cuts caught {how}; load {load_s:.0f}s wall {time.monotonic() - t0:.0f}s"
+        f"{len(caught)} of {len(broken)} cuts caught {how}; syncs lying: {len(named_lost)} of {len(lying)} cuts "
+        f"lost acknowledged vends (integrity ok); load {load_s:.0f}s wall {time.monotonic() - t0:.0f}s"
     )
     assert acked > 150
     # synchronous=FULL in WAL mode: each commit syncs the WAL (NORMAL would sync it only at checkpoints).
@@ -331,3 +368,4 @@ def test_acknowledged_vends_survive_power_cuts_on_sqlite(seed: int, tmp_path: Pa
     assert not bad, [(v.cut, v.integrity, v.violations, v.examples) for v in bad[:3]]
     assert max(v.acknowledged for v in verdicts) == acked  # the last cut holds every acknowledged vend
     assert caught, "ignoring every sync lost nothing: the simulation cannot tell a durable commit from another"
+    assert named_lost, [(v.cut, v.integrity, v.violations) for v in lying]
