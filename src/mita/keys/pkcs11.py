@@ -343,11 +343,15 @@ class _Login:
                 self.token = self._find()
             self.ensure(pin)
         except KeyStoreError:
-            self.failures += 1
-            wait = min(_BACKOFF_CAP_S, _BACKOFF_FIRST_S * 2 ** (self.failures - 1))
-            self.retry_at = time.monotonic() + random.uniform(wait / 2, wait)
+            self.failed()
             raise
         self.failures, self.retry_at = 0, 0.0
+
+    def failed(self) -> None:
+        """A reconnection failed: the next one reloads the module, after a back-off. Hold the registry lock."""
+        self.failures += 1
+        wait = min(_BACKOFF_CAP_S, _BACKOFF_FIRST_S * 2 ** (self.failures - 1))
+        self.retry_at = time.monotonic() + random.uniform(wait / 2, wait)
 
     def _find(self) -> Token:
         """The token again, by label: slot numbers can change once a token is put back."""
@@ -422,7 +426,10 @@ class Pkcs11KeyStore:
     several threads; opened keys are session copies of the token objects (C_CopyObject), kept for the
     keystore's life, since a session object signs about twice as fast as a token object. Keystores on the same
     token in one process share the login (see :class:`_Login`). A lost session is reopened, and the call that
-    met the loss tried once more on the new one, so an HSM restart costs no failed vend when it recovers.
+    met the loss tried once more on the new one, so an HSM restart costs no failed vend when it recovers. If
+    the HSM stays away (a token pulled out), calls answer ``hsm_unavailable`` at once, never sleeping, while
+    reconnections back off (50 ms doubling to 2 s); each reloads the module first, so the token is found again
+    once it is back, with no restart of the process.
 
     Create it in the process that uses it: a PKCS#11 module does not survive a fork (SoftHSM's
     ``library.reset_on_fork`` is off), so a keystore made before a fork refuses to work in the child.
@@ -667,6 +674,7 @@ class Pkcs11KeyStore:
                         self._epoch = login.hsm.epoch
                 except pkcs11.PKCS11Error as exc:
                     login.drop()  # the login is likely gone too: the next call reconnects from the start
+                    login.failed()
                     raise KeyStoreError(
                         "hsm_unavailable",
                         f"cannot open a session on token {self.token_label!r} ({type(exc).__name__})",
