@@ -181,7 +181,7 @@ def test_deliveries_written_during_a_forward_jump_go_out_after_the_correction(
         server.stop()
         history.close()
     with psycopg.connect(url) as conn:
-        states = dict(conn.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall())
+        states: dict[str, int] = dict(conn.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall())
     if not os.environ.get("MITA_REL_KEEP"):
         cluster.drop_database(name)
     print(f"R-14 outbox after a forward jump seed={seed} drained={drained} outbox={states}")
