@@ -88,6 +88,7 @@ def test_a_head_in_backoff_holds_back_its_meter_only_and_its_end_lets_the_next_g
     engine: Engine,  # noqa: F811
 ) -> None:
     ids = commands(engine, [("dead", 3), ("live", 3)])
+    (other,) = commands(engine, [("dead", 1)], channel="webhook")["dead"]  # another channel's: never deferred
     clock = [T0]
 
     class Meters:
@@ -108,11 +109,14 @@ def test_a_head_in_backoff_holds_back_its_meter_only_and_its_end_lets_the_next_g
     while w.run_batch().claimed:  # the live meter drains while the dead one's head waits out its backoff
         pass
     assert by_recipient(meters.sent) == {"dead": [ids["dead"][0]], "live": ids["live"]}
+    # the rows behind the head are due no sooner than it is: claims meanwhile do not walk past them
+    due = {r.id: r.next_attempt_at for r in rows(engine)}
+    assert [due[i] for i in ids["dead"]] == [T0 + dt.timedelta(seconds=30)] * 3 and due[other] == T0
     clock[0] += dt.timedelta(seconds=30)  # the head's second try; nothing behind it goes meanwhile
     while w.run_batch().claimed:
         pass
     assert by_recipient(meters.sent)["dead"] == [ids["dead"][0]] * 2
-    assert [r.status for r in rows(engine) if r.recipient == "dead"] == ["pending"] * 3
+    assert [r.status for r in rows(engine) if r.id in ids["dead"]] == ["pending"] * 3
     # its third try is refused for good (dead): the ones behind it go at once, in order, with no backoff of theirs
     clock[0] += dt.timedelta(seconds=30)
     while w.run_batch().claimed:
@@ -121,6 +125,17 @@ def test_a_head_in_backoff_holds_back_its_meter_only_and_its_end_lets_the_next_g
     head = next(r for r in rows(engine) if r.id == ids["dead"][0])
     assert (head.status, head.last_error) == ("dead", "refused")
     assert [r.status for r in rows(engine)].count("sent") == 5
+
+
+def test_a_retry_that_lost_its_lease_defers_nothing(engine: Engine) -> None:  # noqa: F811
+    ids = commands(engine, [("m1", 3)])
+    (stale,) = claim(engine, T0)  # a worker takes the head, stalls past its lease; another takes it over
+    (taken,) = claim(engine, T0 + LEASE + dt.timedelta(seconds=1))
+    later = T0 + dt.timedelta(hours=1)
+    assert q.settle(engine, {"retry": [{**stale.token, "k_next": later, "k_error": "late"}]}) == {"retry": 0}
+    assert [r.next_attempt_at for r in rows(engine)][1:] == [T0, T0]  # the stale try wrote nothing, deferred none
+    assert q.settle(engine, {"retry": [{**taken.token, "k_next": later, "k_error": "away"}]}) == {"retry": 1}
+    assert [r.next_attempt_at for r in rows(engine)] == [later] * 3 and taken.id == ids["m1"][0]
 
 
 def test_many_workers_at_once_keep_each_meters_order(engine: Engine) -> None:  # noqa: F811

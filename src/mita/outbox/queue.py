@@ -14,7 +14,9 @@ Rows of an *ordered* channel (:data:`ORDERED`: the head-end's, whose tokens a me
 one at a time per recipient, in the order written: a claim takes such a row only when no earlier row of its
 channel and recipient is still pending (due, leased to a worker, live or dead, or waiting out a backoff). A row
 that ends (sent or dead) lets the next one go; one recipient's stuck row holds back that recipient only. The rule
-is one probe of a partial index (``ix_outbox_open``: the pending rows by channel, recipient and id) per candidate.
+is one probe of a partial index (``ix_outbox_open``: the pending rows by channel, recipient and id) per candidate;
+and a retry of such a row makes the rows behind it due no sooner than it is, so that while a recipient is
+unreachable its queue is not walked past by every claim.
 """
 
 from __future__ import annotations
@@ -197,6 +199,37 @@ _RENEW = update(outbox).where(_FENCE).values(next_attempt_at=bindparam("k_next")
 STATEMENTS = {"sent": _SENT, "retry": _RETRY, "dead": _DEAD, "release": _RELEASE, "renew": _RENEW}
 
 
+def _of_head(column: str) -> Any:
+    """The ``column`` of the row a retry names, if it is still that try's (the retry was written) and of an
+    ordered channel; else NULL, which matches nothing."""
+    head = outbox.alias("head").c
+    return (
+        select(head[column])
+        .where(
+            head.id == bindparam("k_id"),
+            head.attempts == bindparam("k_attempts"),
+            head.status == PENDING,
+            or_(*(head.channel == c for c in sorted(ORDERED))),
+        )
+        .scalar_subquery()
+    )
+
+
+#: After a retry of an ordered channel's row: the rows behind it (which cannot go before it) are due no sooner
+#: than it is, so that claims do not walk past them, each time, for as long as the head waits out its backoff.
+_DEFER_BEHIND = (
+    update(outbox)
+    .where(
+        outbox.c.status == literal_column(f"'{PENDING}'"),  # a literal: the partial index ix_outbox_open
+        outbox.c.channel == _of_head("channel"),
+        outbox.c.recipient == _of_head("recipient"),
+        outbox.c.id > bindparam("k_id"),
+        outbox.c.next_attempt_at < bindparam("k_next"),
+    )
+    .values(next_attempt_at=bindparam("k_next"))
+)
+
+
 def settle(engine: Engine, changes: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, int]:
     """Apply fenced changes in one transaction (``changes[kind]``: parameter rows for :data:`STATEMENTS`);
     how many rows each kind changed (fewer than asked: those leases were lost to another worker)."""
@@ -205,6 +238,8 @@ def settle(engine: Engine, changes: Mapping[str, Sequence[Mapping[str, Any]]]) -
         for kind, rows in changes.items():
             if rows:
                 done[kind] = int(conn.execute(STATEMENTS[kind], list(rows)).rowcount)
+                if kind == "retry" and ORDERED:
+                    conn.execute(_DEFER_BEHIND, [{k: r[k] for k in ("k_id", "k_attempts", "k_next")} for r in rows])
     return done
 
 
