@@ -7,7 +7,9 @@ fails before any invariant is asked), and SQLite's two append-only triggers stan
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ APPEND_ONLY = frozenset({"audit_no_update", "audit_no_delete"})
 
 def integrity(path: Path) -> str:
     """``PRAGMA integrity_check``'s answer (``ok`` for a sound file), on its own read-only connection."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
         return "; ".join(str(row[0]) for row in conn.execute("PRAGMA integrity_check"))
 
 
@@ -43,9 +45,21 @@ def snapshot(path: Path) -> dict[str, list[dict[str, Any]]]:
     return db
 
 
-def check(history: Path, path: Path, vending_key: bytes) -> checker.Report:
+def check(history: Path, path: Path, vending_key: bytes, *, drained: bool = False) -> checker.Report:
     story = checker.load_history(history)
-    return checker.Checker(story, snapshot(path), vending_key).run()
+    return checker.Checker(story, snapshot(path), vending_key, drained).run()
+
+
+def drain(path: Path, seconds: float) -> bool:
+    """Wait until no outbox row is pending (or ``seconds`` pass); one short read connection at a time."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as conn:
+            row = conn.execute("SELECT count(*) FROM outbox WHERE status <> 'sent'").fetchone()
+        if row is not None and row[0] == 0:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def answered_vends(history: Path) -> int:

@@ -140,7 +140,8 @@ def test_postgres_on_a_full_disk_answers_typed_errors_and_loses_nothing(seed: in
 
 
 def test_sqlite_on_a_full_disk_answers_typed_errors_and_keeps_its_file_sound(seed: int, run_folder: Path) -> None:
-    """``mita serve`` on a SQLite file of a 16 MiB tmpfs (Mita's default database), filled while 3 tills vend."""
+    """``mita serve`` and ``mita worker`` on a SQLite file of a 16 MiB tmpfs (Mita's default database), filled
+    while 3 tills vend; then every receipt must still go out once, and the worker must have lived through it."""
     tmpfs.require_mount()
     run_folder.mkdir(parents=True, exist_ok=True)
     with tmpfs.mounted(16) as disk:
@@ -150,7 +151,9 @@ def test_sqlite_on_a_full_disk_answers_typed_errors_and_keeps_its_file_sound(see
         utility = rig.set_up(url, 6, master)
         history = History(run_folder / "history.jsonl")
         rig.write_setup(history, utility, seed=seed, plan="disk_sqlite", faults=["disk_full"])
-        server = rig.serve(rig.environment(url, master), run_folder, workers=2)
+        env = rig.environment(url, master)
+        server = rig.serve(env, run_folder, workers=2)
+        worker = rig.outbox_worker(env, run_folder)
         try:
             warm_up(server, utility)
             workload = _load(server, utility, history, seed, "disk_sqlite", clients=3)
@@ -158,19 +161,24 @@ def test_sqlite_on_a_full_disk_answers_typed_errors_and_keeps_its_file_sound(see
             struck, healed, ops_full = _full_disk(disk, history, workload)
             wait_ops(workload, workload.done_ops + 100)
             unresolved = _finish(workload, history, server)
+            drained = litecheck.drain(path, 30)
+            worker_lived = worker.alive() and worker.starts == 1
         finally:
+            worker.stop()
             server.stop()
             history.close()
         sound = litecheck.integrity(path)
-        report = litecheck.check(history.path, path, rig.VENDING_KEY)
+        report = litecheck.check(history.path, path, rig.VENDING_KEY, drained=True)
     during = answers(history.path, struck, healed + 1.0)
     figures = {"ops_while_full": ops_full, "answers_while_full": dict(during), "integrity": sound,
-               "unresolved": unresolved}  # fmt: skip
+               "unresolved": unresolved, "outbox": report.figures.get("outbox")}  # fmt: skip
     print(f"R-13 disk full (SQLite) seed={seed} {report.line()} {json.dumps(figures)}")
     assert sound == "ok"
     assert report.ok, (str(history.path), report.as_json())
+    assert drained and worker_lived, (drained, worker.log_tail())
     assert not untyped(answers(history.path), ALLOWED), (answers(history.path), str(history.path))
-    assert tracebacks(run_folder / "serve.log") == 0, (run_folder / "serve.log").read_text()[-3000:]
+    for log in ("serve.log", "worker.log"):
+        assert tracebacks(run_folder / log) == 0, (run_folder / log).read_text()[-3000:]
     assert sum(n for k, n in during.items() if not k.startswith("20")) > 0, ("the full disk refused nothing", during)
 
 
