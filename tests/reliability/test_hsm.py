@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from . import checker, rig
+from . import checker, hsm_app, rig
 from .cluster import Cluster, free_port
 from .history import History, read
 from .procs import Serve
@@ -93,7 +93,7 @@ def strike(kind: str, hold_s: float, server: Serve, tokens: Path, acks: Path, hi
         tokens.rename(away)
     history.fault(kind, phase="strike", workers=pids, hold_s=hold_s if kind == "hsm_token_removed" else 0)
     for pid in pids:
-        os.kill(pid, 10)  # SIGUSR1: hsm_app's thread closes every session of that process
+        os.kill(pid, hsm_app.FAULT_SIGNAL)  # hsm_app's thread closes every session of that process
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if acks.exists() and len(acks.read_text().splitlines()) >= before + len(pids):

@@ -17,8 +17,8 @@ inside Mita:
    would leave are built: the set-up's files, every operation synced before the cut, and a random part of the
    operations since each file's last sync, each sector of each write kept, dropped or (rarely) garbage, each
    truncation done or not. (Sectors are 512 bytes; ``-shm`` is not state a cut keeps: SQLite rebuilds it from
-   the WAL. Directory entries are taken as durable: the database exists before the load and SQLite syncs the
-   directory when it creates a WAL.)
+   the WAL. Directory entries are taken as durable: the database exists before the load, and SQLite syncs the
+   directory once after creating a WAL: os_unix.c's ``UNIXFILE_DIRSYNC``.)
 4. Each crash state is opened, ``PRAGMA integrity_check`` must say ``ok``, and the checker's invariants judge it
    against the history cut at the same point: ``lost`` (every vend acknowledged before the cut there, with its
    digits), ``duplicated``, ``phantom``, ``tid`` (unique, increasing per meter), ``decode``, ``meter_replay``,
