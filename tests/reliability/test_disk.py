@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import leak_scan
+
 from . import checker, litecheck, rig, tmpfs
 from .cluster import BIN, Cluster
 from .history import History
@@ -43,7 +45,7 @@ def _load(server: Serve, utility: rig.Utility, history: History, seed: int, name
 
 
 def _full_disk(
-    disk: Path, history: History, workload: Workload, until: Callable[[], bool] = lambda: False
+    disk: Path, history: History, workload: Workload, until: Callable[[], bool] | None = None
 ) -> tuple[float, float, int]:
     """The ballast in while the clients vend, for :data:`HOLD_S` or, with ``until``, until it holds (at most
     :data:`HOLD_MAX_S`); (strike, heal) history times, and the operations started meanwhile."""
@@ -52,7 +54,7 @@ def _full_disk(
     ballast = tmpfs.fill(disk)
     time.sleep(HOLD_S)
     deadline = time.monotonic() + HOLD_MAX_S - HOLD_S
-    while not until() and time.monotonic() < deadline:
+    while until is not None and not until() and time.monotonic() < deadline:
         time.sleep(0.1)
     tmpfs.relieve(ballast)
     history.fault("disk_full", phase="heal")
@@ -112,7 +114,7 @@ def test_postgres_on_a_full_disk_answers_typed_errors_and_loses_nothing(seed: in
                 wait_ops(workload, 100)
                 struck, _, ops_tables = _full_disk(data, history, workload)
                 wait_ops(workload, workload.done_ops + 50)
-                _, healed, ops_wal = _full_disk(wal, history, workload, lambda: "PANIC:" in cluster.log_tail())
+                _, healed, ops_wal = _full_disk(wal, history, workload, lambda: "PANIC:" in cluster.log.read_text())
                 stopped = cluster.process is None or cluster.process.poll() is not None
                 if stopped:
                     cluster.start()
@@ -123,6 +125,7 @@ def test_postgres_on_a_full_disk_answers_typed_errors_and_loses_nothing(seed: in
                 server.stop()
                 history.close()
             report = checker.check(history.path, url, rig.VENDING_KEY)
+            cluster.drop_database("rel_disk")  # the key leak scan reads every table as it is dropped
         finally:
             cluster.destroy()
     during = answers(history.path, struck, healed + 1.0)
@@ -169,6 +172,7 @@ def test_sqlite_on_a_full_disk_answers_typed_errors_and_keeps_its_file_sound(see
             history.close()
         sound = litecheck.integrity(path)
         report = litecheck.check(history.path, path, rig.VENDING_KEY, drained=True)
+        leak_scan.active().read_sqlite_files(only_dirty=False, columns=True)  # before the tmpfs goes
     during = answers(history.path, struck, healed + 1.0)
     figures = {"ops_while_full": ops_full, "answers_while_full": dict(during), "integrity": sound,
                "unresolved": unresolved, "outbox": report.figures.get("outbox")}  # fmt: skip
