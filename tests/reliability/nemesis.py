@@ -236,11 +236,15 @@ class Nemesis:
         return {"reset": self._proxy().reset()}
 
     def net_lose_answers(self) -> dict[str, Any]:
-        """Half the time the cut comes within 2 s (Mita answers 503 ``retry``), half the time after 10-14 s (the
-        client has given up first: it never hears from Mita at all). Either way the client retries the key."""
+        """Turn about, the cut comes within 2 s (Mita answers 503 ``retry``) or after 10-14 s (the client has given
+        up first: it never hears from Mita at all). Either way only the client's retry of the key can tell."""
         commits = self._rnd.randint(1, 4)
-        hold = self._rnd.uniform(0.5, 2.0) if self._rnd.random() < 0.5 else self._rnd.uniform(10.0, 14.0)
+        late = self.counts.get("net_lose_answers", 0) % 2 == 1
+        hold = self._rnd.uniform(10.0, 14.0) if late else self._rnd.uniform(0.5, 2.0)
+        t0 = time.monotonic()
         lost = self._proxy().lose_answers(commits, window_s=3.0, hold_s=hold)
+        if late:  # no other fault (a reset) may cut the muted links before the clients' timeout
+            time.sleep(max(0.0, hold - (time.monotonic() - t0)))
         return {"armed": commits, "in_doubt_commits": lost, "cut_after_s": round(hold, 2)}
 
     def net_latency(self) -> dict[str, Any]:
