@@ -1,16 +1,23 @@
-"""Canary (a), a server broken on purpose: it answers a vend *before* its commit, then commits half a second later.
+"""Servers broken on purpose, for the canaries; ``MITA_CANARY`` says which (``a`` when unset).
 
-Nothing in ``src/`` knows of it: ``python -m reliability.canary_app serve ...`` (with ``tests/`` on
+Nothing in ``src/`` knows of them: ``python -m reliability.canary_app serve ...`` (with ``tests/`` on
 ``PYTHONPATH``) runs ``mita serve`` with uvicorn pointed at :func:`app_from_env` here, which patches the vending
-service in each worker process before building the ordinary app. A worker killed inside that half second has
-answered 201 for a vend that is never committed: the checker must report it ``lost``. The vend's faster paths
-(its COMMIT pipelined with the writes, the event loop's path) are turned off in the canary, so that the one order
-patched here is the order every vend takes.
+service in each worker process before building the ordinary app.
+
+| canary | the patch | what exposes it |
+|---|---|---|
+| ``a`` | a vend answered *before* its commit, committed 0.5 s later [1] | a killed worker: ``lost`` |
+| ``c`` | the vend's own check of the durability settings skipped [2] | a PostgreSQL crash: ``lost`` |
+
+[1] the vend's faster paths (its COMMIT pipelined with the writes, the event loop's path) are off, so that every
+vend takes the patched order. [2] ``hotpath.check_durable`` (finding 3): ``synchronous_commit = off`` set live
+is then obeyed, as an older Mita obeyed it, and commits already answered die with the server.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import queue
 import sys
 import threading
@@ -64,8 +71,21 @@ def install() -> None:
         purchase.Purchases.vend_async = no_async_path
 
 
+def trust_durability() -> None:
+    """Canary (c): the vend no longer reads the session's durability settings before it writes."""
+    from mita.vend import hotpath
+
+    def trusted(locked: dict[str, Any]) -> None:
+        return None
+
+    hotpath.check_durable = trusted
+
+
+PATCHES = {"a": install, "c": trust_durability}
+
+
 def app_from_env() -> Any:
-    install()
+    PATCHES[os.environ.get("MITA_CANARY", "a")]()
     from mita.api.app import app_from_env as ordinary
 
     return ordinary()

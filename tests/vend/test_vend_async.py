@@ -151,3 +151,42 @@ def test_dispose_closes_the_idle_connections(shop: Any) -> None:
     assert conns
     svc.engine.dispose()
     assert all(c.closed for c in conns) and hotpath.AsyncPool.of(svc.engine) is not pool
+
+
+@pytest.mark.parametrize("setting", ["synchronous_commit", "fsync"])
+def test_a_durability_setting_turned_off_after_start_is_refused_on_both_paths(shop: Any, setting: str) -> None:
+    """Finding 3: the vend reads the session's settings in its own claim statement, so a setting that changed
+    after the start-up check (here for the database's new sessions; fsync, a server-wide setting, as the
+    session would report it) refuses the vend, 503 ``unsafe_database``, with nothing of it left."""
+    svc, caller, drns = shop
+    body = {"meter": drns[0], "amount": 3000}
+    svc.vend(caller, "before", body)  # both paths warm: caches filled, the durable setting passes
+    assert asyncio.run(svc.purchases.vend_async(caller, "before-loop", body)) is not None
+    real = hotpath.check_durable
+    if setting == "synchronous_commit":
+        name = svc.engine.url.database
+        with svc.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+                f'ALTER DATABASE "{name}" SET synchronous_commit = off'
+            )
+        svc.engine.dispose()  # the pools' sessions end; new ones take the database's setting
+        checked = real
+    else:  # fsync cannot be set per database: the row the statement returned, as a server with fsync off gives it
+
+        def checked(locked: dict[str, Any]) -> None:
+            real({**locked, "fsync": "off"})
+
+    hotpath.check_durable = checked
+    try:
+        for path, key in (("thread", "after"), ("loop", "after-loop")):
+            with pytest.raises(VendError) as refused:
+                if path == "thread":
+                    svc.vend(caller, key, body)
+                else:
+                    asyncio.run(svc.purchases.vend_async(caller, key, body))
+            assert refused.value.code == "unsafe_database" and setting in refused.value.message
+            assert _claims(svc, key) == 0  # rolled back: a retry later vends
+    finally:
+        hotpath.check_durable = real
+    vends = _scalar(svc, "SELECT count(*) FROM vends")
+    assert vends == 2

@@ -34,6 +34,8 @@ from psycopg import pq
 from psycopg.rows import dict_row
 from sqlalchemy import Connection, Engine, event
 
+from .errors import VendError
+
 SQL = {
     "claim": "INSERT INTO idempotency (api_key_id, key, request_hash, status_code, response, created_at) "
     "VALUES (%(api_key_id)s, %(key)s, %(hash)s, 0, '{}', %(at)s) ON CONFLICT DO NOTHING RETURNING key",
@@ -165,10 +167,26 @@ def _pg_params(writes: list[Write]) -> dict[str, Any]:
 # lock is held: under READ COMMITTED a locking read re-checks the locked row, but rows it joins (the
 # customer's balances, the month's units) would come from the statement's earlier snapshot, stale by
 # whatever the vend we waited for has just committed.
+#
+# The same statement reads the session's durability settings (finding 3 of docs/reliability.md): the start-up
+# check cannot see ``synchronous_commit = off`` set live (ALTER SYSTEM and a reload) after the server started,
+# and a vend committed under it could be lost in a crash after its answer. Read with every vend, in a statement
+# it sends anyway, it costs no round trip.
 PG_CLAIM_AND_LOCK = (
     "WITH claim AS (" + SQL["claim"] + ") "
-    "SELECT (SELECT key FROM claim) AS claimed, id FROM meters WHERE drn = %(drn)s FOR UPDATE"
+    "SELECT (SELECT key FROM claim) AS claimed, id, current_setting('synchronous_commit') AS synchronous_commit, "
+    "current_setting('fsync') AS fsync FROM meters WHERE drn = %(drn)s FOR UPDATE"
 )
+#: The settings under which a committed vend could be lost in a crash, and the value that makes it so.
+UNSAFE = {"synchronous_commit": "off", "fsync": "off"}
+
+
+def check_durable(locked: dict[str, Any]) -> None:
+    """Refuse the vend (before any of its writes; the caller rolls back the claim) if the session it runs in could
+    lose its commit: 503 ``unsafe_database``, as at start-up."""
+    for name, unsafe in UNSAFE.items():
+        if locked[name] == unsafe:
+            raise VendError("unsafe_database", f"PostgreSQL {name} is off: confirmed vends could be lost")
 
 
 def _sqlite_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +237,7 @@ def claim_and_load(
             row = load.fetchone()
         if locked is None:  # no such meter (the claim is rolled back with the transaction)
             return True, None
+        check_durable(locked)
         claimed = locked["claimed"]
     else:
         claimed = conn.exec_driver_sql(_SQLITE["claim"], _sqlite_params(claim)).mappings().first()
@@ -400,6 +419,7 @@ async def claim_and_load_async(
         row = await cur.fetchone()
     if locked is None:
         return True, None
+    check_durable(locked)
     return locked["claimed"] is not None, row
 
 
