@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from alembic import command
 from sqlalchemy import Engine, inspect, text
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 
 from mita.vend import database
 
@@ -116,4 +116,61 @@ def test_0006_adds_the_listing_indexes_and_the_keys_last_characters_and_back(url
         columns = {c["name"] for c in inspect(conn).get_columns("api_keys")}
         assert conn.execute(text("SELECT name FROM api_keys")).scalar_one() == "old"
     assert left == {"ix_vends_meter_created"} and "key_last4" not in columns
+    engine.dispose()
+
+
+def _foreign_keys(engine: Engine, table: str) -> set[str]:
+    with engine.connect() as conn:
+        return {
+            fk["referred_table"] + "." + fk["constrained_columns"][0] for fk in inspect(conn).get_foreign_keys(table)
+        }
+
+
+def test_0012_drops_the_hot_rows_foreign_keys_keeps_the_rows_for_ever_and_back(url: str) -> None:
+    """Vendors and API keys lose the vends' and answers' foreign keys and gain triggers that refuse deleting them
+    (or changing their id), on both dialects; the reversal index holds only reversed vends; and back again."""
+    cfg = database.alembic_config(database.normalise_url(url))
+    command.upgrade(cfg, "0011")
+    engine = database.make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO vendors (id, name, balance, created_at) VALUES (7, 'shop', 0, :t)"), {"t": EXPIRY}
+        )
+        conn.execute(
+            text(
+                "INSERT INTO api_keys (id, name, role, key_hash, vendor_id, created_at) "
+                "VALUES (3, 'till', 'vendor', :h, 7, :t)"
+            ),
+            {"h": OLD_KEY_HASH, "t": EXPIRY},
+        )
+    assert {"vendors.vendor_id", "api_keys.api_key_id"} <= _foreign_keys(engine, "vends")
+    command.upgrade(cfg, "0012")
+    assert _foreign_keys(engine, "vends") == {"meters.meter_id", "customers.customer_id"}
+    assert _foreign_keys(engine, "idempotency") == {"vends.vend_id"}
+    refusals = [
+        "DELETE FROM vendors",
+        "DELETE FROM api_keys WHERE id = 3",
+        "UPDATE vendors SET id = 8",
+        "UPDATE api_keys SET id = 4",
+    ]
+    if engine.dialect.name == "postgresql":
+        refusals += ["TRUNCATE vendors CASCADE", "TRUNCATE api_keys CASCADE"]
+    for statement in refusals:
+        with pytest.raises(DBAPIError, match="never deleted"), engine.begin() as conn:
+            conn.execute(text(statement))
+    with engine.begin() as conn:  # anything else about them changes as before
+        conn.execute(text("UPDATE api_keys SET revoked_at = :t WHERE id = 3"), {"t": EXPIRY})
+        conn.execute(text("UPDATE vendors SET name = 'the shop' WHERE id = 7"))
+        assert conn.execute(text("SELECT count(*) FROM api_keys WHERE revoked_at IS NOT NULL")).scalar_one() == 1
+    with engine.connect() as conn:
+        index = next(i for i in inspect(conn).get_indexes("vends") if i["name"] == "ix_vends_reversed")
+    where = index.get("dialect_options", {}).get(f"{engine.dialect.name}_where")
+    assert index["column_names"] == ["reversed_at"] and "reversed_at IS NOT NULL" in str(where)
+    assert database.schema_drift(engine) == []
+    command.downgrade(cfg, "0011")
+    assert {"vendors.vendor_id", "api_keys.api_key_id"} <= _foreign_keys(engine, "vends")
+    assert "api_keys.api_key_id" in _foreign_keys(engine, "idempotency")
+    with engine.begin() as conn:  # the triggers went with it
+        conn.execute(text("DELETE FROM api_keys"))
+        conn.execute(text("DELETE FROM vendors"))
     engine.dispose()

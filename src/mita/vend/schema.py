@@ -224,12 +224,16 @@ meter_months = Table(
     CheckConstraint("units >= 0 and purchases >= 0", name="counts"),
 )
 
+REVERSED = text("reversed_at IS NOT NULL")
+
 vends = Table(
     "vends",
     metadata,
     Column("id", String(limits.VEND_ID), primary_key=True),
-    Column("vendor_id", ForeignKey("vendors.id"), nullable=True),
-    Column("api_key_id", ForeignKey("api_keys.id"), nullable=True),  # NULL: done by the system itself
+    # A vendor and an API key are named by every vend, and never deleted (``KEPT_SQL``): no foreign key, whose
+    # check would share-lock those few rows in every vend (migration 0012).
+    Column("vendor_id", Id, nullable=True),
+    Column("api_key_id", Id, nullable=True),  # NULL: done by the system itself
     Column("meter_id", ForeignKey("meters.id"), nullable=False),
     Column("customer_id", ForeignKey("customers.id"), nullable=True),
     Column("kind", String(12), nullable=False, default=VendKind.PURCHASE),
@@ -247,7 +251,8 @@ vends = Table(
     Index("ix_vends_created", "created_at", "id"),
     Index("ix_vends_vendor_created", "vendor_id", "created_at"),
     Index("ix_vends_customer_created", "customer_id", "created_at"),
-    Index("ix_vends_reversed", "reversed_at"),
+    # only the reversed few: every vend inserted an entry for its NULL
+    Index("ix_vends_reversed", "reversed_at", postgresql_where=REVERSED, sqlite_where=REVERSED),
 )
 
 tokens = Table(
@@ -273,7 +278,7 @@ tokens = Table(
 idempotency = Table(
     "idempotency",
     metadata,
-    Column("api_key_id", ForeignKey("api_keys.id"), primary_key=True),
+    Column("api_key_id", Id, primary_key=True),  # an API key's id (never deleted: ``KEPT_SQL``)
     Column("key", String(limits.IDEMPOTENCY_KEY), primary_key=True),
     Column("request_hash", String(64), nullable=False),
     Column("status_code", Integer, nullable=False),
@@ -393,6 +398,27 @@ APPEND_ONLY_SQL = {
         "$$ BEGIN RAISE EXCEPTION 'audit is append-only'; END $$",
         "CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit "
         "FOR EACH ROW EXECUTE FUNCTION audit_append_only()",
+    ],
+}
+
+#: Vendors and API keys are never deleted, nor their ids changed: vends and stored answers name them without a
+#: foreign key (``vends.vendor_id``, ``vends.api_key_id``, ``idempotency.api_key_id``), per dialect. A key is
+#: revoked, never removed.
+KEPT_TABLES = ("vendors", "api_keys")
+KEPT_SQL = {
+    "sqlite": [
+        f"CREATE TRIGGER {t}_kept_{what} BEFORE {event} ON {t} BEGIN SELECT RAISE(ABORT, '{t} are never deleted'); END"
+        for t in KEPT_TABLES
+        for what, event in (("delete", "DELETE"), ("id", "UPDATE OF id"))
+    ],
+    "postgresql": [
+        "CREATE FUNCTION mita_kept() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION '% are never deleted: vends name them', TG_TABLE_NAME; END $$",
+        *(
+            f"CREATE TRIGGER {t}_kept BEFORE DELETE OR UPDATE OF id ON {t} FOR EACH ROW EXECUTE FUNCTION mita_kept()"
+            for t in KEPT_TABLES
+        ),
+        *(f"CREATE TRIGGER {t}_kept_truncate BEFORE TRUNCATE ON {t} EXECUTE FUNCTION mita_kept()" for t in KEPT_TABLES),
     ],
 }
 
