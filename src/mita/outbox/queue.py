@@ -106,6 +106,12 @@ def enqueue_many(conn: Connection, messages: Iterable[Outgoing]) -> int:
     return len(conn.execute(_insert(conn).returning(outbox.c.id), rows).all())
 
 
+def payload_of(conn: Connection, dedupe_key: str) -> Any:
+    """What the message queued under ``dedupe_key`` says (None: no such message), for a sender that sends it again
+    under a key of its own."""
+    return conn.execute(select(outbox.c.payload).where(outbox.c.dedupe_key == dedupe_key)).scalar()
+
+
 # ---------------------------------------------------------------------- claiming and settling
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 
-from mita.outbox.queue import Outgoing, enqueue_many
+from mita.outbox.queue import Outgoing, enqueue_many, payload_of
 from mita.vend.errors import VendError
 from mita.vend.lifecycles import SMS
-from mita.vend.schema import outbox, payments, sms_messages
+from mita.vend.schema import payments, sms_messages
 
 from .. import partners
 from ..payments import Payments
@@ -87,7 +87,7 @@ def _resend(conn: Connection, row: Row[Any], at: dt.datetime) -> None:
     if n >= RESENDS:
         return
     base = _RESEND.sub("", row.dedupe_key)
-    original = conn.execute(select(outbox.c.payload).where(outbox.c.dedupe_key == row.dedupe_key)).scalar()
+    original = payload_of(conn, row.dedupe_key)
     if original is not None:
         enqueue_many(conn, [Outgoing("sms", row.phone, f"{base}:resend{n + 1}", original, at)])
 
