@@ -82,11 +82,11 @@ def test_vends_and_outbox_through_partitions_resets_lost_answers_and_latency(
 
 def test_remote_deliveries_through_a_failing_broker_link(cluster: Cluster, seed: int, run_folder: Path) -> None:
     """R-18 over a bad network: ``mita worker`` reaches Mosquitto and PostgreSQL through the proxy while it
-    delivers tokens to MQTT-native meters; every command ends acknowledged, each meter's register is the credit
-    sold."""
+    delivers tokens to MQTT-native meters (a lost answer to its COMMIT sends a command again); every command ends
+    acknowledged, each meter's register is the credit sold: every token applied once."""
     plan = Plan(
         "netremote", seed, ops=300, clients=4, meters=8, mqtt_meters=8, only_connected=True, outbox_worker=True,
-        faults=("net_partition", "net_reset", "net_latency"), n_faults=6, replay_share=0.1, drain_s=60, proxy=True,
+        faults=NET, n_faults=6, replay_share=0.1, drain_s=60, proxy=True,
     )  # fmt: skip
     outcome = run(plan, cluster, run_folder)
     f = outcome.report.figures
