@@ -2,7 +2,12 @@
 clock and its services — for the API, the command line and the workers alike.
 
 Nothing below this reads the environment or the wall clock for itself: the settings are read here (once), the
-clock is handed to every service, and the keystores are opened by the keyring the services share.
+clock is handed to every service (and to the outbox worker and the head-end's command sender, through
+:attr:`Runtime.clock`), and the keystores are opened by the keyring the services share.
+
+The runtime also holds the process's :class:`~mita.vend.clockcheck.ClockCheck` on that same clock, built but not
+started: a long-lived process (``mita serve``'s workers, ``mita worker``) starts it, and :meth:`Runtime.close`
+stops it; a one-shot command never pays for its thread.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from sqlalchemy import Engine
 
 from mita.settings import Settings
 from mita.vend.callers import local_now
+from mita.vend.clockcheck import ClockCheck
 from mita.vend.database import make_engine
 from mita.vend.service import VendingService
 
@@ -29,6 +35,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     services: VendingService
+    clockcheck: ClockCheck
 
     @property
     def clock(self) -> Callable[[], dt.datetime]:
@@ -43,6 +50,7 @@ class Runtime:
         return Payments(self.services, currency=s.currency, unverified_cap=s.mpesa_unverified_cap)
 
     def close(self) -> None:
+        self.clockcheck.stop()
         self.engine.dispose()
 
 
@@ -63,4 +71,4 @@ def build(
         warn_days=settings.key_warn_days,
         delivery_expiry=dt.timedelta(hours=settings.delivery_expiry_hours),
     )
-    return Runtime(settings, engine, services)
+    return Runtime(settings, engine, services, ClockCheck(engine, clock, settings.max_clock_skew))

@@ -124,6 +124,12 @@ class Settings(MasterKeySettings, HsmSettings, OutboxSettings, ChannelSettings):
     delivery_expiry_hours: float = Field(
         default=24, gt=0, description="how long the head-end tries to deliver a connected meter's tokens"
     )
+    max_clock_skew: float = Field(
+        default=120,
+        gt=0,
+        description="seconds the server's clock may differ from PostgreSQL's before vends and the outbox stop "
+        "(TIDs and due times come from the server's clock; SQLite: not checked)",
+    )
     console_signins_per_minute: float = Field(
         default=10,
         gt=0,

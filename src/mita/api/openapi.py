@@ -35,13 +35,13 @@ PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 #: roles (``caller.require``), request validation, and the database handlers (:mod:`mita.api.problems`).
 EVERY_ROUTE = (
     "unauthorized", "forbidden", "payload_too_large", "invalid_request",
-    "database_unavailable", "schema_outdated", "unsafe_database",
+    "database_unavailable", "schema_outdated", "unsafe_database", "disk_full",
     "database_refused", "database_error", "internal_error",
 )  # fmt: skip
 #: ... a route that takes a JSON body (one that does not parse) ...
 WITH_BODY = ("invalid_json",)
-#: ... and one whose method the gate checks the media type of (POST, PUT, PATCH).
-WITH_MEDIA_TYPE = ("unsupported_media_type",)
+#: ... and one whose method the gate checks the media type of (POST, PUT, PATCH), and the clock before a write.
+WITH_MEDIA_TYPE = ("unsupported_media_type", "clock_skew")
 
 # groups of codes that several routes share
 METER_NUMBER = ("check_digit_error", "format_error")  # a DRN in the path or the body

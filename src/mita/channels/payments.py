@@ -45,9 +45,12 @@ from . import texts
 S = PaymentStatus
 #: The outbox channels of the pipeline: vend a payment, deliver by SMS, ask a provider to collect or refund.
 VEND_CHANNEL, SMS_CHANNEL = "payment", "sms"
-#: Refusals of the vending service worth another try later (the database, a lock, the same vend in progress in
-#: another worker); every other refusal cannot change by retrying: the money is refunded or a person looks.
-TRANSIENT = frozenset({"retry", "in_progress", "database_unavailable", "unsafe_database", "schema_outdated"})
+#: Refusals of the vending service worth another try later (the database, its disk, a lock, the server's clock,
+#: the same vend in progress in another worker); every other refusal cannot change by retrying: the money is
+#: refunded or a person looks.
+TRANSIENT = frozenset(
+    {"retry", "in_progress", "database_unavailable", "unsafe_database", "schema_outdated", "disk_full", "clock_skew"}
+)
 
 
 #: How a channel reads a meter's purchases for the customer who asks (never writes: vends go through the service).

@@ -86,7 +86,6 @@ def add_worker(parser: argparse.ArgumentParser) -> None:
 def worker(args: argparse.Namespace) -> None:
     """Dispatch the outbox: claim due rows, send each through its channel's sender, retry with backoff."""
     from mita.outbox import depth
-    from mita.outbox.worker import local_now
 
     from . import dbshell
 
@@ -94,11 +93,11 @@ def worker(args: argparse.Namespace) -> None:
     try:
         with dbshell.refusals():
             if args.status:
-                emit(depth(runtime.engine, local_now()), indent=None)
+                emit(depth(runtime.engine, runtime.clock()), indent=None)
                 return
             _dispatch(runtime, args)
     finally:
-        runtime.engine.dispose()
+        runtime.close()
 
 
 def _runtime(option: str | None, dispatchers: int) -> Runtime:
@@ -132,7 +131,6 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
         parse_routes,
         register_kind,
     )
-    from mita.outbox.worker import local_now
     from mita.settings import OutboxSettings
     from mita.vend.callers import Caller
     from mita.vend.errors import VendError
@@ -149,7 +147,7 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
 
     publisher = _publisher(runtime.settings.mqtt_url, log)
     register_kind(
-        "headend", lambda ctx: CommandSender(ctx.engine, clock=local_now, confirm_key_change=confirm,
+        "headend", lambda ctx: CommandSender(ctx.engine, clock=runtime.clock, confirm_key_change=confirm,
                                              timeout=args.meter_timeout, publisher=publisher)
     )  # fmt: skip
     settings = OutboxSettings()
@@ -170,6 +168,10 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
         policy.check()
     except ValueError as exc:
         raise VendError("invalid_request", str(exc)) from None
+    clockcheck = runtime.clockcheck  # compared once now, so that no batch is claimed before a verdict
+    clockcheck.measure()
+    if args.once:  # a one-shot run on a clock off fails (clock_skew); a long-lived one waits for it, polling
+        clockcheck.check()
     stopping = threading.Event()
     senders = build_senders(routes, SenderContext(engine, stopping, settings.sender_env()))
     if not logging.getLogger().handlers:
@@ -186,15 +188,18 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
     main = threading.current_thread() is threading.main_thread()  # only there can signals be handled
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
     workers = [
-        Worker(engine, senders, batch_size=args.batch_size, policy=policy, stopping=stopping,
-               name=f"worker {os.getpid()}" + (f".{i}" if args.concurrency > 1 else ""))
+        Worker(engine, senders, batch_size=args.batch_size, policy=policy, stopping=stopping, clock=runtime.clock,
+               name=f"worker {os.getpid()}" + (f".{i}" if args.concurrency > 1 else ""), clockcheck=clockcheck)
         for i in range(args.concurrency)
     ]  # fmt: skip
     totals, adding = Counts(), threading.Lock()
     listener = None
     if not args.once and HEADEND in routes and (args.mqtt_acks or _any_mqtt(engine)):
-        settler = CommandSender(engine, clock=local_now, confirm_key_change=confirm)
+        settler = CommandSender(engine, clock=runtime.clock, confirm_key_change=confirm)
         listener = _ack_listener(runtime, args, settler, stopping, log)
+
+    if not args.once:
+        clockcheck.start()  # stopped by runtime.close()
 
     def run(w: Worker) -> None:
         done = w.run(once=args.once, poll_interval=args.poll_interval)

@@ -10,6 +10,10 @@ A failed send is tried again after an exponential backoff with jitter (``backoff
 at most ``backoff_max``, of which a random half), after a receiver's ``Retry-After`` if longer; a permanent
 refusal, or a failure on the ``max_attempts``-th try, parks the row ``dead``. A row whose worker died on its
 last allowed attempt is parked ``dead`` when its lease ends, without another try.
+
+Due and lease times are read from the clock the worker is given (the composition root's, as the rows were written
+on); while its :class:`~mita.vend.clockcheck.ClockCheck` finds that clock off the database's, the worker claims
+nothing (a row claimed early is sent early, a lease read late outlives its worker) and says so once a minute.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from typing import Any
 from sqlalchemy import Engine, select, tuple_
 from sqlalchemy.exc import DBAPIError
 
-from mita.vend.errors import is_transient
+from mita.vend.clockcheck import ClockCheck
+from mita.vend.errors import is_disk_full, is_transient
 from mita.vend.schema import outbox
 
 from . import queue
@@ -38,8 +43,12 @@ from .senders import Interrupted, LeaseLost, Message, Sender, SendError
 log = logging.getLogger("mita.outbox")
 
 
+SKEW_LOG_INTERVAL = 60.0  # seconds between the warnings of a worker held back by its clock
+
+
 def local_now() -> dt.datetime:
-    """The utility's wall clock, without a time zone: the vending service's (which the rows are written in)."""
+    """The utility's wall clock, without a time zone (a library default: ``mita worker`` passes the composition
+    root's clock, the one the vending service writes the rows with)."""
     return dt.datetime.now()
 
 
@@ -169,6 +178,7 @@ class Worker:
         stopping: threading.Event | None = None,
         rnd: Callable[[], float] = random.random,
         name: str | None = None,
+        clockcheck: ClockCheck | None = None,
     ) -> None:
         if not 1 <= batch_size <= 10_000:
             raise ValueError("batch_size is 1..10000")
@@ -181,12 +191,19 @@ class Worker:
         self.stopping = stopping or threading.Event()
         self.rnd = rnd
         self.name = name or f"worker {os.getpid()}"
+        self.clockcheck = clockcheck
+        self._skew_logged = -SKEW_LOG_INTERVAL  # monotonic time of the last warning
 
     def run(self, *, once: bool = False, poll_interval: float = 1.0) -> Counts:
         """Dispatch until stopped (after the current batch), or with ``once`` until nothing is due."""
         total = Counts()
         failures = 0
         while not self.stopping.is_set():
+            if self._held_by_clock():
+                if once:
+                    break
+                self.stopping.wait(poll_interval)
+                continue
             try:
                 counts = self.run_batch()
             except DBAPIError as exc:
@@ -194,7 +211,8 @@ class Worker:
                     raise
                 failures += 1
                 wait = min(30.0, poll_interval * 2**failures)
-                log.warning("%s: database unreachable (%s); again in %.1f s", self.name, type(exc.orig).__name__, wait)
+                why = "the database's disk is full" if is_disk_full(exc) else "database unreachable"
+                log.warning("%s: %s (%s); again in %.1f s", self.name, why, type(exc.orig).__name__, wait)
                 self.stopping.wait(wait)
                 continue
             failures = 0
@@ -204,6 +222,18 @@ class Worker:
                     break
                 self.stopping.wait(poll_interval)
         return total
+
+    def _held_by_clock(self) -> bool:
+        """Whether the clock check forbids claiming now (a warning at most once a :data:`SKEW_LOG_INTERVAL`)."""
+        check = self.clockcheck
+        verdict = check.verdict if check is not None else None
+        if check is None or verdict is None or not check.skewed(verdict):
+            return False
+        if time.monotonic() - self._skew_logged >= SKEW_LOG_INTERVAL:
+            self._skew_logged = time.monotonic()
+            log.warning("%s: this host's clock is %+.0f s off the database's (at most %g s): claiming nothing until "
+                        "it is put right", self.name, verdict.skew, check.max_skew)  # fmt: skip
+        return True
 
     def run_batch(self) -> Counts:
         """Claim one batch, send it, settle it; its counts (claimed 0: nothing was due)."""

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+
 import psycopg
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 from mita.sts import StsError
+
+log = logging.getLogger("mita.vend")
+
+#: PostgreSQL's SQLSTATE for "disk full" (class 53, insufficient resources): a table, an index or a temporary
+#: file could not grow. Its WAL failing to grow is no error but a PANIC: the connection is lost, not typed.
+DISK_FULL_SQLSTATE = "53100"
 
 
 class VendError(StsError):
@@ -33,14 +42,31 @@ def is_transient(exc: BaseException) -> bool:
     return type(exc).__name__ in ("OperationalError", "InterfaceError")  # sqlite3's, and any DB-API driver's
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether the database failed for want of disk space: PostgreSQL's ``DiskFull`` (SQLSTATE 53100) or SQLite's
+    ``SQLITE_FULL`` ("database or disk is full"). Both are transient (room may be made), but an operator must act,
+    which a plain "retry" does not tell them."""
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    if isinstance(orig, psycopg.Error):
+        return orig.sqlstate == DISK_FULL_SQLSTATE
+    if isinstance(orig, sqlite3.Error):
+        code = getattr(orig, "sqlite_errorcode", None)  # the extended code; its low byte is the primary one
+        return (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "database or disk is full" in str(orig)
+    return False
+
+
 def database_failure(
     exc: BaseException, retry_code: str = "database_unavailable", retry_hint: str = "retry later"
 ) -> VendError:
     """The typed error for a database failure, without its statement or parameters (they may hold secrets).
 
-    Transient failures answer ``retry_code`` (503: try again; for a vend, with the same Idempotency-Key);
+    A full disk answers ``disk_full`` (503, and one warning in the log: the operator must make room); other
+    transient failures answer ``retry_code`` (503: try again; for a vend, with the same Idempotency-Key);
     deterministic refusals answer ``database_refused`` (500), naming the constraint when there is one.
     """
+    if is_disk_full(exc):
+        log.warning("the database's disk is full (%s): writes refused until there is room", _driver_error(exc))
+        return VendError("disk_full", f"the database's disk is full ({_driver_error(exc)}); {retry_hint}")
     if is_transient(exc):
         if isinstance(exc, DBAPIError) and exc.statement is None:  # no statement: the connection itself failed
             return VendError(retry_code, f"could not connect to the database ({_driver_error(exc)}); {retry_hint}")
