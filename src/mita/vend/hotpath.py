@@ -30,7 +30,10 @@ import weakref
 from typing import Any, ClassVar
 
 import psycopg
-from psycopg import pq
+from psycopg import generators, pq
+from psycopg.abc import Transformer
+from psycopg.adapt import Transformer as Adapter
+from psycopg.errors import error_from_result
 from psycopg.rows import dict_row
 from sqlalchemy import Connection, Engine, event
 
@@ -393,10 +396,44 @@ _PREPARED = {
 PREPARE = "; ".join(f"PREPARE {name} AS {sql}" for name, (sql, _) in _PREPARED.items())
 
 
-def _execute(name: str, params: dict[str, Any]) -> tuple[str, list[Any]]:
-    """``EXECUTE name(%s, ...)`` and its values, for a client-side-binding cursor."""
-    names = _PREPARED[name][1]
-    return f"EXECUTE {name}({', '.join('%s' for _ in names)})", [params[n] for n in names]
+#: ``EXECUTE name(`` and the parameters' names in order, per prepared statement.
+_EXECUTE = {name: (f"EXECUTE {name}(".encode(), names) for name, (_, names) in _PREPARED.items()}
+#: Each connection's adapter (values to SQL literals, result columns to Python), kept with it.
+_ADAPTERS: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], Transformer] = weakref.WeakKeyDictionary()
+
+
+def _execute(tx: Transformer, name: str, params: dict[str, Any]) -> bytes:
+    """``EXECUTE name(literal, ...)``: the values quoted as psycopg's client-side binding quotes them."""
+    head, names = _EXECUTE[name]
+    return head + b",".join([tx.as_literal(params[n]) for n in names]) + b")"
+
+
+def _adapter(conn: psycopg.AsyncConnection[Any]) -> Transformer:
+    tx = _ADAPTERS.get(conn)
+    if tx is None:
+        tx = _ADAPTERS[conn] = Adapter(conn)
+    return tx
+
+
+async def _simple(conn: psycopg.AsyncConnection[Any], query: bytes) -> list[pq.abc.PGresult]:
+    """Send ``query`` (statements separated by ``;``) as one simple-query message and wait for all its results,
+    raising the first error as psycopg would. Straight on the connection's libpq handle: a cursor's machinery
+    (its query parsing, result sets, row factories) cost more of a vend's CPU than the two messages themselves."""
+    conn.pgconn.send_query(query)
+    results: list[pq.abc.PGresult] = await conn.wait(generators.execute(conn.pgconn))
+    for result in results:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise error_from_result(result, encoding=conn.info.encoding)
+    return results
+
+
+def _row(tx: Transformer, result: pq.abc.PGresult) -> dict[str, Any] | None:
+    """The result's first row by column name, or None."""
+    if result.ntuples == 0:
+        return None
+    tx.set_pgresult(result)
+    values: tuple[Any, ...] = tx.load_row(0, tuple)
+    return dict(zip([(result.fname(i) or b"").decode() for i in range(result.nfields)], values, strict=True))
 
 
 async def prepare(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -409,22 +446,17 @@ async def claim_and_load_async(
 ) -> tuple[bool, dict[str, Any] | None]:
     """:func:`claim_and_load` on an autocommit connection: BEGIN, the claim and lock, and the read, in one
     message (one round trip); the read runs after the lock is held, as the statements run in order."""
-    lock_sql, lock_args = _execute("mita_vend_claim", {**claim, **reading})
-    load_sql, load_args = _execute("mita_vend_load", reading)
-    async with psycopg.AsyncClientCursor(conn, row_factory=dict_row) as cur:
-        await cur.execute(f"BEGIN; {lock_sql}; {load_sql}", [*lock_args, *load_args])
-        cur.nextset()
-        locked = await cur.fetchone()
-        cur.nextset()
-        row = await cur.fetchone()
+    tx = _adapter(conn)
+    query = b"BEGIN;" + _execute(tx, "mita_vend_claim", {**claim, **reading}) + b";"
+    results = await _simple(conn, query + _execute(tx, "mita_vend_load", reading))
+    locked = _row(tx, results[1])
     if locked is None:
         return True, None
     check_durable(locked)
-    return locked["claimed"] is not None, row
+    return locked["claimed"] is not None, _row(tx, results[2])
 
 
 async def run_async(conn: psycopg.AsyncConnection[Any], writes: list[Write]) -> None:
     """:func:`run` and COMMIT, in one message (one round trip)."""
-    sql, args = _execute("mita_vend_write", _pg_params(writes))
-    async with psycopg.AsyncClientCursor(conn) as cur:
-        await cur.execute(f"{sql}; COMMIT", args)
+    tx = _adapter(conn)
+    await _simple(conn, _execute(tx, "mita_vend_write", _pg_params(writes)) + b";COMMIT")
