@@ -28,8 +28,9 @@ from .scenario import warm_up
 from .steps import answers, tracebacks, untyped, wait_ops
 from .workload import Till, Workload, final_read
 
-#: What a till may be answered while the disk is full: a typed "retry" (or no answer at all, mid-PANIC).
-ALLOWED = frozenset({"503 retry", "503 database_unavailable", "none ConnectError", "none ReadError",
+#: What a till may be answered while the disk is full: a typed "disk full" (or, mid-PANIC, a lost connection's
+#: "retry", or no answer at all).
+ALLOWED = frozenset({"503 disk_full", "503 retry", "503 database_unavailable", "none ConnectError", "none ReadError",
                      "none RemoteProtocolError", "none ReadTimeout"})  # fmt: skip
 HOLD_S = 3.0  # how long the disk stays full (at least)
 HOLD_MAX_S = 10.0
@@ -112,7 +113,7 @@ def test_postgres_on_a_full_disk_answers_typed_errors_and_loses_nothing(seed: in
                 warm_up(server, utility)
                 workload = _load(server, utility, history, seed, "disk_pg", clients=4)
                 wait_ops(workload, 100)
-                struck, _, ops_tables = _full_disk(data, history, workload)
+                struck, tables_healed, ops_tables = _full_disk(data, history, workload)
                 wait_ops(workload, workload.done_ops + 50)
                 _, healed, ops_wal = _full_disk(wal, history, workload, lambda: "PANIC:" in cluster.log.read_text())
                 stopped = cluster.process is None or cluster.process.poll() is not None
@@ -129,9 +130,11 @@ def test_postgres_on_a_full_disk_answers_typed_errors_and_loses_nothing(seed: in
         finally:
             cluster.destroy()
     during = answers(history.path, struck, healed + 1.0)
+    tables = answers(history.path, struck, tables_healed + 1.0)  # the tables' disk full, the WAL's not yet
     pg_log = cluster.log.read_text(errors="replace")
     panics, extends = pg_log.count("PANIC:"), pg_log.count("could not extend file")
-    figures = {"ops_while_full": [ops_tables, ops_wal], "answers_while_full": dict(during), "panics": panics,
+    figures = {"ops_while_full": [ops_tables, ops_wal], "answers_while_full": dict(during),
+               "answers_while_tables_full": dict(tables), "panics": panics,
                "postmaster_stopped": stopped, "table_extend_errors": extends, "unresolved": unresolved}  # fmt: skip
     print(f"R-13 disk full (PostgreSQL) seed={seed} {report.line()} {json.dumps(figures)}")
     assert report.ok, (str(history.path), report.as_json())
@@ -140,6 +143,9 @@ def test_postgres_on_a_full_disk_answers_typed_errors_and_loses_nothing(seed: in
     assert sum(n for k, n in during.items() if not k.startswith("20")) > 0, ("the full disk refused nothing", during)
     assert report.figures["acknowledged"] > 200
     assert panics >= 1 and extends >= 1, figures  # both ways were tried
+    # a table that cannot grow is a typed disk_full (with a warning to the operator), not an unexplained "retry"
+    assert tables["503 disk_full"] > 0 and "503 retry" not in tables, figures
+    assert "WARNING mita.vend the database's disk is full (DiskFull)" in (run_folder / "serve.log").read_text()
 
 
 def test_sqlite_on_a_full_disk_answers_typed_errors_and_keeps_its_file_sound(seed: int, run_folder: Path) -> None:
@@ -184,6 +190,8 @@ def test_sqlite_on_a_full_disk_answers_typed_errors_and_keeps_its_file_sound(see
     for log in ("serve.log", "worker.log"):
         assert tracebacks(run_folder / log) == 0, (run_folder / log).read_text()[-3000:]
     assert sum(n for k, n in during.items() if not k.startswith("20")) > 0, ("the full disk refused nothing", during)
+    assert during["503 disk_full"] > 0 and "503 retry" not in during, figures  # SQLITE_FULL, typed
+    assert "WARNING mita.vend the database's disk is full" in (run_folder / "serve.log").read_text()
 
 
 def test_token_batch_on_a_full_disk_fails_with_a_typed_error_and_no_torn_line() -> None:
