@@ -5,6 +5,7 @@ says when the database's disk is full rather than "unreachable"."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import sqlite3
 import threading
@@ -14,9 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
-from test_outbox import fill, rows, wait_for
+from test_outbox import fill, rows, url_of, wait_for
 from test_vend_service import engine, pg_template, sqlite_template  # noqa: F401 - the per-database fixtures
 
+from cli_run import run
+from mita import compose
 from mita.outbox import Message, Worker, queue
 from mita.vend.callers import local_now
 from mita.vend.clockcheck import ClockCheck
@@ -82,6 +85,27 @@ def test_a_worker_in_range_claims_as_ever(engine: Engine) -> None:  # noqa: F811
     check.measure()
     recorder = Recorder()
     assert Worker(engine, {"webhook": recorder}, clock=Moved(60), clockcheck=check).run(once=True).sent == 3
+
+
+@pg_only
+def test_mita_worker_runs_on_compose_s_clock_and_a_one_shot_run_off_it_fails(
+    engine: Engine,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``mita worker`` reads compose's clock (as ``reliability.clock_app`` moves it), not one of its own."""
+    fill(engine, 2, "receipt")
+    original = compose.build
+    clock = Moved(3 * 86400)
+    monkeypatch.setattr(compose, "build", lambda *a, **k: original(*a, **{**k, "clock": clock}))
+    args = ["worker", "--once", "--database-url", url_of(engine)]
+    result = run(args, env={"MITA_OUTBOX_SENDERS": "receipt=log"})
+    assert result.exit_code == 1 and result.stderr.startswith("error[clock_skew]: this server's clock is +"), result
+    assert {(r.status, r.attempts) for r in rows(engine)} == {("pending", 0)}
+    status = json.loads(run(["worker", "--status", "--database-url", url_of(engine)]).stdout)
+    assert status["due"] == 2 and status["oldest_due_s"] > 2 * 86400  # as read on compose's clock, 3 days on
+    clock.offset = 0
+    result = run(args, env={"MITA_OUTBOX_SENDERS": "receipt=log"})
+    assert result.exit_code == 0 and json.loads(result.stdout.splitlines()[-1])["sent"] == 2, result
 
 
 @pytest.mark.parametrize(
