@@ -29,19 +29,22 @@ What it does:
   (``cpu_ms_per_vend``), and the machine's load average before the run (``load_before``): on a shared machine
   a figure means little without it.
 
-Figures on this machine (2 vCPUs, AMD EPYC, shared: other sessions' test suites, a 45-minute soak and a CI run
-kept the load average at 9-11 throughout), defaults (own cluster, 2 workers, 4 threads, 16 connections, 20 s):
+Figures on this machine (2 vCPUs, AMD EPYC, shared with other sessions' test suites): defaults (own cluster, 2
+workers, 4 threads, 16 connections, 20 s); every run 0 non-201, 0 missing 201s, 0 repeated TIDs, the three
+durability settings on. ``benchmarks/README.md`` lists each run with the load average beside it.
 
-| when | vends/s | p50 ms | p99 ms | CPU ms per vend: mita / postgres / wrk | load before |
-|---|---:|---:|---:|---|---:|
-| issue 17, run 1 | 275 | 54 | 174 | 1.57 / 1.45 / 0.08 | 10.0 |
-| issue 17, run 2 | 341 | 43 | 164 | 1.36 / 1.24 / 0.07 | 10.7 |
-| issue 17, run 3 | 426 | 35 | 123 | 1.32 / 1.27 / 0.07 | 10.8 |
-| before (b44ebaf), 15 s, same load | 222-223 | 64-69 | 211-238 | 3.45 / 1.63-1.66 / 0.11 | 10.6-11.1 |
+| code | vends/s | p99 ms | CPU ms per vend: mita / postgres / wrk | load before |
+|---|---:|---:|---|---:|
+| before (b44ebaf), 15 s | 222-223 | 211-238 | 3.45 / 1.63-1.66 / 0.11 | 10.6-11.1 |
+| the event loop's vend (f5d88ac) | 275-426; 389 | 107-174 | 1.32-1.74 / 1.24-1.52 / 0.07-0.09 | 0.7-10.8 |
+| + no foreign-key locks on vendor and key rows (0012) | 566, 778 | 100-196 | 0.97-0.99 / 0.98-1.02 / 0.06 | 2.3-3.1 |
+| + the two messages straight on libpq (14769ef) | 464-874 | 48-85 | 0.79-1.64 / 0.89-1.68 / 0.05-0.10 | 2.4-11 |
 
-Every run: 0 non-201, 0 missing 201s, 0 repeated TIDs, ``synchronous_commit`` on. Throughput on a loaded machine
-follows the share of the CPUs the run gets; CPU per vend is the figure that compares. At about 2.7 ms of CPU per
-vend in all, two idle CPUs would carry about 700 vends/s: 1,000/s needs about 2 ms.
+The same code's CPU per vend moves by up to 2x between runs minutes apart (the VM's speed: wrk's own CPU per
+request, fixed work, moves with it, 0.05-0.10 ms), and throughput follows: at the fastest, 1.73 ms of CPU a vend
+in all, two idle CPUs would carry about 1,150 vends/s; at the slowest, 3.4 ms, under 600. wrk is a lean client
+(C, a few lines of Lua per request): 3% of a vend's CPU, left to the server as far as a load generator on the
+same two CPUs can.
 """
 
 from __future__ import annotations
