@@ -190,3 +190,23 @@ def test_a_durability_setting_turned_off_after_start_is_refused_on_both_paths(sh
         hotpath.check_durable = real
     vends = _scalar(svc, "SELECT count(*) FROM vends")
     assert vends == 2
+
+
+def test_a_failed_write_is_raised_typed_and_its_connection_comes_back_clean(shop: Any) -> None:
+    """The write message's error comes back from libpq as psycopg's typed error (here a constraint's, named), the
+    vend's transaction is rolled back with its claim, and the connection is idle again for the next vend."""
+    svc, caller, drns = shop
+    body = {"meter": drns[1], "amount": 3000}
+    svc.vend(caller, "warm", body)
+    with svc.engine.begin() as conn:  # every ledger line refused from now on
+        conn.execute(text("ALTER TABLE ledger ADD CONSTRAINT no_lines CHECK (debit < 0) NOT VALID"))
+    with pytest.raises(VendError) as refused:
+        asyncio.run(svc.purchases.vend_async(caller, "refused", body))
+    assert refused.value.code == "database_refused" and "no_lines" in refused.value.message
+    assert _claims(svc, "refused") == 0
+    pool = hotpath.AsyncPool.of(svc.engine)
+    assert pool is not None and pool.busy == 0 and len(pool.idle) == 1
+    with svc.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE ledger DROP CONSTRAINT no_lines"))
+    issued = asyncio.run(svc.purchases.vend_async(caller, "refused", body))  # the same key, on the same connection
+    assert issued is not None and not issued.replayed and pool.idle and pool.busy == 0
