@@ -443,7 +443,8 @@ def test_worker_status_and_refusals(engine: Engine) -> None:  # noqa: F811
     assert {k: status[k] for k in ("pending", "due", "waiting", "sent", "dead")} == {
         "pending": 4, "due": 2, "waiting": 2, "sent": 0, "dead": 1,
     }  # fmt: skip
-    assert status["channels"]["receipt"]["waiting"] == 2 and status["oldest_due_s"] >= 5
+    assert status["channels"]["receipt"]["waiting"] == 2
+    assert status["oldest_due_s"] >= 4  # compose's clock counts whole seconds
 
     result = run(["worker", "--once", "--channels", "fax", "--database-url", url_of(engine)])
     assert result.exit_code == 1 and result.stderr.startswith("error[outbox_misconfigured]: ")
