@@ -30,7 +30,6 @@ from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
 
 from mita import sts
 from mita.vend import clockcheck
@@ -196,12 +195,6 @@ def ahead_of_now(url: str, lead: dt.timedelta, tid_lead: dt.timedelta) -> dict[s
     return dict(zip(("vends", "outbox", "tids"), (int(n) for n in row), strict=True))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,  # the control below raises another error: a worker that sends nothing is no pass
-    reason="gate wiring pending: mita.vend.clockcheck finds the skew, but the API does not yet call "
-    "runtime.clockcheck.check() before a write (src/mita/api/gate.py), nor start it with the app",
-)
 def test_a_forward_jump_refuses_writes_until_corrected_and_writes_nothing_in_the_future(
     cluster: Cluster, seed: int, run_folder: Path
 ) -> None:

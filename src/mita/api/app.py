@@ -65,8 +65,9 @@ def create_app(database_url: str | None = None, *, settings: Settings | None = N
         # fighting for one interpreter lock cost more CPU than the vends themselves. Scale with
         # worker processes instead (``mita serve --workers``).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threads
+        runtime.clockcheck.start()
         yield
-        engine.dispose()
+        runtime.close()
 
     # the interactive documentation (/docs, /redoc) with its scripts and styles served from the package: it
     # works with no network, and tells no CDN who reads it
@@ -85,6 +86,7 @@ def create_app(database_url: str | None = None, *, settings: Settings | None = N
         engine=engine,
         readiness=readiness,
         max_body=settings.max_body_bytes,
+        clockcheck=runtime.clockcheck,
         metrics_public=settings.metrics_public,
     )
     routes = [route for router in ROUTERS for route in router.routes]
