@@ -210,3 +210,32 @@ def test_a_failed_write_is_raised_typed_and_its_connection_comes_back_clean(shop
         conn.execute(text("ALTER TABLE ledger DROP CONSTRAINT no_lines"))
     issued = asyncio.run(svc.purchases.vend_async(caller, "refused", body))  # the same key, on the same connection
     assert issued is not None and not issued.replayed and pool.idle and pool.busy == 0
+
+
+def test_a_silent_database_is_given_up_at_the_deadline_and_the_retry_finds_what_was_done(
+    shop: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction holding the meter's row (a hung session) keeps the vend's claim waiting with no answer: at the
+    deadline the vend is refused 503 ``retry``, its connection closed (its late answer goes nowhere), and the retry
+    with the same key, once the row is free, makes the one vend."""
+    svc, caller, drns = shop
+    body = {"meter": drns[2], "amount": 3000}
+    svc.vend(caller, "warm-2", body)
+    monkeypatch.setattr(hotpath, "ROUND_TRIP_DEADLINE_S", 0.5)
+    pool = hotpath.AsyncPool.of(svc.engine)
+    assert pool is not None
+    with svc.engine.connect() as hung:
+        hung.execute(text("BEGIN"))
+        hung.execute(text("SELECT 1 FROM meters WHERE drn = :d FOR UPDATE"), {"d": drns[2]})
+        with pytest.raises(VendError) as late:
+            asyncio.run(svc.purchases.vend_async(caller, "silent", body))
+        assert late.value.code == "retry" and "0.5 s" in late.value.message
+        assert pool.busy == 0 and not pool.idle  # the connection that waited is gone, its slot free
+        hung.execute(text("ROLLBACK"))
+    issued = asyncio.run(svc.purchases.vend_async(caller, "silent", body))
+    assert issued is not None and not issued.replayed
+    assert _claims(svc, "silent") == 1
+    assert (
+        _scalar(svc, "SELECT count(*) FROM vends WHERE meter_id = (SELECT id FROM meters WHERE drn = :d)", d=drns[2])
+        == 2
+    )

@@ -25,6 +25,13 @@ from .errors import VendError, database_failure
 
 DEFAULT_URL = "sqlite:///mita.db"
 CONNECT_TIMEOUT_S = 5
+#: libpq's TCP settings for every PostgreSQL connection: a server host that vanished (power, a cut cable, a
+#: partition) is noticed in about a minute (keepalives: 30 s idle, then 3 probes 10 s apart), and data sent but
+#: never acknowledged gives up after 30 s (``tcp_user_timeout``), instead of the kernel's two hours and fifteen
+#: minutes. A server that is there but silent answers the probes: the event loop's vend has a deadline of its own
+#: (``hotpath.ROUND_TRIP_DEADLINE_S``).
+TCP_ARGS: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                             "keepalives_count": 3, "tcp_user_timeout": 30_000}  # fmt: skip
 PING_AFTER_IDLE_S = 0.5
 MIGRATIONS = str(Path(__file__).with_name("migrations"))
 
@@ -61,13 +68,13 @@ def make_engine(url: str = DEFAULT_URL, pool_size: int = 10) -> Engine:
     # the first requests after the restart succeed instead of answering 503. A connection back in use within
     # PING_AFTER_IDLE_S is not pinged (under load none is idle, and a ping is a round trip per request); one a
     # restart cut while busy fails its statement, and SQLAlchemy then drops every connection of the pool.
-    # The connect timeout keeps an unreachable server from holding a request thread for minutes.
+    # The connect timeout keeps an unreachable server from holding a request thread for minutes; TCP_ARGS a dead one.
     engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S, **TCP_ARGS},
     )
 
     @event.listens_for(engine, "checkin")

@@ -37,6 +37,7 @@ from psycopg.errors import error_from_result
 from psycopg.rows import dict_row
 from sqlalchemy import Connection, Engine, event
 
+from .database import CONNECT_TIMEOUT_S, TCP_ARGS
 from .errors import VendError
 
 SQL = {
@@ -182,6 +183,12 @@ PG_CLAIM_AND_LOCK = (
 )
 #: The settings under which a committed vend could be lost in a crash, and the value that makes it so.
 UNSAFE = {"synchronous_commit": "off", "fsync": "off"}
+#: How long the event loop's vend waits for each answer from PostgreSQL. A server that is there but silent (a
+#: lost answer behind a stuck proxy, a lock held by a hung transaction) would otherwise hold the request and its
+#: connection for as long as it stays silent, and enough such requests would stall every vend of the process; past
+#: the deadline the connection is closed and the till is answered 503 ``retry``: its retry, with the same key,
+#: finds the vend if the COMMIT had gone through. (The thread's vend has libpq's TCP limits, ``database.TCP_ARGS``.)
+ROUND_TRIP_DEADLINE_S = 15.0
 
 
 def check_durable(locked: dict[str, Any]) -> None:
@@ -330,7 +337,9 @@ class AsyncPool:
         if conn is not None:
             return conn
         try:
-            conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True, connect_timeout=5)
+            conn = await psycopg.AsyncConnection.connect(
+                self.conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, **TCP_ARGS
+            )
         except BaseException:
             self._release(None)
             raise
@@ -420,7 +429,15 @@ async def _simple(conn: psycopg.AsyncConnection[Any], query: bytes) -> list[pq.a
     raising the first error as psycopg would. Straight on the connection's libpq handle: a cursor's machinery
     (its query parsing, result sets, row factories) cost more of a vend's CPU than the two messages themselves."""
     conn.pgconn.send_query(query)
-    results: list[pq.abc.PGresult] = await conn.wait(generators.execute(conn.pgconn))
+    try:
+        async with asyncio.timeout(ROUND_TRIP_DEADLINE_S):
+            results: list[pq.abc.PGresult] = await conn.wait(generators.execute(conn.pgconn))
+    except TimeoutError:
+        conn.pgconn.finish()  # its answer may still come, to a request long gone: the connection is done for
+        raise VendError(
+            "retry",
+            f"the database did not answer within {ROUND_TRIP_DEADLINE_S:g} s; retry with the same Idempotency-Key",
+        ) from None
     for result in results:
         if result.status == pq.ExecStatus.FATAL_ERROR:
             raise error_from_result(result, encoding=conn.info.encoding)
