@@ -72,12 +72,27 @@ class _NoSql:
 NO_SQL: Connection = _NoSql()  # type: ignore[assignment]
 
 
+def encoded(answer: dict[str, Any]) -> str:
+    """The answer as JSON, once: stored for a replay and sent as the body. Compact, UTF-8 as it is, no NaN:
+    the bytes Starlette's ``JSONResponse`` would make of it."""
+    return json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Answered(Issued):
+    """A new vend's answer with its body already encoded (:func:`encoded`), so that the route sends these bytes
+    instead of encoding the answer a second time."""
+
+    text: str = ""
+
+
 @dataclass
 class Sale:
     """A vend worked out with its meter locked: the answer, the rows to write, and what the writes after them
     (a connected meter's delivery, a key change's record) need."""
 
     response: dict[str, Any]
+    text: str  # the response encoded (stored with the key, and the body sent)
     writes: list[hotpath.Write]
     made: list[dict[str, Any]]
     pending: bool
@@ -184,7 +199,7 @@ class Purchases(Desk):
                 return None
             await hotpath.run_async(conn, sale.writes)
             done = True
-            return Issued(sale.response)
+            return Answered(sale.response, text=sale.text)
         except psycopg.Error as exc:
             raise database_failure(exc, "retry", "retry with the same Idempotency-Key") from None
         finally:
@@ -286,6 +301,7 @@ class Purchases(Desk):
         response["key"] = key_doc
         response["warnings"] = expiry_warnings(at, vk.issued_until, cfg.ken, cfg.base_date, cfg.kt, self.ctx.warn_days)
         response["delivery"] = None  # a keypad meter's: the receipt is the delivery (a connected one's: below)
+        text = encoded(response)
         ids = {"vend_id": vend_id, "meter_id": meter.id, "at": at}
         vend_row = {
             "id": vend_id,
@@ -328,7 +344,7 @@ class Purchases(Desk):
             ),
             (
                 "answer",
-                {"response": json.dumps(response), "vend_id": vend_id, "api_key_id": caller.api_key_id, "key": key},
+                {"response": text, "vend_id": vend_id, "api_key_id": caller.api_key_id, "key": key},
             ),
         ]
         if meter.customer_id is not None:
@@ -340,7 +356,7 @@ class Purchases(Desk):
                 "refund": 0 if carry else receipt.leftover,
             }
             writes.append(("customer", change))
-        return Sale(response, writes, made, pending, bool(meter.connected), current, cfg)
+        return Sale(response, text, writes, made, pending, bool(meter.connected), current, cfg)
 
     @staticmethod
     def _key_change_delivered(

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from mita.vend import listings
+from mita.vend.purchase import Answered
 from mita.vend.service import Caller, VendingService
 
 from .. import listings as lm
@@ -107,7 +108,15 @@ async def _vend(svc: VendingService, caller: Caller, key: str, raw: bytes) -> Re
     issued = await svc.purchases.vend_async(caller, key, fields)  # the common case, without a thread
     if issued is None:
         issued = await run_in_threadpool(svc.vend, caller, key, fields)
+    if isinstance(issued, Answered):  # encoded once, as it was stored
+        return _encoded(issued)
     return vend_json(issued.body, 200 if issued.replayed else 201)
+
+
+def _encoded(issued: Answered) -> Response:
+    """A new vend's answer from its stored text: what :func:`vend_json` answers, without encoding it again."""
+    headers = {"Cache-Control": "no-store", "Location": f"/v1/vends/{issued.body['id']}"}
+    return Response(issued.text.encode(), 201, headers, media_type="application/json")
 
 
 _ROUTE = next(r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is create_vend)
