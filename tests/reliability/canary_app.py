@@ -24,6 +24,8 @@ import threading
 import time
 from typing import Any
 
+from .patched import run_mita
+
 DELAY_S = 0.5
 _local = threading.local()
 
@@ -92,11 +94,7 @@ def app_from_env() -> Any:
 
 
 def main(argv: list[str]) -> int:
-    from mita.api import launch
-    from mita.cli.main import main as mita
-
-    launch.APP = f"{__name__}:app_from_env"
-    return int(mita(argv))
+    return run_mita(f"{__name__}:app_from_env", argv)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .patched import run_mita
+
 ENV = "MITA_REL_CLOCK_FILE"
 
 
@@ -62,11 +64,7 @@ def app_from_env() -> Any:
 
 
 def main(argv: list[str]) -> int:
-    from mita.api import launch
-    from mita.cli.main import main as mita
-
-    launch.APP = f"{__name__}:app_from_env"
-    return int(mita(argv))
+    return run_mita(f"{__name__}:app_from_env", argv)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .patched import run_mita
+
 FAULT_SIGNAL = signal.SIGUSR1
 ACKS_ENV = "MITA_REL_HSM_ACKS"
 SGC = "600100"
@@ -130,11 +132,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["setup"]:
         print(json.dumps(set_up(argv[1], int(argv[2]), sys.stdin.read().strip())))
         return 0
-    from mita.api import launch
-    from mita.cli.main import main as mita
-
-    launch.APP = f"{__name__}:app_from_env"
-    return int(mita(argv))
+    return run_mita(f"{__name__}:app_from_env", argv)
 
 
 if __name__ == "__main__":
