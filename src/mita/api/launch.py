@@ -88,8 +88,6 @@ def run(*, host: str, port: int, workers: int, log_format: str, database_url: st
     """
     import uvicorn  # only the serving process needs it
 
-    from .wire import JoinedProtocol
-
     on_start = {"()": f"{__name__}.Announce", "database": shown_url(database_url), "workers": workers}
     log_config = logs.config(log_format, on_start=on_start)
     os.environ["MITA_DATABASE_URL"] = database_url
@@ -107,7 +105,6 @@ def run(*, host: str, port: int, workers: int, log_format: str, database_url: st
             workers=workers,
             log_config=log_config,
             access_log=False,  # mita.api.observe writes the access log, with request ids
-            http=JoinedProtocol,  # a response's head and body in one write (mita.api.wire)
             # uvicorn kills a worker that does not answer its health check in time (5 s by default): on a busy
             # machine a worker still importing misses it, and is killed and restarted before it ever serves
             timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
