@@ -27,7 +27,7 @@ def test_the_answer_goes_out_as_the_route_would_send_it() -> None:
     assert sent.status_code == route.status_code == 201
     assert sent.body == route.body
     assert sent.headers.raw == route.headers.raw  # Content-Type, Content-Length, Location, Cache-Control
-    assert json.loads(sent.body) == ANSWER
+    assert json.loads(bytes(sent.body)) == ANSWER
 
 
 def test_an_answer_that_is_not_json_is_refused_before_it_is_stored() -> None:
