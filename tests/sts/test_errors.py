@@ -355,3 +355,13 @@ def test_an_issue_time_with_a_time_zone_is_refused() -> None:
 
     with pytest.raises(sts.FormatError):
         parse_issue_time("2026-11-25T21:00+05:00")
+
+
+@pytest.mark.parametrize("parse", [EA.parse, BaseDate.parse])
+def test_a_short_field_quotes_what_it_was_given_but_never_a_key_typed_into_it(parse: Any) -> None:
+    with pytest.raises(sts.FormatError, match=r"\(got .x.\)"):
+        parse("x")
+    key = "0123456789abcdef0123456789abcdef"
+    with pytest.raises(sts.FormatError) as refused:
+        parse(key)
+    assert key not in refused.value.message and "(got 32 characters)" in refused.value.message

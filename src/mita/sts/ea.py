@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import IntEnum
 from functools import lru_cache
 
-from .errors import FormatError
+from .errors import FormatError, shown
 from .sta import STA
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
@@ -40,7 +40,7 @@ class EA(IntEnum):
         try:
             return cls(int(str(value)))
         except (ValueError, TypeError):
-            raise FormatError(f"encryption algorithm must be 7, 9 or 11 (got {value!r})") from None
+            raise FormatError(f"encryption algorithm must be 7, 9 or 11 (got {shown(value)})") from None
 
 
 _local: threading.local | None = None  # made by the first DES call: only DES meters and DKGA02 need it

@@ -12,6 +12,14 @@ logs and HTTP responses.
 from __future__ import annotations
 
 
+def shown(value: object, most: int = 10) -> str:
+    """``value`` as an error message quotes it, when it is short; otherwise only its length. A field whose valid
+    forms are a few characters (an algorithm, a base date) that was given 16 or 32 hex digits was most likely given
+    a key by mistake, and the message must not carry it into a log."""
+    text = repr(value)
+    return text if len(text) <= most else f"{len(str(value))} characters"
+
+
 class StsError(Exception):
     """Base class; ``code`` is stable, ``message`` is for people."""
 

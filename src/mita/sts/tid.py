@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from enum import IntEnum
 
-from .errors import FormatError, TidOutOfRangeError
+from .errors import FormatError, TidOutOfRangeError, shown
 
 TID_BITS = 24
 TID_MAX = (1 << TID_BITS) - 1
@@ -47,7 +47,7 @@ class BaseDate(IntEnum):
         try:
             return cls(int(str(value)[:4]))  # 1993, "2014", "2035-01-01"
         except (ValueError, TypeError):
-            raise FormatError(f"base date must be 1993, 2014 or 2035 (got {value!r})") from None
+            raise FormatError(f"base date must be 1993, 2014 or 2035 (got {shown(value)})") from None
 
 
 def base_date_in_use(issued: dt.datetime) -> BaseDate:
