@@ -47,7 +47,10 @@ def apply(pay: Payments, report: Report) -> str | None:
     at = pay.clock()
     m = sms_messages.c
     with pay.engine.begin() as conn:
-        row = conn.execute(select(sms_messages).where(m.id == report.sms_id)).first()
+        # locked: Kannel sends a message's reports (at the SMSC, then delivered) within milliseconds, on two
+        # connections; read unlocked, the earlier report's move could land after the later one's and take a delivered
+        # message back to "smsc" (hidden while Kannel sent every report six times)
+        row = conn.execute(select(sms_messages).where(m.id == report.sms_id).with_for_update()).first()
         if row is None:
             return None
         if new is None or not SMS.allows(row.status, new):
