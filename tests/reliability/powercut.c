@@ -97,31 +97,28 @@ static void follow(int fd, const char *path, int flags) {
     if (file >= 0 && (flags & O_TRUNC)) emit('T', file, 0, 0, NULL);
 }
 
-int open64(const char *path, int flags, ...) {
+/* open and open64 both: libc's callers use either, and only a mode given with O_CREAT or O_TMPFILE is read. */
+static int traced_open(int (**real)(const char *, int, ...), const char *path, int flags, va_list ap) {
     resolve();
-    mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
-    int fd = real_open64(path, flags, mode);
+    mode_t mode = (flags & (O_CREAT | O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
+    int fd = (*real)(path, flags, mode);
     follow(fd, path, flags);
     return fd;
 }
 
+int open64(const char *path, int flags, ...) {
+    va_list ap;
+    va_start(ap, flags);
+    int fd = traced_open(&real_open64, path, flags, ap);
+    va_end(ap);
+    return fd;
+}
+
 int open(const char *path, int flags, ...) {
-    resolve();
-    mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
-    int fd = real_open(path, flags, mode);
-    follow(fd, path, flags);
+    va_list ap;
+    va_start(ap, flags);
+    int fd = traced_open(&real_open, path, flags, ap);
+    va_end(ap);
     return fd;
 }
 
