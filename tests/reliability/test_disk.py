@@ -92,6 +92,17 @@ def _cluster(data: Path, wal: Path, folder: Path) -> Cluster:
     return cluster
 
 
+def _utility(
+    url: str, meters: int, run_folder: Path, seed: int, plan: str
+) -> tuple[rig.Utility, History, dict[str, str]]:
+    """A utility of ``meters`` on ``url``, its history opened with the run's set-up, and the servers' environment."""
+    master = rig.new_master_key()
+    utility = rig.set_up(url, meters, master)
+    history = History(run_folder / "history.jsonl")
+    rig.write_setup(history, utility, seed=seed, plan=plan, faults=["disk_full"])
+    return utility, history, rig.environment(url, master)
+
+
 def test_postgres_on_a_full_disk_answers_typed_errors_and_loses_nothing(seed: int, run_folder: Path) -> None:
     """The throwaway cluster's tables on a 96 MiB tmpfs and its WAL on a 16 MiB one; while 4 tills vend, the
     tables' disk is filled for 3 s (each insert that needs a new page fails), then the WAL's until PostgreSQL
@@ -104,11 +115,8 @@ def test_postgres_on_a_full_disk_answers_typed_errors_and_loses_nothing(seed: in
         try:
             cluster.start()
             url = cluster.create_database("rel_disk")
-            master = rig.new_master_key()
-            utility = rig.set_up(url, 10, master)
-            history = History(run_folder / "history.jsonl")
-            rig.write_setup(history, utility, seed=seed, plan="disk_pg", faults=["disk_full"])
-            server = rig.serve(rig.environment(url, master), run_folder, workers=2)
+            utility, history, env = _utility(url, 10, run_folder, seed, "disk_pg")
+            server = rig.serve(env, run_folder, workers=2)
             try:
                 warm_up(server, utility)
                 workload = _load(server, utility, history, seed, "disk_pg", clients=4)
@@ -158,11 +166,7 @@ def test_sqlite_on_a_full_disk_answers_typed_errors_and_keeps_its_file_sound(see
     with tmpfs.mounted(16) as disk:
         path = disk / "mita.db"
         url = f"sqlite:///{path}"
-        master = rig.new_master_key()
-        utility = rig.set_up(url, 6, master)
-        history = History(run_folder / "history.jsonl")
-        rig.write_setup(history, utility, seed=seed, plan="disk_sqlite", faults=["disk_full"])
-        env = rig.environment(url, master)
+        utility, history, env = _utility(url, 6, run_folder, seed, "disk_sqlite")
         server = rig.serve(env, run_folder, workers=2)
         worker = rig.outbox_worker(env, run_folder)
         try:
