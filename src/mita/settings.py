@@ -147,6 +147,19 @@ class Settings(MasterKeySettings, HsmSettings, OutboxSettings, ChannelSettings):
         default="mita-ingest",
         description="the shared subscription group the ingest workers split the meters' messages in",
     )
+    mqtt_resend_after: float = Field(
+        default=60,
+        gt=0,
+        description="seconds an MQTT meter's command the broker took waits for the meter's answer before it is "
+        "published again (a broker can lose what it took); twice as long before each further re-send",
+    )
+    mqtt_max_sends: int = Field(
+        default=6,
+        ge=1,
+        le=20,
+        description="times one MQTT command is published at most, its first publish and re-sends (and tries the "
+        "broker did not take) counted; 1: never re-sent",
+    )
     readings_retention_months: int = Field(
         default=24, ge=1, le=240, description="months of readings kept; older monthly partitions are dropped"
     )

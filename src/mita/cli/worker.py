@@ -194,8 +194,10 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
     ]  # fmt: skip
     totals, adding = Counts(), threading.Lock()
     listener = None
-    if not args.once and HEADEND in routes and (args.mqtt_acks or _any_mqtt(engine)):
-        settler = CommandSender(engine, clock=runtime.clock, confirm_key_change=confirm)
+    if not args.once and HEADEND in routes and (args.mqtt_acks or _any_mqtt(engine)):  # its sweep also re-sends
+        settler = CommandSender(engine, clock=runtime.clock, confirm_key_change=confirm, publisher=publisher,
+                                resend_after=runtime.settings.mqtt_resend_after,
+                                max_sends=runtime.settings.mqtt_max_sends)  # fmt: skip
         listener = _ack_listener(runtime, args, settler, stopping, log)
 
     if not args.once:

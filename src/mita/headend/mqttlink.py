@@ -19,6 +19,10 @@ The command lifecycle is the DLMS head-end's (``mita.vend.lifecycles.COMMAND``),
   ``delivery`` reads the same whichever way its tokens went. A meter's ``expired`` (it had the command after its
   deadline and did nothing) ends the command ``expired``. A command with no ack by its deadline is ended
   ``expired`` by the listener's sweep (:meth:`mita.headend.runner.CommandSender.sweep`).
+* **sent again**: a PUBACK is the broker's, not the meter's (a broker restarted without persistence has lost what
+  it took). The same sweep publishes a command with no ack again, same id and payload, ``MITA_MQTT_RESEND_AFTER``
+  seconds after its last publish and then twice as long each time, until ``MITA_MQTT_MAX_SENDS`` publishes or
+  its deadline (:meth:`mita.headend.runner.CommandSender.resend`).
 
 A meter answers each command id once and repeats its first outcome for a repeat (``docs/telemetry.md``); an ack for
 a command already ended is acknowledged to the broker and changes nothing; an ack on another meter's topic than the
@@ -191,10 +195,11 @@ class AckListener:
     """The acks of every MQTT meter, on a shared subscription with a persistent session (module docstring).
 
     ``settle(drn, ack)`` applies one ack in its own transaction (:meth:`mita.headend.runner.CommandSender.settle`);
-    ``sweep()`` ends the commands past their deadline with no ack. Messages arrive on paho's thread and are
-    applied on the thread that calls :meth:`run`, so a slow database never stalls the connection's keepalive; a
-    message is acknowledged to the broker after its transaction committed, and only on the connection it came
-    on (after a reconnection the broker sends it again: applying it twice changes nothing)."""
+    ``sweep()`` ends the commands past their deadline with no ack (and publishes again those due a re-send).
+    Messages arrive on paho's thread and are applied on the thread that calls :meth:`run`, so a slow database never
+    stalls the connection's keepalive; a message is acknowledged to the broker after its transaction committed,
+    and only on the connection it came on (after a reconnection the broker sends it again: applying it twice
+    changes nothing)."""
 
     def __init__(
         self,

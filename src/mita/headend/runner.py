@@ -16,6 +16,14 @@ An MQTT-native meter (endpoint transport ``mqtt``) is not reached here: its comm
 (:class:`mita.headend.mqttlink.Publisher`) and the outbox row is done; the meter's ack, applied by :meth:`settle`
 (from :class:`mita.headend.mqttlink.AckListener`), ends it by the same rules, and :meth:`sweep` expires what got no
 ack by its deadline.
+
+A broker's PUBACK is not the meter's: a broker that restarts without persistence, or drops a session that expired,
+loses a command it took, and the command would wait ``sent`` until its deadline (a day, for a vend's tokens). So
+:meth:`sweep` also publishes again, with the same id and payload, a command still ``sent`` with no ack
+``resend_after`` seconds after its last publish, then after twice that, four times..., until it was published
+``max_sends`` times (``attempts``, which counts every publish) or its deadline. A meter answers a repeated id with
+its first outcome and does nothing again (``mita.sim.mqttmeter``, ``docs/telemetry.md``), so a re-send is safe; the
+back-off and the bound keep an offline meter, whose persistent session queues every copy, from a storm.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from psycopg.rows import namedtuple_row
-from sqlalchemy import Engine, bindparam, exists, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, exists, false, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from mita.outbox.senders import Message, SendError
@@ -203,6 +211,43 @@ _SWEEP = (
     .values(status=S.EXPIRED.value, error="expired: no acknowledgement by its deadline", finished_at=bindparam("at"))
 )
 COMMAND.check(S.SENT, S.EXPIRED)  # what the sweep does, allowed (checked once, at import)
+COMMAND.check(S.SENT, S.SENT)  # and a re-send
+#: Most commands one sweep re-sends (the rest wait for the next sweep, seconds later).
+RESEND_BATCH = 100
+#: An MQTT command re-sent: one more publish counted, claimed by the sweep that saw it (several workers sweep).
+_RESENT = (
+    update(meter_commands)
+    .where(_C.id == bindparam("command"), _C.status == S.SENT.value, _C.attempts == bindparam("was"))
+    .values(attempts=_C.attempts + 1, sent_at=bindparam("at"))
+)
+
+
+def resend_due(at: dt.datetime, after: float, max_sends: int) -> Any:
+    """Whether a ``sent`` command's last publish (``sent_at``) is old enough to publish it again: ``after`` seconds
+    after its first publish, twice that after its second, and so on; never once it was published ``max_sends``
+    times. One clause per count of publishes, its time computed here (no date arithmetic in SQL, which SQLite and
+    PostgreSQL spell differently)."""
+    waits = [
+        and_(_C.attempts == n, _C.sent_at <= at - dt.timedelta(seconds=after * 2 ** (n - 1)))
+        for n in range(1, max_sends)
+    ]
+    return or_(*waits) if waits else false()
+
+
+def _resendable(at: dt.datetime, after: float, max_sends: int) -> Any:
+    """The MQTT commands to publish again now, oldest first (module docstring)."""
+    return (
+        select(_C.id, _C.kind, _C.params, _C.expires_at, _C.attempts, meters.c.drn)
+        .join(meters, meters.c.id == _C.meter_id)
+        .where(
+            _C.status == S.SENT.value,
+            _C.expires_at > at,
+            exists().where(meter_endpoints.c.meter_id == _C.meter_id, meter_endpoints.c.transport == Transport.MQTT),
+            resend_due(at, after, max_sends),
+        )
+        .order_by(_C.id)
+        .limit(RESEND_BATCH)
+    )
 
 
 def _ended(
@@ -269,6 +314,8 @@ class CommandSender:
 
     ``confirm_key_change(drn)`` is the vending service's confirmation (the shell composes it, since the vending
     service's job sits beside, not below, this one); ``clock`` is the utility's wall clock, as the rows are.
+    ``resend_after`` and ``max_sends`` (``MITA_MQTT_RESEND_AFTER``, ``MITA_MQTT_MAX_SENDS``): when :meth:`sweep`
+    publishes an unanswered MQTT command again, and how often at most; None: never (it needs ``publisher`` too).
     """
 
     def __init__(
@@ -279,8 +326,11 @@ class CommandSender:
         confirm_key_change: Callable[[str], None] | None = None,
         timeout: float = 5.0,
         publisher: mqttlink.Publisher | None = None,
+        resend_after: float | None = None,
+        max_sends: int = 6,
     ) -> None:
         self.engine, self.clock, self.timeout = engine, clock, timeout
+        self.resend_after, self.max_sends = resend_after, max_sends
         self.confirm_key_change = confirm_key_change
         self.publisher = publisher  # MQTT-native meters' commands; None: such a command waits, queued
         # PostgreSQL on psycopg: the two writes of every command run by the driver, each its own transaction.
@@ -379,9 +429,41 @@ class CommandSender:
         return done.status
 
     def sweep(self) -> int:
-        """Commands sent to MQTT meters and past their deadline with no ack, ended ``expired``; how many."""
+        """Commands sent to MQTT meters and past their deadline with no ack, ended ``expired``; how many. Then the
+        unanswered ones due a re-send are published again (:meth:`resend`)."""
         with self.engine.begin() as conn:
-            return int(conn.execute(_SWEEP, {"at": self.clock()}).rowcount)
+            expired = int(conn.execute(_SWEEP, {"at": self.clock()}).rowcount)
+        self.resend()
+        return expired
+
+    def resend(self) -> int:
+        """Publish again, with the same id and payload, the MQTT commands still ``sent`` with no ack and due a
+        re-send (module docstring); how many the broker took. Each is claimed first (``attempts`` + 1 and
+        ``sent_at``, on the count read: another worker's sweep that claimed it first wins), then published. A
+        broker that cannot be reached ends the pass: the claimed publish counts as a try, and its next re-send
+        waits twice as long, as any other's."""
+        if self.publisher is None or self.resend_after is None or self.max_sends < 2:
+            return 0
+        now = self.clock()
+        with self.engine.connect() as conn:
+            due = conn.execute(_resendable(now, self.resend_after, self.max_sends)).all()
+        sent = 0
+        for row in due:
+            with self.engine.begin() as conn:
+                if conn.execute(_RESENT, {"command": row.id, "was": row.attempts, "at": now}).rowcount != 1:
+                    continue  # answered, ended or re-sent by another worker meanwhile
+            try:
+                topic, payload, props = mqttlink.command_message(row.drn, row.id, row.kind, row.params or {},
+                                                                 row.expires_at, now)  # fmt: skip
+                self.publisher.publish(topic, payload, props)
+            except MqttError as exc:
+                log.warning("re-sending MQTT commands stopped at command %s: %s", row.id, exc.code)
+                break
+            sent += 1
+            log.debug("command %s (%s) to meter %s re-sent: publish %d", row.id, row.kind, row.drn, row.attempts + 1)
+        if sent:
+            log.info("%d MQTT command(s) re-sent: the broker had them, no meter answered", sent)
+        return sent
 
     def _take(self, command_id: int, now: dt.datetime) -> Any:
         """The command moved to sent, with its meter and how to reach it; None when there is nothing to send (it
