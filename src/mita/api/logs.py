@@ -2,9 +2,11 @@
 
 Everything goes through the standard :mod:`logging` module, one line per record on standard error: the start-up
 line (``mita.server``, written by :mod:`.launch`), the access log
-(``mita.access``), the application's own warnings (``mita.*``) and uvicorn's warnings and errors (its access log
-is off: :mod:`.observe` writes ours). A record may carry structured ``fields`` (``extra={"fields": {...}}``): the
-JSON format writes them as keys, the text format has them in its message already. The request being answered
+(``mita.access``), the application's own warnings (``mita.*``), uvicorn's warnings and errors (its access log
+is off: :mod:`.observe` writes ours), and other libraries' warnings and errors (psycopg's, SQLAlchemy's pool's:
+:class:`Foreign`) and Python's warnings (``py.warnings``), which would otherwise reach standard error raw. A
+record may carry structured ``fields`` (``extra={"fields": {...}}``): the JSON format writes them as keys, the
+text format has them in its message already. The request being answered
 (:data:`REQUEST_ID`) is added to every record logged while it runs, whichever logger wrote it.
 
 Times are UTC in RFC 3339 with milliseconds (``2026-01-31T08:00:00.123Z``): a line means the same wherever it is
@@ -17,6 +19,7 @@ import datetime as dt
 import json
 import logging
 import os
+import warnings
 from contextvars import ContextVar
 from typing import Any
 
@@ -77,9 +80,56 @@ class UvicornNews(logging.Filter):
         return record.levelno >= logging.WARNING or str(record.msg).startswith("Child process")
 
 
+#: Loggers of libraries that deal with a broken connection themselves (SQLAlchemy's pool resets or discards it,
+#: psycopg ignores an error in a rollback): at most a warning in Mita's log, whatever level they chose.
+CONNECTION_LOGGERS = ("sqlalchemy.pool", "psycopg")
+
+
+class Foreign(logging.Filter):
+    """Other libraries' records, as one line in Mita's format: a traceback becomes its exceptions' class names
+    (its text can hold a statement's parameters, as SQLAlchemy's errors print them, or a piece of a connection
+    string libpq could not parse), and a connection pool's or driver's error about one connection, which it has
+    dealt with, is a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a library's bad format: the handler reports it as usual
+            return True
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            cause = exc.__cause__ or getattr(exc, "orig", None)
+            message += f" ({type(exc).__name__}" + (f" from {type(cause).__name__}" if cause is not None else "") + ")"
+        record.msg = " | ".join(part.strip() for part in message.splitlines() if part.strip())
+        record.args, record.exc_info, record.exc_text, record.stack_info = None, None, None, None
+        if record.levelno > logging.WARNING and any(
+            record.name == name or record.name.startswith(name + ".") for name in CONNECTION_LOGGERS
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """:func:`warnings.formatwarning` on one line, ``<Category>: <message> (<file>:<line>)``: Python's own adds
+    the warning's source line below, a second line in the log."""
+    return f"{category.__name__}: {message} ({filename}:{lineno})"
+
+
+def foreign_records() -> Foreign:
+    """The :class:`Foreign` filter, for :func:`config`; making it also sends Python's warnings to the log
+    (``py.warnings``, one line each). ``dictConfig`` calls it in each process uvicorn starts: it has no other
+    hook."""
+    warnings.formatwarning = one_line_warning
+    logging.captureWarnings(True)
+    return Foreign()
+
+
 def config(log_format: str, *, on_start: dict[str, Any] | None = None) -> dict[str, Any]:
     """A :func:`logging.config.dictConfig` mapping (uvicorn applies it in the server process and in each
-    worker): Mita's loggers at INFO, uvicorn's warnings and errors, all on standard error in ``log_format``.
+    worker): Mita's loggers at INFO, uvicorn's and other libraries' warnings and errors (:class:`Foreign`) and
+    Python's warnings, all on standard error in ``log_format``.
     ``on_start`` is the factory of a filter for uvicorn's records that sees its "running on" record (the
     start-up line of :mod:`.launch`)."""
     if log_format not in LOG_FORMATS:
@@ -92,10 +142,15 @@ def config(log_format: str, *, on_start: dict[str, Any] | None = None) -> dict[s
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"mita": {"()": f"{__name__}.{formatter.__qualname__}"}},
-        "filters": filters,
-        "handlers": {"mita": stderr, "uvicorn": {**stderr, "filters": list(filters)}},
+        "filters": {**filters, "foreign": {"()": f"{__name__}.{foreign_records.__name__}"}},
+        "handlers": {
+            "mita": stderr,
+            "uvicorn": {**stderr, "filters": list(filters)},
+            "foreign": {**stderr, "filters": ["foreign"]},
+        },
         "loggers": {
             "mita": {"handlers": ["mita"], "level": "INFO", "propagate": False},
             "uvicorn": {"handlers": ["uvicorn"], "level": "INFO", "propagate": False},
         },
+        "root": {"handlers": ["foreign"], "level": "WARNING"},  # else Python's last resort writes them raw
     }

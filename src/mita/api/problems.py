@@ -19,12 +19,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from mita.sealing import KeyStoreError
 from mita.sts import StsError
-from mita.vend.errors import database_failure
+from mita.vend.errors import VendError, database_failure
 
 from .codes import BY_STATUS, answer
 
@@ -135,12 +136,37 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return problem(status, code, detail, headers=headers or None)
 
 
+def failure_site(exc: BaseException) -> str:
+    """Where a database failure happened, for the log line: ``in: <statement>`` (its first 200 characters, never
+    its parameters), or, when no statement was running, what failed on the connection. Only the driver error's
+    class and SQLSTATE are named: ``str(exc)`` holds the parameters, and libpq's words on a connection string it
+    could not parse quote a piece of it (``missing "=" after "<password>"``)."""
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    sqlstate = getattr(orig, "sqlstate", None) if isinstance(orig, psycopg.Error) else None
+    named = type(orig).__name__ + (f", SQLSTATE {sqlstate}" if sqlstate else "")
+    lost = isinstance(exc, DBAPIError) and exc.connection_invalidated
+    statement = exc.statement if isinstance(exc, DBAPIError) else None  # None when SQLAlchemy was not running one
+    if statement:
+        return f"in: {statement[:200]}" + (f" (the connection was lost: {named})" if lost else "")
+    if isinstance(exc, PoolTimeout):
+        return f"waiting for a connection: none was free in the pool within its timeout ({named})"
+    if lost:
+        return f"outside any statement (a commit, a rollback): the connection was lost ({named})"
+    if isinstance(orig, psycopg.Error) and (orig.pgconn is not None or (isinstance(exc, DBAPIError) and not sqlstate)):
+        return f"connecting: no connection could be made ({named})"  # refused, unreachable, no such role...
+    if isinstance(exc, DBAPIError):
+        return f"outside any statement (a commit, a rollback) ({named})"
+    return f"with no statement recorded ({named})"  # a driver error raised straight, not through SQLAlchemy
+
+
 async def _database_error(_: Request, exc: Exception) -> JSONResponse:
-    """Transient failures are 503 (retry later), deterministic refusals 500 with their own code."""
-    # str(exc) holds the parameters: log the driver's error class and the statement only
-    statement = exc.statement if isinstance(exc, DBAPIError) else ""
-    failure = database_failure(exc)
-    log.error("database error %s (%s) in: %.200s", failure.code, failure.message, statement)
+    """Transient failures are 503 (retry later), deterministic refusals 500 with their own code; a pool with no
+    connection free in time is 503 too (the pool's own ``TimeoutError`` is no driver error)."""
+    if isinstance(exc, PoolTimeout):
+        failure = VendError("database_unavailable", "no database connection was free in time; retry later")
+    else:
+        failure = database_failure(exc)
+    log.error("database error %s (%s) %s", failure.code, failure.message, failure_site(exc))
     return refusal(failure)
 
 
@@ -183,6 +209,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(psycopg.Error, _database_error)
+    app.add_exception_handler(PoolTimeout, _database_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
 

@@ -174,10 +174,11 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
         clockcheck.check()
     stopping = threading.Event()
     senders = build_senders(routes, SenderContext(engine, stopping, settings.sender_env()))
-    if not logging.getLogger().handlers:
+    if not logging.getLogger().handlers:  # psycopg's and SQLAlchemy's records come through this handler too
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        _log_warnings()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         if stopping.is_set():  # asked twice: now
@@ -231,6 +232,22 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
             publisher.close()
     log.info("worker %s: stopped: %s", os.getpid(), totals.as_dict())
     emit(totals.as_dict(), indent=None)
+
+
+def _log_warnings() -> None:
+    """Python's warnings (psycopg's on a connection left open, a library's deprecations) as log records on one
+    line, ``<Category>: <message> (<file>:<line>)``, not raw on standard error: what
+    :func:`mita.api.logs.foreign_records` does for ``mita serve``, written out here because importing
+    :mod:`mita.api` loads FastAPI, a second more at every worker's start."""
+    import warnings
+
+    def one_line(
+        message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+    ) -> str:
+        return f"{category.__name__}: {message} ({filename}:{lineno})"
+
+    warnings.formatwarning = one_line
+    logging.captureWarnings(True)
 
 
 def _publisher(url: str, log: logging.Logger) -> mqttlink.Publisher | None:
