@@ -83,7 +83,7 @@ def test_kannel_gets_an_answer_it_takes_as_done_so_each_report_comes_once(
     r = payments.record(PaymentFact("mpesa", "c2b", "RKL51ZDR4G", 10_000, account_ref=DRN, meter=DRN))
     drain({"payment": PaymentSender(payments), "sms": sender(world, base, gateway), "receipt": Collect()})
     until(lambda: status(payments, r.id) == "delivered")
-    time.sleep(2.5)  # smsbox's retries come a second apart (http-queue-delay)
+    time.sleep(kannel.CALLBACK_RETRY_DELAY_S + 1.5)  # a retry of a report would have come by now (http-queue-delay)
     assert seen and len(seen) == len(set(seen)), seen
 
 

@@ -25,6 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 FAKESMSC = Path("/usr/lib/kannel/test/fakesmsc")
+#: smsbox's retries of a callback Mita did not answer 200 (``http-request-retry``, ``http-queue-delay``): five
+#: minutes of Mita away (a database restart or failover, the API restarted). smsbox acknowledges a delivery report to
+#: bearerbox before it calls Mita and keeps the retries in memory: when they run out the report is gone for good, and
+#: its payment waits a day for the delivery sweep (5 retries a second apart lost every report of a 6 s outage).
+CALLBACK_RETRIES = 60
+CALLBACK_RETRY_DELAY_S = 5
 _GOT = re.compile(r"Got message \d+: <(\S+) (\S+) (?:\S+ )?text (.*)>\s*$")
 
 
@@ -73,9 +79,9 @@ sendsms-port = {sendsms}
 sendsms-interface = 127.0.0.1
 log-file = "{folder}/smsbox.log"
 log-level = 1
-# inbound SMS to Mita: retried if Mita is down, with the same %I
-http-request-retry = 5
-http-queue-delay = 1
+# callbacks to Mita (inbound SMS, with the same %I; delivery reports) retried while Mita is down, for 5 minutes
+http-request-retry = {CALLBACK_RETRIES}
+http-queue-delay = {CALLBACK_RETRY_DELAY_S}
 
 group = sendsms-user
 username = mita
