@@ -228,3 +228,37 @@ def test_the_worker_logs_a_warning_as_one_line_of_its_format(tmp_path: Path) -> 
         warned[0],
     ), warned
     assert "warnings.warn(" not in done.stderr  # Python's second line, the warning's source
+
+
+_INGEST = """
+import sys, warnings
+from mita.cli import main
+from mita.headend.ingest import Counts, IngestWorker
+
+def run(self):  # a library warning while the worker runs; no broker needed
+    warnings.warn("a connection was deleted while still open", ResourceWarning)
+    return Counts()
+
+IngestWorker.run = run
+sys.exit(main.main(["worker", "ingest", "--database-url", {url!r}, "--mqtt-url", "mqtt://127.0.0.1:1"]))
+"""
+
+
+def test_the_ingest_worker_logs_a_warning_as_one_line_too(tmp_path: Path) -> None:
+    from mita.vend import database
+
+    url = f"sqlite:///{tmp_path}/ingest.db"
+    database.upgrade(url)
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", _INGEST.format(url=url)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "MITA_MASTER_KEY": "00" * 32},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "ResourceWarning" in line]
+    assert len(warned) == 1, done.stderr
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d [\d:,]+ WARNING py\.warnings: ResourceWarning: a connection was deleted while still open "
+        r"\(<string>:\d+\)",
+        warned[0],
+    ), warned
+    assert "warnings.warn(" not in done.stderr

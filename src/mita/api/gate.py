@@ -13,7 +13,9 @@ before its 401. This ASGI middleware answers from the headers alone, in this ord
 | a body on POST, PUT or PATCH is JSON (`application/json` or `application/*+json`) | 415 `unsupported_media_type` |
 | ... but CSV (`text/csv`) on the import routes (``CSV_PATHS``) | 415 `unsupported_media_type` |
 
-The database's refusals are ``database_unavailable``, ``unsafe_database`` or ``schema_outdated``.
+The database's refusals are ``database_unavailable``, ``unsafe_database`` or ``schema_outdated``. The gate runs
+outside the application's exception handlers, so it types its own database failures (the readiness check's, an
+API key's lookup, a pool with no connection free) through ``database_failure``: 503, never a 500 with a traceback.
 A body sent without a length (chunked) is counted as it is read, and refused with 413 at the limit.
 Paths outside ``/v1`` (documentation, ``/healthz``, ``/readyz``) and ``/v1/health`` pass without a key.
 Providers' callbacks (``/hooks/...``: M-Pesa, Kannel, the USSD aggregator) carry no API key either: a secret path
@@ -38,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -88,6 +91,9 @@ class Readiness:
             except VendError as exc:
                 self._last_error = exc
                 raise
+            except (DBAPIError, PoolTimeout) as exc:  # check_ready types its connect, not the SHOW statements after
+                self._last_error = database_failure(exc)
+                raise self._last_error from None
             self.ready = True
 
 
@@ -204,7 +210,7 @@ class Gate:
             return caller
         try:
             return await run_in_threadpool(registry.authenticate, self.engine, key)
-        except DBAPIError as exc:
+        except (DBAPIError, PoolTimeout) as exc:  # the gate runs outside the application's exception handlers
             raise database_failure(exc) from None
 
     def _body_refusal(self, method: str, headers: Headers, path: str = "") -> tuple[int, str, str] | None:

@@ -19,9 +19,10 @@ import datetime as dt
 import json
 import logging
 import os
-import warnings
 from contextvars import ContextVar
 from typing import Any
+
+from mita.oneline import log_warnings
 
 LOG_FORMATS = ("text", "json")
 
@@ -109,20 +110,11 @@ class Foreign(logging.Filter):
         return True
 
 
-def one_line_warning(
-    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
-) -> str:
-    """:func:`warnings.formatwarning` on one line, ``<Category>: <message> (<file>:<line>)``: Python's own adds
-    the warning's source line below, a second line in the log."""
-    return f"{category.__name__}: {message} ({filename}:{lineno})"
-
-
 def foreign_records() -> Foreign:
     """The :class:`Foreign` filter, for :func:`config`; making it also sends Python's warnings to the log
-    (``py.warnings``, one line each). ``dictConfig`` calls it in each process uvicorn starts: it has no other
-    hook."""
-    warnings.formatwarning = one_line_warning
-    logging.captureWarnings(True)
+    (``py.warnings``, one line each: :func:`mita.oneline.log_warnings`, which the workers call too).
+    ``dictConfig`` calls it in each process uvicorn starts: it has no other hook."""
+    log_warnings()
     return Foreign()
 
 

@@ -15,7 +15,7 @@ import argparse
 
 from . import command
 from .options import add_database_url, add_json
-from .worker import _bounded
+from .worker import _bounded, log_to_stderr
 from .worker import add_worker as add_outbox_worker
 
 DOC = """Store what meters publish over MQTT: readings, events, status.
@@ -62,7 +62,6 @@ def ingest(args: argparse.Namespace) -> None:
     import logging
     import os
     import signal
-    import sys
     import threading
     from types import FrameType
 
@@ -92,10 +91,7 @@ def ingest(args: argparse.Namespace) -> None:
         retention_months=settings.readings_retention_months,
         idle_exit=args.idle_exit,
     )
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+    log_to_stderr()  # the outbox worker's log set-up: Python's warnings one line each too
     log = logging.getLogger("mita.headend.ingest")
     stopping = threading.Event()
 

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from mita.oneline import log_warnings
 
 from .command import emit
 from .options import add_database_url, add_json
@@ -113,7 +116,6 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
     import logging
     import os
     import signal
-    import sys
     import threading
     from types import FrameType
 
@@ -174,11 +176,7 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
         clockcheck.check()
     stopping = threading.Event()
     senders = build_senders(routes, SenderContext(engine, stopping, settings.sender_env()))
-    if not logging.getLogger().handlers:  # psycopg's and SQLAlchemy's records come through this handler too
-        logging.basicConfig(
-            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        _log_warnings()
+    log_to_stderr()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         if stopping.is_set():  # asked twice: now
@@ -234,20 +232,15 @@ def _dispatch(runtime: Runtime, args: argparse.Namespace) -> None:
     emit(totals.as_dict(), indent=None)
 
 
-def _log_warnings() -> None:
-    """Python's warnings (psycopg's on a connection left open, a library's deprecations) as log records on one
-    line, ``<Category>: <message> (<file>:<line>)``, not raw on standard error: what
-    :func:`mita.api.logs.foreign_records` does for ``mita serve``, written out here because importing
-    :mod:`mita.api` loads FastAPI, a second more at every worker's start."""
-    import warnings
-
-    def one_line(
-        message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
-    ) -> str:
-        return f"{category.__name__}: {message} ({filename}:{lineno})"
-
-    warnings.formatwarning = one_line
-    logging.captureWarnings(True)
+def log_to_stderr() -> None:
+    """A worker's log (``mita worker``, ``mita worker ingest``): every record at INFO and above on standard error,
+    one line each, Python's warnings included (:func:`mita.oneline.log_warnings`: raw, they take two lines), unless
+    the process has set up its logging already (a test, a program running the worker). psycopg's and SQLAlchemy's
+    records come through this handler too."""
+    if logging.getLogger().handlers:
+        return
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_warnings()
 
 
 def _publisher(url: str, log: logging.Logger) -> mqttlink.Publisher | None:

@@ -7,6 +7,7 @@ import sqlite3
 
 import psycopg
 from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from mita.sts import StsError
 
@@ -61,21 +62,37 @@ def database_failure(
     """The typed error for a database failure, without its statement or parameters (they may hold secrets).
 
     A full disk answers ``disk_full`` (503, and one warning in the log: the operator must make room); other
-    transient failures answer ``retry_code`` (503: try again; for a vend, with the same Idempotency-Key);
-    deterministic refusals answer ``database_refused`` (500), naming the constraint when there is one.
+    transient failures answer ``retry_code`` (503: try again; for a vend, with the same Idempotency-Key), and so
+    does a pool with no connection free in time; deterministic refusals answer ``database_refused`` (500), naming
+    the constraint when there is one.
+
+    The message is the client's ``detail``, so it says what the client needs to know: with no statement running,
+    a connection that could not be made ("could not connect") is told apart from one lost at a commit, whose
+    outcome is unknown: a vend may have been committed, and only a retry with the same Idempotency-Key says.
     """
+    if isinstance(exc, PoolTimeout):  # SQLAlchemy's own, no driver error: every connection was busy
+        return VendError(retry_code, f"no database connection was free in time; {retry_hint}")
     if is_disk_full(exc):
         log.warning("the database's disk is full (%s): writes refused until there is room", _driver_error(exc))
         return VendError("disk_full", f"the database's disk is full ({_driver_error(exc)}); {retry_hint}")
     if is_transient(exc):
+        driver = _driver_error(exc)
         if isinstance(exc, DBAPIError) and exc.statement is None:  # no statement: the connection itself failed
-            return VendError(retry_code, f"could not connect to the database ({_driver_error(exc)}); {retry_hint}")
-        return VendError(retry_code, f"the database did not confirm the operation ({_driver_error(exc)}); {retry_hint}")
+            lost = "the connection to the database was lost before it confirmed"  # at a commit: outcome unknown
+            what = lost if _lost(exc) else "could not connect to the database"
+            return VendError(retry_code, f"{what} ({driver}); {retry_hint}")
+        return VendError(retry_code, f"the database did not confirm the operation ({driver}); {retry_hint}")
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     diag = getattr(orig, "diag", None)
     constraint = getattr(diag, "constraint_name", None)
     what = f" (constraint {constraint})" if constraint else ""
     return VendError("database_refused", f"the database refused the operation: {_driver_error(exc)}{what}")
+
+
+def _lost(exc: DBAPIError) -> bool:
+    """Whether an established connection was lost (SQLAlchemy invalidated it), not a connection attempt that
+    failed: psycopg gives the attempt's error its ``pgconn``, which a lost connection's error lacks."""
+    return exc.connection_invalidated and not (isinstance(exc.orig, psycopg.Error) and exc.orig.pgconn is not None)
 
 
 def _driver_error(exc: BaseException) -> str:
