@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect
 
 from mita.sealing import KeyStoreError
 from mita.sts import StsError
-from mita.vend.errors import VendError, database_failure
+from mita.vend.errors import database_failure
 
 from .codes import BY_STATUS, answer
 
@@ -162,10 +162,7 @@ def failure_site(exc: BaseException) -> str:
 async def _database_error(_: Request, exc: Exception) -> JSONResponse:
     """Transient failures are 503 (retry later), deterministic refusals 500 with their own code; a pool with no
     connection free in time is 503 too (the pool's own ``TimeoutError`` is no driver error)."""
-    if isinstance(exc, PoolTimeout):
-        failure = VendError("database_unavailable", "no database connection was free in time; retry later")
-    else:
-        failure = database_failure(exc)
+    failure = database_failure(exc)
     log.error("database error %s (%s) %s", failure.code, failure.message, failure_site(exc))
     return refusal(failure)
 
