@@ -127,8 +127,8 @@ class Settings(MasterKeySettings, HsmSettings, OutboxSettings, ChannelSettings):
     max_clock_skew: float = Field(
         default=120,
         gt=0,
-        description="seconds the server's clock may differ from PostgreSQL's before vends and the outbox stop "
-        "(TIDs and due times come from the server's clock; SQLite: not checked)",
+        description="seconds the server's clock may differ from PostgreSQL's before vends, the console and the "
+        "outbox stop (TIDs and due times come from the server's clock; SQLite: not checked)",
     )
     console_signins_per_minute: float = Field(
         default=10,

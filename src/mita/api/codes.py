@@ -101,7 +101,7 @@ CODES: dict[str, Answer] = {
     "unsafe_database": Answer(503, "Database settings could lose a confirmed vend"),
     "schema_outdated": Answer(503, "Database schema not migrated"),
     "disk_full": Answer(503, "The database's disk is full: retry once the operator has made room"),
-    "clock_skew": Answer(503, "The server's clock disagrees with the database's: no vend until it is put right"),
+    "clock_skew": Answer(503, "The server's clock is not the database's: no sale, no console until it is right"),
     "database_missing": Answer(503, "No database there"),
     "schema_drift": Answer(500, "Database schema differs from the models"),
     "database_refused": Answer(500, "Database refused the operation"),

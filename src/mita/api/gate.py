@@ -177,8 +177,10 @@ class Gate:
         try:
             if not self.readiness.ready:
                 await run_in_threadpool(self.readiness.check)
-            if scope["method"] in BODY_METHODS and not scope.get("path", "").startswith(HOOKS):
-                self.clockcheck.check()  # the console sells too; providers' callbacks only record
+            if not scope.get("path", "").startswith(HOOKS):  # providers' callbacks only record
+                # the console sells, and times its sessions and sign-in lock on this clock (a jump back of 6 h
+                # would keep an idle session 6 h longer): closed, reads too, while the clock strays
+                self.clockcheck.check("the console is closed")
         except VendError as exc:
             await refusal(exc)(scope, receive, send)
             return

@@ -94,8 +94,8 @@ class ClockCheck:
         ours = before + (after - before) / 2  # the database read its clock about halfway through
         verdict = Verdict((ours - theirs).total_seconds(), time.monotonic())
         if self.skewed(verdict) and not self.skewed(self.verdict):
-            log.warning("this server's clock is %+.0f s off the database's: vends refused until it is put right",
-                        verdict.skew)  # fmt: skip
+            log.warning("this server's clock is %+.0f s off the database's: vends and the console refused until "
+                        "it is put right", verdict.skew)  # fmt: skip
         elif self.skewed(self.verdict) and not self.skewed(verdict):
             log.warning("this server's clock agrees with the database's again (%+.0f s)", verdict.skew)
         self.verdict = verdict
@@ -106,14 +106,15 @@ class ClockCheck:
         verdict = verdict if verdict is not None else self.verdict
         return verdict is not None and abs(verdict.skew) > self.max_skew
 
-    def check(self) -> None:
-        """Raise ``clock_skew`` if the last comparison found the clocks too far apart (a read: no round trip)."""
+    def check(self, refused: str = "no vend") -> None:
+        """Raise ``clock_skew`` if the last comparison found the clocks too far apart (a read: no round trip);
+        ``refused`` says what waits until it is put right."""
         verdict = self.verdict
         if verdict is not None and abs(verdict.skew) > self.max_skew:
             raise VendError(
                 "clock_skew",
                 f"this server's clock is {verdict.skew:+.0f} s off the database's (at most {self.max_skew:g} s "
-                "allowed): no vend until it is put right",
+                f"allowed): {refused} until it is put right",
             )
 
     def start(self) -> None:
