@@ -31,7 +31,7 @@ from mita.headend.mqttclient import Session
 from mita.headend.mqttlink import AckListener, Publisher
 from mita.headend.runner import CommandSender, resend_due
 from mita.meter import Meter, storage
-from mita.outbox import Policy, Worker
+from mita.outbox import Worker
 from mita.sim.meterfile import MeterFile
 from mita.sim.mqttfleet import ManualClock, MqttFleetThread
 from mita.sim.mqttmeter import MeterSim, SideFile
@@ -39,28 +39,10 @@ from mita.vend import database
 from mita.vend.schema import meter_commands, meters
 from vend_fixtures import DRN, World, build_world
 
+from .test_mqtt_commands import FAST, WAIT_S, Still
+
 RESEND_AFTER = 60.0
 MAX_SENDS = 3
-FAST = Policy(max_attempts=1000, backoff_base=0.001, backoff_max=0.001)
-WAIT_S = 10.0
-
-
-class Still:
-    """A customer who draws nothing (as in test_mqtt_commands): the credit read is what the tokens brought."""
-
-    interval = 900
-
-    def energy(self, end: int) -> int:
-        return 0
-
-    def sensor_events(self, after: int, until: int) -> list[tuple[int, str]]:
-        return []
-
-    def dead(self, t: int) -> bool:
-        return False
-
-    def clock_error(self, t: int) -> int:
-        return 0
 
 
 @dataclass
