@@ -210,26 +210,6 @@ sys.exit(main.main(["worker", "--once", "--database-url", {url!r}]))
 """
 
 
-def test_the_worker_logs_a_warning_as_one_line_of_its_format(tmp_path: Path) -> None:
-    from mita.vend import database
-
-    url = f"sqlite:///{tmp_path}/worker.db"
-    database.upgrade(url)
-    done = subprocess.run(
-        [sys.executable, "-W", "default", "-c", _WORKER.format(url=url)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "MITA_MASTER_KEY": "00" * 32},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    warned = [line for line in done.stderr.splitlines() if "ResourceWarning" in line]
-    assert len(warned) == 1, done.stderr
-    assert re.fullmatch(
-        r"\d{4}-\d\d-\d\d [\d:,]+ WARNING py\.warnings: ResourceWarning: a connection was deleted while still open "
-        r"\(<string>:\d+\)",
-        warned[0],
-    ), warned
-    assert "warnings.warn(" not in done.stderr  # Python's second line, the warning's source
-
-
 _INGEST = """
 import sys, warnings
 from mita.cli import main
@@ -244,13 +224,14 @@ sys.exit(main.main(["worker", "ingest", "--database-url", {url!r}, "--mqtt-url",
 """
 
 
-def test_the_ingest_worker_logs_a_warning_as_one_line_too(tmp_path: Path) -> None:
+@pytest.mark.parametrize("program", [_WORKER, _INGEST], ids=["worker", "ingest"])
+def test_a_worker_logs_a_warning_as_one_line_of_its_format(program: str, tmp_path: Path) -> None:
     from mita.vend import database
 
-    url = f"sqlite:///{tmp_path}/ingest.db"
+    url = f"sqlite:///{tmp_path}/worker.db"
     database.upgrade(url)
     done = subprocess.run(
-        [sys.executable, "-W", "default", "-c", _INGEST.format(url=url)],
+        [sys.executable, "-W", "default", "-c", program.format(url=url)],
         capture_output=True, text=True, timeout=120, env={**os.environ, "MITA_MASTER_KEY": "00" * 32},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -261,4 +242,4 @@ def test_the_ingest_worker_logs_a_warning_as_one_line_too(tmp_path: Path) -> Non
         r"\(<string>:\d+\)",
         warned[0],
     ), warned
-    assert "warnings.warn(" not in done.stderr
+    assert "warnings.warn(" not in done.stderr  # Python's second line, the warning's source
