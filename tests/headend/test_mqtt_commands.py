@@ -316,12 +316,9 @@ def test_outcome(kind: CommandKind, ack: Ack, status: str, error: str | None) ->
 # ---------------------------------------------------------------------- mita worker
 
 
-@pytest.mark.slow
-def test_mita_worker_listens_for_acks_when_a_meter_is_on_mqtt(
-    tmp_path: Path, mqtt_broker: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The real ``mita worker`` process, on SQLite, on real time: it publishes a vend's tokens and applies the ack,
-    with nothing but its settings (the listener starts because a meter is registered on MQTT)."""
+def worker_world(tmp_path: Path, broker: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str, World, MeterSim]:
+    """For a real ``mita worker`` process: a master key (set here too), a SQLite file's URL, the world at the wall
+    clock's second, and its meter registered on ``broker`` as MQTT-native, simulated."""
     key = secrets.token_hex(32)
     monkeypatch.setenv("MITA_MASTER_KEY", key)
     url = f"sqlite:///{tmp_path / 'mita.db'}"
@@ -334,8 +331,20 @@ def test_mita_worker_listens_for_acks_when_a_meter_is_on_mqtt(
     storage.save(world.meter, path)
     file = MeterFile(path)
     sim = MeterSim(file.load(), Still(), file=file, side=SideFile.beside(path, DRN))
-    registry.register(engine, world.admin, DRN, host=mqtt_broker.host, port=mqtt_broker.port, secret=None, at=now,
+    registry.register(engine, world.admin, DRN, host=broker.host, port=broker.port, secret=None, at=now,
                       transport="mqtt")  # fmt: skip
+    return key, url, world, sim
+
+
+@pytest.mark.slow
+def test_mita_worker_listens_for_acks_when_a_meter_is_on_mqtt(
+    tmp_path: Path, mqtt_broker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real ``mita worker`` process, on SQLite, on real time: it publishes a vend's tokens and applies the ack,
+    with nothing but its settings (the listener starts because a meter is registered on MQTT)."""
+    key, url, world, sim = worker_world(tmp_path, mqtt_broker, monkeypatch)
+    path = tmp_path / "meter.json"  # the meter file worker_world saved
+    engine = world.engine
     tag = uuid.uuid4().hex[:8]
     env = {**os.environ, "MITA_MASTER_KEY": key, "MITA_MQTT_URL": mqtt_broker.url, "MITA_MQTT_GROUP": f"t-{tag}"}
     argv = [sys.executable, "-m", "mita.cli.main", "worker", "--database-url", url, "--poll-interval", "0.05",

@@ -39,7 +39,7 @@ from mita.vend import database
 from mita.vend.schema import meter_commands, meters
 from vend_fixtures import DRN, World, build_world
 
-from .test_mqtt_commands import FAST, WAIT_S, Still
+from .test_mqtt_commands import FAST, WAIT_S, Still, worker_world
 
 RESEND_AFTER = 60.0
 MAX_SENDS = 3
@@ -261,19 +261,9 @@ def test_mita_worker_re_sends_what_a_restarted_broker_lost(
 ) -> None:
     """The real ``mita worker``, on SQLite and real time, with nothing but its settings (``MITA_MQTT_RESEND_AFTER``
     of 1 s): its ack listener's sweep publishes again the command a crashed broker lost."""
-    key = uuid.uuid4().hex * 2
-    monkeypatch.setenv("MITA_MASTER_KEY", key)
-    url = f"sqlite:///{tmp_path / 'mita.db'}"
-    database.upgrade(url)
-    engine = database.make_engine(url, pool_size=2)
-    now = dt.datetime.now().replace(microsecond=0)
-    world = build_world(engine, now)
-    path = tmp_path / "meter.json"
-    storage.save(world.meter, path)
-    file = MeterFile(path)
-    sim = MeterSim(file.load(), Still(), file=file, side=SideFile.beside(path, DRN))
-    registry.register(engine, world.admin, DRN, host=lossy_broker.host, port=lossy_broker.port, secret=None, at=now,
-                      transport="mqtt")  # fmt: skip
+    key, url, world, sim = worker_world(tmp_path, lossy_broker, monkeypatch)
+    path = tmp_path / "meter.json"  # the meter file worker_world saved
+    engine = world.engine
     tag = uuid.uuid4().hex[:8]
     env = {**os.environ, "MITA_MASTER_KEY": key, "MITA_MQTT_URL": lossy_broker.url, "MITA_MQTT_GROUP": f"t-{tag}",
            "MITA_MQTT_RESEND_AFTER": "1", "MITA_MQTT_MAX_SENDS": "20"}  # fmt: skip
