@@ -112,7 +112,7 @@ class Settings(MasterKeySettings, HsmSettings, OutboxSettings, ChannelSettings):
         ge=1,
         le=64,
         description="request threads, and database connections, per API worker (the event loop's vends have as "
-        "many connections again, up to twice that under load)",
+        "many connections again, at least 4)",
     )
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="largest request body the API reads, in bytes"

@@ -284,8 +284,11 @@ class AsyncPool:
     """A process's psycopg connections for the vend on the event loop (``Purchases.vend_async``).
 
     Autocommit connections that send their own BEGIN and COMMIT, so that each goes in a pipeline with the
-    statements beside it: two round trips per vend. As many as the engine's pool may open (its size and
-    overflow); a vend that finds them all busy waits for one (first come, first served). A connection holds no
+    statements beside it: two round trips per vend. As many as the engine's pool keeps (``MITA_THREADS``, at
+    least 4), not its overflow too: a vend that finds them all busy waits for one (first come, first served),
+    which costs the process little, while every backend PostgreSQL runs at once beyond what its CPUs serve costs
+    it more work per vend (on 2 CPUs, 16 backends did each vend with about a fifth more CPU than 8: lock and WAL
+    waits, context switches; ``benchmarks/README.md``). A connection holds no
     asyncio object, so one pool serves whichever event loop asks (a test client's too); the engine's
     ``dispose`` closes the idle ones.
     """
@@ -307,7 +310,7 @@ class AsyncPool:
             if engine.dialect.name != "postgresql":
                 return None
             url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            size = max(4, engine.pool.size() + max(0, getattr(engine.pool, "_max_overflow", 0)))  # type: ignore[attr-defined]
+            size = max(4, engine.pool.size())
             made = cls._pools[engine] = cls(url, size)
 
             def disposed(_: Any) -> None:
