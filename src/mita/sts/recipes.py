@@ -17,7 +17,7 @@ Pure like the rest of ``mita.sts``: keys, TIDs and random nibbles are arguments.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .codec import encode
@@ -66,7 +66,8 @@ class KeyConfig:
     ken: int
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Every field is a scalar: no deep copy (``dataclasses.asdict`` makes one, 20-40 us on every vend)
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any]) -> KeyConfig:

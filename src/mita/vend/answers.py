@@ -39,8 +39,11 @@ def quantity(units: int) -> str:
     return str(Decimal(units) / BASE_UNITS_PER_UNIT)
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # made once, not per call
+
+
 def request_hash(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(body).encode()).hexdigest()
 
 
 def ledger_lines(caller: Caller, meter: Any, r: pricing.Receipt, carry: bool) -> list[tuple[str, int, int]]:

@@ -72,10 +72,13 @@ class _NoSql:
 NO_SQL: Connection = _NoSql()  # type: ignore[assignment]
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))  # made once, not per call
+
+
 def encoded(answer: dict[str, Any]) -> str:
     """The answer as JSON, once: stored for a replay and sent as the body. Compact, UTF-8 as it is, no NaN:
     the bytes Starlette's ``JSONResponse`` would make of it."""
-    return json.dumps(answer, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _COMPACT.encode(answer)
 
 
 @dataclass(frozen=True)
