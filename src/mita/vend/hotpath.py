@@ -310,7 +310,7 @@ class AsyncPool:
             if engine.dialect.name != "postgresql":
                 return None
             url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            size = max(4, engine.pool.size())
+            size = max(4, engine.pool.size())  # type: ignore[attr-defined]
             made = cls._pools[engine] = cls(url, size)
 
             def disposed(_: Any) -> None:
