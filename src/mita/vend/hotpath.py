@@ -14,9 +14,9 @@ On PostgreSQL a vend is sent in one of two ways:
 | the event loop's | ``Purchases.vend_async`` (:class:`AsyncPool`) | 2: BEGIN, claim, lock, read / writes, COMMIT |
 
 The thread's steps after BEGIN are psycopg pipelines (:func:`claim_and_load`, :func:`run`); the event loop's
-(:func:`claim_and_load_async`, :func:`run_async`) are one message each, without a BEGIN of their own.
-The event loop's statements are prepared once per connection (``PREPARE``) and run by ``EXECUTE`` in
-multi-statement simple queries: one message out and one batch of answers back per step.
+(:func:`claim_and_load_async`, :func:`run_async`) are one batch each, BEGIN and COMMIT in them.
+The event loop's statements are prepared once per connection and run in libpq's pipeline mode, their parameters
+sent as values: one batch of messages out and one of answers back per step.
 """
 
 from __future__ import annotations
@@ -27,14 +27,17 @@ import datetime as dt
 import json
 import re
 import weakref
+from collections.abc import Generator
 from typing import Any, ClassVar
 
 import psycopg
-from psycopg import generators, pq
+from psycopg import pq
 from psycopg.abc import Transformer
+from psycopg.adapt import PyFormat
 from psycopg.adapt import Transformer as Adapter
 from psycopg.errors import error_from_result
 from psycopg.rows import dict_row
+from psycopg.waiting import Ready, Wait
 from sqlalchemy import Connection, Engine, event
 
 from .database import CONNECT_TIMEOUT_S, TCP_ARGS
@@ -396,28 +399,21 @@ def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
     return re.sub(r"%\((\w+)\)s", number, sql), tuple(names)
 
 
-# The event loop's statements, prepared once per connection (PREPARE, a session's) and run by EXECUTE in
-# multi-statement simple queries: one message out and one batch of answers back per step, with the plans kept.
-# (psycopg's pipeline flushes at each statement: BEGIN, claim, read and sync were four sends, each waking the
-# server's process, on a machine where that is what costs.)
+# The event loop's statements, prepared once per connection (a session's) and run in libpq's pipeline mode: each
+# step's statements (BEGIN, claim, read; write, COMMIT) are queued in libpq's buffer with their parameters as
+# values, and go in one send with one sync: one message batch out and one batch of answers back per step, with the
+# plans kept. (psycopg's own pipeline flushes at each statement: four sends, each waking the server's process, on
+# a machine where that is what costs; the same statements as ``EXECUTE name(literals)`` in one simple query cost
+# PostgreSQL the parsing of the literals, the 4 KB document among them, and the client their quoting.)
 _PREPARED = {
     "mita_vend_claim": _positional(PG_CLAIM_AND_LOCK),
     "mita_vend_load": _positional(SQL["load"]),
     "mita_vend_write": _positional(PG_VEND),
 }
-PREPARE = "; ".join(f"PREPARE {name} AS {sql}" for name, (sql, _) in _PREPARED.items())
-
-
-#: ``EXECUTE name(`` and the parameters' names in order, per prepared statement.
-_EXECUTE = {name: (f"EXECUTE {name}(".encode(), names) for name, (_, names) in _PREPARED.items()}
-#: Each connection's adapter (values to SQL literals, result columns to Python), kept with it.
+#: A step: ``("BEGIN" or "COMMIT", None)``, or a prepared statement's name and its parameters by name.
+Step = tuple[str, dict[str, Any] | None]
+#: Each connection's adapter (values to parameters, result columns to Python), kept with it.
 _ADAPTERS: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], Transformer] = weakref.WeakKeyDictionary()
-
-
-def _execute(tx: Transformer, name: str, params: dict[str, Any]) -> bytes:
-    """``EXECUTE name(literal, ...)``: the values quoted as psycopg's client-side binding quotes them."""
-    head, names = _EXECUTE[name]
-    return head + b",".join([tx.as_literal(params[n]) for n in names]) + b")"
 
 
 def _adapter(conn: psycopg.AsyncConnection[Any]) -> Transformer:
@@ -427,20 +423,52 @@ def _adapter(conn: psycopg.AsyncConnection[Any]) -> Transformer:
     return tx
 
 
-async def _simple(conn: psycopg.AsyncConnection[Any], query: bytes) -> list[pq.abc.PGresult]:
-    """Send ``query`` (statements separated by ``;``) as one simple-query message and wait for all its results,
-    raising the first error as psycopg would. Straight on the connection's libpq handle: a cursor's machinery
-    (its query parsing, result sets, row factories) cost more of a vend's CPU than the two messages themselves."""
-    conn.pgconn.send_query(query)
+def _queue(pgconn: pq.abc.PGconn, tx: Transformer, steps: list[Step]) -> None:
+    """Each step into libpq's buffer (nothing sent yet), then the sync that ends the batch."""
+    for name, params in steps:
+        if params is None:
+            pgconn.send_query_params(name.encode(), None)
+        else:
+            values = [params[n] for n in _PREPARED[name][1]]
+            pgconn.send_query_prepared(name.encode(), tx.dump_sequence(values, [PyFormat.TEXT] * len(values)))
+    pgconn.pipeline_sync()
+
+
+def _answers(pgconn: pq.abc.PGconn) -> Generator[Wait, Ready | int, list[pq.abc.PGresult]]:
+    """Send what :func:`_queue` buffered and take every result up to the sync (one per statement; a statement
+    after a failed one answers ``PIPELINE_ABORTED``)."""
+    while pgconn.flush():
+        yield Wait.W
+    results: list[pq.abc.PGresult] = []
+    while True:
+        yield Wait.R
+        pgconn.consume_input()
+        while not pgconn.is_busy():
+            result = pgconn.get_result()
+            if result is None:  # the end of one statement's results
+                continue
+            if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                return results
+            results.append(result)
+
+
+async def _pipeline(conn: psycopg.AsyncConnection[Any], steps: list[Step]) -> list[pq.abc.PGresult]:
+    """Run ``steps`` as one batch and wait for all their results, raising the first error as psycopg would.
+    Straight on the connection's libpq handle: a cursor's machinery (its query parsing, result sets, row
+    factories) cost more of a vend's CPU than the two batches themselves."""
+    pgconn = conn.pgconn
+    pgconn.enter_pipeline_mode()
+    _queue(pgconn, _adapter(conn), steps)
     try:
         async with asyncio.timeout(ROUND_TRIP_DEADLINE_S):
-            results: list[pq.abc.PGresult] = await conn.wait(generators.execute(conn.pgconn))
+            results: list[pq.abc.PGresult] = await conn.wait(_answers(pgconn))
     except TimeoutError:
-        conn.pgconn.finish()  # its answer may still come, to a request long gone: the connection is done for
+        pgconn.finish()  # its answer may still come, to a request long gone: the connection is done for
         raise VendError(
             "retry",
             f"the database did not answer within {ROUND_TRIP_DEADLINE_S:g} s; retry with the same Idempotency-Key",
         ) from None
+    pgconn.exit_pipeline_mode()
     for result in results:
         if result.status == pq.ExecStatus.FATAL_ERROR:
             raise error_from_result(result, encoding=conn.info.encoding)
@@ -458,17 +486,26 @@ def _row(tx: Transformer, result: pq.abc.PGresult) -> dict[str, Any] | None:
 
 async def prepare(conn: psycopg.AsyncConnection[Any]) -> None:
     """Prepare the event loop's statements on a new connection."""
-    await conn.execute(PREPARE, prepare=False)
+    pgconn = conn.pgconn
+    pgconn.enter_pipeline_mode()
+    for name, (sql, _) in _PREPARED.items():
+        pgconn.send_prepare(name.encode(), sql.encode())
+    pgconn.pipeline_sync()
+    results = await conn.wait(_answers(pgconn))
+    pgconn.exit_pipeline_mode()
+    for result in results:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            raise error_from_result(result, encoding=conn.info.encoding)
 
 
 async def claim_and_load_async(
     conn: psycopg.AsyncConnection[Any], claim: dict[str, Any], reading: dict[str, Any]
 ) -> tuple[bool, dict[str, Any] | None]:
     """:func:`claim_and_load` on an autocommit connection: BEGIN, the claim and lock, and the read, in one
-    message (one round trip); the read runs after the lock is held, as the statements run in order."""
+    batch (one round trip); the read runs after the lock is held, as the statements run in order."""
     tx = _adapter(conn)
-    query = b"BEGIN;" + _execute(tx, "mita_vend_claim", {**claim, **reading}) + b";"
-    results = await _simple(conn, query + _execute(tx, "mita_vend_load", reading))
+    steps: list[Step] = [("BEGIN", None), ("mita_vend_claim", {**claim, **reading}), ("mita_vend_load", reading)]
+    results = await _pipeline(conn, steps)
     locked = _row(tx, results[1])
     if locked is None:
         return True, None
@@ -477,6 +514,5 @@ async def claim_and_load_async(
 
 
 async def run_async(conn: psycopg.AsyncConnection[Any], writes: list[Write]) -> None:
-    """:func:`run` and COMMIT, in one message (one round trip)."""
-    tx = _adapter(conn)
-    await _simple(conn, _execute(tx, "mita_vend_write", _pg_params(writes)) + b";COMMIT")
+    """:func:`run` and COMMIT, in one batch (one round trip)."""
+    await _pipeline(conn, [("mita_vend_write", _pg_params(writes)), ("COMMIT", None)])
