@@ -39,7 +39,7 @@ durability settings on. ``benchmarks/README.md`` lists each run with the load av
 | the event loop's vend (f5d88ac) | 275-426; 389 | 107-174 | 1.32-1.74 / 1.24-1.52 / 0.07-0.09 | 0.7-10.8 |
 | + no foreign-key locks on vendor and key rows (0012) | 566, 778 | 100-196 | 0.97-0.99 / 0.98-1.02 / 0.06 | 2.3-3.1 |
 | + the two messages straight on libpq (14769ef) | 464-874 | 48-85 | 0.79-1.64 / 0.89-1.68 / 0.05-0.10 | 2.4-11 |
-| + WAL not zero-filled, 8 backends, pipeline (d38939b) | 844-1,257 | 24-40 | 0.71-1.04 / 0.75-1.16 / 0.05-0.07 | 1.9-3.6 |
+| + no WAL zero-fill, 8 backends, pipeline (d38939b) | 844-1,257 | 24-40 | 0.71-1.04 / 0.75-1.16 / 0.05-0.07 | 1.9-3.6 |
 
 The same code's CPU per vend moves by up to 2x between runs minutes apart (the VM's speed: wrk's own CPU per
 request, fixed work, moves with it, 0.05-0.10 ms), and throughput follows: at the fastest, 1.73 ms of CPU a vend
