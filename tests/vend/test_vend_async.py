@@ -29,8 +29,8 @@ METERS = 3
 
 @pytest.fixture
 def shop(tmp_path: Path) -> Iterator[tuple[VendingService, Caller, list[str]]]:
-    """A utility on a fresh PostgreSQL database: meters with customers, a vendor's API key; a small pool (2 + 2)
-    so that the event loop's pool has 4 connections and concurrent vends wait for them."""
+    """A utility on a fresh PostgreSQL database: meters with customers, a vendor's API key; a small pool (2), so
+    that the event loop's pool has its least, 4 connections, and concurrent vends wait for them."""
     os.environ.setdefault("MITA_MASTER_KEY", secrets.token_hex(32))
     with empty_database("postgresql", tmp_path) as url:
         database.upgrade(url)
@@ -239,3 +239,31 @@ def test_a_silent_database_is_given_up_at_the_deadline_and_the_retry_finds_what_
         _scalar(svc, "SELECT count(*) FROM vends WHERE meter_id = (SELECT id FROM meters WHERE drn = :d)", d=drns[2])
         == 2
     )
+
+
+def test_a_vend_cancelled_mid_batch_leaves_nothing_and_its_connection_is_not_reused(shop: Any) -> None:
+    """A request cancelled while its claim waits for the meter's lock (the client left) closes its connection,
+    whose batch is still owed answers, instead of giving it back to the pool; the claim is rolled back with the
+    session, so the same key vends once the row is free."""
+    svc, caller, drns = shop
+    body = {"meter": drns[0], "amount": 3000}
+    svc.vend(caller, "warm-3", body)
+    pool = hotpath.AsyncPool.of(svc.engine)
+    assert pool is not None
+
+    async def cancelled() -> None:
+        task = asyncio.create_task(svc.purchases.vend_async(caller, "gone", body))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with svc.engine.connect() as hung:
+        hung.execute(text("BEGIN"))
+        hung.execute(text("SELECT 1 FROM meters WHERE drn = :d FOR UPDATE"), {"d": drns[0]})
+        asyncio.run(cancelled())
+        assert pool.busy == 0 and not pool.idle  # closed, its slot free
+        hung.execute(text("ROLLBACK"))
+    issued = asyncio.run(svc.purchases.vend_async(caller, "gone", body))
+    assert issued is not None and not issued.replayed
+    assert _claims(svc, "gone") == 1

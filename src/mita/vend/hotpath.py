@@ -468,6 +468,9 @@ async def _pipeline(conn: psycopg.AsyncConnection[Any], steps: list[Step]) -> li
             "retry",
             f"the database did not answer within {ROUND_TRIP_DEADLINE_S:g} s; retry with the same Idempotency-Key",
         ) from None
+    except BaseException:  # cancelled (the client left) or the connection lost: answers still owed, mid-pipeline
+        pgconn.finish()  # so it goes nowhere near the pool again; the server rolls its transaction back
+        raise
     pgconn.exit_pipeline_mode()
     for result in results:
         if result.status == pq.ExecStatus.FATAL_ERROR:
