@@ -472,6 +472,11 @@ async def _pipeline(conn: psycopg.AsyncConnection[Any], steps: list[Step]) -> li
         pgconn.finish()  # so it goes nowhere near the pool again; the server rolls its transaction back
         raise
     pgconn.exit_pipeline_mode()
+    return _raised(conn, results)
+
+
+def _raised(conn: psycopg.AsyncConnection[Any], results: list[pq.abc.PGresult]) -> list[pq.abc.PGresult]:
+    """``results``, or the first error among them raised as psycopg raises it (typed, with its SQLSTATE)."""
     for result in results:
         if result.status == pq.ExecStatus.FATAL_ERROR:
             raise error_from_result(result, encoding=conn.info.encoding)
@@ -496,9 +501,7 @@ async def prepare(conn: psycopg.AsyncConnection[Any]) -> None:
     pgconn.pipeline_sync()
     results = await conn.wait(_answers(pgconn))
     pgconn.exit_pipeline_mode()
-    for result in results:
-        if result.status == pq.ExecStatus.FATAL_ERROR:
-            raise error_from_result(result, encoding=conn.info.encoding)
+    _raised(conn, results)
 
 
 async def claim_and_load_async(
