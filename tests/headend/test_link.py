@@ -267,7 +267,7 @@ def test_a_meter_that_drips_a_whole_answer_slower_than_its_timeout_is_a_timeout(
     meter = fake_meter([frame(AARE_ACCEPTED).hex().join(("drip:", ""))])
     started = time.monotonic()
     fails("timeout", public(meter.port, timeout=0.35))
-    assert time.monotonic() - started < 0.8
+    assert time.monotonic() - started < 2  # a deadline per read would take the whole drip, over 3 s
 
 
 def test_a_meter_that_closes_in_the_middle_of_an_answer_is_unreachable(fake_meter: Callable[..., FakeMeter]) -> None:

@@ -9,7 +9,6 @@ gets ``max_sends`` copies and no more, and acts once."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import signal
@@ -37,7 +36,7 @@ from mita.sim.meterfile import MeterFile
 from mita.sim.mqttfleet import ManualClock, MqttFleetThread
 from mita.sim.mqttmeter import MeterSim, SideFile
 from mita.vend import database
-from mita.vend.schema import meter_commands, meters
+from mita.vend.schema import meter_commands, meters, outbox
 from vend_fixtures import DRN, World, build_world
 
 from .test_mqtt_commands import FAST, WAIT_S, Still, worker_world
@@ -147,21 +146,6 @@ def rig(url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, lossy_broker:
         engine.dispose()
 
 
-@contextlib.contextmanager
-def _spy(url: str, tag: str, seen: list[paho.MQTTMessage]) -> Iterator[None]:
-    """A plain subscriber to the meter's command topic: a command it got, the broker had taken."""
-    spy: Session = Session(url, f"test-spy-{tag}", clean_start=True, session_expiry=0,
-                           on_connect=lambda _present: spy.subscribe([f"mita/v1/{DRN}/cmd"]),
-                           on_message=seen.append)  # fmt: skip
-    spy.start()
-    spy.wait_connected(WAIT_S)
-    time.sleep(0.2)  # its subscription taken
-    try:
-        yield
-    finally:
-        spy.stop()
-
-
 def _vend(rig: ResendRig, amount: int = 10_000) -> tuple[int, int]:
     """A vend for the MQTT meter: its command's id and the units its tokens carry."""
     vend = rig.world.vend(amount)
@@ -209,7 +193,13 @@ def test_a_lost_ack_brings_the_command_again_and_the_meter_answers_it_without_cr
 
 def test_an_offline_meter_gets_a_bounded_number_of_copies_with_back_off_and_acts_once(rig: ResendRig) -> None:
     seen: list[paho.MQTTMessage] = []
-    with _spy(rig.broker.url, rig.tag, seen):
+    spy: Session = Session(rig.broker.url, f"test-spy-{rig.tag}", clean_start=True, session_expiry=0,
+                           on_connect=lambda _present: spy.subscribe([f"mita/v1/{DRN}/cmd"]),
+                           on_message=seen.append)  # fmt: skip
+    spy.start()
+    spy.wait_connected(WAIT_S)
+    time.sleep(0.2)  # its subscription taken
+    try:
         rig.fleet.call(lambda: rig.fleet.fleet.offline(DRN))
         command_id, units = _vend(rig)
         rig.run_worker()
@@ -234,6 +224,8 @@ def test_an_offline_meter_gets_a_bounded_number_of_copies_with_back_off_and_acts
         time.sleep(0.5)
         assert rig.meter().registers()["electricity"] == units  # the copies entered once
         assert len(seen) == MAX_SENDS
+    finally:
+        spy.stop()
 
 
 @pytest.mark.parametrize(
@@ -277,11 +269,7 @@ def test_mita_worker_re_sends_what_a_restarted_broker_lost(
            "MITA_MQTT_RESEND_AFTER": "1", "MITA_MQTT_MAX_SENDS": "20"}  # fmt: skip
     argv = [sys.executable, "-m", "mita.cli.main", "worker", "--database-url", url, "--poll-interval", "0.05",
             "--mqtt-client-id", f"test-worker-{tag}"]  # fmt: skip
-    seen: list[paho.MQTTMessage] = []
-    with (
-        _spy(lossy_broker.url, tag, seen),
-        MqttFleetThread([sim], lossy_broker.url, clock=ManualClock(int(time.time()))) as fleet,
-    ):
+    with MqttFleetThread([sim], lossy_broker.url, clock=ManualClock(int(time.time()))) as fleet:
         deadline = time.monotonic() + 30
         while DRN not in fleet.fleet.connected and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -292,11 +280,16 @@ def test_mita_worker_re_sends_what_a_restarted_broker_lost(
             world.now[0] = dt.datetime.now().replace(microsecond=0)
             vend = world.vend(10_000)
             command_id = commands.for_vend(engine, vend["id"])["id"]  # type: ignore[index]
-            # taken (attempts 1) is not yet published: a broker restarted before its PUBACK has paho publish it
-            # again on reconnecting, and nothing is lost (CI at 6108c29). So: once the broker routed it, and PUBACKed
-            while not seen and time.monotonic() < deadline:
+            # not once taken (attempts 1: before the publish, CI at 6108c29) but once PUBACKed (its outbox row
+            # sent): a broker restarted before its PUBACK has paho publish it again on reconnecting, nothing lost
+            row = select(outbox.c.status).where(outbox.c.vend_id == vend["id"], outbox.c.channel == "headend")
+            while time.monotonic() < deadline:
+                with engine.connect() as conn:
+                    if conn.execute(row).scalar() == "sent":
+                        break
                 time.sleep(0.05)
-            time.sleep(0.3)
+            else:
+                raise AssertionError("the command was not PUBACKed in 30 s")
             lossy_broker.restart()  # the command, PUBACKed and queued for the offline meter, is gone
             fleet.call(lambda: fleet.fleet.online(DRN))
             # re-sends 1, 2, 4, 8... s apart: one that came before the meter or the listener was back is lost too

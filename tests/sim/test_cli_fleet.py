@@ -58,7 +58,7 @@ def test_fleet_serves_a_folder_saves_each_file_and_stops_on_sigterm(tmp_path: Pa
         stopping = time.perf_counter()
         proc.send_signal(signal.SIGTERM)  # the process this test started, by its handle
         _, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0 and time.perf_counter() - stopping < 5, err  # idle connections would keep it 60 s
+    assert proc.returncode == 0 and time.perf_counter() - stopping < 30, err  # idle connections would keep it 60 s
     assert SECRET_HEX not in err and "mgmt" not in err
     credit = [storage.load(folder / f"{drn_of(i)}.json").registers() for i in range(3)]
     assert credit == [{}, {"electricity": 100.0}, {}]

@@ -19,10 +19,15 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from playwright.sync_api import Browser, Playwright, expect, sync_playwright
 
 from .browser import ARTIFACTS, CHROMIUM, LAUNCH_ARGS, Watched, missing_chromium, slug
 from .harness import Console, sign_in, start
+
+#: A page's actions and its assertions wait as long: ``expect`` keeps its own 5 s default otherwise, which a sign-in
+#: (a scrypt check) on a loaded machine can pass.
+TIMEOUT_MS = 10_000
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +64,7 @@ def page(chromium: Browser, console: Console, request: pytest.FixtureRequest) ->
     folder = ARTIFACTS / slug(request.node.name)
     shutil.rmtree(folder, ignore_errors=True)
     context = chromium.new_context(viewport={"width": 1280, "height": 900}, locale="en-ZA")
-    context.set_default_timeout(10_000)
+    context.set_default_timeout(TIMEOUT_MS)
     sizes = console.log_sizes()
     watched = Watched(context.new_page(), folder, console.base_url, secrets=console.secrets)
     try:

@@ -30,12 +30,21 @@ def scratch(chromium: Browser, tmp_path: Path) -> Iterator[Watched]:
         context.close()
 
 
+def _until_recorded(watched: Watched, text: str, timeout_ms: int = 10_000) -> None:
+    """Wait (pumping the page's events) until an error with ``text`` was recorded: an event crosses from the
+    renderer to the driver to Python, which a fixed wait does not bound on a loaded machine."""
+    for _ in range(timeout_ms // 50):
+        if any(text in e for e in watched.errors):
+            return
+        watched.page.wait_for_timeout(50)
+
+
 def test_console_errors_and_uncaught_errors_are_recorded(scratch: Watched) -> None:
     scratch.page.set_content(CLEAN)
     assert scratch.errors == []
     scratch.page.evaluate("console.error('a planted console error')")
     scratch.page.evaluate("setTimeout(() => { throw new Error('a planted uncaught error') }, 0)")
-    scratch.page.wait_for_timeout(200)
+    _until_recorded(scratch, "a planted uncaught error")
     errors = scratch.take_errors()
     assert any("a planted console error" in e for e in errors), errors
     assert any("a planted uncaught error" in e for e in errors), errors
@@ -46,7 +55,7 @@ def test_a_missing_asset_is_a_console_error(scratch: Watched) -> None:
     scratch.page.route("http://scratch.invalid/**", lambda route: route.fulfill(status=404, body="gone"))
     scratch.page.set_content('<html lang="en"><head><title>t</title></head><body>'
                              '<script src="http://scratch.invalid/app.js"></script></body></html>')  # fmt: skip
-    scratch.page.wait_for_timeout(200)
+    _until_recorded(scratch, "404")
     assert any("404" in e for e in scratch.take_errors())
 
 

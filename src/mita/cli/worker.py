@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from mita.headend import mqttlink
     from mita.headend.runner import CommandSender
 
+#: How long a worker waits for its ack listener's connection before its dispatchers publish (a broker down at start
+#: costs this once; the listener goes on trying).
+ACKS_CONNECT_S = 5.0
+
 
 def _bounded(kind: type[int] | type[float], low: float, high: float | None = None) -> Callable[[str], float]:
     """An option type: a number within [low, high]."""
@@ -280,6 +284,10 @@ def _ack_listener(
         return None
     thread = threading.Thread(target=listener.run, args=(stopping,), name="mita-acks", daemon=True)
     thread.start()
+    try:  # subscribed before the first publish: an ack to a group that never subscribed is dropped by the broker
+        listener.session.wait_connected(ACKS_CONNECT_S)
+    except MqttError as exc:  # the listener keeps trying; the outbox meanwhile serves every channel
+        log.warning("MQTT acknowledgements: %s; listening once connected", exc)
     log.info("listening for MQTT acknowledgements on %s as %s", listener.session.url.shown(),
              listener.session.client_id)  # fmt: skip
     return thread
