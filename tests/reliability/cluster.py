@@ -226,6 +226,19 @@ class Cluster:
                 conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
             conn.execute("SELECT pg_reload_conf()")
 
+    def shows(self, name: str, value: str, timeout: float = 15.0) -> None:
+        """Wait until a new session shows ``name`` at ``value``: the postmaster has reloaded and signalled every
+        session, which takes the setting before its next command (no sleep that a loaded machine outlasts)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with psycopg.connect(self.admin_url, autocommit=True) as conn:
+                row = conn.execute(f"SHOW {name}").fetchone()
+            if row is not None and row[0] == value:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} still {row[0] if row else None!r}, not {value!r}, after {timeout:g} s")
+            time.sleep(0.05)
+
     def reset(self) -> None:
         """Every ALTER SYSTEM undone, and reloaded."""
         with psycopg.connect(self.admin_url, autocommit=True) as conn:

@@ -33,7 +33,7 @@ from .workload import Till, Workload, final_read
 ALLOWED = frozenset({"503 disk_full", "503 retry", "503 database_unavailable", "none ConnectError", "none ReadError",
                      "none RemoteProtocolError", "none ReadTimeout"})  # fmt: skip
 HOLD_S = 3.0  # how long the disk stays full (at least)
-HOLD_MAX_S = 10.0
+HOLD_MAX_S = 30.0  # with a condition (a PANIC): a slow workload takes longer to need a new WAL segment
 ROOM = 16 * 1024  # bytes left free for the answers of mita token batch
 
 

@@ -41,8 +41,8 @@ from .scenario import start_sim
 
 HELD = 6  # the busy meter's backlog when the worker dies holding its claim (all of it, or with the fix the first)
 BEHIND = 26  # queued behind them while the worker hangs: more than the meter's 20 remembered TIDs
-LEASE_S = 12
-SETTLE_S = 40  # from the kill to every command final
+LEASE_S = 20  # the other meter's command must end within it, the new worker's start included
+SETTLE_S = 60  # from the kill to every command final
 
 
 def vend(http: httpx.Client, utility: rig.Utility, drn: str, amount: int) -> dict[str, Any]:
@@ -74,6 +74,18 @@ def held_by_a_worker(url: str, drn: str) -> int:
             (drn, dt.datetime.now()),
         ).fetchone()
     return int(row[0]) if row else 0
+
+
+def lease_end(url: str, drn: str) -> dt.datetime:
+    """When the first of the meter's held rows is due again (its lease's end), on the workers' clock."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT min(next_attempt_at) FROM outbox WHERE channel = 'headend' AND recipient = %s "
+            "AND status = 'pending' AND attempts > 0",
+            (drn,),
+        ).fetchone()
+    assert row is not None and row[0] is not None, f"meter {drn} has no held row"
+    return row[0]  # type: ignore[no-any-return]
 
 
 def wait_until(condition: Any, seconds: float, what: str) -> float:
@@ -138,15 +150,18 @@ def test_a_killed_workers_held_commands_are_not_overtaken_by_later_ones(
                     assert held > 0, "the worker no longer held the busy meter's commands when it was killed"
                     worker.kill(signal.SIGKILL)
                     t_kill = time.monotonic()
+                    released = lease_end(url, busy)
                 finally:
                     mqtt.process.send_signal(signal.SIGCONT)
                 worker.start()  # a new worker: the held rows wait for their lease, the rest are due at once
-                # the other meter is not held back by the busy one: its vend now reaches it at once
+                # the other meter is not held back by the busy one: its vend reaches it before that lease ends
                 quiet_id = vend(http, utility, quiet, 5_000)["delivery"]["command"]
                 quiet_s = wait_until(
                     lambda: any(c["id"] == quiet_id and c["status"] == "acknowledged" for c in commands(url)),
-                    LEASE_S, "the other meter's command",
+                    SETTLE_S, "the other meter's command",
                 )  # fmt: skip
+                quiet_done = next(c["finished_at"] for c in commands(url) if c["id"] == quiet_id)
+                assert quiet_done < released, f"the other meter's command ended {quiet_done}, the lease {released}"
 
                 def final() -> bool:
                     return all(c["status"] in ("acknowledged", "failed", "expired") for c in commands(url))
