@@ -11,7 +11,9 @@ Head-end commands for MQTT-native meters are published to the broker of ``MITA_M
 dispatchers (a thread: the shared subscription ``$share/<MITA_MQTT_GROUP>-acks/mita/v1/+/ack`` on a persistent
 session, which also expires the commands no ack answered by their deadline) when any meter is registered on MQTT,
 or with ``--mqtt-acks``. Its client id is ``--mqtt-client-id`` (default ``mita-acks-<host>-0``): give each worker on
-one machine its own, so that each takes its own session back when it restarts. Not with ``--once``.
+one machine its own, so that each takes its own session back when it restarts. The dispatchers start once the
+listener is connected (at most :data:`ACKS_CONNECT_S`): a first start's acks are not published to a group with no
+subscription yet. Not with ``--once``.
 """
 
 from __future__ import annotations
