@@ -26,7 +26,8 @@ What it does:
 * **The checks**: every 201's vend id (wrk keeps them) is a completed vend in the database
   (``missing_201`` must be 0), and no meter has a TID twice (``duplicate_tids``). Keys are unique by
   construction (``run-<wrk thread>-<request>``); ``committed_in_run`` counts the run's vends in the database,
-  the 201s and those still in flight when wrk stopped.
+  the 201s and those still in flight when wrk stopped; a run with a non-201, a missing 201 or a repeated TID
+  prints its figures and exits with an error.
 * **CPU per vend** of the server's processes, of the database's backends and of wrk, over the measured run
   (``cpu_ms_per_vend``), and the machine's load average before the run (``load_before``): on a shared machine
   a figure means little without it.
@@ -280,10 +281,18 @@ def main() -> None:
         figures = run(args, server)
     if args.json:
         print(json.dumps(figures))
-        return
-    print(f"Mita vend load, {platform.machine()} {os.cpu_count()} CPUs, PostgreSQL at {figures['postgresql']}")
-    for name, value in figures.items():
-        print(f"  {name:<24} {value}")
+    else:
+        print(f"Mita vend load, {platform.machine()} {os.cpu_count()} CPUs, PostgreSQL at {figures['postgresql']}")
+        for name, value in figures.items():
+            print(f"  {name:<24} {value}")
+    broken = [name for name in CHECKS if figures[name] != 0]
+    if broken:  # a figure with a lost or repeated vend is no figure: the run fails
+        raise SystemExit(f"vend_load: {', '.join(broken)} not 0: {[figures[n] for n in broken]}")
+
+
+#: The figures that must be 0 for a run to count: every request answered 201, each 201 a committed vend, no TID
+#: twice on a meter.
+CHECKS = ("non_201", "missing_201", "duplicate_tids")
 
 
 def run(args: argparse.Namespace, server: str) -> dict[str, object]:
