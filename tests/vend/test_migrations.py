@@ -10,7 +10,7 @@ from alembic import command
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DataError, DBAPIError
 
-from mita.vend import database
+from mita.vend import database, registry, sample
 
 EXPIRY = dt.datetime(2026, 12, 31, 23, 59)
 #: A key hash as the registry stores one (SHA-256 of a key), not a pattern such as ``"ab" * 32``: that one holds
@@ -166,11 +166,56 @@ def test_0012_drops_the_hot_rows_foreign_keys_keeps_the_rows_for_ever_and_back(u
         index = next(i for i in inspect(conn).get_indexes("vends") if i["name"] == "ix_vends_reversed")
     where = index.get("dialect_options", {}).get(f"{engine.dialect.name}_where")
     assert index["column_names"] == ["reversed_at"] and "reversed_at IS NOT NULL" in str(where)
-    assert database.schema_drift(engine) == []
     command.downgrade(cfg, "0011")
     assert {"vendors.vendor_id", "api_keys.api_key_id"} <= _foreign_keys(engine, "vends")
     assert "api_keys.api_key_id" in _foreign_keys(engine, "idempotency")
     with engine.begin() as conn:  # the triggers went with it
         conn.execute(text("DELETE FROM api_keys"))
         conn.execute(text("DELETE FROM vendors"))
+    engine.dispose()
+
+
+NAMING_A_VEND = ("tokens", "ledger", "outbox", "idempotency")
+
+
+def test_0013_drops_the_foreign_keys_to_vends_keeps_vends_for_ever_and_back(url: str) -> None:
+    """A vend's tokens, ledger lines, outbox rows and answers lose their foreign keys to it, and vends gain the
+    triggers that refuse deleting one (or changing its id), on both dialects; the schema is the models'; and back."""
+    cfg = database.alembic_config(database.normalise_url(url))
+    command.upgrade(cfg, "0013")
+    engine = database.make_engine(url)
+    sample.create_group_and_tariff(engine, "T")
+    meter = registry.Registry(engine).create_meter(
+        registry.SYSTEM, drn=sample.meter_number("4700000001"), sgc=sample.SGC, tariff="domestic"
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO vends (id, meter_id, kind, amount, units, receipt, status, created_at) "
+                "VALUES ('v1', :m, 'purchase', 0, 0, '{}', 'completed', :t)"
+            ),
+            {"m": meter["id"], "t": EXPIRY},
+        )
+        conn.execute(
+            text("INSERT INTO ledger (vend_id, account, debit, credit, created_at) VALUES ('v1', 'x', 0, 0, :t)"),
+            {"t": EXPIRY},
+        )
+    for table in NAMING_A_VEND:
+        assert "vends.vend_id" not in _foreign_keys(engine, table)
+    assert _foreign_keys(engine, "vends") == {"meters.meter_id", "customers.customer_id"}
+    refusals = ["DELETE FROM vends", "UPDATE vends SET id = 'v2'"]
+    if engine.dialect.name == "postgresql":
+        refusals += ["TRUNCATE vends CASCADE"]
+    for statement in refusals:
+        with pytest.raises(DBAPIError, match="never deleted"), engine.begin() as conn:
+            conn.execute(text(statement))
+    with engine.begin() as conn:  # a reversal changes it as before
+        conn.execute(text("UPDATE vends SET status = 'reversed', reversed_at = :t"), {"t": EXPIRY})
+    assert database.schema_drift(engine) == []
+    command.downgrade(cfg, "0012")
+    for table in NAMING_A_VEND:
+        assert "vends.vend_id" in _foreign_keys(engine, table)
+    with engine.begin() as conn:  # the triggers went with it
+        conn.execute(text("DELETE FROM ledger"))
+        conn.execute(text("DELETE FROM vends"))
     engine.dispose()
