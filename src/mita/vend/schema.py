@@ -436,7 +436,8 @@ VENDS_KEPT_SQL = {
     "postgresql": [
         "CREATE FUNCTION mita_vends_kept() RETURNS trigger LANGUAGE plpgsql AS "
         "$$ BEGIN RAISE EXCEPTION 'vends are never deleted: reverse one instead'; END $$",
-        "CREATE TRIGGER vends_kept BEFORE DELETE OR UPDATE OF id ON vends FOR EACH ROW EXECUTE FUNCTION mita_vends_kept()",
+        "CREATE TRIGGER vends_kept BEFORE DELETE OR UPDATE OF id ON vends "
+        "FOR EACH ROW EXECUTE FUNCTION mita_vends_kept()",
         "CREATE TRIGGER vends_kept_truncate BEFORE TRUNCATE ON vends EXECUTE FUNCTION mita_vends_kept()",
     ],
 }
