@@ -112,10 +112,22 @@ class Foreign(logging.Filter):
 
 def foreign_records() -> Foreign:
     """The :class:`Foreign` filter, for :func:`config`; making it also sends Python's warnings to the log
-    (``py.warnings``, one line each: :func:`mita.oneline.log_warnings`, which the workers call too).
-    ``dictConfig`` calls it in each process uvicorn starts: it has no other hook."""
+    (``py.warnings``, one line each: :func:`mita.oneline.log_warnings`, which the workers call too) and makes
+    records lean (:func:`lean_records`). ``dictConfig`` calls it in each process uvicorn starts: it has no other
+    hook."""
     log_warnings()
+    lean_records()
     return Foreign()
+
+
+def lean_records() -> None:
+    """Records without what neither format writes: the caller's file and line (a walk up the stack for every
+    record), the thread's and the process's names (the JSON format reads the pid itself). These are the standard
+    library's own switches (its logging HOWTO, "Optimization"); the access line is written for every request."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def config(log_format: str, *, on_start: dict[str, Any] | None = None) -> dict[str, Any]:

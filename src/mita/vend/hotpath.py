@@ -40,6 +40,7 @@ from sqlalchemy import Connection, Engine, event
 
 from .database import CONNECT_TIMEOUT_S, TCP_ARGS
 from .errors import VendError
+from .jsontext import json_text
 
 SQL = {
     "claim": "INSERT INTO idempotency (api_key_id, key, request_hash, status_code, response, created_at) "
@@ -162,7 +163,7 @@ def _pg_params(writes: list[Write]) -> dict[str, Any]:
     }
     return {
         "at": vend["at"],
-        "doc": json.dumps(values),
+        "doc": json_text(values),
         # already JSON texts (SQLite stores them as they are): sent as they are, not parsed and dumped again
         "receipt": vend["receipt"],
         "detail": w["audit"]["detail"],

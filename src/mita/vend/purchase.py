@@ -43,6 +43,7 @@ from .answers import (
 from .callers import Caller
 from .desk import Desk, Issued
 from .errors import VendError, database_failure
+from .jsontext import json_text
 from .keyring import KeyInfo, check_issuable, expiry_warnings
 from .lifecycles import KEY_CHANGE
 from .schema import (
@@ -77,7 +78,9 @@ _COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(","
 
 def encoded(answer: dict[str, Any]) -> str:
     """The answer as JSON, once: stored for a replay and sent as the body. Compact, UTF-8 as it is, no NaN:
-    the bytes Starlette's ``JSONResponse`` would make of it."""
+    the bytes Starlette's ``JSONResponse`` would make of it. The standard library's encoder, which refuses a
+    NaN (orjson would write null): every value the vend's other documents hold is in its answer too, so this
+    is their check as well (:mod:`.jsontext`)."""
     return _COMPACT.encode(answer)
 
 
@@ -314,12 +317,12 @@ class Purchases(Desk):
             "customer_id": meter.customer_id,
             "amount": amount,
             "units": receipt.units + receipt.fbe_units,
-            "receipt": json.dumps({**receipt_doc, "key": key_doc}),  # the key, for a reversal to find
+            "receipt": json_text({**receipt_doc, "key": key_doc}),  # the key, for a reversal to find
             "at": at,
         }
         if pending:
             state = {**(meter.pending_key or {}), **cfg.as_dict(), "last_tid": tids[-1]}
-            meter_write: hotpath.Write = ("meter_pending", {"id": meter.id, "pending": json.dumps(state)})
+            meter_write: hotpath.Write = ("meter_pending", {"id": meter.id, "pending": json_text(state)})
         else:
             meter_write = ("meter_tid", {"id": meter.id, "tid": tids[-1]})
         lines = ledger_lines(caller, meter, receipt, carry)
@@ -340,10 +343,10 @@ class Purchases(Desk):
                     "fixed": bool(receipt.fixed_charge),
                 },
             ),
-            ("audit", {**ids, "actor": caller.name, "detail": json.dumps(summary)}),
+            ("audit", {**ids, "actor": caller.name, "detail": json_text(summary)}),
             (
                 "outbox",
-                {**ids, "recipient": meter.drn, "dedupe_key": f"receipt:{vend_id}", "payload": json.dumps(delivery)},
+                {**ids, "recipient": meter.drn, "dedupe_key": f"receipt:{vend_id}", "payload": json_text(delivery)},
             ),
             (
                 "answer",
