@@ -219,3 +219,39 @@ def test_0013_drops_the_foreign_keys_to_vends_keeps_vends_for_ever_and_back(url:
         conn.execute(text("DELETE FROM ledger"))
         conn.execute(text("DELETE FROM vends"))
     engine.dispose()
+
+
+def test_0014_stores_the_hot_tables_status_checks_with_one_array_constant_and_back(url: str) -> None:
+    """On PostgreSQL the status and kind checks of the rows a vend writes compare with one ``text[]`` constant,
+    allowing and refusing what they did; SQLite's stay as they were; and back."""
+    cfg = database.alembic_config(database.normalise_url(url))
+    command.upgrade(cfg, "0013")
+    engine = database.make_engine(url)
+
+    def check() -> str:
+        with engine.connect() as conn:
+            found = {c["name"]: c["sqltext"] for c in inspect(conn).get_check_constraints("vends")}
+        return str(found["ck_vends_status"])
+
+    before = check()
+    command.upgrade(cfg, "0014")
+    if engine.dialect.name == "postgresql":
+        assert "ANY ('{completed,reversed}'::text[])" in check() and "ARRAY" not in check()
+    else:
+        assert check() == before
+    sample.create_group_and_tariff(engine, "T")
+    meter = registry.Registry(engine).create_meter(
+        registry.SYSTEM, drn=sample.meter_number("4700000001"), sgc=sample.SGC, tariff="domestic"
+    )
+    insert = text(
+        "INSERT INTO vends (id, meter_id, kind, amount, units, receipt, status, created_at) "
+        "VALUES (:id, :m, 'purchase', 0, 0, '{}', :status, :t)"
+    )
+    with engine.begin() as conn:
+        conn.execute(insert, {"id": "v1", "m": meter["id"], "status": "reversed", "t": EXPIRY})
+    with pytest.raises(DBAPIError, match="ck_vends_status"), engine.begin() as conn:
+        conn.execute(insert, {"id": "v2", "m": meter["id"], "status": "refunded", "t": EXPIRY})
+    assert database.schema_drift(engine) == []
+    command.downgrade(cfg, "0013")
+    assert check() == before
+    engine.dispose()

@@ -7,6 +7,7 @@ every status and kind column, built from the enumerations the code uses (:mod:`m
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 
 import psycopg
@@ -111,7 +112,7 @@ def test_every_status_and_kind_column_refuses_a_value_the_code_does_not_know(
     with engine.connect() as conn:
         checks = {c["name"]: c["sqltext"] for c in inspect(conn).get_check_constraints(table)}
     body = checks[f"ck_{table}_{column}"]
-    assert all(f"'{v}'" in body for v in enum), body  # the migrated CHECK lists every value the code has
+    assert set(enum) <= set(re.findall(r"\w+", body)), body  # the migrated CHECK lists every value the code has
     scratch = Table(f"scratch_{table}", MetaData(), Column(column, String(20)), one_of(column, enum))
     with engine.begin() as conn:  # and the same definition refuses any other value, on this database
         scratch.create(conn)
