@@ -43,6 +43,8 @@ durability settings on. ``benchmarks/README.md`` lists each run with the load av
 | + no foreign-key locks on vendor and key rows (0012) | 566, 778 | 100-196 | 0.97-0.99 / 0.98-1.02 / 0.06 | 2.3-3.1 |
 | + the two messages straight on libpq (14769ef) | 464-874 | 48-85 | 0.79-1.64 / 0.89-1.68 / 0.05-0.10 | 2.4-11 |
 | + no WAL zero-fill, 8 backends, pipeline (d38939b) | 844-1,257 | 24-40 | 0.71-1.04 / 0.75-1.16 / 0.05-0.07 | 1.9-3.6 |
+| another host (Intel Xeon), the same code (f6defec) | 898-917 | 29-42 | 0.99-1.02 / 1.03-1.04 / 0.064-0.066 | 1.0-3.5 |
+| there, less work per vend (749be85) | 933-1,030 | 26-35 | 0.86-0.93 / 0.91-1.01 / 0.062-0.067 | 2.8-4.3 |
 
 The same code's CPU per vend moves by up to 2x between runs minutes apart (the VM's speed: wrk's own CPU per
 request, fixed work, moves with it, 0.05-0.10 ms), and throughput follows: at the fastest, 1.73 ms of CPU a vend
