@@ -75,7 +75,9 @@ def _id() -> Column[int]:
 
 
 def one_of(column: str, values: type[StrEnum]) -> CheckConstraint:
-    """The column holds one of the enumeration's values (the same definition the code uses)."""
+    """The column holds one of the enumeration's values (the same definition the code uses). On PostgreSQL the
+    checks of the tables every vend writes are stored as ``column::text = ANY ('{...}'::text[])`` instead, the same
+    values (migration 0014, ``CHECKS``): a migration that changes one of those enumerations writes that form."""
     return CheckConstraint(f"{column} in {sql_in(values)}", name=column)
 
 
