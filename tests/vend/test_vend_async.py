@@ -267,3 +267,40 @@ def test_a_vend_cancelled_mid_batch_leaves_nothing_and_its_connection_is_not_reu
     issued = asyncio.run(svc.purchases.vend_async(caller, "gone", body))
     assert issued is not None and not issued.replayed
     assert _claims(svc, "gone") == 1
+
+
+def test_a_connection_lost_mid_batch_is_a_retry_and_its_slot_comes_back(shop: Any) -> None:
+    """The vend's session ended by the server while its claim waits (an administrator's pg_terminate_backend, a
+    crash): the exchange reports the lost connection as psycopg does, the vend is refused 503 ``retry``, the
+    connection is not given back, and the same key vends once the row is free."""
+    svc, caller, drns = shop
+    body = {"meter": drns[1], "amount": 3000}
+    svc.vend(caller, "warm-4", body)
+    pool = hotpath.AsyncPool.of(svc.engine)
+    assert pool is not None
+
+    async def lost() -> None:
+        task = asyncio.create_task(svc.purchases.vend_async(caller, "lost", body))
+        for _ in range(100):  # until the claim waits for the row
+            await asyncio.sleep(0.05)
+            killed = _scalar(
+                svc,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            )
+            if killed:
+                break
+        assert killed, "the claim never waited for the row"
+        with pytest.raises(VendError) as refused:
+            await task
+        assert refused.value.code == "retry"
+
+    with svc.engine.connect() as hung:
+        hung.execute(text("BEGIN"))
+        hung.execute(text("SELECT 1 FROM meters WHERE drn = :d FOR UPDATE"), {"d": drns[1]})
+        asyncio.run(lost())
+        assert pool.busy == 0 and not pool.idle  # closed, its slot free
+        hung.execute(text("ROLLBACK"))
+    issued = asyncio.run(svc.purchases.vend_async(caller, "lost", body))
+    assert issued is not None and not issued.replayed
+    assert _claims(svc, "lost") == 1

@@ -481,6 +481,8 @@ async def _exchange(pgconn: pq.abc.PGconn) -> list[pq.abc.PGresult]:
                     results.append(result)
         finally:
             loop.remove_reader(fd)
+    except TimeoutError:  # the deadline (an OSError too, which the next clause is not for)
+        raise
     except OSError as exc:  # the socket gone under the loop: as psycopg's own wait reports it
         raise psycopg.OperationalError("connection socket closed") from exc
     finally:
