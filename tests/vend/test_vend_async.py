@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -248,8 +248,6 @@ def test_a_vend_cancelled_mid_batch_leaves_nothing_and_its_connection_is_not_reu
     svc, caller, drns = shop
     body = {"meter": drns[0], "amount": 3000}
     svc.vend(caller, "warm-3", body)
-    pool = hotpath.AsyncPool.of(svc.engine)
-    assert pool is not None
 
     async def cancelled() -> None:
         task = asyncio.create_task(svc.purchases.vend_async(caller, "gone", body))
@@ -258,15 +256,8 @@ def test_a_vend_cancelled_mid_batch_leaves_nothing_and_its_connection_is_not_reu
         with pytest.raises(asyncio.CancelledError):
             await task
 
-    with svc.engine.connect() as hung:
-        hung.execute(text("BEGIN"))
-        hung.execute(text("SELECT 1 FROM meters WHERE drn = :d FOR UPDATE"), {"d": drns[0]})
-        asyncio.run(cancelled())
-        assert pool.busy == 0 and not pool.idle  # closed, its slot free
-        hung.execute(text("ROLLBACK"))
-    issued = asyncio.run(svc.purchases.vend_async(caller, "gone", body))
-    assert issued is not None and not issued.replayed
-    assert _claims(svc, "gone") == 1
+    _while_the_row_is_held(svc, drns[0], cancelled)
+    _vends_once(svc, caller, "gone", body)
 
 
 def test_a_connection_lost_mid_batch_is_a_retry_and_its_slot_comes_back(shop: Any) -> None:
@@ -276,8 +267,6 @@ def test_a_connection_lost_mid_batch_is_a_retry_and_its_slot_comes_back(shop: An
     svc, caller, drns = shop
     body = {"meter": drns[1], "amount": 3000}
     svc.vend(caller, "warm-4", body)
-    pool = hotpath.AsyncPool.of(svc.engine)
-    assert pool is not None
 
     async def lost() -> None:
         task = asyncio.create_task(svc.purchases.vend_async(caller, "lost", body))
@@ -295,12 +284,25 @@ def test_a_connection_lost_mid_batch_is_a_retry_and_its_slot_comes_back(shop: An
             await task
         assert refused.value.code == "retry"
 
+    _while_the_row_is_held(svc, drns[1], lost)
+    _vends_once(svc, caller, "lost", body)
+
+
+def _while_the_row_is_held(svc: VendingService, drn: str, during: Callable[[], Awaitable[None]]) -> None:
+    """Run ``during`` while another session holds the meter's row; the vend's connection was closed, not given
+    back, and its slot is free."""
+    pool = hotpath.AsyncPool.of(svc.engine)
+    assert pool is not None
     with svc.engine.connect() as hung:
         hung.execute(text("BEGIN"))
-        hung.execute(text("SELECT 1 FROM meters WHERE drn = :d FOR UPDATE"), {"d": drns[1]})
-        asyncio.run(lost())
-        assert pool.busy == 0 and not pool.idle  # closed, its slot free
+        hung.execute(text("SELECT 1 FROM meters WHERE drn = :d FOR UPDATE"), {"d": drn})
+        asyncio.run(during())
+        assert pool.busy == 0 and not pool.idle
         hung.execute(text("ROLLBACK"))
-    issued = asyncio.run(svc.purchases.vend_async(caller, "lost", body))
+
+
+def _vends_once(svc: VendingService, caller: Caller, key: str, body: dict[str, Any]) -> None:
+    """Once the row is free, the same key makes its one vend."""
+    issued = asyncio.run(svc.purchases.vend_async(caller, key, body))
     assert issued is not None and not issued.replayed
-    assert _claims(svc, "lost") == 1
+    assert _claims(svc, key) == 1
