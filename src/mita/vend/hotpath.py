@@ -85,7 +85,7 @@ SQL = {
     "VALUES (%(at)s, %(actor)s, 'vend', 'vend', %(vend_id)s, %(detail)s)",
     "outbox": "INSERT INTO outbox (vend_id, channel, recipient, dedupe_key, payload, status, attempts, "
     "next_attempt_at, created_at) VALUES (%(vend_id)s, 'receipt', %(recipient)s, %(dedupe_key)s, %(payload)s, "
-    "'pending', 0, %(at)s, %(at)s) ON CONFLICT (dedupe_key) DO NOTHING",
+    "'pending', 0, %(at)s, %(at)s)",  # its key names the new vend: nothing to conflict with
     "answer": "UPDATE idempotency SET status_code = 201, response = %(response)s, vend_id = %(vend_id)s "
     "WHERE api_key_id = %(api_key_id)s AND key = %(key)s",
 }
@@ -126,7 +126,7 @@ PG_VEND = (
     "SELECT d.at, actor, 'vend', 'vend', vend_id, detail FROM d), "
     "o AS (INSERT INTO outbox (vend_id, channel, recipient, dedupe_key, payload, status, attempts, "
     "next_attempt_at, created_at) SELECT vend_id, 'receipt', o_recipient, o_dedupe, payload, 'pending', 0, d.at, "
-    "d.at FROM d ON CONFLICT (dedupe_key) DO NOTHING), "
+    "d.at FROM d), "
     "c AS (UPDATE customers SET debt = debt - d.c_debt, carried = carried - d.c_in + d.c_out, "
     "refund_balance = refund_balance + d.c_refund FROM d WHERE customers.id = d.c_id) "
     "UPDATE idempotency SET status_code = 201, response = d.response, vend_id = d.vend_id "
