@@ -92,6 +92,8 @@ def test_a_replay_and_a_sale_needing_sql_go_to_the_thread_leaving_nothing(shop: 
     first = asyncio.run(svc.purchases.vend_async(caller, "k1", body))
     assert first is not None
     assert asyncio.run(svc.purchases.vend_async(caller, "k1", body)) is None  # not claimed: the thread replays
+    pool = hotpath.AsyncPool.of(svc.engine)
+    assert pool is not None and pool.busy == 0 and pool.idle  # the failed claim's connection is back, rolled back
     replay = svc.vend(caller, "k1", body)
     assert replay.replayed and replay.body == first.body
     with svc.engine.begin() as conn:  # a vendor on credit: charging it is a statement the loop's path leaves
@@ -99,6 +101,27 @@ def test_a_replay_and_a_sale_needing_sql_go_to_the_thread_leaving_nothing(shop: 
     assert asyncio.run(svc.purchases.vend_async(caller, "k2", body)) is None
     assert _claims(svc, "k2") == 0
     assert svc.vend(caller, "k2", body).body["meter"] == drns[1]  # the meter's lock was let go
+
+
+def test_the_same_key_twice_at_once_makes_one_vend_and_hands_the_other_over(shop: Any) -> None:
+    """The second claim of a key in flight waits for the first's transaction, then fails on the key: handed over
+    to the thread's path, which replays the vend the first made."""
+    svc, caller, drns = shop
+    for drn in drns:
+        svc.vend(caller, f"warm-{drn}", {"meter": drn, "amount": 3000})
+
+    async def twice() -> list[Any]:
+        jobs = [svc.purchases.vend_async(caller, "twice", {"meter": drn, "amount": 3000}) for drn in drns[:2]]
+        return await asyncio.gather(*jobs)
+
+    issued = asyncio.run(twice())
+    made = [i for i in issued if i is not None]
+    assert len(made) == 1 and issued.count(None) == 1
+    assert _claims(svc, "twice") == 1
+    pool = hotpath.AsyncPool.of(svc.engine)
+    assert pool is not None and pool.busy == 0 and pool.idle
+    again = svc.vend(caller, "twice", {"meter": made[0].body["meter"], "amount": 3000})
+    assert again.replayed and again.body == made[0].body
 
 
 def test_a_refusal_is_raised_and_rolled_back(shop: Any) -> None:

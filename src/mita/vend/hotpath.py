@@ -34,7 +34,7 @@ from psycopg import pq
 from psycopg.abc import Transformer
 from psycopg.adapt import PyFormat
 from psycopg.adapt import Transformer as Adapter
-from psycopg.errors import error_from_result
+from psycopg.errors import UniqueViolation, error_from_result
 from psycopg.rows import dict_row
 from sqlalchemy import Connection, Engine, event
 
@@ -187,6 +187,11 @@ PG_CLAIM_AND_LOCK = (
     "SELECT (SELECT key FROM claim) AS claimed, id, current_setting('synchronous_commit') AS synchronous_commit, "
     "current_setting('fsync') AS fsync FROM meters WHERE drn = %(drn)s FOR UPDATE"
 )
+# The event loop's claim is a plain INSERT: a key already claimed fails it with a unique violation, and that vend
+# goes to the thread's path, which answers replays (:func:`claim_and_load_async`). ``ON CONFLICT DO NOTHING``'s
+# speculative insertion (the index probed first, the row inserted as speculative, then confirmed: one more WAL
+# record) cost every vend for the rare retry.
+PG_CLAIM_NEW_AND_LOCK = PG_CLAIM_AND_LOCK.replace(" ON CONFLICT DO NOTHING", "")
 #: The settings under which a committed vend could be lost in a crash, and the value that makes it so.
 UNSAFE = {"synchronous_commit": "off", "fsync": "off"}
 #: How long the event loop's vend waits for each answer from PostgreSQL. A server that is there but silent (a
@@ -409,7 +414,7 @@ def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
 # a machine where that is what costs; the same statements as ``EXECUTE name(literals)`` in one simple query cost
 # PostgreSQL the parsing of the literals, the 4 KB document among them, and the client their quoting.)
 _PREPARED = {
-    "mita_vend_claim": _positional(PG_CLAIM_AND_LOCK),
+    "mita_vend_claim": _positional(PG_CLAIM_NEW_AND_LOCK),
     "mita_vend_load": _positional(SQL["load"]),
     "mita_vend_write": _positional(PG_VEND),
 }
@@ -426,14 +431,40 @@ def _adapter(conn: psycopg.AsyncConnection[Any]) -> Transformer:
     return tx
 
 
+def _texts(values: list[Any]) -> list[bytes | None] | None:
+    """The parameters in text, as psycopg's adapters dump them for a UTF-8 connection (their types are the prepared
+    statement's), for the kinds a vend sends: text, integers, times without a zone, NULL. None for anything else,
+    or a text with a NUL (which PostgreSQL cannot store): psycopg's adapters dump those, or refuse them. Their
+    general machinery (an adapter looked up per value) cost a vend more than the rest of sending its statements."""
+    out: list[bytes | None] = []
+    for v in values:
+        kind = type(v)
+        if kind is str:
+            if "\x00" in v:
+                return None
+            out.append(v.encode())
+        elif kind is int:
+            out.append(str(v).encode())
+        elif v is None:
+            out.append(None)
+        elif kind is dt.datetime and v.tzinfo is None:
+            out.append(v.isoformat(" ").encode())
+        else:
+            return None
+    return out
+
+
 def _queue(pgconn: pq.abc.PGconn, tx: Transformer, steps: list[Step]) -> None:
     """Each step into libpq's buffer (nothing sent yet), then the sync that ends the batch."""
+    utf8 = tx.encoding == "utf-8"  # the connection's client encoding, as the adapter encodes texts
     for name, params in steps:
         if params is None:
             pgconn.send_query_params(name.encode(), None)
         else:
             values = [params[n] for n in _PREPARED[name][1]]
-            pgconn.send_query_prepared(name.encode(), tx.dump_sequence(values, [PyFormat.TEXT] * len(values)))
+            texts = _texts(values) if utf8 else None
+            dumped = tx.dump_sequence(values, [PyFormat.TEXT] * len(values)) if texts is None else texts
+            pgconn.send_query_prepared(name.encode(), dumped)
     pgconn.pipeline_sync()
 
 
@@ -551,10 +582,15 @@ async def claim_and_load_async(
     conn: psycopg.AsyncConnection[Any], claim: dict[str, Any], reading: dict[str, Any]
 ) -> tuple[bool, dict[str, Any] | None]:
     """:func:`claim_and_load` on an autocommit connection: BEGIN, the claim and lock, and the read, in one
-    batch (one round trip); the read runs after the lock is held, as the statements run in order."""
+    batch (one round trip); the read runs after the lock is held, as the statements run in order. A key claimed
+    before (a retry, or the same key in flight: its transaction waited for) is not claimed; the caller rolls
+    back the failed transaction."""
     tx = _adapter(conn)
     steps: list[Step] = [("BEGIN", None), ("mita_vend_claim", {**claim, **reading}), ("mita_vend_load", reading)]
-    results = await _pipeline(conn, steps)
+    try:
+        results = await _pipeline(conn, steps)
+    except UniqueViolation:  # the batch's one INSERT is the claim's
+        return False, None
     locked = _row(tx, results[1], "mita_vend_claim")
     if locked is None:
         return True, None
