@@ -20,7 +20,17 @@ from hypothesis import strategies as st
 from mita.sts import decode_amount, encode_amount
 from mita.sts.amount import MAX_UNITS
 from mita.vend.errors import VendError
-from mita.vend.pricing import UNITS_PER_KWH, Account, Block, BlockLine, Receipt, Tariff, price
+from mita.vend.pricing import (
+    UNITS_PER_KWH,
+    Account,
+    Block,
+    BlockLine,
+    Receipt,
+    Tariff,
+    _block_cost,
+    _fill_blocks,
+    price,
+)
 
 D = Decimal
 
@@ -466,3 +476,39 @@ def test_a_tiny_price_is_bounded_by_what_a_token_carries() -> None:
     assert time.perf_counter() - start < 5
     assert r.units == MAX_UNITS
     r.check()
+
+
+def _fill_by_bisection(tariff: Tariff, month_units: int, budget: int) -> tuple[list[BlockLine], int]:
+    """The blocks' rule at its plainest: in each block, the most units (of all it has room for) whose cost fits
+    what is left, found by bisecting the whole range; no estimate, no window."""
+    lines: list[BlockLine] = []
+    used, spent, m, vat = month_units, 0, tariff.minor_units, tariff.vat_rate
+    for block in tariff.blocks:
+        room = None if block.up_to is None else int(block.up_to * UNITS_PER_KWH) - used
+        if room is not None and room <= 0:
+            continue
+        unit_price = block.price / UNITS_PER_KWH
+        lo, hi = 0, MAX_UNITS - (used - month_units) if room is None else min(room, MAX_UNITS - (used - month_units))
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if spent + _block_cost(mid, unit_price, vat, m)[1] <= budget else (lo, mid - 1)
+        if lo <= 0:
+            break
+        charge, cost = _block_cost(lo, unit_price, vat, m)
+        lines.append(BlockLine(lo, block.price, charge))
+        spent, used = spent + cost, used + lo
+        if room is None or lo < room:
+            break
+    return lines, spent
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    tariff=tariffs(),
+    month_units=st.integers(min_value=0, max_value=50_000),
+    budget=st.one_of(st.integers(min_value=0, max_value=100_000), st.integers(min_value=0, max_value=10**11)),
+)
+def test_the_blocks_bought_are_the_most_the_budget_affords(tariff: Tariff, month_units: int, budget: int) -> None:
+    """``_fill_blocks`` looks for each block's units next to an estimate; the answer is the one a bisection of
+    every possible number of units finds."""
+    assert _fill_blocks(tariff, month_units, budget, tariff.vat_rate) == _fill_by_bisection(tariff, month_units, budget)

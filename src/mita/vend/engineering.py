@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from sqlalchemy import insert, update
 
 from mita import sts
@@ -11,6 +9,7 @@ from mita.sts import recipes
 
 from . import remote
 from .answers import (
+    new_vend_id,
     request_hash,
     token_row,
     vend_response,
@@ -62,7 +61,7 @@ class EngineeringTokens(Desk):
                 token = recipes.engineering_token(kind, 0, value, 0)
                 digits = sts.encode(token, sts.EA.STA, 0)
             made = [token_row("engineering", token, digits, 0)]
-            vend_id = str(uuid.uuid4())
+            vend_id = new_vend_id()
             conn.execute(
                 insert(vends).values(
                     id=vend_id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -12,6 +11,7 @@ from mita.sts.recipes import KeyConfig, check_key_change
 
 from .answers import (
     last_tid,
+    new_vend_id,
     same_key,
     vend_response,
 )
@@ -130,7 +130,7 @@ class KeyChanges(Desk):
                 .where(key_changes.c.meter_id == meter.id, key_changes.c.status == "planned")
                 .values(status="cancelled")
             )
-            vend_id = str(uuid.uuid4())
+            vend_id = new_vend_id()
             doc = {"key_change": {"from": old.as_dict(), "to": new.as_dict()}}
             conn.execute(
                 insert(vends).values(

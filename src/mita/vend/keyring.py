@@ -17,6 +17,7 @@ and stop hard after.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import threading
 from dataclasses import dataclass
@@ -125,6 +126,14 @@ def ken_expiry(ken: int, base_date: int) -> dt.datetime | None:
     return sts.datetime_from_tid((ken + 1) << 16, base_date)
 
 
+@functools.lru_cache(maxsize=256)
+def _key_ends(ken: int, base_date: int, kt: int) -> tuple[dt.datetime | None, dt.datetime]:
+    """When a meter's KEN (None: never, or a key type without one) and its base date stop its tokens: fixed by
+    the three numbers, and asked by every vend."""
+    ends = ken_expiry(ken, base_date) if kt != 0 else None
+    return ends, sts.BaseDate(base_date).start + dt.timedelta(minutes=sts.tid.TID_MAX + 1)
+
+
 def expiry_warnings(
     at: dt.datetime, issued_until: dt.datetime | None, ken: int, base_date: int, kt: int, warn_days: int = WARN_DAYS
 ) -> list[dict[str, str]]:
@@ -135,10 +144,9 @@ def expiry_warnings(
         out.append(
             {"code": "key_expiring", "detail": f"the vending key issues no credit after {issued_until.isoformat()}"}
         )
-    ends = ken_expiry(ken, base_date) if kt != 0 else None
+    ends, base_end = _key_ends(ken, base_date, kt)
     if ends is not None and ends <= soon:
         out.append({"code": "ken_expiring", "detail": f"meters refuse tokens issued from {ends.isoformat()} (KEN)"})
-    base_end = sts.BaseDate(base_date).start + dt.timedelta(minutes=sts.tid.TID_MAX + 1)
     if base_end <= soon:
         out.append({"code": "tid_rollover", "detail": f"base date {base_date} runs out at {base_end.isoformat()}"})
     return out

@@ -144,34 +144,58 @@ def _fill_blocks(tariff: Tariff, month_units: int, budget: int, vat: Decimal) ->
         most = MAX_UNITS - (used_units - month_units)
         if room is not None:
             most = min(most, room)
-        # Rounding moves the cost of n units by under 2 cents from n times the unit price: search only
-        # the window that slack allows around the plain estimate.
+        # Rounding moves the cost of n units by under 2 cents from n times the unit price: the answer lies in
+        # the window that slack allows around the plain estimate, most often at it or next to it, so it is
+        # looked for there first (two costs worked out, where a bisection of the window took five).
         estimate = int(Decimal(budget - spent) / gross_unit)
         slack = int(2 / gross_unit) + 2
         lo, hi = max(0, estimate - slack), max(0, min(most, estimate + slack))
-        if lo > hi or spent + _block_cost(lo, unit_price, vat, m) > budget:
-            lo = 0
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if spent + _block_cost(mid, unit_price, vat, m) <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        n = lo
+        n, cost = _largest(lo, hi, min(max(estimate, lo), hi), budget - spent, unit_price, vat, m)
         if n <= 0:
             break
-        charge = _cents(n * unit_price, m, ROUND_CEILING)
-        lines.append(BlockLine(n, block.price, charge))
-        spent += _block_cost(n, unit_price, vat, m)
+        lines.append(BlockLine(n, block.price, cost[0]))
+        spent += cost[1]
         used_units += n
         if room is None or n < room:
             break
     return lines, spent
 
 
-def _block_cost(n: int, unit_price: Decimal, vat: Decimal, m: int) -> int:
+def _block_cost(n: int, unit_price: Decimal, vat: Decimal, m: int) -> tuple[int, int]:
+    """``n`` units' charge (VAT exclusive, rounded up) and their cost (with the VAT, rounded half up)."""
     charge = _cents(n * unit_price, m, ROUND_CEILING)
-    return charge + _cents(Decimal(charge) * vat / m, m, ROUND_HALF_UP)
+    return charge, charge + _cents(Decimal(charge) * vat / m, m, ROUND_HALF_UP)
+
+
+def _largest(
+    lo: int, hi: int, start: int, budget: int, unit_price: Decimal, vat: Decimal, m: int
+) -> tuple[int, tuple[int, int]]:
+    """The most units in ``0..hi`` whose cost fits ``budget``, with their charge and cost: looked for at ``start``
+    and next to it first (where the estimate puts it, most often), then by bisection of ``lo..hi`` (of ``0..hi``
+    if even ``lo`` is too dear). Costs grow with the units."""
+    cost = _block_cost(start, unit_price, vat, m)
+    if cost[1] <= budget:
+        if start == hi:
+            return start, cost
+        more = _block_cost(start + 1, unit_price, vat, m)
+        if more[1] > budget:
+            return start, cost
+        lo = start + 1
+    else:
+        if start > lo:
+            less = _block_cost(start - 1, unit_price, vat, m)
+            if less[1] <= budget:
+                return start - 1, less
+        hi = start - 1
+        if lo > hi or _block_cost(lo, unit_price, vat, m)[1] > budget:
+            lo = 0  # no units cost nothing: 0 always fits
+    while lo < hi:  # lo fits
+        mid = (lo + hi + 1) // 2
+        if _block_cost(mid, unit_price, vat, m)[1] <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo, _block_cost(lo, unit_price, vat, m)
 
 
 def price(tariff: Tariff, paid: int, account: Account, carry_leftover: bool = True) -> Receipt:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from types import SimpleNamespace
@@ -32,6 +31,7 @@ from . import hotpath, pricing, remote
 from .answers import (
     check_amount,
     ledger_lines,
+    new_vend_id,
     reading,
     receipt_json,
     request_hash,
@@ -300,7 +300,7 @@ class Purchases(Desk):
             self._charge_vendor(conn, caller, receipt.paid)
         if vk.credit_limit is not None:
             self._charge_key(conn, vk.id, receipt.units + receipt.fbe_units)
-        vend_id = str(uuid.uuid4())
+        vend_id = new_vend_id()
         receipt_doc = receipt_json(receipt, meter)
         response = vend_response(vend_id, meter.drn, at, made, receipt_doc)
         key_doc = cfg.as_dict()

@@ -10,6 +10,7 @@ A "day" (the sales report's ``date``) is a wall-clock day: midnight to midnight 
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 
 def wall_clock(at: dt.datetime) -> dt.datetime:
@@ -21,7 +22,26 @@ def wall_clock(at: dt.datetime) -> dt.datetime:
 
 def with_offset(at: dt.datetime) -> str:
     """A stored wall-clock time in RFC 3339, with the utility's offset then (``2026-03-10T09:30:00+02:00``)."""
-    return (at if at.tzinfo is not None else at.astimezone()).isoformat()
+    if at.tzinfo is not None:
+        return at.isoformat()
+    return at.replace(tzinfo=_offset(at)).isoformat()
+
+
+# The offset of the last second asked for, in the zone it was asked in: every vend's answer asks for its own time's,
+# and ``astimezone`` works it out from the C library's local time each time (8 µs). A zone's offset changes only at
+# whole seconds (whole minutes since the 1970s), so a second's is its every instant's; the zone is the process's
+# (``TZ``, read again by ``time.tzset``, as tests do), named by what ``time`` says of it.
+_last: tuple[object, dt.datetime, int, dt.tzinfo | None] = (None, dt.datetime.min, 0, None)
+
+
+def _offset(at: dt.datetime) -> dt.tzinfo | None:
+    global _last
+    zone, second = (time.tzname, time.timezone, time.altzone), at.replace(microsecond=0)
+    last_zone, last_second, last_fold, tz = _last
+    if last_zone != zone or last_second != second or last_fold != at.fold:  # naive datetimes compare without fold
+        tz = second.astimezone().tzinfo
+        _last = (zone, second, at.fold, tz)
+    return tz
 
 
 def zone_name(at: dt.datetime) -> str:
