@@ -34,7 +34,7 @@ from psycopg import pq
 from psycopg.abc import Transformer
 from psycopg.adapt import PyFormat
 from psycopg.adapt import Transformer as Adapter
-from psycopg.errors import UniqueViolation, error_from_result
+from psycopg.errors import error_from_result
 from psycopg.rows import dict_row
 from sqlalchemy import Connection, Engine, event
 
@@ -187,11 +187,6 @@ PG_CLAIM_AND_LOCK = (
     "SELECT (SELECT key FROM claim) AS claimed, id, current_setting('synchronous_commit') AS synchronous_commit, "
     "current_setting('fsync') AS fsync FROM meters WHERE drn = %(drn)s FOR UPDATE"
 )
-# The event loop's claim is a plain INSERT: a key already claimed fails it with a unique violation, and that vend
-# goes to the thread's path, which answers replays (:func:`claim_and_load_async`). ``ON CONFLICT DO NOTHING``'s
-# speculative insertion (the index probed first, the row inserted as speculative, then confirmed: one more WAL
-# record) cost every vend for the rare retry.
-PG_CLAIM_NEW_AND_LOCK = PG_CLAIM_AND_LOCK.replace(" ON CONFLICT DO NOTHING", "")
 #: The settings under which a committed vend could be lost in a crash, and the value that makes it so.
 UNSAFE = {"synchronous_commit": "off", "fsync": "off"}
 #: How long the event loop's vend waits for each answer from PostgreSQL. A server that is there but silent (a
@@ -414,7 +409,7 @@ def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
 # a machine where that is what costs; the same statements as ``EXECUTE name(literals)`` in one simple query cost
 # PostgreSQL the parsing of the literals, the 4 KB document among them, and the client their quoting.)
 _PREPARED = {
-    "mita_vend_claim": _positional(PG_CLAIM_NEW_AND_LOCK),
+    "mita_vend_claim": _positional(PG_CLAIM_AND_LOCK),
     "mita_vend_load": _positional(SQL["load"]),
     "mita_vend_write": _positional(PG_VEND),
 }
@@ -582,15 +577,10 @@ async def claim_and_load_async(
     conn: psycopg.AsyncConnection[Any], claim: dict[str, Any], reading: dict[str, Any]
 ) -> tuple[bool, dict[str, Any] | None]:
     """:func:`claim_and_load` on an autocommit connection: BEGIN, the claim and lock, and the read, in one
-    batch (one round trip); the read runs after the lock is held, as the statements run in order. A key claimed
-    before (a retry, or the same key in flight: its transaction waited for) is not claimed; the caller rolls
-    back the failed transaction."""
+    batch (one round trip); the read runs after the lock is held, as the statements run in order."""
     tx = _adapter(conn)
     steps: list[Step] = [("BEGIN", None), ("mita_vend_claim", {**claim, **reading}), ("mita_vend_load", reading)]
-    try:
-        results = await _pipeline(conn, steps)
-    except UniqueViolation:  # the batch's one INSERT is the claim's
-        return False, None
+    results = await _pipeline(conn, steps)
     locked = _row(tx, results[1], "mita_vend_claim")
     if locked is None:
         return True, None
