@@ -1,5 +1,6 @@
-"""Two small things every vend makes, made the quick way and held to the slow way: its id (a version 4 UUID) and
-its time with the utility's offset (``with_offset``, which remembers the last second's offset)."""
+"""Small things every vend makes, made the quick way and held to the slow way: its id (a version 4 UUID), its
+tokens' RND, its month and its time with the utility's offset (``with_offset``, which remembers the last second's
+offset)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mita.vend.answers import new_vend_id
+from mita.vend.answers import month_of, new_vend_id, random_rnd
 from mita.vend.walltime import with_offset
 
 # zones with daylight saving (an hour, and Lord Howe's half hour), without it, and a past with odd offsets
@@ -29,6 +30,16 @@ def test_vend_ids_are_random_version_4_uuids() -> None:
     ids = {new_vend_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+
+
+def test_rnds_are_4_bit_and_all_come() -> None:
+    drawn = [random_rnd() for _ in range(2000)]
+    assert set(drawn) == set(range(16))
+
+
+@given(st.datetimes(min_value=dt.datetime(1000, 1, 1)))
+def test_a_month_is_strftime_s(at: dt.datetime) -> None:
+    assert month_of(at) == f"{at:%Y-%m}"
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ context, and what every one of them does to find a meter, its key and its TIDs."
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from . import limits, pricing
 from .answers import (
     dialect_insert,
     last_tid,
+    random_rnd,
     token_row,
 )
 from .audit import write_audit
@@ -51,7 +51,7 @@ class VendContext:
 
     engine: Engine
     clock: Callable[[], dt.datetime] = local_now
-    rnd: Callable[[], int] = field(default=lambda: secrets.randbelow(16))
+    rnd: Callable[[], int] = random_rnd
     reversal_window: dt.timedelta = dt.timedelta(hours=24)
     warn_days: int = WARN_DAYS
     delivery_expiry: dt.timedelta = dt.timedelta(hours=24)  # how long a connected meter's tokens are tried

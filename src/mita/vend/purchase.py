@@ -31,6 +31,7 @@ from . import hotpath, pricing, remote
 from .answers import (
     check_amount,
     ledger_lines,
+    month_of,
     new_vend_id,
     reading,
     receipt_json,
@@ -262,7 +263,7 @@ class Purchases(Desk):
         amount: int = body["amount"]
         if meter.status != "active":
             raise VendError("meter_blocked", f"meter {meter.drn} is {meter.status}")
-        month = f"{at:%Y-%m}"
+        month = month_of(at)
         carry = bool(meter.carry_leftover)
         receipt = self._price(conn, meter, amount, at)
         group = SimpleNamespace(

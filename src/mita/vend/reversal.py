@@ -8,6 +8,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from . import remote
 from .answers import (
+    month_of,
     same_seller,
     vend_response,
 )
@@ -135,7 +136,7 @@ class Receipts(Desk):
                              "created_at": at},
                         ],
                     )  # fmt: skip
-            month = f"{row.created_at:%Y-%m}"
+            month = month_of(row.created_at)
             conn.execute(
                 update(meter_months)
                 .where(meter_months.c.meter_id == row.meter_id, meter_months.c.month == month)

@@ -17,7 +17,6 @@ callers and their roles in :mod:`.callers`.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from mita.sts.recipes import KeyConfig, check_key_change
 from .answers import (
     MAX_AMOUNT,
     ledger_lines,
+    random_rnd,
     receipt_json,
     request_hash,
     tariff_from_spec,
@@ -73,7 +73,7 @@ class VendingService:
         self,
         engine: Engine,
         clock: Callable[[], dt.datetime] = local_now,
-        rnd: Callable[[], int] = lambda: secrets.randbelow(16),
+        rnd: Callable[[], int] = random_rnd,
         reversal_window: dt.timedelta = dt.timedelta(hours=24),
         warn_days: int = WARN_DAYS,
         delivery_expiry: dt.timedelta = dt.timedelta(hours=24),
