@@ -8,6 +8,7 @@ strings (accepted and refused as :meth:`MeterNumber.parse` does, naming the firs
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import inspect
 from typing import Any
@@ -201,3 +202,33 @@ def test_bulk_meter_numbers_from_arrays_and_of_no_meter() -> None:
     assert list(bulk.meter_pans(np.array(texts, dtype="S11"))) == expected
     assert len(bulk.meter_pans([])) == 0
     assert bulk.dkga04(bytes(20), [], 2, "123456", 1, 1, BaseDate.Y2014, EA.MISTY1).shape == (0, 16)
+
+
+def reference_tid(issued: Any, base: int) -> int:
+    """Whole minutes from the base date's first minute, on the issue time's own wall clock."""
+    return int((issued.replace(tzinfo=None) - dt.datetime(base, 1, 1)).total_seconds() // 60)
+
+
+@given(
+    when=st.datetimes(
+        min_value=dt.datetime(1993, 1, 1),
+        max_value=dt.datetime(2067, 11, 24),
+        timezones=st.one_of(st.none(), st.timezones()),
+    ),
+    base=st.sampled_from(list(BaseDate)),
+    form=st.sampled_from([lambda b: b, int, str, lambda b: f"{int(b)}-01-01"]),
+)
+def test_a_tid_from_each_form_of_base_date_is_the_plain_count(when: Any, base: BaseDate, form: Any) -> None:
+    """The base dates' first minutes are looked up, not built, for a ``BaseDate`` or a year; other forms parsed."""
+    expected = reference_tid(when, int(base))
+    if 0 <= expected <= sts.tid.TID_MAX:
+        assert sts.tid_from_datetime(when, form(base)) == expected
+    else:
+        with pytest.raises(sts.TidOutOfRangeError, match=f"base date {int(base)}"):
+            sts.tid_from_datetime(when, form(base))
+
+
+@pytest.mark.parametrize("base", [1994, "1900", None, "x"])
+def test_a_base_date_that_is_none_is_refused(base: Any) -> None:
+    with pytest.raises(FormatError):
+        sts.tid_from_datetime(dt.datetime(2026, 1, 1), base)

@@ -1,6 +1,6 @@
 """Small things every vend makes, made the quick way and held to the slow way: its id (a version 4 UUID), its
-tokens' RND, its month and its time with the utility's offset (``with_offset``, which remembers the last second's
-offset)."""
+tokens' RND, its quantities, its month and its time with the utility's offset (``with_offset``, which remembers
+the last second's offset)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mita.vend.answers import month_of, new_vend_id, random_rnd
+from mita.vend.answers import month_of, new_vend_id, quantity, random_rnd
 from mita.vend.walltime import with_offset
 
 # zones with daylight saving (an hour, and Lord Howe's half hour), without it, and a past with odd offsets
@@ -30,6 +31,11 @@ def test_vend_ids_are_random_version_4_uuids() -> None:
     ids = {new_vend_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+
+
+@given(st.one_of(st.integers(min_value=0, max_value=10**8), st.integers()))
+def test_a_quantity_is_decimal_s_text(units: int) -> None:
+    assert quantity(units) == str(Decimal(units) / 10)
 
 
 def test_rnds_are_4_bit_and_all_come() -> None:

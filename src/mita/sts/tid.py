@@ -57,15 +57,22 @@ def base_date_in_use(issued: dt.datetime) -> BaseDate:
     return next((base for base in BaseDate if issued < base.rollover), BaseDate.Y2035)
 
 
+#: Each base date's first minute, by year (a ``BaseDate`` finds its own: it hashes as its year).
+_STARTS = {int(b): b.start for b in BaseDate}
+
+
 def tid_from_datetime(issued: dt.datetime, base: BaseDate | int = BaseDate.Y1993) -> int:
     """Whole minutes from the base date to ``issued``; refused outside 24 bits."""
-    base = BaseDate.parse(base)
-    delta = issued.replace(tzinfo=None) - base.start
+    start = _STARTS.get(base) if base.__class__ is int or base.__class__ is BaseDate else None
+    if start is None:  # another form of a base date ("2014"), or none: parsed, or refused
+        base = BaseDate.parse(base)
+        start = base.start
+    delta = (issued if issued.tzinfo is None else issued.replace(tzinfo=None)) - start
     minutes = (delta.days * 86400 + delta.seconds) // 60
     if not 0 <= minutes <= TID_MAX:
         raise TidOutOfRangeError(
             f"{issued:%Y-%m-%d %H:%M} is outside the TID range of base date {int(base)} "
-            f"({base.start:%Y-%m-%d} to {base.rollover - dt.timedelta(minutes=1):%Y-%m-%d %H:%M})"
+            f"({start:%Y-%m-%d} to {BaseDate(base).rollover - dt.timedelta(minutes=1):%Y-%m-%d %H:%M})"
         )
     return minutes
 

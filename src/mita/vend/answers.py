@@ -36,8 +36,12 @@ BASE_UNITS_PER_UNIT = 10
 
 
 def quantity(units: int) -> str:
-    """Base units as decimal text in the meter's unit (35 -> ``"3.5"``)."""
-    return str(Decimal(units) / BASE_UNITS_PER_UNIT)
+    """Base units as decimal text in the meter's unit (35 -> ``"3.5"``, 30 -> ``"3"``): what
+    ``str(Decimal(units) / 10)`` writes, for the amounts a token carries, without a Decimal."""
+    whole, tenths = divmod(units, BASE_UNITS_PER_UNIT)
+    if units < 0 or whole >= 10**26:  # not a token's amount: as Decimal writes it (signs, exponents)
+        return str(Decimal(units) / BASE_UNITS_PER_UNIT)
+    return f"{whole}.{tenths}" if tenths else str(whole)
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # made once, not per call

@@ -116,7 +116,13 @@ class KeyRing:
 
 
 def derivation(cfg: Any) -> Derivation:
-    return Derivation(cfg.kt, cfg.sgc, cfg.ti, cfg.krn, sts.BaseDate(cfg.base_date), sts.EA(cfg.ea))
+    return _derivation(cfg.kt, cfg.sgc, cfg.ti, cfg.krn, cfg.base_date, cfg.ea)
+
+
+@functools.lru_cache(maxsize=256)
+def _derivation(kt: int, sgc: str, ti: int, krn: int, base_date: int, ea: int) -> Derivation:
+    """One per key configuration (a supply group's few): every vend derives its meter's key under one."""
+    return Derivation(kt, sgc, ti, krn, sts.BaseDate(base_date), sts.EA(ea))
 
 
 def ken_expiry(ken: int, base_date: int) -> dt.datetime | None:
