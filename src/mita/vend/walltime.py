@@ -22,26 +22,24 @@ def wall_clock(at: dt.datetime) -> dt.datetime:
 
 def with_offset(at: dt.datetime) -> str:
     """A stored wall-clock time in RFC 3339, with the utility's offset then (``2026-03-10T09:30:00+02:00``)."""
+    global _last
     if at.tzinfo is not None:
         return at.isoformat()
-    return at.replace(tzinfo=_offset(at)).isoformat()
+    # the second (and fold) of the wall clock, in the zone the process is in (TZ, read again by time.tzset)
+    key = (at.year, at.month, at.day, at.hour, at.minute, at.second, at.fold, time.tzname, time.timezone, time.altzone)
+    last, suffix = _last
+    if key != last:
+        second = at.replace(microsecond=0)
+        suffix = second.astimezone().isoformat()[len(second.isoformat()) :]  # "+02:00"
+        _last = (key, suffix)
+    return at.isoformat() + suffix
 
 
-# The offset of the last second asked for, in the zone it was asked in: every vend's answer asks for its own time's,
-# and ``astimezone`` works it out from the C library's local time each time (8 µs). A zone's offset changes only at
-# whole seconds (whole minutes since the 1970s), so a second's is its every instant's; the zone is the process's
-# (``TZ``, read again by ``time.tzset``, as tests do), named by what ``time`` says of it.
-_last: tuple[object, dt.datetime, int, dt.tzinfo | None] = (None, dt.datetime.min, 0, None)
-
-
-def _offset(at: dt.datetime) -> dt.tzinfo | None:
-    global _last
-    zone, second = (time.tzname, time.timezone, time.altzone), at.replace(microsecond=0)
-    last_zone, last_second, last_fold, tz = _last
-    if last_zone != zone or last_second != second or last_fold != at.fold:  # naive datetimes compare without fold
-        tz = second.astimezone().tzinfo
-        _last = (zone, second, at.fold, tz)
-    return tz
+# The offset of the last second asked for, as text, with the zone it was asked in: every vend's answer asks for its
+# own time's, and ``astimezone`` works it out from the C library's local time each time (twice this function's
+# time). A zone's offset changes only at whole seconds (whole minutes since the 1970s): a second's is its every
+# instant's. One tuple, so that a thread never reads one second's key with another's offset.
+_last: tuple[tuple[object, ...], str] = ((), "")
 
 
 def zone_name(at: dt.datetime) -> str:
