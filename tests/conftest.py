@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -259,6 +260,20 @@ def _module_text(path: str) -> str:
 # ---------------------------------------------------------------- an empty database of each kind
 
 PG_SERVER = os.environ.get("MITA_TEST_POSTGRES_SERVER", "postgresql://postgres@127.0.0.1:5432")
+
+
+@contextlib.contextmanager
+def zone_kept() -> Iterator[None]:
+    """The process's time zone (``TZ``, and the C library's reading of it) as it was before the block."""
+    before = os.environ.get("TZ")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 import contract
+from conftest import zone_kept
 from mita import sts
 from mita.api import create_app
 from mita.api import models as m
@@ -64,17 +65,10 @@ SEQUENCE = (
 @pytest.fixture(scope="module")
 def utility_zone() -> Iterator[None]:
     """The process in the utility's zone for the module (local time is what the service stores)."""
-    before = os.environ.get("TZ")
-    os.environ["TZ"] = ZONE
-    time.tzset()
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = before
+    with zone_kept():
+        os.environ["TZ"] = ZONE
         time.tzset()
+        yield
 
 
 @pytest.fixture(scope="module")

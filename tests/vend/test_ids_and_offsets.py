@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import zone_kept
 from mita.vend.answers import month_of, new_vend_id, quantity, random_rnd
 from mita.vend.walltime import with_offset
 
@@ -50,15 +51,8 @@ def test_a_month_is_strftime_s(at: dt.datetime) -> None:
 
 @pytest.fixture
 def zone_restored() -> Iterator[None]:
-    before = os.environ.get("TZ")
-    try:
+    with zone_kept():
         yield
-    finally:
-        if before is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = before
-        time.tzset()
 
 
 def _in(zone: str) -> None:
