@@ -24,6 +24,9 @@ def test_a_purchase_by_mpesa_ends_as_credit_in_the_meter(tmp_path: Path, monkeyp
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MITA_")}
     env["MITA_MASTER_KEY"] = "44" * 32
+    scratch = tmp_path / "tmp"  # the demo's temporary folders (Kannel's), which it must remove when it stops
+    scratch.mkdir()
+    env["TMPDIR"] = str(scratch)
     result = subprocess.run(
         [sys.executable, "-m", "mita.cli.main", "demo", "--port", str(port), "--show-and-exit"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180, check=False,
@@ -32,6 +35,7 @@ def test_a_purchase_by_mpesa_ends_as_credit_in_the_meter(tmp_path: Path, monkeyp
     assert result.returncode == 0, (out + result.stderr)[-3000:]
     assert "from Kannel's fake SMSC" in out and "Token: " in out
     assert out.count(": accept") >= 1 and "not accept" not in out
+    assert list(scratch.iterdir()) == [], "the demo left its temporary folders behind"
     monkeypatch.setenv("MITA_MASTER_KEY", "44" * 32)  # the demo's, which sealed the meter's decoder key
     meter = storage.load(tmp_path / "demo-meters" / "47500150231.json")
     assert meter.registers()["electricity"] > 0

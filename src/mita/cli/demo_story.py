@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import re
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -65,6 +67,7 @@ def prepare(url: str, host: str, port: int, meter_file: Path, drn: str) -> Story
     })  # fmt: skip
     if box.installed():
         folder = Path(tempfile.mkdtemp(prefix="mita-demo-kannel-"))
+        story.stops.append(functools.partial(shutil.rmtree, folder, ignore_errors=True))  # after Kannel stops
         story.gateway = box.Box(folder, f"{base}/hooks/kannel/mo/{secret}").start()
         story.stops.append(story.gateway.stop)
         os.environ.update(
