@@ -467,9 +467,12 @@ async def _exchange(pgconn: pq.abc.PGconn) -> list[pq.abc.PGresult]:
     """Send what :func:`_queue` buffered and take every result up to the sync (one per statement; a statement
     after a failed one answers ``PIPELINE_ABORTED``), within :data:`ROUND_TRIP_DEADLINE_S` (``TimeoutError``).
 
-    libpq's asynchronous calls, as psycopg's own waiting runs them, with one readiness callback and one timer for
-    the whole exchange: psycopg's general-purpose wait (a poll before each write, a timer per wait) and a timeout
-    scope around it cost the vend more CPU than this does in all."""
+    libpq's asynchronous calls, as psycopg's own waiting runs them, with one timer for the whole exchange: psycopg's
+    general-purpose wait (a poll before each write, a timer per wait) and a timeout scope around it cost the vend
+    more CPU than this does in all. As in psycopg, the socket is watched only while waiting, never while libpq
+    reads: a reader left on through a read in which libpq met the end of the session (a restart, a terminated
+    backend) was never called again under uvloop (uvicorn's loop), though the end was there to read, and every
+    vend on such a connection waited out the deadline (``tests/vend/test_hotpath_ends.py``)."""
     loop = asyncio.get_running_loop()
     fd = pgconn.socket
     waiter: asyncio.Future[None] = loop.create_future()
@@ -492,27 +495,37 @@ async def _exchange(pgconn: pq.abc.PGconn) -> list[pq.abc.PGresult]:
             finally:
                 loop.remove_writer(fd)
             waiter = loop.create_future()
-        loop.add_reader(fd, ready)
-        try:
-            while True:
+        while True:
+            loop.add_reader(fd, ready)  # only while waiting: libpq closes the socket when it reads its end
+            try:
                 await waiter
-                waiter = loop.create_future()
-                pgconn.consume_input()
-                while not pgconn.is_busy():
-                    result = pgconn.get_result()
-                    if result is None:  # the end of one statement's results
-                        continue
-                    if result.status == pq.ExecStatus.PIPELINE_SYNC:
-                        return results
-                    results.append(result)
-        finally:
-            loop.remove_reader(fd)
+            finally:
+                loop.remove_reader(fd)
+            waiter = loop.create_future()
+            pgconn.consume_input()
+            while not pgconn.is_busy():
+                result = pgconn.get_result()
+                if result is None:  # the end of one statement's results
+                    _check_alive(pgconn)
+                    continue
+                if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                    return results
+                results.append(result)
+            _check_alive(pgconn)
     except TimeoutError:  # the deadline (an OSError too, which the next clause is not for)
         raise
     except OSError as exc:  # the socket gone under the loop: as psycopg's own wait reports it
         raise psycopg.OperationalError("connection socket closed") from exc
     finally:
         timer.cancel()
+
+
+def _check_alive(pgconn: pq.abc.PGconn) -> None:
+    """Raise if libpq has found the session over while reading: it has closed the socket then, and no answer will
+    come (a wait on would watch a closed descriptor, or another socket given its number since)."""
+    if pgconn.status == pq.ConnStatus.BAD:
+        message = pgconn.error_message.decode(errors="replace").strip()
+        raise psycopg.OperationalError(message or "the connection to the database is lost")
 
 
 async def _pipeline(conn: psycopg.AsyncConnection[Any], steps: list[Step]) -> list[pq.abc.PGresult]:
