@@ -48,6 +48,7 @@ durability settings on. ``benchmarks/README.md`` lists each run with the load av
 | a third host (AMD EPYC), f6da080 | 406-719 | 36-484 | 1.33-2.35 / 1.24-2.02 / 0.073-0.131 | 0.6-4.0 |
 | there, a vend's small steps cheaper (3e9ce40) | 654-668 | 37-40 | 1.38-1.43 / 1.36-1.39 / 0.080-0.084 | 2.8-3.4 |
 | a fourth host (Intel Xeon, fastest), 2e6f8d0 | 1,195-1,730 | 14-25 | 0.54-0.76 / 0.54-0.83 / 0.032-0.046 | 1.0-4.7 |
+| there an hour later, slower (2e6f8d0, d761ecf) | 507-795 | 43-153 | 1.10-1.35 / 1.20-1.51 / 0.066-0.079 | 2.4-2.9 |
 
 The same code's CPU per vend moves by up to 2x between runs minutes apart (the VM's speed: wrk's own CPU per
 request, fixed work, moves with it, 0.05-0.10 ms), and throughput follows: at the fastest, 1.73 ms of CPU a vend
