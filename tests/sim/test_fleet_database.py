@@ -93,7 +93,7 @@ def digest(path: Path) -> str:
 
 def run_worker(world: World) -> None:
     """One ``mita worker`` pass over the head-end channel (as tests/headend/test_remote_vending.py runs it)."""
-    run_headend(world.engine, world.svc, world.admin, lambda: world.now[0], timeout=5.0)
+    run_headend(world.engine, world.svc, world.admin, lambda: world.now[0])
 
 
 # ---------------------------------------------------------------------- --from-database
