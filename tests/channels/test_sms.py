@@ -70,7 +70,7 @@ def sendsms() -> Iterator[Sendsms]:
 
 def sender(world: World, url: str) -> KannelSender:
     return KannelSender(world.engine, url, "mita", PASSWORD, "MITA", HookSecret(SECRET), "https://vend.example",
-                        lambda: world.now[0], timeout=2)  # fmt: skip
+                        lambda: world.now[0], timeout=15)  # fmt: skip
 
 
 def message(key: str = "sms:pay:1", payload: Any = None, n: int = 1) -> Message:
