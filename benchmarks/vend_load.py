@@ -49,6 +49,7 @@ durability settings on. ``benchmarks/README.md`` lists each run with the load av
 | there, a vend's small steps cheaper (3e9ce40) | 654-668 | 37-40 | 1.38-1.43 / 1.36-1.39 / 0.080-0.084 | 2.8-3.4 |
 | a fourth host (Intel Xeon, fastest), 2e6f8d0 | 1,195-1,730 | 14-25 | 0.54-0.76 / 0.54-0.83 / 0.032-0.046 | 1.0-4.7 |
 | there an hour later, slower (2e6f8d0, d761ecf) | 507-795 | 43-153 | 1.10-1.35 / 1.20-1.51 / 0.066-0.079 | 2.4-2.9 |
+| that host, the next session (efa63ed) | 1,248-1,359 | 18-29 | 0.65-0.72 / 0.70-0.75 / 0.049-0.055 | 0.2-4.3 |
 
 The same code's CPU per vend moves by up to 2x between runs minutes apart (the VM's speed: wrk's own CPU per
 request, fixed work, moves with it, 0.05-0.10 ms), and throughput follows: at the fastest, 1.73 ms of CPU a vend
